@@ -1,0 +1,1 @@
+"""Policy networks for Stable-Baselines3 (installed as ``rlprompt.policies``)."""

@@ -1,0 +1,30 @@
+"""The project's own error type and the command-line wrapper that turns it into one clear line.
+
+Every problem a user can cause (a bad file, key, value or model name) raises :class:`RLPromptError`
+with a message that names the culprit. Entry points wrap ``main`` in :func:`run_cli`, which prints
+``error: <message>`` on stderr and exits with status 2 instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+EXIT_USAGE = 2
+
+
+class RLPromptError(Exception):
+    """A user-facing error: the message alone must tell the user what to fix."""
+
+
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
+    """Run a command-line ``main`` and exit with its status, reporting RLPromptError as one line."""
+    try:
+        status = main(argv)
+    except RLPromptError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(status or 0)

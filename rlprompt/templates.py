@@ -1,0 +1,196 @@
+"""Templates: how a sentence, a prompt and the label slot become one token sequence.
+
+A template is text with the slots ``{sentence}``, ``{prompt}`` and ``<mask>`` (the label slot), for
+example ``"{sentence} {prompt} <mask> ."``. Masked LMs predict the label word at ``<mask>``; causal
+LMs predict it as the next token, so their label slot must end the template (a causal template
+without ``<mask>`` gets ``" <mask>"`` appended, RLPrompt's ``"{sentence} {prompt}"`` convention).
+
+Each slot is tokenized together with the literal text just before it, so a leading space stays
+attached to the word that follows it, as BPE and SentencePiece tokenizers expect. Tokenizing slot
+by slot is what lets the scorer reuse a sentence's key/value cache for every prompt.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from rlprompt.errors import RLPromptError
+from rlprompt.models import LanguageModel, ModelKind
+
+SENTENCE, PROMPT, LABEL = "{sentence}", "{prompt}", "<mask>"
+_SLOT_RE = re.compile(r"(\{sentence\}|\{prompt\}|<mask>)")
+_STRAY_BRACE_RE = re.compile(r"\{[^}]*\}")
+
+DEFAULT_TEMPLATES: dict[ModelKind, str] = {
+    "causal": "{sentence} {prompt}",
+    "masked": "{sentence} {prompt} <mask> .",
+}
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One slot (or the trailing literal) with the literal text that precedes it."""
+
+    slot: str | None  # SENTENCE, PROMPT, LABEL, or None for trailing literal text
+    lead: str
+
+
+@dataclass(frozen=True)
+class Template:
+    """A validated template for one model kind."""
+
+    text: str
+    kind: ModelKind
+    chunks: tuple[Chunk, ...]
+
+    @classmethod
+    def parse(cls, text: str, kind: ModelKind) -> Template:
+        """Validate ``text`` for a model of ``kind``; errors name the template and what is wrong."""
+        if not isinstance(text, str):
+            raise RLPromptError(f"template must be a string, got {text!r}")
+        pieces = _SLOT_RE.split(text)
+        slots = [p for p in pieces if _SLOT_RE.fullmatch(p)]
+        for slot in (SENTENCE, PROMPT):
+            if slots.count(slot) != 1:
+                raise RLPromptError(f"template {text!r} must contain {slot} exactly once")
+        if slots.count(LABEL) > 1:
+            raise RLPromptError(f"template {text!r} has more than one {LABEL} label slot")
+        for literal in pieces[::2]:
+            stray = _STRAY_BRACE_RE.search(literal)
+            if stray:
+                raise RLPromptError(
+                    f"template {text!r} has an unknown slot {stray.group()}; "
+                    f"the slots are {SENTENCE}, {PROMPT} and {LABEL}"
+                )
+        if kind == "masked" and LABEL not in slots:
+            raise RLPromptError(f"template {text!r} for a masked model needs a {LABEL} label slot")
+        if kind == "causal":
+            if LABEL not in slots:
+                return cls.parse(text.rstrip() + " " + LABEL, kind)
+            if pieces[-1].strip() or pieces[-2] != LABEL:
+                raise RLPromptError(
+                    f"template {text!r}: a causal model predicts the label as the next token, "
+                    f"so {LABEL} must end the template"
+                )
+        chunks = []
+        for i in range(1, len(pieces), 2):
+            chunks.append(Chunk(slot=pieces[i], lead=pieces[i - 1]))
+        if pieces[-1]:
+            chunks.append(Chunk(slot=None, lead=pieces[-1]))
+        return cls(text=text, kind=kind, chunks=tuple(chunks))
+
+    @property
+    def prompt_lead(self) -> str:
+        return next(c.lead for c in self.chunks if c.slot == PROMPT)
+
+    @property
+    def label_lead(self) -> str:
+        return next(c.lead for c in self.chunks if c.slot == LABEL)
+
+    def fill_text(self, sentence: str, prompt: str, label: str) -> str:
+        """The plain text of a filled template (``label`` replaces the label slot)."""
+        values = {SENTENCE: sentence, PROMPT: prompt, LABEL: label, None: ""}
+        return "".join(c.lead + values[c.slot] for c in self.chunks)
+
+
+@dataclass(frozen=True)
+class EncodedExample:
+    """Token ids of one example around the prompt.
+
+    ``head`` is everything before the prompt, ``tail`` everything after it (for causal models up to,
+    not including, the label slot). ``label_index`` locates the mask in ``head + prompt + tail``
+    for masked models, counted from the end of the sequence so it does not depend on the prompt.
+    """
+
+    head: tuple[int, ...]
+    tail: tuple[int, ...]
+    label_from_end: int | None = None  # masked models: position of the mask counted from the end
+    label_in_head: int | None = None  # masked models: position of the mask when it lies in the head
+
+
+class TemplateEncoder:
+    """Encodes examples, prompts and verbalizers for one model and template."""
+
+    def __init__(self, lm: LanguageModel, template: Template, verbalizers: list[str], prompt_budget: int = 64):
+        if template.kind != lm.kind:
+            raise RLPromptError(f"template {template.text!r} is for a {template.kind} model, {lm.name} is {lm.kind}")
+        self.lm = lm
+        self.template = template
+        self.prompt_budget = prompt_budget
+        self.verbalizer_ids = [tuple(lm.encode(template.label_lead + word)) for word in verbalizers]
+        for word, ids in zip(verbalizers, self.verbalizer_ids):
+            if not ids:
+                raise RLPromptError(f"verbalizer {word!r} encodes to no token for {lm.name}")
+            if lm.kind == "masked" and len(ids) != 1:
+                pieces = lm.tokenizer.convert_ids_to_tokens(list(ids))
+                raise RLPromptError(
+                    f"verbalizer {word!r} is {len(ids)} tokens for masked model {lm.name} ({pieces}); "
+                    "a masked model fills one position, so each verbalizer must be a single token"
+                )
+        if len(set(self.verbalizer_ids)) != len(self.verbalizer_ids):
+            raise RLPromptError(f"verbalizers {verbalizers} are not distinct once tokenized for {lm.name}")
+        # Literal pieces never change: tokenize them once.
+        self._literal_ids = {
+            i: tuple(lm.encode(c.lead + (lm.mask_token if c.slot == LABEL else "")))
+            for i, c in enumerate(template.chunks)
+            if c.slot not in (SENTENCE, PROMPT) and not (c.slot == LABEL and lm.kind == "causal")
+        }
+        self._mask_index = {}
+        for i, ids in self._literal_ids.items():
+            if template.chunks[i].slot == LABEL:
+                if ids.count(lm.mask_token_id) != 1:
+                    raise RLPromptError(f"{lm.name}: the mask token does not survive tokenization of {template.text!r}")
+                self._mask_index[i] = ids.index(lm.mask_token_id)
+
+    def encode_prompt(self, prompt: str) -> tuple[int, ...]:
+        """Token ids of a text prompt, with the template's lead text (usually a space) attached."""
+        return tuple(self.lm.encode(self.template.prompt_lead + prompt)) if prompt else ()
+
+    def check_prompt(self, prompt_ids: tuple[int, ...]) -> None:
+        if len(prompt_ids) > self.prompt_budget:
+            raise RLPromptError(
+                f"prompt of {len(prompt_ids)} tokens is longer than the {self.prompt_budget} tokens the scorer "
+                f"reserves for prompts (prompt_budget)"
+            )
+
+    def encode_example(self, sentence: str) -> EncodedExample:
+        """Encode the template around the prompt; long sentences are cut from their end to fit."""
+        lm, chunks = self.lm, self.template.chunks
+        sentence_index = next(i for i, c in enumerate(chunks) if c.slot == SENTENCE)
+        prompt_index = next(i for i, c in enumerate(chunks) if c.slot == PROMPT)
+        sentence_ids = lm.encode(chunks[sentence_index].lead + sentence)
+        fixed = len(lm.prefix_ids) + sum(len(ids) for ids in self._literal_ids.values())
+        if lm.kind == "masked":
+            fixed += len(lm.suffix_ids)
+        else:
+            fixed += max(len(v) for v in self.verbalizer_ids) - 1
+        room = lm.max_length - fixed - self.prompt_budget
+        if room < 1:
+            raise RLPromptError(
+                f"template {self.template.text!r} with a {self.prompt_budget}-token prompt budget leaves no room "
+                f"for the sentence within {lm.name}'s {lm.max_length} tokens"
+            )
+        sentence_ids = sentence_ids[:room]
+        head: list[int] = list(lm.prefix_ids)
+        tail: list[int] = []
+        label_in_head = label_pos_in_tail = None
+        for i, chunk in enumerate(chunks):
+            if i == prompt_index:
+                continue
+            if chunk.slot == LABEL and lm.kind == "causal":
+                break  # the label is predicted after everything else
+            ids = sentence_ids if i == sentence_index else self._literal_ids[i]
+            target = head if i < prompt_index else tail
+            if i in self._mask_index:
+                if target is head:
+                    label_in_head = len(head) + self._mask_index[i]
+                else:
+                    label_pos_in_tail = len(tail) + self._mask_index[i]
+            target.extend(ids)
+        if lm.kind == "masked":
+            tail.extend(lm.suffix_ids)
+        label_from_end = len(tail) - label_pos_in_tail if label_pos_in_tail is not None else None
+        return EncodedExample(
+            head=tuple(head), tail=tuple(tail), label_from_end=label_from_end, label_in_head=label_in_head
+        )
