@@ -85,11 +85,13 @@ class LanguageModel:
 
     @property
     def max_length(self) -> int:
-        """The longest sequence the model accepts."""
+        """The longest sequence the model accepts. For models with sliding-window layers it is the
+        window, so that every layer sees the whole sequence (the scorer relies on it)."""
         config = self.model.config
         limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
         tok_limit = getattr(self.tokenizer, "model_max_length", None)
-        candidates = [v for v in (limit, tok_limit) if isinstance(v, int) and 0 < v < 10**7]
+        window = getattr(config, "sliding_window", None)
+        candidates = [v for v in (limit, tok_limit, window) if isinstance(v, int) and 0 < v < 10**7]
         return min(candidates) if candidates else 2048
 
     @property
@@ -236,6 +238,9 @@ def _convert_gguf_bundle(bundle: Bundle, package_dir: Path, target: Path) -> Non
 def _load_directory(name: str, directory: Path) -> LanguageModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # loading takes well under a second; its bars are noise
     try:
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
         kind = model_kind(config)
@@ -246,6 +251,8 @@ def _load_directory(name: str, directory: Path) -> LanguageModel:
         raise
     except (OSError, ValueError, KeyError) as err:
         raise RLPromptError(f"cannot load model {name!r} from {directory}: {err}") from None
+    finally:
+        hf_logging.enable_progress_bar()
     return wrap_model(name, model, tokenizer, kind)
 
 
@@ -253,6 +260,8 @@ def wrap_model(name: str, model: torch.nn.Module, tokenizer, kind: ModelKind | N
     """Freeze ``model`` and describe it for the scorer (also used for models built in memory)."""
     model.eval()
     model.requires_grad_(False)
+    if not getattr(model.config, "architectures", None):
+        model.config.architectures = [type(model).__name__]  # as save_pretrained would record it
     kind = kind or model_kind(model.config)
     if kind == "masked" and getattr(tokenizer, "mask_token_id", None) is None:
         raise RLPromptError(f"masked model {name!r} has a tokenizer without a mask token")

@@ -80,13 +80,31 @@ class Template:
             chunks.append(Chunk(slot=None, lead=pieces[-1]))
         return cls(text=text, kind=kind, chunks=tuple(chunks))
 
+    def _lead(self, slot: str) -> tuple[str, str]:
+        """The literal text before ``slot``, split into its text and its trailing whitespace."""
+        lead = next(c.lead for c in self.chunks if c.slot == slot)
+        text = lead.rstrip()
+        return text, lead[len(text) :]
+
     @property
     def prompt_lead(self) -> str:
-        return next(c.lead for c in self.chunks if c.slot == PROMPT)
+        """Literal text before the prompt (without trailing whitespace): part of the context."""
+        return self._lead(PROMPT)[0]
+
+    @property
+    def prompt_space(self) -> str:
+        """Whitespace before the prompt: text prompts are tokenized with it (" It was")."""
+        return self._lead(PROMPT)[1]
 
     @property
     def label_lead(self) -> str:
-        return next(c.lead for c in self.chunks if c.slot == LABEL)
+        """Literal text before the label slot (without trailing whitespace): part of the context."""
+        return self._lead(LABEL)[0]
+
+    @property
+    def label_space(self) -> str:
+        """Whitespace before the label slot: label words are tokenized with it (" great")."""
+        return self._lead(LABEL)[1]
 
     def fill_text(self, sentence: str, prompt: str, label: str) -> str:
         """The plain text of a filled template (``label`` replaces the label slot)."""
@@ -118,7 +136,7 @@ class TemplateEncoder:
         self.lm = lm
         self.template = template
         self.prompt_budget = prompt_budget
-        self.verbalizer_ids = [tuple(lm.encode(template.label_lead + word)) for word in verbalizers]
+        self.verbalizer_ids = [tuple(lm.encode(template.label_space + word)) for word in verbalizers]
         for word, ids in zip(verbalizers, self.verbalizer_ids):
             if not ids:
                 raise RLPromptError(f"verbalizer {word!r} encodes to no token for {lm.name}")
@@ -130,22 +148,35 @@ class TemplateEncoder:
                 )
         if len(set(self.verbalizer_ids)) != len(self.verbalizer_ids):
             raise RLPromptError(f"verbalizers {verbalizers} are not distinct once tokenized for {lm.name}")
-        # Literal pieces never change: tokenize them once.
-        self._literal_ids = {
-            i: tuple(lm.encode(c.lead + (lm.mask_token if c.slot == LABEL else "")))
-            for i, c in enumerate(template.chunks)
-            if c.slot not in (SENTENCE, PROMPT) and not (c.slot == LABEL and lm.kind == "causal")
-        }
+        # Literal pieces never change: tokenize them once. The prompt slot contributes its literal text
+        # (e.g. "Review:"), the prompt being tokenized with only the whitespace before it. A causal model's
+        # label slot contributes the text before it (e.g. " Answer:"); the label word is what is predicted.
+        self._literal_ids = {}
+        for i, c in enumerate(template.chunks):
+            if c.slot == PROMPT:
+                text = template.prompt_lead
+            elif c.slot == LABEL:
+                text = c.lead + lm.mask_token if lm.kind == "masked" else template.label_lead
+            elif c.slot is None:
+                text = c.lead
+            else:
+                continue
+            self._literal_ids[i] = tuple(lm.encode(text)) if text else ()
         self._mask_index = {}
         for i, ids in self._literal_ids.items():
-            if template.chunks[i].slot == LABEL:
+            if template.chunks[i].slot == LABEL and lm.kind == "masked":
                 if ids.count(lm.mask_token_id) != 1:
                     raise RLPromptError(f"{lm.name}: the mask token does not survive tokenization of {template.text!r}")
                 self._mask_index[i] = ids.index(lm.mask_token_id)
 
+    @property
+    def _start_id(self) -> int | None:
+        tok = self.lm.tokenizer
+        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
     def encode_prompt(self, prompt: str) -> tuple[int, ...]:
         """Token ids of a text prompt, with the template's lead text (usually a space) attached."""
-        return tuple(self.lm.encode(self.template.prompt_lead + prompt)) if prompt else ()
+        return tuple(self.lm.encode(self.template.prompt_space + prompt)) if prompt else ()
 
     def check_prompt(self, prompt_ids: tuple[int, ...]) -> None:
         if len(prompt_ids) > self.prompt_budget:
@@ -176,12 +207,8 @@ class TemplateEncoder:
         tail: list[int] = []
         label_in_head = label_pos_in_tail = None
         for i, chunk in enumerate(chunks):
-            if i == prompt_index:
-                continue
-            if chunk.slot == LABEL and lm.kind == "causal":
-                break  # the label is predicted after everything else
             ids = sentence_ids if i == sentence_index else self._literal_ids[i]
-            target = head if i < prompt_index else tail
+            target = head if i <= prompt_index else tail
             if i in self._mask_index:
                 if target is head:
                     label_in_head = len(head) + self._mask_index[i]
@@ -190,6 +217,10 @@ class TemplateEncoder:
             target.extend(ids)
         if lm.kind == "masked":
             tail.extend(lm.suffix_ids)
+        elif not head and self._start_id is not None:
+            # Nothing precedes the prompt (say "{prompt} {sentence}", or an empty sentence) and the model
+            # adds no BOS: start from its BOS/EOS token, as GPT-style models conventionally do.
+            head.append(self._start_id)
         label_from_end = len(tail) - label_pos_in_tail if label_pos_in_tail is not None else None
         return EncodedExample(
             head=tuple(head), tail=tuple(tail), label_from_end=label_from_end, label_in_head=label_in_head

@@ -1,0 +1,120 @@
+"""Evaluate prompts on a task: ``python -m rlprompt.evaluate --model M --task T --prompt "..."``.
+
+Prints accuracy, macro-F1 and per-class accuracy for each prompt (``--json`` for machine-readable
+output on stdout; progress goes to stderr). Without ``--prompt`` it evaluates the task's manual prompt
+and the empty prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from rlprompt.errors import RLPromptError, run_cli
+from rlprompt.metrics import ClassificationMetrics, classification_metrics
+from rlprompt.models import LanguageModel, load_model
+from rlprompt.scoring import PromptLike, Scorer
+from rlprompt.tasks import DEFAULT_SEED, FEW_SHOT_SEEDS, SPLITS, Task, load_task
+
+
+@dataclass
+class PromptResult:
+    prompt: str
+    prompt_ids: list[int]
+    metrics: ClassificationMetrics
+
+
+def evaluate_prompts(
+    scorer: Scorer, examples, prompts: list[PromptLike], progress: bool = False
+) -> list[PromptResult]:
+    """Score every prompt on every example in one batched Scorer call and compute metrics."""
+    logprobs = scorer.score(prompts, examples, progress=progress)
+    labels = np.array([ex.label for ex in examples])
+    results = []
+    for prompt, lp in zip(prompts, logprobs):
+        ids = list(scorer.prompt_ids(prompt))
+        text = prompt if isinstance(prompt, str) else scorer.lm.decode(ids)
+        results.append(PromptResult(text, ids, classification_metrics(lp, labels)))
+    return results
+
+
+def make_scorer(lm: LanguageModel, task: Task, template: str | None = None, **kwargs) -> Scorer:
+    """The scorer for a task on a model, with the task's template for that model kind unless given."""
+    return Scorer(lm, template or task.template_for(lm.kind), task.verbalizers, **kwargs)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m rlprompt.evaluate",
+        description="Evaluate discrete prompts on a task with a frozen language model.",
+    )
+    p.add_argument("--model", default="smollm2-135m", help="alias, local directory or cached HF id (default: %(default)s)")
+    p.add_argument("--task", default="sst-2", help="built-in task or a task YAML file (default: %(default)s)")
+    p.add_argument("--seed", default=DEFAULT_SEED, choices=FEW_SHOT_SEEDS, help="few-shot data seed (default: %(default)s)")
+    p.add_argument("--split", default="test", choices=SPLITS, help="default: %(default)s")
+    p.add_argument("--prompt", action="append", help="a prompt to evaluate (repeatable; \"\" is the empty prompt)")
+    p.add_argument("--template", help="override the task's template, e.g. \"{sentence} {prompt} <mask> .\"")
+    p.add_argument("--limit", type=int, help="evaluate on the first N examples only")
+    p.add_argument("--batch-tokens", type=int, default=4096, help="tokens per forward pass (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        raise RLPromptError(f"--limit must be at least 1, got {args.limit}")
+    if args.batch_tokens < 16:
+        raise RLPromptError(f"--batch-tokens must be at least 16, got {args.batch_tokens}")
+    task = load_task(args.task, args.seed)
+    examples = task.examples(args.split)[: args.limit]
+    lm = load_model(args.model)
+    scorer = make_scorer(lm, task, args.template, batch_tokens=args.batch_tokens)
+    prompts = args.prompt if args.prompt is not None else [task.manual_prompt, ""]
+    start = time.perf_counter()
+    results = evaluate_prompts(scorer, examples, prompts, progress=True)
+    seconds = time.perf_counter() - start
+
+    if args.json:
+        payload = {
+            "model": lm.name,
+            "model_kind": lm.kind,
+            "task": task.name,
+            "split": args.split,
+            "seed": args.seed,
+            "template": scorer.template.text,
+            "verbalizers": task.verbalizers,
+            "seconds": round(seconds, 3),
+            "results": [
+                {"prompt": r.prompt, "prompt_ids": r.prompt_ids, **r.metrics.as_dict(task.class_names)} for r in results
+            ],
+        }
+        json.dump(payload, sys.stdout, indent=2)
+        print()
+        return 0
+    print(
+        f"{task.name} {args.split} ({len(examples)} examples) on {lm.name} ({lm.kind} LM), "
+        f"template {scorer.template.text!r}, verbalizers {task.verbalizers}, {seconds:.1f} s"
+    )
+    print(format_table(results, task.class_names))
+    return 0
+
+
+def format_table(results: list[PromptResult], class_names: list[str]) -> str:
+    """A plain-text table: prompt, accuracy, macro-F1, per-class accuracy."""
+    width = max([len("prompt")] + [len(repr(r.prompt)) for r in results])
+    header = f"{'prompt':<{width}}  {'accuracy':>8}  {'macro-F1':>8}  " + "  ".join(f"{n:>8}" for n in class_names)
+    lines = [header, "-" * len(header)]
+    for r in results:
+        per_class = "  ".join("     n/a" if np.isnan(v) else f"{v:8.3f}" for v in r.metrics.per_class_accuracy)
+        lines.append(f"{r.prompt!r:<{width}}  {r.metrics.accuracy:8.3f}  {r.metrics.macro_f1:8.3f}  {per_class}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    run_cli(main)

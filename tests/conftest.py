@@ -1,0 +1,109 @@
+"""Shared fixtures: real offline bundles (small) and tiny random models built from configs.
+
+Tiny models reuse a real tokenizer so texts tokenize as they would in use. The GPT-2 one has learned
+absolute position embeddings: a wrong position id under padding changes its output, where a RoPE model
+(Llama) would hide a constant shift.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlprompt.models import LanguageModel, load_model, wrap_model
+from rlprompt.tasks import Example
+from rlprompt.templates import TemplateEncoder
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def smol() -> LanguageModel:
+    return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def bert() -> LanguageModel:
+    return load_model("bert-tiny-splade")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(smol) -> LanguageModel:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(smol.tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2, attn_implementation="sdpa"
+    )
+    return wrap_model("tiny-gpt2", GPT2LMHeadModel(config), smol.tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_eager(smol) -> LanguageModel:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(1)
+    config = GPT2Config(
+        vocab_size=len(smol.tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2, attn_implementation="eager"
+    )
+    return wrap_model("tiny-gpt2-eager", GPT2LMHeadModel(config), smol.tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(smol) -> LanguageModel:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(2)
+    config = LlamaConfig(
+        vocab_size=len(smol.tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+    )  # fmt: skip
+    return wrap_model("tiny-llama", LlamaForCausalLM(config), smol.tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(bert) -> LanguageModel:
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(3)
+    config = BertConfig(
+        vocab_size=bert.tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=64,
+    )  # fmt: skip
+    return wrap_model("tiny-bert", BertForMaskedLM(config), bert.tokenizer)
+
+
+SENTENCES = [
+    "a gorgeous , witty , seductive movie .",
+    "the film is strictly routine .",
+    "it 's a charming and often affecting journey , and one that rewards patience with a quietly moving "
+    "final act that stays with you long after the credits roll .",
+    "bad .",
+    "an utterly incompetent , overlong mess of a movie that nobody should sit through .",
+]
+
+
+@pytest.fixture
+def examples() -> list[Example]:
+    return [Example(uid=f"t/{i}", text=s, label=i % 2) for i, s in enumerate(SENTENCES)]
+
+
+def reference_logprobs(encoder: TemplateEncoder, prompt_ids: tuple[int, ...], example: Example) -> list[float]:
+    """Label log-probs from plain, unbatched, unpadded full forward passes (no caches)."""
+    lm = encoder.lm
+    enc = encoder.encode_example(example.text)
+    seq = list(enc.head) + list(prompt_ids) + list(enc.tail)
+    with torch.no_grad():
+        if lm.kind == "masked":
+            logits = lm.model(input_ids=torch.tensor([seq])).logits[0]
+            pos = enc.label_in_head if enc.label_in_head is not None else len(seq) - enc.label_from_end
+            lp = torch.log_softmax(logits[pos], -1)
+            return [lp[ids[0]].item() for ids in encoder.verbalizer_ids]
+        out = []
+        for ids in encoder.verbalizer_ids:
+            full = seq + list(ids)
+            lp = torch.log_softmax(lm.model(input_ids=torch.tensor([full])).logits[0], -1)
+            out.append(sum(lp[len(seq) - 1 + j, t].item() for j, t in enumerate(ids)))
+        return out

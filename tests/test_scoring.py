@@ -1,0 +1,152 @@
+"""The Scorer against plain full forward passes, its caches, multi-token verbalizers and truncation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rlprompt.errors import RLPromptError
+from rlprompt.scoring import Scorer
+from rlprompt.tasks import Example
+from tests.conftest import reference_logprobs
+
+PROMPTS = ["", "It was", "All in all, the movie was really", "Rating:"]
+VERBALIZERS = ["terrible", "great"]
+
+
+def assert_matches_reference(scorer: Scorer, prompts, examples, atol=2e-4):
+    got = scorer.score(prompts, examples)
+    assert got.shape == (len(prompts), len(examples), scorer.num_classes)
+    for pi, prompt in enumerate(prompts):
+        ids = scorer.prompt_ids(prompt)
+        for ei, ex in enumerate(examples):
+            want = reference_logprobs(scorer.encoder, ids, ex)
+            np.testing.assert_allclose(got[pi, ei], want, atol=atol, err_msg=f"prompt {prompt!r}, example {ex.uid}")
+    return got
+
+
+@pytest.mark.parametrize("model", ["tiny_gpt2", "tiny_gpt2_eager", "tiny_llama"])
+def test_causal_scores_equal_full_forward(model, request, examples):
+    lm = request.getfixturevalue(model)
+    # Examples of very different lengths in one call: the prefixes are left-padded together.
+    scorer = Scorer(lm, "{sentence} {prompt}", VERBALIZERS, prompt_budget=16)
+    assert_matches_reference(scorer, PROMPTS, examples)
+
+
+@pytest.mark.real_model
+def test_causal_scores_equal_full_forward_smollm2(smol, examples):
+    assert_matches_reference(Scorer(smol, "{sentence} {prompt}", VERBALIZERS), PROMPTS, examples, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "template", ["{sentence} {prompt} <mask> .", "<mask> {prompt} {sentence}", "{prompt} {sentence} . <mask> !"]
+)
+def test_masked_scores_equal_full_forward(tiny_bert, examples, template):
+    scorer = Scorer(tiny_bert, template, VERBALIZERS, prompt_budget=16)
+    assert_matches_reference(scorer, PROMPTS, examples)
+
+
+@pytest.mark.real_model
+def test_masked_scores_equal_full_forward_bert(bert, examples):
+    assert_matches_reference(Scorer(bert, "{sentence} {prompt} <mask> .", VERBALIZERS), PROMPTS, examples)
+
+
+def test_causal_template_with_text_between_prompt_and_label(tiny_llama, examples):
+    scorer = Scorer(tiny_llama, 'Review: "{sentence}" {prompt} Answer: <mask>', VERBALIZERS, prompt_budget=16)
+    assert_matches_reference(scorer, PROMPTS, examples)
+
+
+def test_prompt_before_sentence_on_causal(tiny_gpt2, examples):
+    # The head is only the literal text before the prompt; the sentence moves into every suffix.
+    scorer = Scorer(tiny_gpt2, "Review {prompt} {sentence} Sentiment: <mask>", VERBALIZERS, prompt_budget=16)
+    assert_matches_reference(scorer, PROMPTS, examples)
+
+
+def test_prefix_cache_reuse_and_left_padding(tiny_gpt2, examples):
+    scorer = Scorer(tiny_gpt2, "{sentence} {prompt}", VERBALIZERS, prompt_budget=16)
+    together = scorer.score(PROMPTS[:2], examples)
+    assert scorer.stats.prefix_misses == len(examples)
+    # New prompts on the same examples reuse every cached prefix ...
+    later = scorer.score(PROMPTS[2:], examples)
+    assert scorer.stats.prefix_misses == len(examples)
+    assert scorer.stats.prefix_hits == len(examples)
+    # ... and give what one example at a time (no padding at all) gives.
+    for ei, ex in enumerate(examples):
+        alone = Scorer(tiny_gpt2, "{sentence} {prompt}", VERBALIZERS, prompt_budget=16).score(PROMPTS, [ex])
+        np.testing.assert_allclose(np.concatenate([together, later])[:, ei], alone[:, 0], atol=1e-5)
+
+
+def test_small_budgets_split_work_but_not_results(tiny_llama, examples):
+    big = Scorer(tiny_llama, "{sentence} {prompt}", VERBALIZERS, prompt_budget=16).score(PROMPTS, examples)
+    small = Scorer(
+        tiny_llama, "{sentence} {prompt}", VERBALIZERS, prompt_budget=16, batch_tokens=24, prefix_group=2,
+        prefix_cache_mb=0.001,  # forces evictions
+    ).score(PROMPTS, examples)  # fmt: skip
+    np.testing.assert_allclose(small, big, atol=1e-5)
+
+
+def test_multi_token_verbalizers_on_causal(tiny_llama, examples):
+    verbalizers = ["terrible", "absolutely wonderful", "okay-ish at best"]
+    scorer = Scorer(tiny_llama, "{sentence} {prompt}", verbalizers, prompt_budget=16)
+    assert [len(v) for v in scorer.encoder.verbalizer_ids][1:] != [1, 1]
+    got = assert_matches_reference(scorer, PROMPTS, examples)
+    # A multi-token score is a sum of log-probs: lower than its first token's alone.
+    assert np.all(got[:, :, 1] < 0)
+
+
+@pytest.mark.real_model
+def test_multi_token_verbalizers_on_smollm2(smol, examples):
+    scorer = Scorer(smol, "{sentence} {prompt}", ["awful", "utterly magnificent"])
+    assert len(scorer.encoder.verbalizer_ids[1]) > 1
+    assert_matches_reference(scorer, PROMPTS[:2], examples[:3], atol=1e-3)
+
+
+def test_multi_token_verbalizer_on_masked_is_a_clear_error(tiny_bert):
+    with pytest.raises(RLPromptError, match=r"'utterly magnificent' is \d tokens for masked model .*single token"):
+        Scorer(tiny_bert, "{sentence} {prompt} <mask> .", ["bad", "utterly magnificent"])
+
+
+def test_reward_cache_never_scores_a_pair_twice(tiny_gpt2, examples):
+    scorer = Scorer(tiny_gpt2, "{sentence} {prompt}", VERBALIZERS, prompt_budget=16)
+    first = scorer.score(PROMPTS[:2], examples)
+    assert (scorer.stats.pairs_scored, scorer.stats.cache_hits) == (2 * len(examples), 0)
+    again = scorer.score(PROMPTS[:2], examples)
+    np.testing.assert_array_equal(again, first)
+    assert (scorer.stats.pairs_scored, scorer.stats.cache_hits) == (2 * len(examples), 2 * len(examples))
+    # An overlapping call only scores the new pairs; a prompt given as ids is the same prompt.
+    ids = scorer.prompt_ids(PROMPTS[1])
+    mixed = scorer.score([ids, PROMPTS[2]], examples[:3])
+    assert scorer.stats.pairs_scored == 2 * len(examples) + 3
+    np.testing.assert_array_equal(mixed[0], first[1, :3])
+    # Duplicates inside one call are scored once.
+    scorer.score([PROMPTS[3], PROMPTS[3]], examples[:1])
+    assert scorer.stats.pairs_scored == 2 * len(examples) + 4
+
+
+def test_long_sentences_are_cut_never_the_prompt_or_label(tiny_gpt2, tiny_bert):
+    long_text = " ".join(["wonderful"] * 300)
+    ex = Example(uid="long", text=long_text, label=1)
+    for lm, template in ((tiny_gpt2, "{sentence} {prompt}"), (tiny_bert, "{sentence} {prompt} <mask> .")):
+        scorer = Scorer(lm, template, VERBALIZERS, prompt_budget=8)
+        enc = scorer.encoder.encode_example(long_text)
+        prompt = scorer.prompt_ids("It was")
+        total = len(enc.head) + len(prompt) + len(enc.tail) + (0 if lm.kind == "masked" else 1)
+        assert total <= lm.max_length
+        assert len(enc.head) + len(enc.tail) > lm.max_length - 8 - 3  # the sentence fills the room left
+        if lm.kind == "masked":
+            assert enc.tail[-3:] == (lm.mask_token_id, *lm.encode(" ."), *lm.suffix_ids)
+        assert_matches_reference(scorer, ["It was"], [ex])
+
+
+def test_prompt_longer_than_budget_is_a_clear_error(tiny_gpt2, examples):
+    scorer = Scorer(tiny_gpt2, "{sentence} {prompt}", VERBALIZERS, prompt_budget=4)
+    with pytest.raises(RLPromptError, match=r"prompt of \d+ tokens is longer than the 4 tokens the scorer reserves"):
+        scorer.score(["All in all, the movie was really"], examples)
+
+
+def test_causal_prompt_first_starts_from_the_start_token(tiny_gpt2, examples):
+    scorer = Scorer(tiny_gpt2, "{prompt} {sentence}", VERBALIZERS, prompt_budget=8)
+    tok = tiny_gpt2.tokenizer
+    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    assert scorer.encoder.encode_example("fine .").head == (start,)
+    assert_matches_reference(scorer, PROMPTS[:2], examples + [Example("blank", "", 0)])

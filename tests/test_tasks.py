@@ -1,0 +1,129 @@
+"""Built-in tasks, user task files and their errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rlprompt.errors import RLPromptError
+from rlprompt.tasks import BUILTIN_TASKS, FEW_SHOT_SEEDS, builtin_task, data_root, load_task, read_table
+from tests.conftest import SHARED_DATA
+
+SIZES = {"sst-2": (32, 1821), "mr": (32, 2000), "cr": (32, 2000), "sst-5": (80, 2210), "agnews": (64, 7600)}
+
+
+@pytest.mark.parametrize("name", BUILTIN_TASKS)
+def test_builtin_tasks_load_with_all_seeds(name):
+    train_size, test_size = SIZES[name]
+    for seed in FEW_SHOT_SEEDS:
+        task = builtin_task(name, seed)
+        train, dev = task.examples("train"), task.examples("dev")
+        assert len(train) == len(dev) == train_size
+        counts = [sum(ex.label == c for ex in train) for c in range(task.num_classes)]
+        assert counts == [16] * task.num_classes  # 16 shots per class
+        assert len({ex.uid for ex in train + dev}) == 2 * train_size
+    assert len(task.examples("test")) == test_size
+    # The source data has one blank sentence (in cr's test set); it must load, not shift rows.
+    assert sum(not ex.text.strip() for ex in task.examples("test")) <= 1
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is not beside this checkout")
+def test_packaged_data_is_an_exact_copy_of_shared():
+    shared = SHARED_DATA / "few-shot"
+    ours = sorted(p.relative_to(data_root()) for p in data_root().rglob("*.tsv"))
+    assert ours == sorted(p.relative_to(shared) for p in shared.rglob("*.tsv"))
+    for rel in ours:
+        assert (data_root() / rel).read_bytes() == (shared / rel).read_bytes(), rel
+
+
+def test_sentences_starting_with_quotes_are_not_merged():
+    rows = read_table(data_root() / "mr" / "test.tsv")[1]
+    assert len(rows) == 2000
+    assert any(row["sentence"].startswith('"') for _, row in rows)
+
+
+def test_templates_follow_the_model_kind():
+    sst2, agnews = builtin_task("sst-2"), builtin_task("agnews")
+    assert sst2.template_for("causal") == "{sentence} {prompt}"
+    assert sst2.template_for("masked") == "{sentence} {prompt} <mask> ."
+    assert agnews.template_for("masked") == "<mask> {prompt} {sentence}"
+
+
+def write_task(tmp_path: Path, data_name: str, data: str, **spec) -> Path:
+    (tmp_path / data_name).write_text(data, encoding="utf-8")
+    spec = {"train": data_name, "verbalizers": {"neg": "bad", "pos": "good"}, "text_column": "review",
+            "label_column": "sentiment", **spec}  # fmt: skip
+    path = tmp_path / "task.yaml"
+    path.write_text(json.dumps(spec), encoding="utf-8")  # JSON is YAML
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("d.tsv", 'review\tsentiment\n"quoted" start\tpos\nmeh\tneg\n'),
+        ("d.csv", 'review,sentiment\n"has, a comma",pos\nmeh,neg\n'),
+        ("d.jsonl", '{"review": "has, a comma", "sentiment": "pos"}\n\n{"review": "meh", "sentiment": "neg"}\n'),
+    ],
+)
+def test_user_task_files(tmp_path, name, data):
+    task = load_task(str(write_task(tmp_path, name, data, template="{sentence} {prompt}")))
+    examples = task.examples("train")
+    assert [ex.label for ex in examples] == [1, 0]
+    assert examples[0].text in ('"quoted" start', "has, a comma")
+    assert task.verbalizers == ["bad", "good"] and task.class_names == ["neg", "pos"]
+    assert task.template_for("causal") == "{sentence} {prompt}"
+
+
+def test_numeric_labels_match_yaml_int_keys(tmp_path):
+    path = write_task(tmp_path, "d.jsonl", '{"review": "x", "sentiment": 5}\n{"review": "y", "sentiment": 1.0}\n',
+                      verbalizers={1: "terrible", 5: "great"})  # fmt: skip
+    assert [ex.label for ex in load_task(str(path)).examples("train")] == [1, 0]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "spec", "message"),
+    [
+        ("d.tsv", "", {}, r"d\.tsv: file is empty"),
+        ("d.tsv", "review\tsentiment\n", {}, r"d\.tsv: no examples"),
+        ("d.tsv", "text\tsentiment\nx\tpos\n", {}, r"d\.tsv: no text column 'review'; columns are text, sentiment"),
+        ("d.tsv", "review\tlabel\nx\tpos\n", {}, r"no label column 'sentiment'; columns are review, label"),
+        ("d.tsv", "review\tsentiment\nx\tpos\ny\tneutral\n", {}, r"d\.tsv:3: label 'neutral' has no verbalizer"),
+        ("d.tsv", "review\tsentiment\nx\tpos\textra\n", {}, r"d\.tsv:2: 3 fields, but the header has 2"),
+        ("d.jsonl", '{"review": "x", "sentiment": "pos"}\n{oops\n', {}, r"d\.jsonl:2: not valid JSON"),
+        ("d.jsonl", '["x", "pos"]\n', {}, r"d\.jsonl:1: each line must be a JSON object"),
+        ("d.txt", "review\tsentiment\n", {}, r"unsupported data file type '\.txt'"),
+        ("d.tsv", "review\tsentiment\nx\tpos\n", {"dev": "missing.tsv"}, r"missing\.tsv: file not found"),
+        ("d.tsv", "review\tsentiment\nx\tpos\n", {"verbalizer": {}}, r"unknown task key 'verbalizer'"),
+        ("d.tsv", "review\tsentiment\nx\tpos\n", {"verbalizers": ["bad", "good"]}, "'verbalizers' must map"),
+        ("d.tsv", "review\tsentiment\nx\tpos\n", {"verbalizers": {"pos": ""}}, "must be a non-empty word"),
+    ],
+)
+def test_bad_task_files_are_clear_errors(tmp_path, name, data, spec, message):
+    path = write_task(tmp_path, name, data, **spec)
+    with pytest.raises(RLPromptError, match=message):
+        task = load_task(str(path))
+        for split in task.split_files:
+            task.examples(split)
+
+
+def test_non_utf8_file_is_a_clear_error(tmp_path):
+    path = write_task(tmp_path, "d.tsv", "")
+    (tmp_path / "d.tsv").write_bytes("review\tsentiment\ncaf\xe9\tpos\n".encode("latin-1"))
+    with pytest.raises(RLPromptError, match=r"d\.tsv: not UTF-8 text \(bad byte at offset 20\)"):
+        load_task(str(path)).examples("train")
+
+
+def test_unknown_names_are_clear_errors(tmp_path):
+    with pytest.raises(RLPromptError, match="unknown task 'sst2'; built-in tasks are sst-2, mr"):
+        load_task("sst2")
+    with pytest.raises(RLPromptError, match="unknown data seed '16-1'"):
+        load_task("sst-2", seed="16-1")
+    with pytest.raises(RLPromptError, match="task 'sst-2' has no validation|unknown split 'validation'"):
+        builtin_task("sst-2").examples("validation")
+    bad_yaml = tmp_path / "t.yaml"
+    bad_yaml.write_text("name: [unclosed\n", encoding="utf-8")
+    with pytest.raises(RLPromptError, match=r"t\.yaml: not valid YAML"):
+        load_task(str(bad_yaml))
