@@ -38,7 +38,9 @@ def naive_scores(lm, template, verbalizer_ids, prompts, examples) -> np.ndarray:
     out = np.zeros((len(prompts), len(examples), len(verbalizer_ids)), dtype=np.float32)
     with torch.inference_mode():
         for pi, prompt in enumerate(prompts):
-            seqs = [lm.prefix_ids + lm.encode(template.fill_text(ex.text, prompt, "").rstrip()) for ex in examples]
+            seqs = [
+                lm.prefix_ids + lm.encode(template.fill_text(ex.text, prompt, "").rstrip()) for ex in examples
+            ]
             width = max(map(len, seqs))
             ids = torch.full((len(seqs), width), lm.pad_id)
             mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -54,7 +56,9 @@ def naive_scores(lm, template, verbalizer_ids, prompts, examples) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--examples", type=int, default=32)
@@ -67,7 +71,10 @@ def main() -> None:
     prompts = PROMPTS[: args.prompts]
     template = task.template_for(lm.kind)
     pairs = len(prompts) * len(examples)
-    print(f"{args.model}: {len(prompts)} prompts x {len(examples)} SST-2 train sentences, torch threads {torch.get_num_threads()}")
+    print(
+        f"{args.model}: {len(prompts)} prompts x {len(examples)} SST-2 train sentences, "
+        f"torch threads {torch.get_num_threads()}"
+    )
 
     scorer = Scorer(lm, template, task.verbalizers)
     naive_scores(lm, scorer.template, scorer.encoder.verbalizer_ids, prompts[:1], examples[:2])  # warm-up

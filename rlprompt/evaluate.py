@@ -36,7 +36,7 @@ def evaluate_prompts(
     logprobs = scorer.score(prompts, examples, progress=progress)
     labels = np.array([ex.label for ex in examples])
     results = []
-    for prompt, lp in zip(prompts, logprobs):
+    for prompt, lp in zip(prompts, logprobs, strict=True):
         ids = list(scorer.prompt_ids(prompt))
         text = prompt if isinstance(prompt, str) else scorer.lm.decode(ids)
         results.append(PromptResult(text, ids, classification_metrics(lp, labels)))
@@ -53,14 +53,27 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m rlprompt.evaluate",
         description="Evaluate discrete prompts on a task with a frozen language model.",
     )
-    p.add_argument("--model", default="smollm2-135m", help="alias, local directory or cached HF id (default: %(default)s)")
+    p.add_argument(
+        "--model",
+        default="smollm2-135m",
+        help="alias, local directory or cached HF id (default: %(default)s)",
+    )
     p.add_argument("--task", default="sst-2", help="built-in task or a task YAML file (default: %(default)s)")
-    p.add_argument("--seed", default=DEFAULT_SEED, choices=FEW_SHOT_SEEDS, help="few-shot data seed (default: %(default)s)")
+    p.add_argument(
+        "--seed",
+        default=DEFAULT_SEED,
+        choices=FEW_SHOT_SEEDS,
+        help="few-shot data seed (default: %(default)s)",
+    )
     p.add_argument("--split", default="test", choices=SPLITS, help="default: %(default)s")
-    p.add_argument("--prompt", action="append", help="a prompt to evaluate (repeatable; \"\" is the empty prompt)")
-    p.add_argument("--template", help="override the task's template, e.g. \"{sentence} {prompt} <mask> .\"")
+    p.add_argument(
+        "--prompt", action="append", help='a prompt to evaluate (repeatable; "" is the empty prompt)'
+    )
+    p.add_argument("--template", help='override the task\'s template, e.g. "{sentence} {prompt} <mask> ."')
     p.add_argument("--limit", type=int, help="evaluate on the first N examples only")
-    p.add_argument("--batch-tokens", type=int, default=4096, help="tokens per forward pass (default: %(default)s)")
+    p.add_argument(
+        "--batch-tokens", type=int, default=4096, help="tokens per forward pass (default: %(default)s)"
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     return p
 
@@ -91,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             "verbalizers": task.verbalizers,
             "seconds": round(seconds, 3),
             "results": [
-                {"prompt": r.prompt, "prompt_ids": r.prompt_ids, **r.metrics.as_dict(task.class_names)} for r in results
+                {"prompt": r.prompt, "prompt_ids": r.prompt_ids, **r.metrics.as_dict(task.class_names)}
+                for r in results
             ],
         }
         json.dump(payload, sys.stdout, indent=2)
@@ -108,11 +122,17 @@ def main(argv: list[str] | None = None) -> int:
 def format_table(results: list[PromptResult], class_names: list[str]) -> str:
     """A plain-text table: prompt, accuracy, macro-F1, per-class accuracy."""
     width = max([len("prompt")] + [len(repr(r.prompt)) for r in results])
-    header = f"{'prompt':<{width}}  {'accuracy':>8}  {'macro-F1':>8}  " + "  ".join(f"{n:>8}" for n in class_names)
+    header = f"{'prompt':<{width}}  {'accuracy':>8}  {'macro-F1':>8}  " + "  ".join(
+        f"{n:>8}" for n in class_names
+    )
     lines = [header, "-" * len(header)]
     for r in results:
-        per_class = "  ".join("     n/a" if np.isnan(v) else f"{v:8.3f}" for v in r.metrics.per_class_accuracy)
-        lines.append(f"{r.prompt!r:<{width}}  {r.metrics.accuracy:8.3f}  {r.metrics.macro_f1:8.3f}  {per_class}")
+        per_class = "  ".join(
+            "     n/a" if np.isnan(v) else f"{v:8.3f}" for v in r.metrics.per_class_accuracy
+        )
+        lines.append(
+            f"{r.prompt!r:<{width}}  {r.metrics.accuracy:8.3f}  {r.metrics.macro_f1:8.3f}  {per_class}"
+        )
     return "\n".join(lines)
 
 

@@ -19,7 +19,9 @@ class ClassificationMetrics:
         return {
             "accuracy": self.accuracy,
             "macro_f1": self.macro_f1,
-            "per_class_accuracy": {name: _clean(v) for name, v in zip(names, self.per_class_accuracy)},
+            "per_class_accuracy": {
+                name: _clean(v) for name, v in zip(names, self.per_class_accuracy, strict=True)
+            },
             "n": self.n,
         }
 

@@ -15,7 +15,6 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,17 +211,20 @@ def _convert_gguf_bundle(bundle: Bundle, package_dir: Path, target: Path) -> Non
                 gguf_path = Path(assembler.assemble(Path(tmp) / "model.gguf"))
             except (ImportError, FileNotFoundError) as err:
                 raise RLPromptError(
-                    f"model {bundle.alias!r}: its bundle is incomplete ({err}); install it with: {bundle.install}"
+                    f"model {bundle.alias!r}: its bundle is incomplete ({err}); "
+                    f"install it with: {bundle.install}"
                 ) from None
         else:
             gguf_path = package_dir / bundle.gguf_file
             if not gguf_path.is_file():
-                raise RLPromptError(f"model {bundle.alias!r}: {gguf_path} is missing; reinstall: {bundle.install}")
+                raise RLPromptError(
+                    f"model {bundle.alias!r}: {gguf_path} is missing; reinstall: {bundle.install}"
+                )
         print(f"rlprompt: dequantising {bundle.alias} once into {target} ...", flush=True)
         kwargs = {"gguf_file": gguf_path.name}
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kwargs)
-        # The dequantised weights are plain fp32 now: drop the GGUF quantiser so save_pretrained writes them as such.
+        # The weights are plain fp32 now: drop the GGUF quantiser so save_pretrained writes them as such.
         model.hf_quantizer = None
         model.is_quantized = False
         if hasattr(model.config, "quantization_config"):
@@ -237,7 +239,6 @@ def _convert_gguf_bundle(bundle: Bundle, package_dir: Path, target: Path) -> Non
 
 def _load_directory(name: str, directory: Path) -> LanguageModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # loading takes well under a second; its bars are noise
@@ -266,7 +267,9 @@ def wrap_model(name: str, model: torch.nn.Module, tokenizer, kind: ModelKind | N
     if kind == "masked" and getattr(tokenizer, "mask_token_id", None) is None:
         raise RLPromptError(f"masked model {name!r} has a tokenizer without a mask token")
     prefix, suffix = _special_token_frame(tokenizer)
-    return LanguageModel(name=name, kind=kind, model=model, tokenizer=tokenizer, prefix_ids=prefix, suffix_ids=suffix)
+    return LanguageModel(
+        name=name, kind=kind, model=model, tokenizer=tokenizer, prefix_ids=prefix, suffix_ids=suffix
+    )
 
 
 def _special_token_frame(tokenizer) -> tuple[list[int], list[int]]:
@@ -278,14 +281,3 @@ def _special_token_frame(tokenizer) -> tuple[list[int], list[int]]:
         if full[start : start + len(plain)] == plain:
             return full[:start], full[start + len(plain) :]
     return [], []
-
-
-def clear_loaded() -> None:
-    """Forget models loaded in this process (tests use it)."""
-    _LOADED.clear()
-
-
-def remove_cached(alias: str) -> None:
-    """Delete the dequantised cache of a bundle so the next load converts it again."""
-    for path in (cache_root() / "models").glob(f"{alias}-*"):
-        shutil.rmtree(path, ignore_errors=True)

@@ -131,7 +131,9 @@ class Scorer:
         self.encoder.check_prompt(ids)
         return ids
 
-    def score(self, prompts: Sequence[PromptLike], examples: Sequence[Example], progress: bool = False) -> np.ndarray:
+    def score(
+        self, prompts: Sequence[PromptLike], examples: Sequence[Example], progress: bool = False
+    ) -> np.ndarray:
         """Label log-probs, shape ``(len(prompts), len(examples), num_classes)``, float32."""
         prompt_ids = [self.prompt_ids(p) for p in prompts]
         out = np.empty((len(prompt_ids), len(examples), self.num_classes), dtype=np.float32)
@@ -192,11 +194,13 @@ class Scorer:
             for i, (_, seq, _) in enumerate(batch):
                 input_ids[i, : len(seq)] = torch.tensor(seq)
                 mask[i, : len(seq)] = 1
-            logits = self.lm.model(input_ids=input_ids.to(self._device), attention_mask=mask.to(self._device)).logits
+            logits = self.lm.model(
+                input_ids=input_ids.to(self._device), attention_mask=mask.to(self._device)
+            ).logits
             positions = torch.tensor([r[2] for r in batch], device=self._device)
             label_logits = logits[torch.arange(len(batch), device=self._device), positions].float()
             logprobs = torch.log_softmax(label_logits, dim=-1)[:, single_ids].cpu().numpy()
-            for (key, _, _), lp in zip(batch, logprobs):
+            for (key, _, _), lp in zip(batch, logprobs, strict=True):
                 results[key] = lp
             self.stats.tokens_processed += int(mask.sum())
             bar.update(len(batch))
@@ -222,7 +226,7 @@ class Scorer:
 
         def collect(rows, logprobs) -> None:
             done = 0
-            for row, lp in zip(rows, logprobs):
+            for row, lp in zip(rows, logprobs, strict=True):
                 scores = results.setdefault((row.prompt, row.uid), np.zeros(self.num_classes, np.float32))
                 if row.cls is None:
                     scores[self._single] = lp
@@ -244,14 +248,15 @@ class Scorer:
             for uid in group:
                 segment: list[_CausalRow] = []
                 for row in (r for r in rows_by_uid[uid] if r.suffix):
-                    if segment and sum(len(r.suffix) for r in segment) + len(row.suffix) > self.segment_tokens:
+                    if segment and _suffix_tokens(segment) + len(row.suffix) > self.segment_tokens:
                         segments.append(segment)
                         segment = []
                     segment.append(row)
                 if segment:
                     segments.append(segment)
-            segments.sort(key=lambda seg: sum(len(r.suffix) for r in seg))
-            cost = lambda seg: sum(len(r.suffix) for r in seg) + prefix.width // 4  # noqa: E731
+            segments.sort(key=_suffix_tokens)
+            share = prefix.width // 4  # attending over the padded prefix costs a little too
+            cost = lambda seg, share=share: _suffix_tokens(seg) + share  # noqa: E731
             for batch in _batches(segments, cost, self.batch_tokens):
                 rows = [r for seg in batch for r in seg]
                 collect(rows, self._forward_packed(batch, prefix))
@@ -291,7 +296,9 @@ class Scorer:
                 kv = [(k[i, :, width - n :].clone(), v[i, :, width - n :].clone()) for k, v in layers]
                 entries[ex.uid] = _Prefix(kv, first[i])
                 self._prefix_kv.put(ex.uid, entries[ex.uid])
-        return _StackedPrefix.build([ex.uid for ex in examples], entries, [len(heads[ex.uid]) for ex in examples])
+        return _StackedPrefix.build(
+            [ex.uid for ex in examples], entries, [len(heads[ex.uid]) for ex in examples]
+        )
 
     def _forward_packed(self, segments: list[list[_CausalRow]], prefix: _StackedPrefix) -> list:
         """Run packed suffixes over their example's cached prefix; per row, the single-token
@@ -300,7 +307,7 @@ class Scorer:
 
         n, head_width = len(segments), prefix.width
         example_rows = torch.tensor([prefix.index[seg[0].uid] for seg in segments], dtype=torch.long)
-        width = max(sum(len(r.suffix) for r in seg) for seg in segments)
+        width = max(map(_suffix_tokens, segments))
         input_ids = torch.full((n, width), self.lm.pad_id, dtype=torch.long)
         positions = torch.zeros((n, width), dtype=torch.long)
         # allowed[i, q, k]: may query q of row i attend to key k (prefix keys first, then the suffix)?
@@ -323,10 +330,14 @@ class Scorer:
         if self.lm.model.config._attn_implementation == "sdpa":
             mask = allowed[:, None]
         else:  # eager attention adds the mask to the scores
-            mask = torch.zeros(allowed.shape, dtype=self._dtype).masked_fill(~allowed, torch.finfo(self._dtype).min)
+            mask = torch.zeros(allowed.shape, dtype=self._dtype).masked_fill(
+                ~allowed, torch.finfo(self._dtype).min
+            )
             mask = mask[:, None]
         # No config: plain layers that never crop to a sliding window (sequences fit in it: see max_length).
-        past = DynamicCache(ddp_cache_data=[(k[example_rows], v[example_rows]) for k, v in prefix.keys_values])
+        past = DynamicCache(
+            ddp_cache_data=[(k[example_rows], v[example_rows]) for k, v in prefix.keys_values]
+        )
         out = self.lm.model.base_model(
             input_ids=input_ids.to(self._device),
             attention_mask=mask.to(self._device),
@@ -334,12 +345,15 @@ class Scorer:
             past_key_values=past,
             use_cache=True,
         )
-        self.stats.tokens_processed += sum(len(r.suffix) for seg in segments for r in seg)
+        self.stats.tokens_processed += sum(map(_suffix_tokens, segments))
         index = torch.tensor(needed, dtype=torch.long)
         hidden = out.last_hidden_state[index[:, 0], index[:, 1]]
         logprobs = torch.log_softmax(self._lm_head(hidden), dim=-1)
         rows = [r for seg in segments for r in seg]
-        return [self._row_logprobs(row, prefix, logprobs[at : at + k]) for row, (at, k) in zip(rows, spans)]
+        return [
+            self._row_logprobs(row, prefix, logprobs[at : at + k])
+            for row, (at, k) in zip(rows, spans, strict=True)
+        ]
 
     def _reads(self, row: _CausalRow) -> int:
         """How many final positions of a row predict label tokens."""
@@ -430,6 +444,10 @@ class _StackedPrefix:
         return cls(index, keys_values, mask, torch.tensor(lengths, dtype=torch.long), width, first_logprobs)
 
 
+def _suffix_tokens(segment: list[_CausalRow]) -> int:
+    return sum(len(r.suffix) for r in segment)
+
+
 def _batches(items: list, cost, budget: int, max_padding: float = float("inf")):
     """Split ``items`` (in order; sort them by cost first) into batches whose padded cost stays within
     ``budget`` and whose padding is at most ``max_padding`` of the real cost."""
@@ -438,7 +456,9 @@ def _batches(items: list, cost, budget: int, max_padding: float = float("inf")):
     for item in items:
         c = cost(item)
         wide = max(widest, c)
-        if batch and (wide * (len(batch) + 1) > budget or wide * (len(batch) + 1) > (1 + max_padding) * (real + c)):
+        if batch and (
+            wide * (len(batch) + 1) > budget or wide * (len(batch) + 1) > (1 + max_padding) * (real + c)
+        ):
             yield batch
             batch, widest, real = [], 0, 0
         batch.append(item)

@@ -147,7 +147,9 @@ def builtin_task(name: str, seed: str = DEFAULT_SEED) -> Task:
     if name not in _BUILTIN:
         raise RLPromptError(f"unknown task {name!r}; built-in tasks are {', '.join(BUILTIN_TASKS)}")
     if seed not in FEW_SHOT_SEEDS:
-        raise RLPromptError(f"unknown data seed {seed!r} for task {name!r}; choose one of {', '.join(FEW_SHOT_SEEDS)}")
+        raise RLPromptError(
+            f"unknown data seed {seed!r} for task {name!r}; choose one of {', '.join(FEW_SHOT_SEEDS)}"
+        )
     spec = dict(_BUILTIN[name])
     root = data_root() / name
     verbalizers = spec.pop("verbalizers")
@@ -156,7 +158,11 @@ def builtin_task(name: str, seed: str = DEFAULT_SEED) -> Task:
         name=name,
         verbalizers=list(verbalizers),
         class_names=list(class_names),
-        split_files={"train": root / seed / "train.tsv", "dev": root / seed / "dev.tsv", "test": root / "test.tsv"},
+        split_files={
+            "train": root / seed / "train.tsv",
+            "dev": root / seed / "dev.tsv",
+            "test": root / "test.tsv",
+        },
         **spec,
     )
 
@@ -175,14 +181,20 @@ def task_from_spec(spec: dict, base_dir: Path, source: str) -> Task:
         raise RLPromptError(f"{source}: a task must be a mapping, got {type(spec).__name__}")
     unknown = sorted(set(spec) - _USER_KEYS)
     if unknown:
-        raise RLPromptError(f"{source}: unknown task key {unknown[0]!r}; known keys: {', '.join(sorted(_USER_KEYS))}")
+        raise RLPromptError(
+            f"{source}: unknown task key {unknown[0]!r}; known keys: {', '.join(sorted(_USER_KEYS))}"
+        )
     verbalizers = spec.get("verbalizers")
     if not isinstance(verbalizers, dict) or not verbalizers:
-        raise RLPromptError(f"{source}: 'verbalizers' must map each label value to a word, e.g. {{0: terrible, 1: great}}")
+        raise RLPromptError(
+            f"{source}: 'verbalizers' must map each label value to a word, e.g. {{0: terrible, 1: great}}"
+        )
     words = []
     for label, word in verbalizers.items():
         if not isinstance(word, str) or not word.strip():
-            raise RLPromptError(f"{source}: verbalizer for label {label!r} must be a non-empty word, got {word!r}")
+            raise RLPromptError(
+                f"{source}: verbalizer for label {label!r} must be a non-empty word, got {word!r}"
+            )
         words.append(word.strip())
     split_files = {}
     for split in SPLITS:
@@ -264,7 +276,9 @@ def read_table(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".tsv", ".csv", ".jsonl"):
-        raise RLPromptError(f"{path}: unsupported data file type {suffix or '(none)'!r}; use .tsv, .csv or .jsonl")
+        raise RLPromptError(
+            f"{path}: unsupported data file type {suffix or '(none)'!r}; use .tsv, .csv or .jsonl"
+        )
     text = read_text(path)
     if not text.strip():
         raise RLPromptError(f"{path}: file is empty")
@@ -289,7 +303,7 @@ def read_table(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
             continue  # blank line
         if len(fields) != len(header):
             raise RLPromptError(f"{path}:{line}: {len(fields)} fields, but the header has {len(header)}")
-        rows.append((line, dict(zip(header, fields))))
+        rows.append((line, dict(zip(header, fields, strict=True))))
     return header, rows
 
 
@@ -307,7 +321,7 @@ def _read_jsonl(path: Path, text: str) -> tuple[list[str], list[tuple[int, dict]
         columns.update(dict.fromkeys(row))
         rows.append((i, row))
     names = list(columns)
-    for line, row in rows:
+    for _, row in rows:
         missing = [c for c in names if c not in row]
         for c in missing:
             row[c] = None

@@ -130,14 +130,18 @@ class EncodedExample:
 class TemplateEncoder:
     """Encodes examples, prompts and verbalizers for one model and template."""
 
-    def __init__(self, lm: LanguageModel, template: Template, verbalizers: list[str], prompt_budget: int = 64):
+    def __init__(
+        self, lm: LanguageModel, template: Template, verbalizers: list[str], prompt_budget: int = 64
+    ):
         if template.kind != lm.kind:
-            raise RLPromptError(f"template {template.text!r} is for a {template.kind} model, {lm.name} is {lm.kind}")
+            raise RLPromptError(
+                f"template {template.text!r} is for a {template.kind} model, {lm.name} is {lm.kind}"
+            )
         self.lm = lm
         self.template = template
         self.prompt_budget = prompt_budget
         self.verbalizer_ids = [tuple(lm.encode(template.label_space + word)) for word in verbalizers]
-        for word, ids in zip(verbalizers, self.verbalizer_ids):
+        for word, ids in zip(verbalizers, self.verbalizer_ids, strict=True):
             if not ids:
                 raise RLPromptError(f"verbalizer {word!r} encodes to no token for {lm.name}")
             if lm.kind == "masked" and len(ids) != 1:
@@ -166,7 +170,9 @@ class TemplateEncoder:
         for i, ids in self._literal_ids.items():
             if template.chunks[i].slot == LABEL and lm.kind == "masked":
                 if ids.count(lm.mask_token_id) != 1:
-                    raise RLPromptError(f"{lm.name}: the mask token does not survive tokenization of {template.text!r}")
+                    raise RLPromptError(
+                        f"{lm.name}: the mask token does not survive tokenization of {template.text!r}"
+                    )
                 self._mask_index[i] = ids.index(lm.mask_token_id)
 
     @property
@@ -181,8 +187,8 @@ class TemplateEncoder:
     def check_prompt(self, prompt_ids: tuple[int, ...]) -> None:
         if len(prompt_ids) > self.prompt_budget:
             raise RLPromptError(
-                f"prompt of {len(prompt_ids)} tokens is longer than the {self.prompt_budget} tokens the scorer "
-                f"reserves for prompts (prompt_budget)"
+                f"prompt of {len(prompt_ids)} tokens is longer than the {self.prompt_budget} tokens "
+                "the scorer reserves for prompts (prompt_budget)"
             )
 
     def encode_example(self, sentence: str) -> EncodedExample:
@@ -199,14 +205,14 @@ class TemplateEncoder:
         room = lm.max_length - fixed - self.prompt_budget
         if room < 1:
             raise RLPromptError(
-                f"template {self.template.text!r} with a {self.prompt_budget}-token prompt budget leaves no room "
-                f"for the sentence within {lm.name}'s {lm.max_length} tokens"
+                f"template {self.template.text!r} with a {self.prompt_budget}-token prompt budget leaves "
+                f"no room for the sentence within {lm.name}'s {lm.max_length} tokens"
             )
         sentence_ids = sentence_ids[:room]
         head: list[int] = list(lm.prefix_ids)
         tail: list[int] = []
         label_in_head = label_pos_in_tail = None
-        for i, chunk in enumerate(chunks):
+        for i in range(len(chunks)):
             ids = sentence_ids if i == sentence_index else self._literal_ids[i]
             target = head if i <= prompt_index else tail
             if i in self._mask_index:

@@ -35,7 +35,12 @@ def tiny_gpt2(smol) -> LanguageModel:
 
     torch.manual_seed(0)
     config = GPT2Config(
-        vocab_size=len(smol.tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2, attn_implementation="sdpa"
+        vocab_size=len(smol.tokenizer),
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        attn_implementation="sdpa",
     )
     return wrap_model("tiny-gpt2", GPT2LMHeadModel(config), smol.tokenizer)
 
@@ -46,7 +51,12 @@ def tiny_gpt2_eager(smol) -> LanguageModel:
 
     torch.manual_seed(1)
     config = GPT2Config(
-        vocab_size=len(smol.tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2, attn_implementation="eager"
+        vocab_size=len(smol.tokenizer),
+        n_positions=128,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        attn_implementation="eager",
     )
     return wrap_model("tiny-gpt2-eager", GPT2LMHeadModel(config), smol.tokenizer)
 
@@ -90,7 +100,9 @@ def examples() -> list[Example]:
     return [Example(uid=f"t/{i}", text=s, label=i % 2) for i, s in enumerate(SENTENCES)]
 
 
-def reference_logprobs(encoder: TemplateEncoder, prompt_ids: tuple[int, ...], example: Example) -> list[float]:
+def reference_logprobs(
+    encoder: TemplateEncoder, prompt_ids: tuple[int, ...], example: Example
+) -> list[float]:
     """Label log-probs from plain, unbatched, unpadded full forward passes (no caches)."""
     lm = encoder.lm
     enc = encoder.encode_example(example.text)

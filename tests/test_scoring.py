@@ -21,7 +21,9 @@ def assert_matches_reference(scorer: Scorer, prompts, examples, atol=2e-4):
         ids = scorer.prompt_ids(prompt)
         for ei, ex in enumerate(examples):
             want = reference_logprobs(scorer.encoder, ids, ex)
-            np.testing.assert_allclose(got[pi, ei], want, atol=atol, err_msg=f"prompt {prompt!r}, example {ex.uid}")
+            np.testing.assert_allclose(
+                got[pi, ei], want, atol=atol, err_msg=f"prompt {prompt!r}, example {ex.uid}"
+            )
     return got
 
 
@@ -39,7 +41,8 @@ def test_causal_scores_equal_full_forward_smollm2(smol, examples):
 
 
 @pytest.mark.parametrize(
-    "template", ["{sentence} {prompt} <mask> .", "<mask> {prompt} {sentence}", "{prompt} {sentence} . <mask> !"]
+    "template",
+    ["{sentence} {prompt} <mask> .", "<mask> {prompt} {sentence}", "{prompt} {sentence} . <mask> !"],
 )
 def test_masked_scores_equal_full_forward(tiny_bert, examples, template):
     scorer = Scorer(tiny_bert, template, VERBALIZERS, prompt_budget=16)
@@ -102,7 +105,9 @@ def test_multi_token_verbalizers_on_smollm2(smol, examples):
 
 
 def test_multi_token_verbalizer_on_masked_is_a_clear_error(tiny_bert):
-    with pytest.raises(RLPromptError, match=r"'utterly magnificent' is \d tokens for masked model .*single token"):
+    with pytest.raises(
+        RLPromptError, match=r"'utterly magnificent' is \d tokens for masked model .*single token"
+    ):
         Scorer(tiny_bert, "{sentence} {prompt} <mask> .", ["bad", "utterly magnificent"])
 
 
@@ -140,7 +145,9 @@ def test_long_sentences_are_cut_never_the_prompt_or_label(tiny_gpt2, tiny_bert):
 
 def test_prompt_longer_than_budget_is_a_clear_error(tiny_gpt2, examples):
     scorer = Scorer(tiny_gpt2, "{sentence} {prompt}", VERBALIZERS, prompt_budget=4)
-    with pytest.raises(RLPromptError, match=r"prompt of \d+ tokens is longer than the 4 tokens the scorer reserves"):
+    with pytest.raises(
+        RLPromptError, match=r"prompt of \d+ tokens is longer than the 4 tokens the scorer reserves"
+    ):
         scorer.score(["All in all, the movie was really"], examples)
 
 

