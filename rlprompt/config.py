@@ -32,7 +32,9 @@ def from_dict(cls: type[T], data: Any, source: str, prefix: str = "") -> T:
     values = {}
     for key, value in data.items():
         if key not in fields:
-            raise RLPromptError(f"{where}unknown key '{prefix}{key}'{_suggestion(str(key), list(fields), prefix)}")
+            raise RLPromptError(
+                f"{where}unknown key '{prefix}{key}'{_suggestion(str(key), list(fields), prefix)}"
+            )
         values[key] = coerce(value, hints[key], source, f"{prefix}{key}")
     try:
         return cls(**values)
@@ -159,7 +161,9 @@ def _check_path(cls: type, parts: list[str], dotted: str) -> None:
         hints = typing.get_type_hints(current)
         if part not in hints:
             names = [f.name for f in dataclasses.fields(current)]
-            raise RLPromptError(f"--set {dotted}: unknown key '{prefix}{part}'{_suggestion(part, names, prefix)}")
+            raise RLPromptError(
+                f"--set {dotted}: unknown key '{prefix}{part}'{_suggestion(part, names, prefix)}"
+            )
         current = hints[part]
         args = [a for a in typing.get_args(current) if a is not type(None)]
         if typing.get_origin(current) in (typing.Union, types.UnionType) and len(args) == 1:

@@ -138,6 +138,11 @@ def load_model(name: str) -> LanguageModel:
     return lm
 
 
+def register_model(lm: LanguageModel) -> None:
+    """Make an in-memory model loadable by its name (for tests and notebooks)."""
+    _LOADED[lm.name] = lm
+
+
 def model_kind(config) -> ModelKind:
     """Causal or masked, from a model config (its architectures, else its model type)."""
     from transformers.models.auto.modeling_auto import (

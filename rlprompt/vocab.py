@@ -16,6 +16,7 @@ from importlib.resources import files
 from rlprompt.errors import RLPromptError
 from rlprompt.models import LanguageModel
 
+
 def action_vocabulary(
     lm: LanguageModel, kind: str = "frequent", size: int = 2000, tokens: list[str] | None = None
 ) -> list[int]:

@@ -1,0 +1,216 @@
+"""Environments in which an agent writes a prompt token by token and a frozen LM pays the reward.
+
+``PromptEnv`` is a plain Gymnasium environment (one prompt at a time). ``PromptVecEnv`` is what training
+uses: a Stable-Baselines3 ``VecEnv`` whose environments all finish their prompts on the same step, so all
+prompts are scored in one Scorer call on the same training examples and their rewards are z-scored within
+the batch, as RLPrompt does.
+
+Observation: the prompt so far as token ids, padded with -1 to ``prompt_length`` (an int64 ``Box``; SB3
+would one-hot a ``MultiDiscrete``). Action: an index into the action vocabulary. Reward: 0 until the last
+token, then the shaped reward of the finished prompt on a batch of training examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv
+
+from rlprompt.scoring import Scorer
+from rlprompt.tasks import Example
+
+PAD = -1
+
+
+def gap_reward(
+    logprobs: np.ndarray, labels: np.ndarray, correct_scale: float = 200.0, wrong_scale: float = 180.0
+) -> np.ndarray:
+    """RLPrompt's reward per prompt: over examples, the mean gap between the probability of the right label
+    and the best wrong one (probabilities renormalised over the labels), scaled by ``correct_scale`` when the
+    gap is positive (the example is classified right) and ``wrong_scale`` when not.
+
+    ``logprobs``: (prompts, examples, classes); ``labels``: (examples,). Returns (prompts,).
+    """
+    probs = np.exp(logprobs - logprobs.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    idx = np.arange(len(labels))
+    right = probs[:, idx, labels]
+    wrong = probs.copy()
+    wrong[:, idx, labels] = -np.inf
+    gap = right - wrong.max(-1)
+    return np.where(gap > 0, correct_scale * gap, wrong_scale * gap).mean(-1)
+
+
+def batch_accuracy(logprobs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Accuracy per prompt of argmax predictions: (prompts, examples, classes) -> (prompts,)."""
+    return (logprobs.argmax(-1) == labels[None, :]).mean(-1)
+
+
+class PromptEnv(gym.Env):
+    """Write ``prompt_length`` tokens; the reward comes after the last one (see the module docstring)."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        examples: Sequence[Example],
+        action_token_ids: Sequence[int],
+        prompt_length: int = 5,
+        examples_per_reward: int = 16,
+        correct_scale: float = 200.0,
+        wrong_scale: float = 180.0,
+    ):
+        super().__init__()
+        if prompt_length < 1:
+            raise ValueError(f"prompt_length must be at least 1, got {prompt_length}")
+        self.scorer = scorer
+        self.examples = list(examples)
+        self.labels = np.array([ex.label for ex in self.examples])
+        self.action_token_ids = np.asarray(action_token_ids, dtype=np.int64)
+        self.prompt_length = prompt_length
+        self.examples_per_reward = min(examples_per_reward, len(self.examples))
+        self.scales = (correct_scale, wrong_scale)
+        vocab_size = max(len(scorer.lm.tokenizer), int(self.action_token_ids.max()) + 1)
+        self.observation_space = gym.spaces.Box(PAD, vocab_size - 1, shape=(prompt_length,), dtype=np.int64)
+        self.action_space = gym.spaces.Discrete(len(self.action_token_ids))
+        self._prompt: list[int] = []
+
+    def _observation(self) -> np.ndarray:
+        obs = np.full(self.prompt_length, PAD, dtype=np.int64)
+        obs[: len(self._prompt)] = self._prompt
+        return obs
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._prompt = []
+        return self._observation(), {}
+
+    def step(self, action):
+        self._prompt.append(int(self.action_token_ids[int(action)]))
+        if len(self._prompt) < self.prompt_length:
+            return self._observation(), 0.0, False, False, {}
+        chosen = self.np_random.choice(len(self.examples), size=self.examples_per_reward, replace=False)
+        batch = [self.examples[i] for i in chosen]
+        logprobs = self.scorer.score([tuple(self._prompt)], batch)
+        labels = self.labels[chosen]
+        reward = float(gap_reward(logprobs, labels, *self.scales)[0])
+        info = {
+            "prompt": self.scorer.lm.decode(self._prompt),
+            "prompt_ids": list(self._prompt),
+            "accuracy": float(batch_accuracy(logprobs, labels)[0]),
+        }
+        return self._observation(), reward, True, False, info
+
+
+class PromptVecEnv(VecEnv):
+    """``num_envs`` prompt writers in lockstep; all prompts are scored together (see the module docstring).
+
+    Each finished batch is scored on the same ``examples_per_reward`` training examples, drawn with the
+    env's own seeded generator. With ``normalize`` the rewards are z-scored within the batch.
+    """
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        examples: Sequence[Example],
+        action_token_ids: Sequence[int],
+        num_envs: int = 16,
+        prompt_length: int = 5,
+        examples_per_reward: int = 16,
+        correct_scale: float = 200.0,
+        wrong_scale: float = 180.0,
+        normalize: bool = True,
+        seed: int = 0,
+    ):
+        template = PromptEnv(
+            scorer, examples, action_token_ids, prompt_length, examples_per_reward, correct_scale, wrong_scale
+        )
+        super().__init__(num_envs, template.observation_space, template.action_space)
+        self.template = template
+        self.normalize = normalize
+        self.rng = np.random.default_rng(seed)
+        self._prompts = np.full((num_envs, prompt_length), PAD, dtype=np.int64)
+        self._length = 0
+        self._actions: np.ndarray | None = None
+        self.last_batch: dict = {}  # the last scored batch: prompts, raw rewards, accuracies
+
+    def reset(self) -> np.ndarray:
+        self._prompts[:] = PAD
+        self._length = 0
+        return self._prompts.copy()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions).reshape(self.num_envs)
+
+    def step_wait(self):
+        env = self.template
+        self._prompts[:, self._length] = env.action_token_ids[self._actions]
+        self._length += 1
+        if self._length < env.prompt_length:
+            rewards = np.zeros(self.num_envs, dtype=np.float32)
+            return (
+                self._prompts.copy(),
+                rewards,
+                np.zeros(self.num_envs, dtype=bool),
+                [{} for _ in range(self.num_envs)],
+            )
+        chosen = self.rng.choice(len(env.examples), size=env.examples_per_reward, replace=False)
+        batch = [env.examples[i] for i in chosen]
+        labels = env.labels[chosen]
+        prompts = [tuple(int(t) for t in row) for row in self._prompts]
+        logprobs = env.scorer.score(prompts, batch)
+        raw = gap_reward(logprobs, labels, *env.scales)
+        accuracy = batch_accuracy(logprobs, labels)
+        rewards = raw
+        if self.normalize:
+            rewards = (raw - raw.mean()) / (raw.std() + 1e-8)
+        texts = [env.scorer.lm.decode(list(p)) for p in prompts]
+        self.last_batch = {"prompts": texts, "prompt_ids": prompts, "rewards": raw, "accuracy": accuracy}
+        infos = [
+            {
+                "terminal_observation": self._prompts[i].copy(),
+                "prompt": texts[i],
+                "accuracy": float(accuracy[i]),
+                "raw_reward": float(raw[i]),
+            }  # fmt: skip
+            for i in range(self.num_envs)
+        ]
+        obs = self.reset()
+        return obs, rewards.astype(np.float32), np.ones(self.num_envs, dtype=bool), infos
+
+    # -- VecEnv plumbing: the environments are not separate objects --------------------------------
+
+    def close(self) -> None:
+        pass
+
+    def get_attr(self, attr_name, indices=None):
+        return [getattr(self.template, attr_name)] * len(self._indices(indices))
+
+    def set_attr(self, attr_name, value, indices=None) -> None:
+        setattr(self.template, attr_name, value)
+
+    def env_method(self, method_name, *method_args, indices=None, **method_kwargs):
+        return [
+            getattr(self.template, method_name)(*method_args, **method_kwargs) for _ in self._indices(indices)
+        ]
+
+    def env_is_wrapped(self, wrapper_class, indices=None):
+        return [False] * len(self._indices(indices))
+
+    def seed(self, seed: int | None = None):
+        self.rng = np.random.default_rng(seed)
+        return [seed] * self.num_envs
+
+    def _indices(self, indices) -> list[int]:
+        if indices is None:
+            return list(range(self.num_envs))
+        return [indices] if isinstance(indices, int) else list(indices)
+
+
+def register() -> None:
+    """Register ``rlprompt/DiscretePrompt-v0`` with Gymnasium (idempotent)."""
+    if "rlprompt/DiscretePrompt-v0" not in gym.registry:
+        gym.register(id="rlprompt/DiscretePrompt-v0", entry_point="rlprompt.envs.prompt_env:PromptEnv")

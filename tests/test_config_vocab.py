@@ -1,0 +1,97 @@
+"""The typed config loader and the action vocabularies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from rlprompt.config import apply_overrides, from_dict, read_yaml
+from rlprompt.errors import RLPromptError
+from rlprompt.vocab import action_vocabulary
+
+
+@dataclass
+class RL:
+    algo: Literal["ppo", "a2c"] = "ppo"
+    learning_rate: float = 3e-4
+    n_steps: int = 5
+
+
+@dataclass
+class Run:
+    model: str = "smollm2-135m"
+    seed: int = 0
+    normalize: bool = True
+    template: str | None = None
+    rl: RL = field(default_factory=RL)
+    tokens: list[str] = field(default_factory=list)
+
+
+def test_values_are_coerced_to_field_types():
+    run = from_dict(
+        Run, {"seed": "7", "rl": {"learning_rate": "5e-5", "n_steps": 1e3}, "normalize": "false"}, "c.yaml"
+    )
+    assert (run.seed, run.rl.learning_rate, run.rl.n_steps, run.normalize) == (7, 5e-5, 1000, False)
+    assert from_dict(Run, {"template": None}, "c.yaml").template is None
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"seeds": 1}, "c.yaml: unknown key 'seeds'; did you mean 'seed'?"),
+        (
+            {"rl": {"learning_rat": 1}},
+            "c.yaml: unknown key 'rl.learning_rat'; did you mean 'rl.learning_rate'?",
+        ),
+        ({"rl": {"algo": "dqn"}}, "c.yaml: 'rl.algo' must be one of 'ppo', 'a2c', got 'dqn'"),
+        ({"seed": 1.5}, "c.yaml: 'seed' must be an integer, got 1.5"),
+        ({"seed": True}, "c.yaml: 'seed' must be an integer, got True"),
+        ({"rl": {"learning_rate": "fast"}}, "c.yaml: 'rl.learning_rate' must be a number, got 'fast'"),
+        ({"rl": 3}, "c.yaml: 'rl' must be a mapping, got 3"),
+        ({"tokens": "good"}, "c.yaml: 'tokens' must be a list, got 'good'"),
+        ({"normalize": "maybe"}, "c.yaml: 'normalize' must be true or false, got 'maybe'"),
+    ],
+)
+def test_bad_configs_name_the_file_and_key(data, message):
+    with pytest.raises(RLPromptError) as err:
+        from_dict(Run, data, "c.yaml")
+    assert str(err.value) == message
+
+
+def test_set_overrides_are_parsed_and_checked():
+    data = apply_overrides({"rl": {"n_steps": 5}}, ["rl.learning_rate=1e-3", "seed=3", "template="], Run)
+    run = from_dict(Run, data, "c.yaml")
+    assert (run.rl.learning_rate, run.rl.n_steps, run.seed, run.template) == (1e-3, 5, 3, "")
+    with pytest.raises(RLPromptError, match=r"--set rl\.lr: unknown key 'rl\.lr'; known keys: rl\.algo"):
+        apply_overrides({}, ["rl.lr=1"], Run)
+    with pytest.raises(RLPromptError, match="--set 'seed': expected key=value"):
+        apply_overrides({}, ["seed"], Run)
+    with pytest.raises(RLPromptError, match="'seed' has no sub-keys"):
+        apply_overrides({}, ["seed.x=1"], Run)
+
+
+def test_read_yaml_errors_name_the_file(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("a: [1,\n", encoding="utf-8")
+    with pytest.raises(RLPromptError, match=r"c\.yaml: not valid YAML at line \d"):
+        read_yaml(bad)
+    bad.write_text("- 1\n- 2\n", encoding="utf-8")
+    with pytest.raises(RLPromptError, match="the top level must be a mapping"):
+        read_yaml(bad)
+
+
+@pytest.mark.real_model
+def test_frequent_vocabulary_is_whole_single_token_words(smol, bert):
+    for lm in (smol, bert):
+        ids = action_vocabulary(lm, "frequent", size=500)
+        assert len(ids) == len(set(ids)) == 500
+        words = [lm.decode([i]).strip() for i in ids]
+        assert all(w.isalpha() for w in words)
+        assert {"the", "film", "good"} <= set(words)
+    assert action_vocabulary(smol, "list", tokens=["great", "movie"]) == smol.encode(" great movie")
+    with pytest.raises(RLPromptError, match="'magnificently' is 2 tokens"):
+        action_vocabulary(smol, "list", tokens=["magnificently"])
+    with pytest.raises(RLPromptError, match="vocab.kind must be"):
+        action_vocabulary(smol, "rare")

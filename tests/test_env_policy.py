@@ -1,0 +1,95 @@
+"""PromptEnv / PromptVecEnv against the Gymnasium and SB3 checkers, and PPO learning with the token policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from rlprompt.envs.prompt_env import PAD, PromptEnv, PromptVecEnv, gap_reward
+from rlprompt.policies.token_policy import TokenPolicy
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from rlprompt.models import register_model
+from rlprompt.scoring import Scorer
+from rlprompt.tasks import Example
+
+
+class ToyScorer:
+    """A reward without an LM: the right label's log-prob grows with the tokens matching a target prompt."""
+
+    def __init__(self, lm, target: tuple[int, ...]):
+        self.lm, self.target = lm, target
+        self.calls = 0
+
+    def score(self, prompts, examples):
+        self.calls += 1
+        out = np.zeros((len(prompts), len(examples), 2), dtype=np.float32)
+        for i, prompt in enumerate(prompts):
+            matches = sum(a == b for a, b in zip(prompt, self.target, strict=True))
+            out[i, :, 1] = -3.0 + 2.0 * matches  # label 1 is right for every example
+        return out
+
+
+def test_gap_reward_follows_rlprompt():
+    # Two examples, label 1 and 0; probabilities (0.2, 0.8) for both.
+    logprobs = np.log(np.array([[[0.2, 0.8], [0.2, 0.8]]]))
+    reward = gap_reward(logprobs, np.array([1, 0]))
+    np.testing.assert_allclose(reward, [(200 * 0.6 + 180 * -0.6) / 2])
+
+
+def test_env_passes_gymnasium_and_sb3_checkers(tiny_gpt2, examples):
+    scorer = Scorer(tiny_gpt2, "{sentence} {prompt}", ["terrible", "great"], prompt_budget=8)
+    vocab = tiny_gpt2.encode(" good bad movie film really")
+    env = PromptEnv(scorer, examples, vocab, prompt_length=3, examples_per_reward=4)
+    gym_check_env(env, skip_render_check=True)
+    sb3_check_env(env, warn=True)
+    obs, _ = env.reset(seed=0)
+    assert obs.tolist() == [PAD] * 3
+    for step in range(3):
+        obs, reward, terminated, truncated, info = env.step(step)
+    assert terminated and not truncated
+    assert obs.tolist() == vocab[:3]
+    assert info["prompt"] == " good bad movie" and 0 <= info["accuracy"] <= 1
+    assert reward == pytest.approx(float(reward))
+
+
+def test_vec_env_scores_all_prompts_in_one_call_and_normalises(tiny_gpt2, examples):
+    scorer = Scorer(tiny_gpt2, "{sentence} {prompt}", ["terrible", "great"], prompt_budget=8)
+    vocab = tiny_gpt2.encode(" good bad movie film really")
+    env = PromptVecEnv(scorer, examples, vocab, num_envs=4, prompt_length=2, examples_per_reward=3, seed=0)
+    obs = env.reset()
+    assert obs.shape == (4, 2) and (obs == PAD).all()
+    obs, rewards, dones, infos = env.step(np.array([0, 1, 2, 3]))
+    assert not dones.any() and (rewards == 0).all() and obs[:, 0].tolist() == vocab[:4]
+    obs, rewards, dones, infos = env.step(np.array([4, 3, 2, 1]))
+    assert dones.all() and (obs == PAD).all()  # auto-reset
+    assert infos[0]["terminal_observation"].tolist() == [vocab[0], vocab[4]]
+    assert scorer.stats.pairs_scored == 4 * 3  # one call, the same 3 examples for all prompts
+    assert abs(rewards.mean()) < 1e-5 and abs(rewards.std() - 1) < 1e-3
+
+
+def test_ppo_with_the_token_policy_finds_the_target_prompt(tiny_llama):
+    register_model(tiny_llama)
+    vocab = tiny_llama.encode(" good bad movie film really plot acting story")
+    target = (vocab[5], vocab[2], vocab[7])
+    scorer = ToyScorer(tiny_llama, target)
+    examples = [Example(f"e{i}", "x", 1) for i in range(4)]
+    env = PromptVecEnv(scorer, examples, vocab, num_envs=16, prompt_length=3, examples_per_reward=4, seed=0)
+    torch.manual_seed(0)
+    model = PPO(
+        TokenPolicy, env, n_steps=3, batch_size=48, n_epochs=4, learning_rate=3e-3, gamma=1.0, gae_lambda=1.0,
+        ent_coef=0.0, seed=0,
+        policy_kwargs={"backbone": "tiny-llama", "action_token_ids": vocab, "adapter_hidden": 64},
+    )  # fmt: skip
+    model.learn(total_timesteps=16 * 3 * 60)
+    obs = np.full((1, 3), PAD, dtype=np.int64)
+    for t in range(3):
+        action, _ = model.predict(obs, deterministic=True)
+        obs[0, t] = vocab[int(action[0])]
+    assert tuple(obs[0].tolist()) == target
+    # Only the adapter, value head and logit gain are trainable; the backbone is not in the checkpoint.
+    state = model.policy.state_dict()
+    assert not any("lm" in k or "embed" in k for k in state)
+    assert sum(v.numel() for v in state.values()) < 20_000
