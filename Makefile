@@ -24,8 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: install
-	$(PY) -m rlprompt.evaluate --model smollm2-135m --task sst-2 --split test \
-		--prompt "" --prompt "It was" --prompt "All in all, the movie was"
+	$(PY) -m rlprompt.train --config configs/quickstart.yaml
 
 test: install
 	$(PY) -m pytest -q

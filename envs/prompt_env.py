@@ -128,8 +128,8 @@ class PromptVecEnv(VecEnv):
         template = PromptEnv(
             scorer, examples, action_token_ids, prompt_length, examples_per_reward, correct_scale, wrong_scale
         )
+        self.template = template  # before VecEnv.__init__, which reads attributes through get_attr
         super().__init__(num_envs, template.observation_space, template.action_space)
-        self.template = template
         self.normalize = normalize
         self.rng = np.random.default_rng(seed)
         self._prompts = np.full((num_envs, prompt_length), PAD, dtype=np.int64)

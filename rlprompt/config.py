@@ -173,3 +173,93 @@ def _check_path(cls: type, parts: list[str], dotted: str) -> None:
 def to_dict(config: Any) -> dict:
     """A plain mapping of a config, for writing the resolved config of a run."""
     return dataclasses.asdict(config)
+
+
+# -- the run configuration of python -m rlprompt.train ----------------------------------------------
+
+
+@dataclasses.dataclass
+class TaskConfig:
+    name: str = "sst-2"  # a built-in task or a task YAML file
+    seed: str = "16-100"  # few-shot data seed (built-in tasks)
+    template: str | None = None  # None: the task's template for the model kind
+
+
+@dataclasses.dataclass
+class EnvConfig:
+    prompt_length: int = 5  # tokens per prompt (RLPrompt: 5)
+    num_envs: int = 16  # prompts per reward batch (RLPrompt: 16)
+    examples_per_reward: int = 32  # training examples each batch of prompts is scored on
+    correct_scale: float = 200.0  # RLPrompt's gap reward: scale when the example is classified right
+    wrong_scale: float = 180.0  # ... and when it is wrong
+    normalize: bool = True  # z-score rewards within each batch of prompts
+
+
+@dataclasses.dataclass
+class VocabConfig:
+    # "frequent" learns fastest: a few hundred common whole words give the policy a small, readable
+    # space (RLPrompt's whole vocabulary of 50k tokens needs ~100x more reward queries).
+    kind: typing.Literal["frequent", "all", "list"] = "frequent"
+    size: int = 1000
+    tokens: list[str] = dataclasses.field(default_factory=list)  # for kind "list"
+
+
+@dataclasses.dataclass
+class PolicyConfig:
+    backbone: str | None = None  # frozen LM that reads the prompt; None: the task model
+    adapter_hidden: int = 2048  # RLPrompt's MLP adapter width
+    value_hidden: int = 256
+
+
+@dataclasses.dataclass
+class RLConfig:
+    """Stable-Baselines3 hyperparameters, under SB3's own names."""
+
+    algo: typing.Literal["ppo", "a2c"] = "ppo"
+    learning_rate: float = 3e-4
+    n_steps: int = 5  # env steps per rollout and env: one prompt each
+    batch_size: int = 80  # PPO only
+    n_epochs: int = 4  # PPO only
+    clip_range: float = 0.2  # PPO only
+    gamma: float = 1.0  # one reward at the end of a short episode: no discount
+    gae_lambda: float = 1.0
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: str = "smollm2-135m"  # the frozen task LM
+    method: typing.Literal["rl"] = "rl"
+    seed: int = 0
+    total_timesteps: int = 16_000  # env steps (prompt tokens written); prompts = total_timesteps / prompt_length
+    eval_every: int = 800  # env steps between dev evaluations
+    candidates_per_eval: int = 4  # best training prompts since the last evaluation also tried on dev
+    manual_prompt: str | None = None  # reference prompt for the summary; None: the task's
+    output_dir: str = "runs"
+    task: TaskConfig = dataclasses.field(default_factory=TaskConfig)
+    env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
+    vocab: VocabConfig = dataclasses.field(default_factory=VocabConfig)
+    policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
+    rl: RLConfig = dataclasses.field(default_factory=RLConfig)
+
+    def __post_init__(self) -> None:
+        positive = {
+            "total_timesteps": self.total_timesteps, "eval_every": self.eval_every,
+            "env.prompt_length": self.env.prompt_length, "env.num_envs": self.env.num_envs,
+            "env.examples_per_reward": self.env.examples_per_reward, "rl.n_steps": self.rl.n_steps,
+            "rl.batch_size": self.rl.batch_size, "rl.n_epochs": self.rl.n_epochs, "vocab.size": self.vocab.size,
+        }  # fmt: skip
+        for key, value in positive.items():
+            if value < 1:
+                raise ValueError(f"'{key}' must be at least 1, got {value}")
+        if self.rl.learning_rate <= 0:
+            raise ValueError(f"'rl.learning_rate' must be positive, got {self.rl.learning_rate}")
+
+
+def load_train_config(path: str | None, overrides: list[str] | None = None) -> TrainConfig:
+    """The run configuration from a YAML file (or the defaults) and ``--set`` overrides."""
+    data = read_yaml(Path(path)) if path else {}
+    data = apply_overrides(data, overrides or [], TrainConfig)
+    return from_dict(TrainConfig, data, path or "--set")

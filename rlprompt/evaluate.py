@@ -1,8 +1,9 @@
 """Evaluate prompts on a task: ``python -m rlprompt.evaluate --model M --task T --prompt "..."``.
 
 Prints accuracy, macro-F1 and per-class accuracy for each prompt (``--json`` for machine-readable
-output on stdout; progress goes to stderr). Without ``--prompt`` it evaluates the task's manual prompt
-and the empty prompt.
+output on stdout; progress goes to stderr). ``--prompt-file run/prompt.json`` evaluates an exported
+prompt (its exact token ids on the model it was learned on, its text elsewhere). Without any prompt it
+evaluates the task's manual prompt and the empty prompt.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlprompt.errors import RLPromptError, run_cli
+from rlprompt.export import load_prompt
 from rlprompt.metrics import ClassificationMetrics, classification_metrics
 from rlprompt.models import LanguageModel, load_model
 from rlprompt.scoring import PromptLike, Scorer
@@ -58,17 +60,13 @@ def _parser() -> argparse.ArgumentParser:
         default="smollm2-135m",
         help="alias, local directory or cached HF id (default: %(default)s)",
     )
-    p.add_argument("--task", default="sst-2", help="built-in task or a task YAML file (default: %(default)s)")
-    p.add_argument(
-        "--seed",
-        default=DEFAULT_SEED,
-        choices=FEW_SHOT_SEEDS,
-        help="few-shot data seed (default: %(default)s)",
-    )
+    p.add_argument("--task", help="built-in task or a task YAML file (default: the prompt file's task, else sst-2)")
+    p.add_argument("--seed", choices=FEW_SHOT_SEEDS, help=f"few-shot data seed (default: {DEFAULT_SEED})")
     p.add_argument("--split", default="test", choices=SPLITS, help="default: %(default)s")
     p.add_argument(
         "--prompt", action="append", help='a prompt to evaluate (repeatable; "" is the empty prompt)'
     )
+    p.add_argument("--prompt-file", action="append", default=[], help="an exported prompt.json (repeatable)")
     p.add_argument("--template", help='override the task\'s template, e.g. "{sentence} {prompt} <mask> ."')
     p.add_argument("--limit", type=int, help="evaluate on the first N examples only")
     p.add_argument(
@@ -84,11 +82,18 @@ def main(argv: list[str] | None = None) -> int:
         raise RLPromptError(f"--limit must be at least 1, got {args.limit}")
     if args.batch_tokens < 16:
         raise RLPromptError(f"--batch-tokens must be at least 16, got {args.batch_tokens}")
-    task = load_task(args.task, args.seed)
+    files = [load_prompt(path) for path in args.prompt_file]
+    source = files[0] if files else None  # the first prompt file supplies the defaults
+    task_name = args.task or (source.task if source else "sst-2")
+    data_seed = args.seed or (source.data_seed if source else None) or DEFAULT_SEED
+    task = load_task(task_name, data_seed)
     examples = task.examples(args.split)[: args.limit]
     lm = load_model(args.model)
-    scorer = make_scorer(lm, task, args.template, batch_tokens=args.batch_tokens)
-    prompts = args.prompt if args.prompt is not None else [task.manual_prompt, ""]
+    template = args.template or (source.template_for(lm.kind) if source else None)
+    scorer = make_scorer(lm, task, template, batch_tokens=args.batch_tokens)
+    prompts: list[PromptLike] = [learned.prompt_for(lm.name) for learned in files]
+    if args.prompt is not None or not files:
+        prompts += args.prompt if args.prompt is not None else [task.manual_prompt, ""]
     start = time.perf_counter()
     results = evaluate_prompts(scorer, examples, prompts, progress=True)
     seconds = time.perf_counter() - start
@@ -99,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             "model_kind": lm.kind,
             "task": task.name,
             "split": args.split,
-            "seed": args.seed,
+            "seed": data_seed,
             "template": scorer.template.text,
             "verbalizers": task.verbalizers,
             "seconds": round(seconds, 3),

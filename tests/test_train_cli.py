@@ -1,0 +1,104 @@
+"""``python -m rlprompt.train`` end to end on a tiny model, the exported prompt, and config errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlprompt import load_prompt
+from rlprompt.errors import RLPromptError, run_cli
+from rlprompt.evaluate import main as evaluate_main
+from rlprompt.models import register_model
+from rlprompt.train import main as train_main
+
+ROWS = [("a joy to watch .", 1), ("a dull , lifeless mess .", 0), ("warm and funny .", 1), ("tedious .", 0),
+        ("one of the best films of the year .", 1), ("i hated every minute .", 0)]  # fmt: skip
+
+
+@pytest.fixture
+def tiny_task(tmp_path):
+    lines = "sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in ROWS)
+    for split in ("train", "dev", "test"):
+        (tmp_path / f"{split}.tsv").write_text(lines, encoding="utf-8")
+    spec = "name: tiny\ntrain: train.tsv\ndev: dev.tsv\ntest: test.tsv\nverbalizers: {0: terrible, 1: great}\n"
+    (tmp_path / "task.yaml").write_text(spec, encoding="utf-8")
+    return tmp_path / "task.yaml"
+
+
+def run(main, argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, argv)
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def test_train_smoke_run_writes_a_complete_run_directory(tiny_gpt2, tiny_task, tmp_path, capsys):
+    register_model(tiny_gpt2)
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: tiny-gpt2\ntask: {{name: {tiny_task}}}\nvocab: {{size: 40}}\n", encoding="utf-8")
+    argv = ["--config", str(config), "--quiet", "--set", f"output_dir={tmp_path / 'runs'}",
+            "--set", "total_timesteps=160", "--set", "eval_every=80", "--set", "env.num_envs=4",
+            "--set", "env.examples_per_reward=4", "--set", "rl.batch_size=20", "--set", "policy.adapter_hidden=32"]  # fmt: skip
+    code, out, _ = run(train_main, argv, capsys)
+    assert code == 0, out
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert run_dir.name.startswith("tiny__rl__tiny-gpt2__s0__")
+    assert "test accuracy" in out and "manual prompt 'It was'" in out
+    files = {p.name for p in run_dir.iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "prompt.json", "summary.txt"} <= files
+    assert list(run_dir.rglob("events.out.tfevents.*")), "no TensorBoard events"
+    resolved = (run_dir / "config.yaml").read_text()
+    assert "total_timesteps: 160" in resolved and "num_envs: 4" in resolved
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [4, 84, 160]
+    assert all(0 <= r["best_dev_accuracy"] <= 1 for r in records)
+
+    # The exported prompt round-trips and evaluates through the evaluate CLI.
+    prompt = load_prompt(run_dir / "prompt.json")
+    assert prompt.model == "tiny-gpt2" and prompt.model_kind == "causal" and prompt.task == "tiny"
+    assert len(prompt.token_ids) == 5 and prompt.text == tiny_gpt2.decode(prompt.token_ids)
+    assert prompt.verbalizers == ["terrible", "great"] and prompt.method == "rl" and prompt.seed == 0
+    assert set(prompt.metrics) >= {"dev_accuracy", "test_accuracy", "manual_test_accuracy", "steps"}
+    assert prompt.fill("great fun .") == f"great fun . {prompt.text.strip()} <mask>"
+    assert prompt.fill("great fun .", kind="masked") == f"great fun . {prompt.text.strip()} <mask> ."
+    code, out, _ = run(
+        evaluate_main, ["--model", "tiny-gpt2", "--prompt-file", str(run_dir / "prompt.json"), "--json"], capsys
+    )
+    assert code == 0
+    payload = json.loads(out)
+    assert payload["task"] == "tiny" and payload["results"][0]["prompt_ids"] == prompt.token_ids
+    assert payload["results"][0]["accuracy"] == pytest.approx(prompt.metrics["test_accuracy"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--set", "rl.learning_rat=1"], "--set rl.learning_rat: unknown key 'rl.learning_rat'; did you mean 'rl.learning_rate'?"),
+        (["--set", "rl.algo=dqn"], "'rl.algo' must be one of 'ppo', 'a2c', got 'dqn'"),
+        (["--set", "total_timesteps=0"], "'total_timesteps' must be at least 1, got 0"),
+        (["--set", "env.num_envs=many"], "'env.num_envs' must be an integer, got 'many'"),
+        (["--config", "missing.yaml"], "missing.yaml: file not found"),
+    ],
+)  # fmt: skip
+def test_config_errors_are_one_line_and_exit_2(argv, message, capsys):
+    code, _, err = run(train_main, argv, capsys)
+    assert code == 2
+    assert err.strip() == f"error: --set: {message}" or err.strip().endswith(message), err
+
+
+def test_unknown_config_file_keys_name_the_file(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("modle: smollm2-135m\n", encoding="utf-8")
+    code, _, err = run(train_main, ["--config", str(config)], capsys)
+    assert code == 2 and err.strip() == f"error: {config}: unknown key 'modle'; did you mean 'model'?"
+
+
+def test_prompt_file_errors(tmp_path):
+    bad = tmp_path / "p.json"
+    bad.write_text('{"text": "x"}', encoding="utf-8")
+    with pytest.raises(RLPromptError, match="not an rlprompt prompt file"):
+        load_prompt(bad)
+    bad.write_text("{", encoding="utf-8")
+    with pytest.raises(RLPromptError, match=r"p\.json: not valid JSON"):
+        load_prompt(bad)
