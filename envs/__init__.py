@@ -1,4 +1,5 @@
-"""Gymnasium environments (installed as ``rlprompt.envs``); ``rlprompt/DiscretePrompt-v0`` is registered on import."""
+"""Gymnasium environments (installed as ``rlprompt.envs``); importing it registers
+``rlprompt/DiscretePrompt-v0``."""
 
 from rlprompt.envs.prompt_env import PromptEnv, PromptVecEnv, register
 

@@ -197,8 +197,9 @@ class EnvConfig:
 
 @dataclasses.dataclass
 class VocabConfig:
-    # "frequent" learns fastest: a few hundred common whole words give the policy a small, readable
-    # space (RLPrompt's whole vocabulary of 50k tokens needs ~100x more reward queries).
+    # "frequent" (default): the 1,000 commonest whole words. A small space of real words is what a policy
+    # can search with a few thousand reward queries on a CPU, and the prompts stay readable; "all" is
+    # RLPrompt's whole vocabulary (49k tokens for SmolLM2), which it trains with ~200k prompt samples.
     kind: typing.Literal["frequent", "all", "list"] = "frequent"
     size: int = 1000
     tokens: list[str] = dataclasses.field(default_factory=list)  # for kind "list"
@@ -233,7 +234,9 @@ class TrainConfig:
     model: str = "smollm2-135m"  # the frozen task LM
     method: typing.Literal["rl"] = "rl"
     seed: int = 0
-    total_timesteps: int = 16_000  # env steps (prompt tokens written); prompts = total_timesteps / prompt_length
+    total_timesteps: int = (
+        16_000  # env steps (prompt tokens written); prompts = total_timesteps / prompt_length
+    )
     eval_every: int = 800  # env steps between dev evaluations
     candidates_per_eval: int = 4  # best training prompts since the last evaluation also tried on dev
     manual_prompt: str | None = None  # reference prompt for the summary; None: the task's
@@ -249,7 +252,8 @@ class TrainConfig:
             "total_timesteps": self.total_timesteps, "eval_every": self.eval_every,
             "env.prompt_length": self.env.prompt_length, "env.num_envs": self.env.num_envs,
             "env.examples_per_reward": self.env.examples_per_reward, "rl.n_steps": self.rl.n_steps,
-            "rl.batch_size": self.rl.batch_size, "rl.n_epochs": self.rl.n_epochs, "vocab.size": self.vocab.size,
+            "rl.batch_size": self.rl.batch_size, "rl.n_epochs": self.rl.n_epochs,
+            "vocab.size": self.vocab.size,
         }  # fmt: skip
         for key, value in positive.items():
             if value < 1:

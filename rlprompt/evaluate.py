@@ -60,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
         default="smollm2-135m",
         help="alias, local directory or cached HF id (default: %(default)s)",
     )
-    p.add_argument("--task", help="built-in task or a task YAML file (default: the prompt file's task, else sst-2)")
+    p.add_argument(
+        "--task", help="built-in task or a task YAML file (default: the prompt file's task, else sst-2)"
+    )
     p.add_argument("--seed", choices=FEW_SHOT_SEEDS, help=f"few-shot data seed (default: {DEFAULT_SEED})")
     p.add_argument("--split", default="test", choices=SPLITS, help="default: %(default)s")
     p.add_argument(
@@ -84,16 +86,18 @@ def main(argv: list[str] | None = None) -> int:
         raise RLPromptError(f"--batch-tokens must be at least 16, got {args.batch_tokens}")
     files = [load_prompt(path) for path in args.prompt_file]
     source = files[0] if files else None  # the first prompt file supplies the defaults
-    task_name = args.task or (source.task if source else "sst-2")
+    task_name = args.task or (source.task_source or source.task if source else "sst-2")
     data_seed = args.seed or (source.data_seed if source else None) or DEFAULT_SEED
     task = load_task(task_name, data_seed)
     examples = task.examples(args.split)[: args.limit]
     lm = load_model(args.model)
     template = args.template or (source.template_for(lm.kind) if source else None)
-    scorer = make_scorer(lm, task, template, batch_tokens=args.batch_tokens)
     prompts: list[PromptLike] = [learned.prompt_for(lm.name) for learned in files]
     if args.prompt is not None or not files:
         prompts += args.prompt if args.prompt is not None else [task.manual_prompt, ""]
+    # Long sentences are cut to leave room for the longest prompt evaluated, and no more.
+    budget = max(len(p) if not isinstance(p, str) else len(lm.encode(" " + p)) + 1 for p in prompts)
+    scorer = make_scorer(lm, task, template, batch_tokens=args.batch_tokens, prompt_budget=budget)
     start = time.perf_counter()
     results = evaluate_prompts(scorer, examples, prompts, progress=True)
     seconds = time.perf_counter() - start

@@ -31,6 +31,7 @@ class LearnedPrompt:
     seed: int
     class_names: list[str] = field(default_factory=list)
     data_seed: str | None = None
+    task_source: str | None = None  # how to load the task again: a built-in name or a task YAML path
     metrics: dict = field(default_factory=dict)
     library_version: str = ""
     format: str = FORMAT
@@ -77,9 +78,11 @@ def load_prompt(path: str | Path) -> LearnedPrompt:
     except json.JSONDecodeError as err:
         raise RLPromptError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise RLPromptError(f"{path}: not an rlprompt prompt file (no \"format\": \"{FORMAT}\")")
+        raise RLPromptError(f'{path}: not an rlprompt prompt file (no "format": "{FORMAT}")')
     if data.get("version") != VERSION:
-        raise RLPromptError(f"{path}: prompt file version {data.get('version')!r}; this rlprompt reads {VERSION}")
+        raise RLPromptError(
+            f"{path}: prompt file version {data.get('version')!r}; this rlprompt reads {VERSION}"
+        )
     known = set(LearnedPrompt.__dataclass_fields__)
     try:
         return LearnedPrompt(**{k: v for k, v in data.items() if k in known})

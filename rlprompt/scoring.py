@@ -10,10 +10,12 @@ How it stays fast on a CPU:
 * **Prefix key/value cache (causal LMs).** Everything before the prompt (the sentence, with the
   default template) is the same for every prompt. Its keys/values are computed once per example,
   kept in a size-bounded LRU, and reused: each prompt then costs only its own few tokens.
+* **Packed suffixes (causal LMs).** All of an example's prompts are packed into one sequence behind its
+  cached prefix, with a block attention mask that keeps each prompt to the prefix and itself: the
+  prefix is never copied per prompt, and no compute goes to padding between prompts.
 * **Batching.** All missing (prompt, example) pairs of a call go through the model in batches bounded
   by a token budget, with explicit position ids so padding never shifts positions.
-* **Only the logits needed**: causal rows are aligned to end on the same column, so the LM head runs on
-  the last few positions only.
+* **Only the logits needed**: the output layer runs at the label positions only.
 
 Multi-token verbalizers (causal LMs only) score as the sum of their tokens' log-probs.
 """

@@ -1,11 +1,12 @@
-"""Train a discrete prompt: ``python -m rlprompt.train --config configs/quickstart.yaml [--set key=value ...]``.
+"""Learn a discrete prompt: ``python -m rlprompt.train --config configs/quickstart.yaml [--set k=v ...]``.
 
 The policy writes prompts in a ``PromptVecEnv``; every ``eval_every`` env steps the greedy prompt and the
 best training prompts since the last evaluation are scored on dev, and the best so far is kept (and
 exported at once, so an interrupted run still leaves a valid ``prompt.json``). At the end the best prompt
 and the manual prompt are evaluated on test. Everything goes to
 ``runs/<task>__<method>__<model>__s<seed>__<time>/``: the resolved config, ``metrics.jsonl``, TensorBoard
-events, ``prompt.json`` and ``summary.txt``.
+events, ``prompt.json``, the trained policy (``policy.zip``: trainable weights and the backbone's name)
+and ``summary.txt``.
 """
 
 from __future__ import annotations
@@ -49,9 +50,13 @@ class Candidate:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rlprompt.train", description="Learn a discrete prompt with RL.")
+    p = argparse.ArgumentParser(
+        prog="python -m rlprompt.train", description="Learn a discrete prompt with RL."
+    )
     p.add_argument("--config", help="YAML run configuration (default: the built-in defaults)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -70,14 +75,15 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
 
     task = load_task(config.task.name, config.task.seed)
     lm = load_model(config.model)
-    prompt_budget = max(64, 4 * config.env.prompt_length)
+    manual = config.manual_prompt if config.manual_prompt is not None else task.manual_prompt
+    # Sentences get all the room but what the longest prompt scored here (learned or manual) needs.
+    prompt_budget = max(config.env.prompt_length, len(lm.encode(" " + manual)))
     scorer = make_scorer(lm, task, config.task.template, prompt_budget=prompt_budget)
     train_examples, dev_examples = task.examples("train"), task.examples("dev")
     test_examples = task.examples("test")
     vocab = action_vocabulary(lm, config.vocab.kind, config.vocab.size, config.vocab.tokens)
     backbone = config.policy.backbone or config.model
     _check_same_tokenizer(lm, load_model(backbone))
-    manual = config.manual_prompt if config.manual_prompt is not None else task.manual_prompt
 
     run_dir = _new_run_dir(config, task, lm)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
@@ -92,12 +98,17 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             model.learn(total_timesteps=config.total_timesteps, callback=tracker.callback())
         except KeyboardInterrupt:
             interrupted = True
-            print(f"\ninterrupted at step {model.num_timesteps}: evaluating the best prompt so far", flush=True)
+            print(
+                f"\ninterrupted at step {model.num_timesteps}: evaluating the best prompt so far", flush=True
+            )
         if not interrupted and tracker.last_eval_step != model.num_timesteps:
             tracker.evaluate(model.num_timesteps)
     finally:
         tracker.close()
     train_seconds = time.perf_counter() - start
+    # Only the trainable adapter, value head and logit gain (with their optimizer state) are saved; the
+    # backbone is recorded by name in the policy's constructor arguments.
+    model.save(run_dir / "policy.zip")
 
     best = tracker.best
     reward_queries = int(scorer.stats.pairs_scored)  # training and dev; test scoring comes next
@@ -133,7 +144,8 @@ def _check_same_tokenizer(task_lm: LanguageModel, backbone: LanguageModel) -> No
         return
     if backbone.tokenizer.get_vocab() != task_lm.tokenizer.get_vocab():
         raise RLPromptError(
-            f"policy.backbone {backbone.name!r} has a different tokenizer from the task model {task_lm.name!r}; "
+            f"policy.backbone {backbone.name!r} has a different tokenizer from the task model "
+            f"{task_lm.name!r}; "
             "the policy writes the task model's token ids, so they must share one"
         )
 
@@ -177,12 +189,20 @@ def _make_algorithm(config: TrainConfig, env, vocab, backbone: str, run_dir: Pat
         "value_hidden": config.policy.value_hidden,
     }
     common = {
-        "learning_rate": rl.learning_rate, "n_steps": rl.n_steps, "gamma": rl.gamma, "gae_lambda": rl.gae_lambda,
+        "learning_rate": rl.learning_rate, "n_steps": rl.n_steps, "gamma": rl.gamma,
+        "gae_lambda": rl.gae_lambda,
         "ent_coef": rl.ent_coef, "vf_coef": rl.vf_coef, "max_grad_norm": rl.max_grad_norm,
         "policy_kwargs": policy_kwargs, "seed": config.seed, "tensorboard_log": str(run_dir), "verbose": 0,
     }  # fmt: skip
     if rl.algo == "ppo":
-        return PPO(TokenPolicy, env, batch_size=rl.batch_size, n_epochs=rl.n_epochs, clip_range=rl.clip_range, **common)
+        return PPO(
+            TokenPolicy,
+            env,
+            batch_size=rl.batch_size,
+            n_epochs=rl.n_epochs,
+            clip_range=rl.clip_range,
+            **common,
+        )
     return A2C(TokenPolicy, env, **common)
 
 
@@ -245,7 +265,9 @@ class _Tracker:
         self.recent.clear()
         logprobs = self.scorer.score(prompts, self.dev)
         accuracy = (logprobs.argmax(-1) == self.dev_labels).mean(-1)
-        reward = gap_reward(logprobs, self.dev_labels, self.config.env.correct_scale, self.config.env.wrong_scale)
+        reward = gap_reward(
+            logprobs, self.dev_labels, self.config.env.correct_scale, self.config.env.wrong_scale
+        )
         lm = self.scorer.lm
         found = [
             Candidate(p, lm.decode(list(p)), float(a), float(r), step)
@@ -256,7 +278,10 @@ class _Tracker:
             if self.best is None or cand.key > self.best.key:
                 self.best, improved = cand, True
         if improved:  # export at once: an interrupted run keeps its best prompt
-            save_prompt(self.exported(self.best, {"dev_accuracy": self.best.dev_accuracy}), self.run_dir / "prompt.json")
+            save_prompt(
+                self.exported(self.best, {"dev_accuracy": self.best.dev_accuracy}),
+                self.run_dir / "prompt.json",
+            )
         record = {
             "step": step,
             "seconds": round(time.perf_counter() - self.started, 1),
@@ -276,15 +301,18 @@ class _Tracker:
                 logger.record(f"rlprompt/{key}", record[key])
         logger.dump(step)
         self.bar.set_postfix_str(
-            f"reward {record['train_reward'] or 0:.1f} best dev {self.best.dev_accuracy:.3f} {self.best.text!r}"
+            f"reward {record['train_reward'] or 0:.1f} "
+            f"best dev {self.best.dev_accuracy:.3f} {self.best.text!r}"
         )
 
     def exported(self, best: Candidate, metrics: dict) -> LearnedPrompt:
         cfg = self.config
         return LearnedPrompt(
-            text=best.text, token_ids=list(best.ids), model=self.scorer.lm.name, model_kind=self.scorer.lm.kind,
+            text=best.text, token_ids=list(best.ids), model=self.scorer.lm.name,
+            model_kind=self.scorer.lm.kind,
             template=self.scorer.template.text, verbalizers=list(self.task.verbalizers),
             class_names=list(self.task.class_names), task=self.task.name, data_seed=cfg.task.seed,
+            task_source=cfg.task.name,
             method=cfg.method, seed=cfg.seed, metrics=metrics, library_version=__version__,
         )  # fmt: skip
 

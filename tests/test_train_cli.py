@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from stable_baselines3 import A2C, PPO
 
 from rlprompt import load_prompt
 from rlprompt.errors import RLPromptError, run_cli
@@ -21,7 +22,9 @@ def tiny_task(tmp_path):
     lines = "sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in ROWS)
     for split in ("train", "dev", "test"):
         (tmp_path / f"{split}.tsv").write_text(lines, encoding="utf-8")
-    spec = "name: tiny\ntrain: train.tsv\ndev: dev.tsv\ntest: test.tsv\nverbalizers: {0: terrible, 1: great}\n"
+    spec = (
+        "name: tiny\ntrain: train.tsv\ndev: dev.tsv\ntest: test.tsv\nverbalizers: {0: terrible, 1: great}\n"
+    )
     (tmp_path / "task.yaml").write_text(spec, encoding="utf-8")
     return tmp_path / "task.yaml"
 
@@ -33,20 +36,30 @@ def run(main, argv, capsys):
     return exit_info.value.code, out, err
 
 
-def test_train_smoke_run_writes_a_complete_run_directory(tiny_gpt2, tiny_task, tmp_path, capsys):
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_train_smoke_run_writes_a_complete_run_directory(algo, tiny_gpt2, tiny_task, tmp_path, capsys):
     register_model(tiny_gpt2)
     config = tmp_path / "run.yaml"
-    config.write_text(f"model: tiny-gpt2\ntask: {{name: {tiny_task}}}\nvocab: {{size: 40}}\n", encoding="utf-8")
+    config.write_text(
+        f"model: tiny-gpt2\ntask: {{name: {tiny_task}}}\nvocab: {{size: 40}}\n", encoding="utf-8"
+    )
     argv = ["--config", str(config), "--quiet", "--set", f"output_dir={tmp_path / 'runs'}",
             "--set", "total_timesteps=160", "--set", "eval_every=80", "--set", "env.num_envs=4",
-            "--set", "env.examples_per_reward=4", "--set", "rl.batch_size=20", "--set", "policy.adapter_hidden=32"]  # fmt: skip
-    code, out, _ = run(train_main, argv, capsys)
-    assert code == 0, out
+            "--set", "env.examples_per_reward=4", "--set", "rl.batch_size=20",
+            "--set", "policy.adapter_hidden=32",
+            "--set", f"rl.algo={algo}"]  # fmt: skip
+    code, out, err = run(train_main, argv, capsys)
+    assert code == 0, err
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.startswith("tiny__rl__tiny-gpt2__s0__")
     assert "test accuracy" in out and "manual prompt 'It was'" in out
     files = {p.name for p in run_dir.iterdir()}
-    assert {"config.yaml", "metrics.jsonl", "prompt.json", "summary.txt"} <= files
+    assert {"config.yaml", "metrics.jsonl", "prompt.json", "summary.txt", "policy.zip"} <= files
+    # The checkpoint holds the small trainable part and names the backbone; it does not copy it.
+    policy_class = {"ppo": PPO, "a2c": A2C}[algo]
+    reloaded = policy_class.load(run_dir / "policy.zip")
+    assert reloaded.policy.backbone == "tiny-gpt2"
+    assert (run_dir / "policy.zip").stat().st_size < 200_000
     assert list(run_dir.rglob("events.out.tfevents.*")), "no TensorBoard events"
     resolved = (run_dir / "config.yaml").read_text()
     assert "total_timesteps: 160" in resolved and "num_envs: 4" in resolved
@@ -62,10 +75,12 @@ def test_train_smoke_run_writes_a_complete_run_directory(tiny_gpt2, tiny_task, t
     assert set(prompt.metrics) >= {"dev_accuracy", "test_accuracy", "manual_test_accuracy", "steps"}
     assert prompt.fill("great fun .") == f"great fun . {prompt.text.strip()} <mask>"
     assert prompt.fill("great fun .", kind="masked") == f"great fun . {prompt.text.strip()} <mask> ."
-    code, out, _ = run(
-        evaluate_main, ["--model", "tiny-gpt2", "--prompt-file", str(run_dir / "prompt.json"), "--json"], capsys
+    code, out, _err = run(
+        evaluate_main,
+        ["--model", "tiny-gpt2", "--prompt-file", str(run_dir / "prompt.json"), "--json"],
+        capsys,
     )
-    assert code == 0
+    assert code == 0, _err
     payload = json.loads(out)
     assert payload["task"] == "tiny" and payload["results"][0]["prompt_ids"] == prompt.token_ids
     assert payload["results"][0]["accuracy"] == pytest.approx(prompt.metrics["test_accuracy"])
@@ -74,7 +89,7 @@ def test_train_smoke_run_writes_a_complete_run_directory(tiny_gpt2, tiny_task, t
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--set", "rl.learning_rat=1"], "--set rl.learning_rat: unknown key 'rl.learning_rat'; did you mean 'rl.learning_rate'?"),
+        (["--set", "rl.learning_rat=1"], "--set rl.learning_rat: unknown key 'rl.learning_rat'; did you mean 'rl.learning_rate'?"),  # noqa: E501
         (["--set", "rl.algo=dqn"], "'rl.algo' must be one of 'ppo', 'a2c', got 'dqn'"),
         (["--set", "total_timesteps=0"], "'total_timesteps' must be at least 1, got 0"),
         (["--set", "env.num_envs=many"], "'env.num_envs' must be an integer, got 'many'"),
