@@ -121,7 +121,7 @@ class Scorer:
         self._output_embeddings = lm.model.get_output_embeddings() if lm.kind == "causal" else None
         self._dtype = next(lm.model.parameters()).dtype
         self._blocks: dict[int, torch.Tensor] = {}
-        self.segment_tokens = max(1, batch_tokens // 8)
+        self.segment_tokens = max(1, batch_tokens // 8)  # most suffix tokens packed behind one prefix
 
     @property
     def num_classes(self) -> int:

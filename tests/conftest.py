@@ -29,36 +29,25 @@ def bert() -> LanguageModel:
     return load_model("bert-tiny-splade")
 
 
-@pytest.fixture(scope="session")
-def tiny_gpt2(smol) -> LanguageModel:
+def _tiny_gpt2(name: str, tokenizer, seed: int, n_positions: int, attention: str) -> LanguageModel:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = GPT2Config(
-        vocab_size=len(smol.tokenizer),
-        n_positions=64,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        attn_implementation="sdpa",
-    )
-    return wrap_model("tiny-gpt2", GPT2LMHeadModel(config), smol.tokenizer)
+        vocab_size=len(tokenizer), n_positions=n_positions, n_embd=32, n_layer=2, n_head=2,
+        attn_implementation=attention,
+    )  # fmt: skip
+    return wrap_model(name, GPT2LMHeadModel(config), tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(smol) -> LanguageModel:
+    return _tiny_gpt2("tiny-gpt2", smol.tokenizer, seed=0, n_positions=64, attention="sdpa")
 
 
 @pytest.fixture(scope="session")
 def tiny_gpt2_eager(smol) -> LanguageModel:
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(1)
-    config = GPT2Config(
-        vocab_size=len(smol.tokenizer),
-        n_positions=128,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        attn_implementation="eager",
-    )
-    return wrap_model("tiny-gpt2-eager", GPT2LMHeadModel(config), smol.tokenizer)
+    return _tiny_gpt2("tiny-gpt2-eager", smol.tokenizer, seed=1, n_positions=128, attention="eager")
 
 
 @pytest.fixture(scope="session")
