@@ -197,9 +197,11 @@ class EnvConfig:
 
 @dataclasses.dataclass
 class VocabConfig:
-    # "frequent" (default): the 1,000 commonest whole words. A small space of real words is what a policy
-    # can search with a few thousand reward queries on a CPU, and the prompts stay readable; "all" is
-    # RLPrompt's whole vocabulary (49k tokens for SmolLM2), which it trains with ~200k prompt samples.
+    # "frequent" (default): the 1,000 commonest whole words; "all": every token (49k for SmolLM2, as in
+    # RLPrompt); "list": your words. Measured on the quickstart (seed 0, same 16,000 steps): "frequent"
+    # learns faster (training-batch accuracy 0.70 vs 0.55 after 4,000 steps; best dev 0.72 vs 0.66) and
+    # writes readable words (" several several certain few most" vs "uthors repeat insure UNC this");
+    # test accuracy ended level (0.728 vs 0.733).
     kind: typing.Literal["frequent", "all", "list"] = "frequent"
     size: int = 1000
     tokens: list[str] = dataclasses.field(default_factory=list)  # for kind "list"

@@ -7,7 +7,9 @@ without ``<mask>`` gets ``" <mask>"`` appended, RLPrompt's ``"{sentence} {prompt
 
 Each slot is tokenized together with the literal text just before it, so a leading space stays
 attached to the word that follows it, as BPE and SentencePiece tokenizers expect. Tokenizing slot
-by slot is what lets the scorer reuse a sentence's key/value cache for every prompt.
+by slot is what lets the scorer reuse a sentence's key/value cache for every prompt. Where slots meet
+at whitespace (as in every default template) this gives exactly the tokens of the whole text; a slot
+glued to punctuation (``'"{sentence}"'``) may tokenize slightly differently at that boundary.
 """
 
 from __future__ import annotations

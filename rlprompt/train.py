@@ -111,6 +111,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     model.save(run_dir / "policy.zip")
 
     best = tracker.best
+    if best is None:
+        raise RLPromptError(f"interrupted before the first evaluation: no prompt to export in {run_dir}")
     reward_queries = int(scorer.stats.pairs_scored)  # training and dev; test scoring comes next
     logprobs = scorer.score([best.ids, manual], test_examples, progress=progress)
     labels = np.array([ex.label for ex in test_examples])
