@@ -1,0 +1,230 @@
+"""Transfer tests: do learned prompts keep their effect on other models and tasks?
+
+    python -m rlprompt.transfer --prompts A/prompt.json B/prompt.json \\
+        --models smollm2-135m,gemma3-270m,bert-tiny-splade --tasks sst-2,mr,cr
+
+Every prompt is evaluated on every target model and task with the target's own template for its kind
+(causal or masked). On the model it was learned on a prompt keeps its token ids; elsewhere it is
+re-tokenized from its text. The task's manual prompt and the empty prompt are evaluated on every target
+as reference rows. Writes ``transfer.md``, ``transfer.json`` and ``transfer.png`` (a heatmap).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rlprompt.errors import RLPromptError, run_cli
+from rlprompt.evaluate import make_scorer
+from rlprompt.export import LearnedPrompt, load_prompt
+from rlprompt.metrics import classification_metrics
+from rlprompt.models import load_model
+from rlprompt.tasks import DEFAULT_SEED, load_task
+
+# Artifacts of these methods are weights tied to one model's hidden size and vocabulary.
+WEIGHT_METHODS = {
+    "soft_prompt": "a soft prompt",
+    "lora": "a LoRA adapter",
+    "full_finetune": "fine-tuned weights",
+}
+
+
+@dataclass
+class Row:
+    name: str
+    kind: str  # "learned", "manual" or "empty"
+    text: str
+    source_model: str | None = None
+    method: str | None = None
+    cells: dict = field(default_factory=dict)  # "task/model" -> {"accuracy", "gain"} or {"not_applicable"}
+
+
+def round_trip_problem(prompt: LearnedPrompt) -> str | None:
+    """Why re-tokenizing the prompt's text for its own model does not give back its ids, or None."""
+    try:
+        lm = load_model(prompt.model)
+    except RLPromptError as err:
+        return f"round trip not checked: {err}"
+    from rlprompt.templates import Template, TemplateEncoder
+
+    template = Template.parse(prompt.template, lm.kind)
+    ids = list(TemplateEncoder(lm, template, prompt.verbalizers).encode_prompt(prompt.text.strip()))
+    if ids == list(prompt.token_ids):
+        return None
+    return (
+        f"re-tokenizing the text {prompt.text!r} for {prompt.model} gives {ids}, not the learned ids "
+        f"{list(prompt.token_ids)}: on other models the prompt is what its text says, "
+        "not exactly what was learned"
+    )
+
+
+def run_transfer(
+    prompt_files: list[Path], models: list[str], tasks: list[str], split: str = "test",
+    seed: str = DEFAULT_SEED, limit: int | None = None, progress: bool = True,
+) -> dict:  # fmt: skip
+    """Evaluate every prompt on every (task, model); returns the rows, targets and round-trip notes."""
+    prompts = [load_prompt(path) for path in prompt_files]
+    rows = []
+    for p in prompts:
+        name = f"{p.method} s{p.seed} ({p.task}, {p.model})"
+        taken = sum(r.name.split(" #")[0] == name for r in rows)
+        rows.append(Row(name if not taken else f"{name} #{taken + 1}", "learned", p.text, p.model, p.method))
+    manual_row, empty_row = Row("manual prompt", "manual", ""), Row("empty prompt", "empty", "")
+    targets, templates = [], {}
+    for task_name in tasks:
+        task = load_task(task_name, seed)
+        examples = task.examples(split)[:limit]
+        labels = np.array([ex.label for ex in examples])
+        manual_row.text = task.manual_prompt if len(tasks) == 1 else "(each task's manual prompt)"
+        for model_name in models:
+            lm = load_model(model_name)
+            target = f"{task.name}/{lm.name}"
+            targets.append(target)
+            to_score, owners = [], []
+            for row, prompt in zip(rows, prompts, strict=True):
+                if prompt.method in WEIGHT_METHODS and prompt.model != lm.name:
+                    row.cells[target] = {
+                        "not_applicable": f"{WEIGHT_METHODS[prompt.method]} is weights for {prompt.model} "
+                        "(its hidden size and vocabulary); it cannot move to another model"
+                    }
+                    continue
+                if prompt.method in WEIGHT_METHODS:
+                    row.cells[target] = {
+                        "not_applicable": "weight artifacts are evaluated with rlprompt.evaluate"
+                    }
+                    continue
+                to_score.append(prompt.prompt_for(lm.name))
+                owners.append(row)
+            to_score += [task.manual_prompt, ""]
+            owners += [manual_row, empty_row]
+            budget = max(len(p) if not isinstance(p, str) else len(lm.encode(" " + p)) + 1 for p in to_score)
+            scorer = make_scorer(lm, task, task.template_for(lm.kind), prompt_budget=budget)
+            templates[target] = scorer.template.text
+            if progress:
+                print(f"{target}: {len(to_score)} prompts x {len(examples)} {split} examples", flush=True)
+            logprobs = scorer.score(to_score, examples, progress=progress)
+            accuracies = [classification_metrics(lp, labels).accuracy for lp in logprobs]
+            manual_acc = accuracies[-2]
+            for row, acc in zip(owners, accuracies, strict=True):
+                row.cells[target] = {"accuracy": acc, "gain": acc - manual_acc}
+    return {
+        "split": split,
+        "data_seed": seed,
+        "tasks": tasks,
+        "models": models,
+        "targets": targets,
+        "templates": templates,
+        "rows": [vars(r) for r in [*rows, manual_row, empty_row]],
+        "round_trip": {row.name: round_trip_problem(p) for row, p in zip(rows, prompts, strict=True)},
+    }
+
+
+def write_outputs(result: dict, out_dir: Path) -> list[Path]:
+    """transfer.json, transfer.md and transfer.png in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "transfer.json", out_dir / "transfer.md", out_dir / "transfer.png"]
+    paths[0].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    paths[1].write_text(markdown(result), encoding="utf-8")
+    heatmap(result, paths[2])
+    return paths
+
+
+def _cell_text(cell: dict, with_gain: bool) -> str:
+    if "not_applicable" in cell:
+        return "n/a"
+    text = f"{cell['accuracy']:.3f}"
+    return f"{text} ({cell['gain']:+.3f})" if with_gain else text
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# Transfer of learned prompts ({result['split']} accuracy; gain over the manual prompt)", ""]
+    header = "| prompt | text | " + " | ".join(result["targets"]) + " |"
+    lines += [header, "|" + "---|" * (len(result["targets"]) + 2)]
+    reasons = []
+    for row in result["rows"]:
+        cells = [_cell_text(row["cells"][t], row["kind"] == "learned") for t in result["targets"]]
+        lines.append(f"| {row['name']} | `{row['text']!r}` | " + " | ".join(cells) + " |")
+        reasons += [
+            f"- {row['name']} on {t}: {c['not_applicable']}"
+            for t, c in row["cells"].items()
+            if "not_applicable" in c
+        ]
+    lines += ["", "Templates: " + "; ".join(f"{t}: `{tpl}`" for t, tpl in result["templates"].items())]
+    if reasons:
+        lines += ["", "Not applicable:", *reasons]
+    problems = [f"- {name}: {why}" for name, why in result["round_trip"].items() if why]
+    if problems:
+        lines += ["", "Text round trip:", *problems]
+    return "\n".join(lines) + "\n"
+
+
+def heatmap(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, targets = result["rows"], result["targets"]
+    values = np.full((len(rows), len(targets)), np.nan)
+    for i, row in enumerate(rows):
+        for j, t in enumerate(targets):
+            values[i, j] = row["cells"][t].get("accuracy", np.nan)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(targets), 1.2 + 0.5 * len(rows)))
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(targets)), [t.replace("/", "\n") for t in targets], fontsize=8)
+    ax.set_yticks(range(len(rows)), [f"{r['name'][:40]}" for r in rows], fontsize=8)
+    for i in range(len(rows)):
+        for j in range(len(targets)):
+            text = "n/a" if np.isnan(values[i, j]) else f"{values[i, j]:.3f}"
+            color = "white" if np.isnan(values[i, j]) or values[i, j] < 0.6 else "black"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
+    fig.colorbar(image, ax=ax, label=f"{result['split']} accuracy")
+    ax.set_title("Prompt transfer across models and tasks", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m rlprompt.transfer", description=__doc__.split("\n\n")[0])
+    p.add_argument("--prompts", nargs="+", required=True, help="exported prompt.json files")
+    p.add_argument(
+        "--models", default="smollm2-135m,gemma3-270m,bert-tiny-splade", help="comma-separated targets"
+    )
+    p.add_argument("--task", help="one task (default: the first prompt's task)")
+    p.add_argument("--tasks", help="comma-separated tasks (overrides --task)")
+    p.add_argument("--split", default="test", choices=("train", "dev", "test"))
+    p.add_argument("--seed", default=DEFAULT_SEED, help="few-shot data seed (default: %(default)s)")
+    p.add_argument("--limit", type=int, help="evaluate on the first N examples of each task only")
+    p.add_argument("--output-dir", default="transfer", help="where the outputs go (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    files = [Path(p) for p in args.prompts]
+    first = load_prompt(files[0])
+    tasks = [
+        t.strip()
+        for t in (args.tasks or args.task or first.task_source or first.task).split(",")
+        if t.strip()
+    ]
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not models or not tasks:
+        raise RLPromptError("give at least one model (--models) and one task (--task/--tasks)")
+    if args.limit is not None and args.limit < 1:
+        raise RLPromptError(f"--limit must be at least 1, got {args.limit}")
+    result = run_transfer(files, models, tasks, args.split, args.seed, args.limit, progress=not args.quiet)
+    paths = write_outputs(result, Path(args.output_dir))
+    print(markdown(result))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

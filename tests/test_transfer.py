@@ -1,0 +1,98 @@
+"""Transfer suite (``pytest -m transfer``): learn a prompt on one tiny model, export it, evaluate it on a
+causal and a masked target, and check the whole pipeline (formats, templates, mask placement, matrix)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import pytest
+
+from rlprompt.errors import run_cli
+from rlprompt.export import load_prompt, save_prompt
+from rlprompt.models import register_model
+from rlprompt.train import main as train_main
+from rlprompt.transfer import main as transfer_main
+
+pytestmark = pytest.mark.transfer
+
+ROWS = [("a joy to watch .", 1), ("a dull , lifeless mess .", 0), ("warm and funny .", 1), ("tedious .", 0)]
+
+
+@pytest.fixture
+def learned_prompt(tiny_gpt2, tiny_bert, tmp_path, capsys):
+    register_model(tiny_gpt2)
+    register_model(tiny_bert)
+    lines = "sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in ROWS)
+    for split in ("train", "dev", "test"):
+        (tmp_path / f"{split}.tsv").write_text(lines, encoding="utf-8")
+    spec = "name: tiny\ntrain: train.tsv\ndev: dev.tsv\ntest: test.tsv\nverbalizers: {0: bad, 1: good}\n"
+    (tmp_path / "task.yaml").write_text(spec, encoding="utf-8")
+    argv = ["--quiet", "--set", "model=tiny-gpt2", "--set", f"task.name={tmp_path / 'task.yaml'}",
+            "--set", f"output_dir={tmp_path / 'runs'}", "--set", "total_timesteps=40",
+            "--set", "eval_every=20",
+            "--set", "env.num_envs=4", "--set", "env.examples_per_reward=4", "--set", "rl.batch_size=20",
+            "--set", "vocab.size=30", "--set", "policy.adapter_hidden=16"]  # fmt: skip
+    with pytest.raises(SystemExit) as done:
+        run_cli(train_main, argv)
+    assert done.value.code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    return run_dir / "prompt.json"
+
+
+def test_transfer_to_a_causal_and_a_masked_model(learned_prompt, tmp_path, capsys):
+    out_dir = tmp_path / "transfer"
+    argv = ["--prompts", str(learned_prompt), "--models", "tiny-gpt2,tiny-bert", "--output-dir", str(out_dir),
+            "--quiet"]  # fmt: skip
+    with pytest.raises(SystemExit) as done:
+        run_cli(transfer_main, argv)
+    assert done.value.code == 0, capsys.readouterr().err
+    result = json.loads((out_dir / "transfer.json").read_text())
+    assert result["targets"] == ["tiny/tiny-gpt2", "tiny/tiny-bert"]
+    # Each target uses the template of its own kind; the masked one puts the mask after the prompt.
+    assert result["templates"] == {
+        "tiny/tiny-gpt2": "{sentence} {prompt} <mask>",
+        "tiny/tiny-bert": "{sentence} {prompt} <mask> .",
+    }
+    rows = result["rows"]
+    assert [r["kind"] for r in rows] == ["learned", "manual", "empty"]  # the matrix: 3 rows x 2 targets
+    for row in rows:
+        assert set(row["cells"]) == set(result["targets"])
+        for cell in row["cells"].values():
+            assert 0 <= cell["accuracy"] <= 1
+    # The gain is over the manual prompt on the same target.
+    for target in result["targets"]:
+        manual = rows[1]["cells"][target]["accuracy"]
+        assert rows[0]["cells"][target]["gain"] == pytest.approx(
+            rows[0]["cells"][target]["accuracy"] - manual
+        )
+    # On its own model the prompt scores what training reported on test.
+    prompt = load_prompt(learned_prompt)
+    assert rows[0]["cells"]["tiny/tiny-gpt2"]["accuracy"] == pytest.approx(prompt.metrics["test_accuracy"])
+    assert result["round_trip"][rows[0]["name"]] is None
+    table = (out_dir / "transfer.md").read_text()
+    assert "tiny/tiny-bert" in table and "manual prompt" in table
+    assert (out_dir / "transfer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Mask placement when the prompt text is formatted for a masked model.
+    assert prompt.fill("fine .", kind="masked").endswith(f"{prompt.text.strip()} <mask> .")
+
+
+def test_round_trip_and_weight_artifacts_are_reported(learned_prompt, tmp_path, capsys):
+    prompt = load_prompt(learned_prompt)
+    # A prompt whose ids are not what its text tokenizes to (say, two tokens that merge when re-read).
+    odd = asdict(prompt) | {"token_ids": prompt.token_ids[:1] + [prompt.token_ids[0]] * 2, "text": "xx yy zz"}
+    soft = asdict(prompt) | {"method": "soft_prompt"}
+    for name, data in (("odd.json", odd), ("soft.json", soft)):
+        save_prompt(type(prompt)(**data), tmp_path / name)
+    argv = ["--prompts", str(tmp_path / "odd.json"), str(tmp_path / "soft.json"),
+            "--models", "tiny-gpt2,tiny-bert",
+            "--output-dir", str(tmp_path / "out"), "--quiet"]  # fmt: skip
+    with pytest.raises(SystemExit) as done:
+        run_cli(transfer_main, argv)
+    assert done.value.code == 0, capsys.readouterr().err
+    result = json.loads((tmp_path / "out" / "transfer.json").read_text())
+    odd_row, soft_row = result["rows"][:2]
+    assert "re-tokenizing the text 'xx yy zz' for tiny-gpt2 gives" in result["round_trip"][odd_row["name"]]
+    assert "cannot move to another model" in soft_row["cells"]["tiny/tiny-bert"]["not_applicable"]
+    assert "n/a" in (tmp_path / "out" / "transfer.md").read_text()
