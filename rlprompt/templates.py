@@ -119,8 +119,9 @@ class EncodedExample:
     """Token ids of one example around the prompt.
 
     ``head`` is everything before the prompt, ``tail`` everything after it (for causal models up to,
-    not including, the label slot). ``label_index`` locates the mask in ``head + prompt + tail``
-    for masked models, counted from the end of the sequence so it does not depend on the prompt.
+    not including, the label slot). For masked models the mask lies in the head (``label_in_head``) or
+    in the tail, counted from the end of the sequence (``label_from_end``) so it does not depend on the
+    prompt.
     """
 
     head: tuple[int, ...]
@@ -202,8 +203,8 @@ class TemplateEncoder:
         fixed = len(lm.prefix_ids) + sum(len(ids) for ids in self._literal_ids.values())
         if lm.kind == "masked":
             fixed += len(lm.suffix_ids)
-        else:
-            fixed += max(len(v) for v in self.verbalizer_ids) - 1
+        else:  # the label's tokens but the last, and maybe a start token (below)
+            fixed += max(len(v) for v in self.verbalizer_ids) - 1 + (0 if lm.prefix_ids else 1)
         room = lm.max_length - fixed - self.prompt_budget
         if room < 1:
             raise RLPromptError(
