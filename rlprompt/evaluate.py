@@ -45,6 +45,12 @@ def evaluate_prompts(
     return results
 
 
+def prompt_budget(lm: LanguageModel, prompts: list[PromptLike]) -> int:
+    """Tokens to reserve for the longest of ``prompts`` (text prompts get one token of slack for the
+    template's lead whitespace), so that long sentences are cut no more than needed."""
+    return max(len(p) if not isinstance(p, str) else len(lm.encode(" " + p)) + 1 for p in prompts)
+
+
 def make_scorer(lm: LanguageModel, task: Task, template: str | None = None, **kwargs) -> Scorer:
     """The scorer for a task on a model, with the task's template for that model kind unless given."""
     return Scorer(lm, template or task.template_for(lm.kind), task.verbalizers, **kwargs)
@@ -95,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts: list[PromptLike] = [learned.prompt_for(lm.name) for learned in files]
     if args.prompt is not None or not files:
         prompts += args.prompt if args.prompt is not None else [task.manual_prompt, ""]
-    # Long sentences are cut to leave room for the longest prompt evaluated, and no more.
-    budget = max(len(p) if not isinstance(p, str) else len(lm.encode(" " + p)) + 1 for p in prompts)
+    budget = prompt_budget(lm, prompts)
     scorer = make_scorer(lm, task, template, batch_tokens=args.batch_tokens, prompt_budget=budget)
     start = time.perf_counter()
     results = evaluate_prompts(scorer, examples, prompts, progress=True)

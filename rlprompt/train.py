@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from rlprompt import __version__
 from rlprompt.config import TrainConfig, load_train_config, to_dict
 from rlprompt.errors import RLPromptError, run_cli
-from rlprompt.evaluate import make_scorer
+from rlprompt.evaluate import make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, save_prompt
 from rlprompt.metrics import classification_metrics
 from rlprompt.models import LanguageModel, load_model
@@ -77,8 +77,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     lm = load_model(config.model)
     manual = config.manual_prompt if config.manual_prompt is not None else task.manual_prompt
     # Sentences get all the room but what the longest prompt scored here (learned or manual) needs.
-    prompt_budget = max(config.env.prompt_length, len(lm.encode(" " + manual)))
-    scorer = make_scorer(lm, task, config.task.template, prompt_budget=prompt_budget)
+    budget = max(config.env.prompt_length, prompt_budget(lm, [manual]))
+    scorer = make_scorer(lm, task, config.task.template, prompt_budget=budget)
     train_examples, dev_examples = task.examples("train"), task.examples("dev")
     test_examples = task.examples("test")
     vocab = action_vocabulary(lm, config.vocab.kind, config.vocab.size, config.vocab.tokens)

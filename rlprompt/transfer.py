@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rlprompt.errors import RLPromptError, run_cli
-from rlprompt.evaluate import make_scorer
+from rlprompt.evaluate import make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, load_prompt
 from rlprompt.metrics import classification_metrics
 from rlprompt.models import load_model
@@ -101,7 +101,7 @@ def run_transfer(
                 owners.append(row)
             to_score += [task.manual_prompt, ""]
             owners += [manual_row, empty_row]
-            budget = max(len(p) if not isinstance(p, str) else len(lm.encode(" " + p)) + 1 for p in to_score)
+            budget = prompt_budget(lm, to_score)
             scorer = make_scorer(lm, task, task.template_for(lm.kind), prompt_budget=budget)
             templates[target] = scorer.template.text
             if progress:
