@@ -88,21 +88,27 @@ class PromptEnv(gym.Env):
         self._prompt = []
         return self._observation(), {}
 
+    def score_prompts(
+        self, prompts: list[tuple[int, ...]], rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Gap reward and accuracy of each prompt on one batch of training examples drawn with ``rng``
+        (every prompt sees the same examples, in one Scorer call)."""
+        chosen = rng.choice(len(self.examples), size=self.examples_per_reward, replace=False)
+        logprobs = self.scorer.score(prompts, [self.examples[i] for i in chosen])
+        labels = self.labels[chosen]
+        return gap_reward(logprobs, labels, *self.scales), batch_accuracy(logprobs, labels)
+
     def step(self, action):
         self._prompt.append(int(self.action_token_ids[int(action)]))
         if len(self._prompt) < self.prompt_length:
             return self._observation(), 0.0, False, False, {}
-        chosen = self.np_random.choice(len(self.examples), size=self.examples_per_reward, replace=False)
-        batch = [self.examples[i] for i in chosen]
-        logprobs = self.scorer.score([tuple(self._prompt)], batch)
-        labels = self.labels[chosen]
-        reward = float(gap_reward(logprobs, labels, *self.scales)[0])
+        reward, accuracy = self.score_prompts([tuple(self._prompt)], self.np_random)
         info = {
             "prompt": self.scorer.lm.decode(self._prompt),
             "prompt_ids": list(self._prompt),
-            "accuracy": float(batch_accuracy(logprobs, labels)[0]),
+            "accuracy": float(accuracy[0]),
         }
-        return self._observation(), reward, True, False, info
+        return self._observation(), float(reward[0]), True, False, info
 
 
 class PromptVecEnv(VecEnv):
@@ -157,13 +163,8 @@ class PromptVecEnv(VecEnv):
                 np.zeros(self.num_envs, dtype=bool),
                 [{} for _ in range(self.num_envs)],
             )
-        chosen = self.rng.choice(len(env.examples), size=env.examples_per_reward, replace=False)
-        batch = [env.examples[i] for i in chosen]
-        labels = env.labels[chosen]
         prompts = [tuple(int(t) for t in row) for row in self._prompts]
-        logprobs = env.scorer.score(prompts, batch)
-        raw = gap_reward(logprobs, labels, *env.scales)
-        accuracy = batch_accuracy(logprobs, labels)
+        raw, accuracy = env.score_prompts(prompts, self.rng)
         rewards = raw
         if self.normalize:
             rewards = (raw - raw.mean()) / (raw.std() + 1e-8)

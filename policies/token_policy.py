@@ -28,8 +28,7 @@ class BackboneFeatures(BaseFeaturesExtractor):
         lm = load_model(backbone)
         super().__init__(observation_space, features_dim=lm.model.get_output_embeddings().weight.shape[1])
         self.lm = lm  # a plain attribute, not a submodule: never trained, never saved
-        tok = lm.tokenizer
-        self._start = [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id or 0]
+        self._start = [lm.start_id if lm.start_id is not None else 0]
         self._cache: dict[tuple[int, ...], torch.Tensor] = {}
         self._cache_size = cache_size
 

@@ -102,6 +102,12 @@ class LanguageModel:
         return 0
 
     @property
+    def start_id(self) -> int | None:
+        """The token that starts a text when nothing else does: BOS, else EOS (as GPT-style models use)."""
+        tok = self.tokenizer
+        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+    @property
     def mask_token(self) -> str | None:
         return getattr(self.tokenizer, "mask_token", None)
 

@@ -236,14 +236,9 @@ def load_task(name: str, seed: str = DEFAULT_SEED) -> Task:
         return builtin_task(name, seed)
     path = Path(name)
     if path.suffix in (".yaml", ".yml"):
-        import yaml
+        from rlprompt.config import read_yaml
 
-        text = read_text(path)
-        try:
-            spec = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise RLPromptError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-        return task_from_spec(spec, path.parent, str(path))
+        return task_from_spec(read_yaml(path), path.parent, str(path))
     raise RLPromptError(
         f"unknown task {name!r}; built-in tasks are {', '.join(BUILTIN_TASKS)}, or give a task YAML file"
     )

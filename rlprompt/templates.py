@@ -178,11 +178,6 @@ class TemplateEncoder:
                     )
                 self._mask_index[i] = ids.index(lm.mask_token_id)
 
-    @property
-    def _start_id(self) -> int | None:
-        tok = self.lm.tokenizer
-        return tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
-
     def encode_prompt(self, prompt: str) -> tuple[int, ...]:
         """Token ids of a text prompt, with the template's lead text (usually a space) attached."""
         return tuple(self.lm.encode(self.template.prompt_space + prompt)) if prompt else ()
@@ -226,10 +221,10 @@ class TemplateEncoder:
             target.extend(ids)
         if lm.kind == "masked":
             tail.extend(lm.suffix_ids)
-        elif not head and self._start_id is not None:
+        elif not head and lm.start_id is not None:
             # Nothing precedes the prompt (say "{prompt} {sentence}", or an empty sentence) and the model
             # adds no BOS: start from its BOS/EOS token, as GPT-style models conventionally do.
-            head.append(self._start_id)
+            head.append(lm.start_id)
         label_from_end = len(tail) - label_pos_in_tail if label_pos_in_tail is not None else None
         return EncodedExample(
             head=tuple(head), tail=tuple(tail), label_from_end=label_from_end, label_in_head=label_in_head

@@ -26,9 +26,8 @@ from tqdm.auto import tqdm
 from rlprompt import __version__
 from rlprompt.config import TrainConfig, load_train_config, to_dict
 from rlprompt.errors import RLPromptError, run_cli
-from rlprompt.evaluate import make_scorer, prompt_budget
+from rlprompt.evaluate import evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, save_prompt
-from rlprompt.metrics import classification_metrics
 from rlprompt.models import LanguageModel, load_model
 from rlprompt.tasks import Task, load_task
 from rlprompt.vocab import action_vocabulary
@@ -114,9 +113,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     if best is None:
         raise RLPromptError(f"interrupted before the first evaluation: no prompt to export in {run_dir}")
     reward_queries = int(scorer.stats.pairs_scored)  # training and dev; test scoring comes next
-    logprobs = scorer.score([best.ids, manual], test_examples, progress=progress)
-    labels = np.array([ex.label for ex in test_examples])
-    test, manual_test = (classification_metrics(lp, labels) for lp in logprobs)
+    test, manual_test = (
+        r.metrics for r in evaluate_prompts(scorer, test_examples, [best.ids, manual], progress)
+    )
     metrics = {
         "dev_accuracy": best.dev_accuracy,
         "test_accuracy": test.accuracy,
@@ -258,7 +257,7 @@ class _Tracker:
         return tuple(int(t) for t in obs[0])
 
     def evaluate(self, step: int) -> None:
-        from rlprompt.envs.prompt_env import gap_reward
+        from rlprompt.envs.prompt_env import batch_accuracy, gap_reward
 
         self.last_eval_step = step
         greedy = self.greedy_prompt()
@@ -266,7 +265,7 @@ class _Tracker:
         prompts = list(dict.fromkeys([greedy, *elite]))
         self.recent.clear()
         logprobs = self.scorer.score(prompts, self.dev)
-        accuracy = (logprobs.argmax(-1) == self.dev_labels).mean(-1)
+        accuracy = batch_accuracy(logprobs, self.dev_labels)
         reward = gap_reward(
             logprobs, self.dev_labels, self.config.env.correct_scale, self.config.env.wrong_scale
         )

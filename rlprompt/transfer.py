@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from rlprompt.errors import RLPromptError, run_cli
-from rlprompt.evaluate import make_scorer, prompt_budget
+from rlprompt.evaluate import evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, load_prompt
-from rlprompt.metrics import classification_metrics
 from rlprompt.models import load_model
 from rlprompt.tasks import DEFAULT_SEED, load_task
 
@@ -78,7 +77,6 @@ def run_transfer(
     for task_name in tasks:
         task = load_task(task_name, seed)
         examples = task.examples(split)[:limit]
-        labels = np.array([ex.label for ex in examples])
         manual_row.text = task.manual_prompt if len(tasks) == 1 else "(each task's manual prompt)"
         for model_name in models:
             lm = load_model(model_name)
@@ -106,8 +104,7 @@ def run_transfer(
             templates[target] = scorer.template.text
             if progress:
                 print(f"{target}: {len(to_score)} prompts x {len(examples)} {split} examples", flush=True)
-            logprobs = scorer.score(to_score, examples, progress=progress)
-            accuracies = [classification_metrics(lp, labels).accuracy for lp in logprobs]
+            accuracies = [r.metrics.accuracy for r in evaluate_prompts(scorer, examples, to_score, progress)]
             manual_acc = accuracies[-2]
             for row, acc in zip(owners, accuracies, strict=True):
                 row.cells[target] = {"accuracy": acc, "gain": acc - manual_acc}
