@@ -232,31 +232,105 @@ class RLConfig:
 
 
 @dataclasses.dataclass
+class TuningConfig:
+    """Gradient training of a baseline: the cross-entropy of the Scorer's label log-probs (classes only)."""
+
+    steps: int = 60  # optimizer steps
+    batch_size: int = 16  # training examples per step
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+
+
+@dataclasses.dataclass
+class SoftPromptConfig(TuningConfig):
+    """PEFT prompt tuning; the virtual tokens sit at the template's {prompt} slot, where RL's prompt goes."""
+
+    num_virtual_tokens: int = 5  # as many as the RL prompt has tokens
+    init_text: str | None = None  # start from these words' embeddings; None: the task's manual prompt;
+    # "" : embeddings of random vocabulary tokens
+    learning_rate: float = 3e-3
+
+
+@dataclasses.dataclass
+class LoraSection(TuningConfig):
+    """PEFT LoRA on the task LM (PEFT's default target modules for the architecture unless given)."""
+
+    r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    target_modules: list[str] | None = None
+    learning_rate: float = 1e-3
+
+
+@dataclasses.dataclass
+class FinetuneConfig(TuningConfig):
+    """Every weight of the task LM is trained."""
+
+    learning_rate: float = 2e-5
+
+
+@dataclasses.dataclass
+class InContextConfig:
+    k: int = 4  # demonstrations from the training split, balanced over classes, drawn by the run's seed
+    separator: str = "\n"
+
+
+METHOD_NAMES = ("rl", "soft_prompt", "lora", "full_finetune", "manual", "in_context")
+MethodName = typing.Literal["rl", "soft_prompt", "lora", "full_finetune", "manual", "in_context"]
+
+
+@dataclasses.dataclass
 class TrainConfig:
     model: str = "smollm2-135m"  # the frozen task LM
-    method: typing.Literal["rl"] = "rl"
+    method: MethodName = "rl"  # one method; see `methods` for several
+    methods: list[MethodName] = dataclasses.field(default_factory=list)  # several: a comparison report
     seed: int = 0
+    seeds: list[int] = dataclasses.field(default_factory=list)  # several seeds; empty: just `seed`
     total_timesteps: int = (
-        16_000  # env steps (prompt tokens written); prompts = total_timesteps / prompt_length
+        16_000  # rl: env steps (prompt tokens written); prompts = total_timesteps / prompt_length
     )
-    eval_every: int = 800  # env steps between dev evaluations
-    candidates_per_eval: int = 4  # best training prompts since the last evaluation also tried on dev
+    evaluations: int = 20  # dev evaluations spread evenly over every method's training (plus one at start)
+    candidates_per_eval: int = 4  # rl: best training prompts since the last evaluation also tried on dev
     manual_prompt: str | None = None  # reference prompt for the summary; None: the task's
+    manual_prompts: list[str] = dataclasses.field(default_factory=list)  # `manual` method: best on dev wins
+    heldout_sentences: int = 200  # general sentences for the forgetting (perplexity) check
     output_dir: str = "runs"
     task: TaskConfig = dataclasses.field(default_factory=TaskConfig)
     env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
     vocab: VocabConfig = dataclasses.field(default_factory=VocabConfig)
     policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
     rl: RLConfig = dataclasses.field(default_factory=RLConfig)
+    soft_prompt: SoftPromptConfig = dataclasses.field(default_factory=SoftPromptConfig)
+    lora: LoraSection = dataclasses.field(default_factory=LoraSection)
+    full_finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
+    in_context: InContextConfig = dataclasses.field(default_factory=InContextConfig)
+
+    @property
+    def method_list(self) -> list[str]:
+        return list(dict.fromkeys(self.methods or [self.method]))
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(dict.fromkeys(self.seeds or [self.seed]))
 
     def __post_init__(self) -> None:
         positive = {
-            "total_timesteps": self.total_timesteps, "eval_every": self.eval_every,
+            "total_timesteps": self.total_timesteps, "evaluations": self.evaluations,
             "env.prompt_length": self.env.prompt_length, "env.num_envs": self.env.num_envs,
             "env.examples_per_reward": self.env.examples_per_reward, "rl.n_steps": self.rl.n_steps,
             "rl.batch_size": self.rl.batch_size, "rl.n_epochs": self.rl.n_epochs,
-            "vocab.size": self.vocab.size,
+            "vocab.size": self.vocab.size, "in_context.k": self.in_context.k,
+            "heldout_sentences": self.heldout_sentences,
         }  # fmt: skip
+        for section in ("soft_prompt", "lora", "full_finetune"):
+            tuning = getattr(self, section)
+            positive[f"{section}.steps"] = tuning.steps
+            positive[f"{section}.batch_size"] = tuning.batch_size
+            if tuning.learning_rate <= 0:
+                raise ValueError(f"'{section}.learning_rate' must be positive, got {tuning.learning_rate}")
+        positive["soft_prompt.num_virtual_tokens"] = self.soft_prompt.num_virtual_tokens
+        positive["lora.r"] = self.lora.r
         for key, value in positive.items():
             if value < 1:
                 raise ValueError(f"'{key}' must be at least 1, got {value}")

@@ -88,3 +88,91 @@ def load_prompt(path: str | Path) -> LearnedPrompt:
         return LearnedPrompt(**{k: v for k, v in data.items() if k in known})
     except TypeError as err:
         raise RLPromptError(f"{path}: incomplete prompt file ({err})") from None
+
+
+# -- weight artifacts: soft prompts, LoRA, fine-tuned models --------------------------------------------
+
+ADAPTER_META = "rlprompt_adapter.json"
+ADAPTER_DIRS = {"soft_prompt": "soft_prompt", "lora": "lora", "full_finetune": "model"}
+
+
+def save_adapter(
+    method: str, run_dir: Path, *, lm, scorer, task, config, seed: int, manual_prompt: str,
+    soft_prompt=None, wrapper=None, metrics: dict | None = None,
+) -> Path:  # fmt: skip
+    """Export a trained baseline in its library's own format, plus ``rlprompt_adapter.json`` (template,
+    verbalizers, task: what :func:`load_adapter` needs to evaluate it the way it was trained).
+
+    * ``soft_prompt/``: PEFT prompt tuning (``PeftModel.from_pretrained(base, dir)`` loads it). Note that
+      PEFT's own forward puts virtual tokens before the text; rlprompt places them at the template's
+      ``{prompt}`` slot, as recorded in the metadata.
+    * ``lora/``: PEFT LoRA adapter. * ``model/``: a whole fine-tuned model with its tokenizer.
+
+    Written to a temporary directory and renamed into place: an interrupted export leaves nothing.
+    """
+    import shutil
+
+    import torch
+
+    from rlprompt import __version__
+
+    run_dir = Path(run_dir)
+    out = run_dir / ADAPTER_DIRS[method]
+    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{out.name}-"))
+    try:
+        if method == "soft_prompt":
+            from peft import PeftModel, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+
+            peft_config = PromptTuningConfig(
+                task_type=TaskType.CAUSAL_LM if lm.kind == "causal" else None,
+                num_virtual_tokens=int(soft_prompt.shape[0]),
+                prompt_tuning_init=PromptTuningInit.RANDOM,
+            )
+            # Wrapping for prompt tuning adds modules to the wrapper only; the shared model is unchanged.
+            peft_model = (
+                get_peft_model(lm.model, peft_config) if lm.kind == "causal" else PeftModel(lm.model, peft_config)
+            )
+            with torch.no_grad():
+                peft_model.prompt_encoder["default"].embedding.weight.copy_(soft_prompt)
+            peft_model.save_pretrained(tmp)
+        elif method == "lora":
+            wrapper.save_pretrained(tmp)
+        else:
+            wrapper.save_pretrained(tmp)
+            lm.tokenizer.save_pretrained(tmp)
+        meta = {
+            "format": "rlprompt.adapter", "version": 1, "method": method, "model": lm.name,
+            "model_kind": lm.kind, "template": scorer.template.text, "verbalizers": list(task.verbalizers),
+            "class_names": list(task.class_names), "task": task.name, "task_source": config.task.name,
+            "data_seed": config.task.seed, "seed": seed,
+            "prompt": None if method == "soft_prompt" else manual_prompt,
+            "placement": "virtual tokens at the template's {prompt} slot" if method == "soft_prompt"
+            else "the template with the manual prompt",
+            "metrics": metrics or {}, "library_version": __version__,
+        }  # fmt: skip
+        (tmp / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        os.chmod(tmp, 0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def load_adapter_meta(path: str | Path) -> dict:
+    """The metadata of an exported baseline directory, with clear errors for anything else."""
+    path = Path(path)
+    meta_file = path / ADAPTER_META
+    if not path.is_dir():
+        raise RLPromptError(f"{path}: not a directory (expected an exported soft_prompt/, lora/ or model/)")
+    if not meta_file.exists():
+        raise RLPromptError(f"{path}: no {ADAPTER_META}; not a baseline exported by rlprompt.train")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise RLPromptError(f"{meta_file}: not valid JSON ({err})") from None
+    if meta.get("format") != "rlprompt.adapter" or meta.get("method") not in ADAPTER_DIRS:
+        raise RLPromptError(f"{meta_file}: not an rlprompt adapter description")
+    return meta

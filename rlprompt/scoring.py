@@ -88,6 +88,7 @@ class Scorer:
         reward_cache_size: most (prompt, example) score entries kept.
         prefix_cache_mb: memory for cached sentence key/values (causal LMs).
         prefix_group: examples whose prefixes are stacked together for one round of suffix batches.
+        stats: counters to add to (shared by several scorers of one run); a fresh one if None.
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class Scorer:
         reward_cache_size: int = 1_000_000,
         prefix_cache_mb: float = 512,
         prefix_group: int = 64,
+        stats: ScorerStats | None = None,
     ):
         self.lm = lm
         self.template = Template.parse(template, lm.kind)
@@ -108,7 +110,7 @@ class Scorer:
         self.encoder = TemplateEncoder(lm, self.template, self.verbalizers, prompt_budget)
         self.batch_tokens = batch_tokens
         self.prefix_group = prefix_group
-        self.stats = ScorerStats()
+        self.stats = stats if stats is not None else ScorerStats()
         self._scores = _LRU(reward_cache_size)
         self._encoded: dict[str, EncodedExample] = {}
         self._prefix_kv = _LRU(prefix_cache_mb * 2**20, size=lambda entry: _kv_bytes(entry.kv))
@@ -157,6 +159,129 @@ class Scorer:
                 self._scores.put(key, value)
                 for pi, ei in missing[key]:
                     out[pi, ei] = value
+        return out
+
+    # -- differentiable scoring (soft prompts, LoRA, fine-tuning) ------------------------------------
+
+    def label_logprobs(
+        self,
+        examples: Sequence[Example],
+        prompt_ids: Sequence[int] = (),
+        prompt_embeds: torch.Tensor | None = None,
+        reuse_prefix: bool = True,
+    ) -> torch.Tensor:
+        """Per-class label log-probs ``(len(examples), num_classes)`` as a tensor that carries gradients
+        to ``prompt_embeds`` (a soft prompt, ``(tokens, hidden)``, placed at the ``{prompt}`` slot) and to
+        any trainable model weights. Nothing is cached but the sentence prefixes (``reuse_prefix``, causal
+        LMs): those are computed without gradients, so turn it off when the model's weights are trained.
+        Same numbers as :meth:`score` for the same discrete prompt (a test checks it)."""
+        if self._multi:
+            words = [self.verbalizers[c] for c in self._multi]
+            raise RLPromptError(
+                f"verbalizers {words} are several tokens for {self.lm.name}; gradient-trained methods "
+                "(soft_prompt, lora, full_finetune) need single-token verbalizers"
+            )
+        embed = self.lm.model.get_input_embeddings()
+        if prompt_embeds is None:
+            ids = torch.tensor(list(prompt_ids), dtype=torch.long, device=self._device)
+            prompt_embeds = embed(ids)
+        self.encoder.check_prompt(tuple(range(prompt_embeds.shape[0])))
+        encoded = [self._encoded_example(ex) for ex in examples]
+        causal = self.lm.kind == "causal"
+        if causal and reuse_prefix and prompt_embeds.shape[0] + min(len(e.tail) for e in encoded) > 0:
+            return self._logprobs_after_prefix(examples, encoded, prompt_embeds)
+        inputs, mask, label_pos = self.embedded_inputs(encoded, prompt_embeds)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        rows = torch.arange(len(encoded), device=self._device)
+        self.stats.tokens_processed += int(mask.sum())
+        if causal:
+            hidden = self.lm.model.base_model(
+                inputs_embeds=inputs, attention_mask=mask, position_ids=positions
+            ).last_hidden_state
+            logits = self._lm_head(hidden[rows, label_pos])
+        else:
+            logits = self.lm.model(inputs_embeds=inputs, attention_mask=mask).logits[rows, label_pos].float()
+        return torch.log_softmax(logits, dim=-1)[:, self._single_ids.to(self._device)]
+
+    def embedded_inputs(
+        self, encoded: Sequence[EncodedExample], prompt_embeds: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right-padded input embeddings ``head + prompt + tail`` per example, their attention mask and
+        the position each label is read from (the mask token for masked LMs, the last token for causal
+        LMs). A soft prompt shifts everything after it, the mask included."""
+        embed = self.lm.model.get_input_embeddings()
+        prompt_embeds = prompt_embeds.to(embed.weight.dtype)
+        lengths = [len(e.head) + prompt_embeds.shape[0] + len(e.tail) for e in encoded]
+        width = max(lengths)
+        pad = embed(torch.tensor([self.lm.pad_id], device=self._device))
+        rows, label_pos = [], []
+        for e, length in zip(encoded, lengths, strict=True):
+            head = embed(torch.tensor(e.head, dtype=torch.long, device=self._device))
+            tail = embed(torch.tensor(e.tail, dtype=torch.long, device=self._device))
+            rows.append(torch.cat([head, prompt_embeds, tail, pad.expand(width - length, -1)]))
+            if self.lm.kind == "causal":
+                label_pos.append(length - 1)
+            elif e.label_in_head is not None:
+                label_pos.append(e.label_in_head)
+            else:
+                label_pos.append(length - e.label_from_end)
+        mask = (torch.arange(width)[None] < torch.tensor(lengths)[:, None]).long()
+        return torch.stack(rows), mask.to(self._device), torch.tensor(label_pos, device=self._device)
+
+    def _logprobs_after_prefix(self, examples, encoded, prompt_embeds: torch.Tensor) -> torch.Tensor:
+        """Causal LMs: the prompt and tail run over each example's cached sentence prefix."""
+        from transformers import DynamicCache
+
+        with torch.no_grad():
+            prefix = self._stacked_prefix(list(examples))
+        rows = torch.tensor([prefix.index[ex.uid] for ex in examples], dtype=torch.long)
+        n = prompt_embeds.shape[0]
+        lengths = [n + len(e.tail) for e in encoded]
+        width = max(lengths)
+        ids = torch.full((len(encoded), width), self.lm.pad_id, dtype=torch.long)
+        suffix_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for i, e in enumerate(encoded):
+            if e.tail:
+                ids[i, n : lengths[i]] = torch.tensor(e.tail, dtype=torch.long)
+            suffix_mask[i, : lengths[i]] = 1
+        inputs = self.lm.model.get_input_embeddings()(ids.to(self._device))
+        if n:
+            inputs = torch.cat([prompt_embeds.to(inputs.dtype).expand(len(encoded), -1, -1), inputs[:, n:]], 1)
+        mask = torch.cat([prefix.mask[rows], suffix_mask], dim=1)
+        positions = prefix.lengths[rows][:, None] + torch.arange(width)[None]
+        past = DynamicCache(ddp_cache_data=[(k[rows], v[rows]) for k, v in prefix.keys_values])
+        hidden = self.lm.model.base_model(
+            inputs_embeds=inputs,
+            attention_mask=mask.to(self._device),
+            position_ids=positions.to(self._device),
+            past_key_values=past,
+            use_cache=True,
+        ).last_hidden_state
+        self.stats.tokens_processed += int(suffix_mask.sum())
+        last = torch.tensor(lengths, device=self._device) - 1
+        logits = self._lm_head(hidden[torch.arange(len(encoded), device=self._device), last])
+        return torch.log_softmax(logits, dim=-1)[:, self._single_ids.to(self._device)]
+
+    def evaluate_logprobs(
+        self,
+        examples: Sequence[Example],
+        prompt_embeds: torch.Tensor | None = None,
+        reuse_prefix: bool = True,
+        batch_size: int = 32,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """:meth:`label_logprobs` over many examples, without gradients: ``(examples, classes)``."""
+        order = sorted(range(len(examples)), key=lambda i: len(self._encoded_example(examples[i]).head))
+        out = np.empty((len(examples), self.num_classes), dtype=np.float32)
+        bar = tqdm(total=len(examples), desc="scoring", unit="ex", disable=not progress, leave=False)
+        with torch.inference_mode():
+            embeds = None if prompt_embeds is None else prompt_embeds.detach()
+            for start in range(0, len(order), batch_size):
+                chosen = order[start : start + batch_size]
+                lp = self.label_logprobs([examples[i] for i in chosen], (), embeds, reuse_prefix)
+                out[chosen] = lp.float().cpu().numpy()
+                bar.update(len(chosen))
+        bar.close()
         return out
 
     # -- internals ---------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def test_train_smoke_run_writes_a_complete_run_directory(algo, tiny_gpt2, tiny_t
         f"model: tiny-gpt2\ntask: {{name: {tiny_task}}}\nvocab: {{size: 40}}\n", encoding="utf-8"
     )
     argv = ["--config", str(config), "--quiet", "--set", f"output_dir={tmp_path / 'runs'}",
-            "--set", "total_timesteps=160", "--set", "eval_every=80", "--set", "env.num_envs=4",
+            "--set", "total_timesteps=160", "--set", "evaluations=2", "--set", "env.num_envs=4",
             "--set", "env.examples_per_reward=4", "--set", "rl.batch_size=20",
             "--set", "policy.adapter_hidden=32",
             "--set", f"rl.algo={algo}"]  # fmt: skip

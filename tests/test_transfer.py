@@ -30,7 +30,7 @@ def learned_prompt(tiny_gpt2, tiny_bert, tmp_path, capsys):
     (tmp_path / "task.yaml").write_text(spec, encoding="utf-8")
     argv = ["--quiet", "--set", "model=tiny-gpt2", "--set", f"task.name={tmp_path / 'task.yaml'}",
             "--set", f"output_dir={tmp_path / 'runs'}", "--set", "total_timesteps=40",
-            "--set", "eval_every=20",
+            "--set", "evaluations=4",
             "--set", "env.num_envs=4", "--set", "env.examples_per_reward=4", "--set", "rl.batch_size=20",
             "--set", "vocab.size=30", "--set", "policy.adapter_hidden=16"]  # fmt: skip
     with pytest.raises(SystemExit) as done:

@@ -1,0 +1,154 @@
+"""Training methods behind one interface: ``run(context) -> MethodResult``.
+
+Every method trains (or not) on the same training split, evaluates on dev through the Scorer at
+``config.evaluations`` evenly spaced points of its budget, keeps its best checkpoint by dev accuracy,
+reports that checkpoint's test accuracy and writes its artifact into its run directory. The driver
+(:mod:`rlprompt.train`) runs methods over seeds and builds the comparison report (:mod:`rlprompt.report`).
+
+=============  ==============================================  ==============  ============
+method         what is learned                                 interpretable   transferable
+=============  ==============================================  ==============  ============
+rl             a discrete prompt (policy trained by RL)        yes             yes
+soft_prompt    prompt embeddings at the {prompt} slot (PEFT)   no              no
+lora           low-rank weight updates (PEFT)                  no              no
+full_finetune  every weight of the task LM                     no              no
+manual         nothing: the best hand-written prompt on dev    yes             yes
+in_context     nothing: k labelled demonstrations before each  yes             yes
+=============  ==============================================  ==============  ============
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from rlprompt.config import TrainConfig
+from rlprompt.models import LanguageModel
+from rlprompt.scoring import Scorer
+from rlprompt.tasks import Task
+
+INTERPRETABLE = {"rl": True, "soft_prompt": False, "lora": False, "full_finetune": False, "manual": True,
+                 "in_context": True}  # fmt: skip
+TRANSFERABLE = dict(INTERPRETABLE)  # text moves to other models; weights and embeddings do not
+
+
+@dataclass
+class MethodContext:
+    """What a method run gets from the driver."""
+
+    config: TrainConfig
+    seed: int
+    task: Task
+    lm: LanguageModel  # the frozen task LM (shared: methods that train weights work on a copy)
+    run_dir: Path
+    test_scorer: Scorer  # frozen LM, task template: shared so test prefixes are computed once per process
+    progress: bool = True
+    cache: dict = field(default_factory=dict)  # shared between runs of one process (perplexity before)
+
+    @property
+    def manual_prompt(self) -> str:
+        return self.config.manual_prompt if self.config.manual_prompt is not None else self.task.manual_prompt
+
+    def eval_steps(self, total: int) -> list[int]:
+        """The steps at which dev is evaluated: at the start and at ``evaluations`` even points."""
+        n = self.config.evaluations
+        return sorted({0} | {max(1, round(total * k / n)) for k in range(1, n + 1)})
+
+
+@dataclass
+class MethodResult:
+    """What one method run reports; written as ``result.json`` and read back by the report builder."""
+
+    method: str
+    seed: int
+    model: str
+    task: str
+    dev_accuracy: float
+    test_accuracy: float
+    test_macro_f1: float
+    steps: int
+    train_seconds: float
+    lm_tokens: int  # task-LM tokens fed forward in training and dev evaluation (not test)
+    trainable_params: int
+    artifact: str  # path relative to the run directory
+    artifact_bytes: int
+    learned: str  # a short description of what was learned (the prompt text, "5 virtual tokens", ...)
+    interpretable: bool
+    transferable: bool
+    perplexity_before: float | None = None  # general held-out text, for methods that change the model
+    perplexity_after: float | None = None
+    curve: list[dict] = field(default_factory=list)  # per evaluation: step, lm_tokens, dev and best dev
+    interrupted: bool = False
+
+    def save(self, run_dir: Path) -> None:
+        (Path(run_dir) / "result.json").write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> MethodResult:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class EvalLog:
+    """Dev evaluations of one run: ``metrics.jsonl``, the learning curve, the best so far, progress."""
+
+    def __init__(self, run_dir: Path, total: int, desc: str, progress: bool):
+        self.file = (Path(run_dir) / "metrics.jsonl").open("a", encoding="utf-8")
+        self.curve: list[dict] = []
+        self.best_accuracy = -1.0
+        self.started = time.perf_counter()
+        self.bar = tqdm(total=total, desc=desc, unit="step", disable=not progress)
+
+    def record(self, step: int, dev_accuracy: float, lm_tokens: int, **extra) -> bool:
+        """Log one dev evaluation; True when it is the best so far."""
+        improved = dev_accuracy > self.best_accuracy
+        self.best_accuracy = max(self.best_accuracy, dev_accuracy)
+        point = {"step": step, "lm_tokens": int(lm_tokens), "dev_accuracy": float(dev_accuracy),
+                 "best_dev_accuracy": float(self.best_accuracy)}  # fmt: skip
+        self.curve.append(point)
+        row = {**point, "seconds": round(time.perf_counter() - self.started, 1), **extra}
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        self.bar.update(step - self.bar.n)
+        self.bar.set_postfix_str(f"dev {dev_accuracy:.3f} best {self.best_accuracy:.3f}")
+        return improved
+
+    def close(self) -> None:
+        self.bar.close()
+        self.file.close()
+
+
+def dev_accuracy(logprobs: np.ndarray, examples) -> float:
+    labels = np.array([ex.label for ex in examples])
+    return float(np.mean(logprobs.argmax(-1) == labels))
+
+
+def path_bytes(path: Path) -> int:
+    path = Path(path)
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+def run_method(name: str, context: MethodContext) -> MethodResult:
+    """Run method ``name`` in ``context``; the result is also saved as ``result.json``."""
+    if name == "rl":
+        from rlprompt.methods.rl import run
+    elif name in ("soft_prompt", "lora", "full_finetune"):
+        from rlprompt.methods.tuning import run_tuning
+
+        def run(ctx):
+            return run_tuning(name, ctx)
+    elif name == "manual":
+        from rlprompt.methods.fixed import run_manual as run
+    else:
+        from rlprompt.methods.fixed import run_in_context as run
+    result = run(context)
+    result.save(context.run_dir)
+    return result

@@ -1,0 +1,96 @@
+"""Methods with nothing to train: hand-written prompts and in-context demonstrations.
+
+``manual`` scores each hand-written prompt on dev and keeps the best. ``in_context`` puts k labelled
+training examples, filled into the task's own template with the manual prompt, before each input (drawn
+by the run's seed, balanced over classes), as GPT-3-style few-shot prompting does.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from rlprompt import __version__
+from rlprompt.evaluate import evaluate_prompts, make_scorer, prompt_budget
+from rlprompt.export import LearnedPrompt, save_prompt
+from rlprompt.methods import EvalLog, MethodContext, MethodResult, dev_accuracy, path_bytes
+from rlprompt.scoring import ScorerStats
+from rlprompt.templates import Template
+
+
+def run_manual(ctx: MethodContext) -> MethodResult:
+    prompts = list(dict.fromkeys(ctx.config.manual_prompts or [ctx.manual_prompt]))
+    return _run_fixed(ctx, "manual", ctx.config.task.template, prompts)
+
+
+def run_in_context(ctx: MethodContext) -> MethodResult:
+    task = ctx.task
+    base = ctx.config.task.template or task.template_for(ctx.lm.kind)
+    template = in_context_template(
+        base, ctx.lm.kind, task.examples("train"), task.verbalizers, ctx.manual_prompt,
+        ctx.config.in_context.k, ctx.config.in_context.separator, ctx.seed,
+    )  # fmt: skip
+    return _run_fixed(ctx, "in_context", template, [ctx.manual_prompt])
+
+
+def in_context_template(
+    base: str, kind: str, train, verbalizers: list[str], prompt: str, k: int, separator: str, seed: int
+) -> str:
+    """``base`` preceded by ``k`` demonstrations from ``train`` (balanced over classes, drawn by ``seed``),
+    each filled into ``base`` with ``prompt`` and its label word."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list] = {}
+    for ex in train:
+        by_class.setdefault(ex.label, []).append(ex)
+    classes = sorted(by_class)
+    chosen = []
+    for i in range(k):  # round-robin over classes: balanced
+        pool = by_class[classes[i % len(classes)]]
+        remaining = [ex for ex in pool if ex not in chosen]
+        if remaining:
+            chosen.append(remaining[int(rng.integers(len(remaining)))])
+    order = rng.permutation(len(chosen))
+    parsed = Template.parse(base, kind)
+    demos = [parsed.fill_text(chosen[i].text, prompt, verbalizers[chosen[i].label]) for i in order]
+    # Demonstrations are literal text: braces and the mask token must not read as template slots.
+    text = separator.join(d.replace("{", "(").replace("}", ")").replace("<mask>", "mask") for d in demos)
+    return text + separator + base
+
+
+def _run_fixed(ctx: MethodContext, method: str, template: str | None, prompts: list[str]) -> MethodResult:
+    task, lm, run_dir = ctx.task, ctx.lm, ctx.run_dir
+    stats = ScorerStats()
+    scorer = make_scorer(lm, task, template, prompt_budget=prompt_budget(lm, prompts), stats=stats)
+    dev = task.examples("dev")
+    log = EvalLog(run_dir, 0, f"{method} s{ctx.seed}", ctx.progress)
+    start = time.perf_counter()
+    try:
+        logprobs = scorer.score(prompts, dev, progress=ctx.progress)
+        accuracies = [dev_accuracy(lp, dev) for lp in logprobs]
+        best = int(np.argmax(accuracies))
+        log.record(0, accuracies[best], stats.tokens_processed, prompt=prompts[best])
+    finally:
+        log.close()
+    seconds = time.perf_counter() - start
+    tokens = int(stats.tokens_processed)
+    test_scorer = ctx.test_scorer if template is None else scorer
+    (result,) = evaluate_prompts(test_scorer, task.examples("test"), [prompts[best]], ctx.progress)
+    cfg = ctx.config
+    exported = LearnedPrompt(
+        text=prompts[best], token_ids=list(scorer.prompt_ids(prompts[best])), model=lm.name,
+        model_kind=lm.kind, template=scorer.template.text, verbalizers=list(task.verbalizers),
+        class_names=list(task.class_names), task=task.name, data_seed=cfg.task.seed, task_source=cfg.task.name,
+        method=method, seed=ctx.seed, library_version=__version__,
+        metrics={"dev_accuracy": accuracies[best], "test_accuracy": result.metrics.accuracy,
+                 "candidates": dict(zip(prompts, accuracies, strict=True))},
+    )  # fmt: skip
+    save_prompt(exported, run_dir / "prompt.json")
+    learned = repr(prompts[best]) + (f" + {cfg.in_context.k} demonstrations" if method == "in_context" else "")
+    return MethodResult(
+        method=method, seed=ctx.seed, model=lm.name, task=task.name, dev_accuracy=accuracies[best],
+        test_accuracy=result.metrics.accuracy, test_macro_f1=result.metrics.macro_f1, steps=0,
+        train_seconds=round(seconds, 1), lm_tokens=tokens, trainable_params=0, artifact="prompt.json",
+        artifact_bytes=path_bytes(run_dir / "prompt.json"), learned=learned, interpretable=True,
+        transferable=True, curve=log.curve,
+    )  # fmt: skip

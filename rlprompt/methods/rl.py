@@ -1,0 +1,280 @@
+"""The discrete prompt method: a token policy trained by RL (PPO or A2C) in a ``PromptVecEnv``.
+
+Every ``total_timesteps / evaluations`` env steps the greedy prompt and the best training prompts since the
+last evaluation are scored on dev, and the best so far is kept (and exported at once, so an interrupted run
+still leaves a valid ``prompt.json``). The run directory gets ``metrics.jsonl``, TensorBoard events,
+``prompt.json``, the trained policy (``policy.zip``: trainable weights and the backbone's name) and
+``summary.txt``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rlprompt import __version__
+from rlprompt.errors import RLPromptError
+from rlprompt.evaluate import evaluate_prompts, make_scorer, prompt_budget
+from rlprompt.export import LearnedPrompt, save_prompt
+from rlprompt.methods import EvalLog, MethodContext, MethodResult, path_bytes
+from rlprompt.models import LanguageModel, load_model
+from rlprompt.tasks import Task
+from rlprompt.vocab import action_vocabulary
+
+
+@dataclass
+class Candidate:
+    """A prompt with its dev scores; compared by accuracy, then by the (less noisy) gap reward."""
+
+    ids: tuple[int, ...]
+    text: str
+    dev_accuracy: float
+    dev_reward: float
+    step: int
+
+    @property
+    def key(self) -> tuple[float, float]:
+        return (self.dev_accuracy, self.dev_reward)
+
+
+def run(ctx: MethodContext) -> MethodResult:
+    """Train the prompt policy; evaluate the best dev prompt (and the manual prompt) on test."""
+    config, task, lm, run_dir = ctx.config, ctx.task, ctx.lm, ctx.run_dir
+    manual = ctx.manual_prompt
+    # Sentences get all the room but what the longest prompt scored here (learned or manual) needs.
+    budget = max(config.env.prompt_length, prompt_budget(lm, [manual]))
+    scorer = make_scorer(lm, task, config.task.template, prompt_budget=budget)
+    train_examples, dev_examples = task.examples("train"), task.examples("dev")
+    vocab = action_vocabulary(lm, config.vocab.kind, config.vocab.size, config.vocab.tokens)
+    backbone = config.policy.backbone or config.model
+    _check_same_tokenizer(lm, load_model(backbone))
+
+    env = _make_env(config, ctx.seed, scorer, train_examples, vocab)
+    model = _make_algorithm(config, ctx.seed, env, vocab, backbone, run_dir)
+    tracker = _Tracker(ctx, scorer, dev_examples, env, model)
+    start = time.perf_counter()
+    interrupted = False
+    try:
+        try:
+            model.learn(total_timesteps=config.total_timesteps, callback=tracker.callback())
+        except KeyboardInterrupt:
+            interrupted = True
+            print(
+                f"\ninterrupted at step {model.num_timesteps}: evaluating the best prompt so far", flush=True
+            )
+        if not interrupted and tracker.last_eval_step != model.num_timesteps:
+            tracker.evaluate(model.num_timesteps)
+    finally:
+        tracker.close()
+    train_seconds = time.perf_counter() - start
+    # Only the trainable adapter, value head and logit gain (with their optimizer state) are saved; the
+    # backbone is recorded by name in the policy's constructor arguments.
+    model.save(run_dir / "policy.zip")
+
+    best = tracker.best
+    if best is None:
+        raise RLPromptError(f"interrupted before the first evaluation: no prompt to export in {run_dir}")
+    lm_tokens = int(scorer.stats.tokens_processed)  # training and dev; test scoring comes next
+    reward_queries = int(scorer.stats.pairs_scored)
+    test_scorer = ctx.test_scorer if config.task.template is None else scorer
+    test, manual_test = (
+        r.metrics
+        for r in evaluate_prompts(test_scorer, task.examples("test"), [best.ids, manual], ctx.progress)
+    )
+    metrics = {
+        "dev_accuracy": best.dev_accuracy,
+        "test_accuracy": test.accuracy,
+        "test_macro_f1": test.macro_f1,
+        "manual_prompt": manual,
+        "manual_test_accuracy": manual_test.accuracy,
+        "found_at_step": best.step,
+        "steps": int(model.num_timesteps),
+        "train_seconds": round(train_seconds, 1),
+        "reward_queries": reward_queries,
+    }
+    save_prompt(tracker.exported(best, metrics), run_dir / "prompt.json")
+    summary = (
+        f"run: {run_dir}\n"
+        f"prompt: {best.text!r}  (token ids {list(best.ids)})\n"
+        f"dev accuracy {best.dev_accuracy:.3f}   test accuracy {test.accuracy:.3f}   "
+        f"manual prompt {manual!r}: test accuracy {manual_test.accuracy:.3f}\n"
+        f"{model.num_timesteps} steps in {train_seconds:.0f} s, {reward_queries} reward queries"
+        + (" (interrupted)" if interrupted else "")
+    )
+    (run_dir / "summary.txt").write_text(summary + "\n", encoding="utf-8")
+    trainable = sum(p.numel() for p in model.policy.parameters() if p.requires_grad)
+    return MethodResult(
+        method="rl", seed=ctx.seed, model=lm.name, task=task.name, dev_accuracy=best.dev_accuracy,
+        test_accuracy=test.accuracy, test_macro_f1=test.macro_f1, steps=int(model.num_timesteps),
+        train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=int(trainable),
+        artifact="prompt.json", artifact_bytes=path_bytes(run_dir / "prompt.json"), learned=best.text,
+        interpretable=True, transferable=True, curve=tracker.log.curve, interrupted=interrupted,
+    )  # fmt: skip
+
+
+def _check_same_tokenizer(task_lm: LanguageModel, backbone: LanguageModel) -> None:
+    if backbone is task_lm:
+        return
+    if backbone.tokenizer.get_vocab() != task_lm.tokenizer.get_vocab():
+        raise RLPromptError(
+            f"policy.backbone {backbone.name!r} has a different tokenizer from the task model "
+            f"{task_lm.name!r}; "
+            "the policy writes the task model's token ids, so they must share one"
+        )
+
+
+def _make_env(config, seed: int, scorer, train_examples, vocab):
+    from rlprompt.envs.prompt_env import PromptVecEnv
+
+    env_cfg = config.env
+    return PromptVecEnv(
+        scorer, train_examples, vocab, num_envs=env_cfg.num_envs, prompt_length=env_cfg.prompt_length,
+        examples_per_reward=env_cfg.examples_per_reward, correct_scale=env_cfg.correct_scale,
+        wrong_scale=env_cfg.wrong_scale, normalize=env_cfg.normalize, seed=seed,
+    )  # fmt: skip
+
+
+def _make_algorithm(config, seed: int, env, vocab, backbone: str, run_dir: Path):
+    from stable_baselines3 import A2C, PPO
+
+    from rlprompt.policies.token_policy import TokenPolicy
+
+    rl = config.rl
+    policy_kwargs = {
+        "backbone": backbone,
+        "action_token_ids": vocab,
+        "adapter_hidden": config.policy.adapter_hidden,
+        "value_hidden": config.policy.value_hidden,
+    }
+    common = {
+        "learning_rate": rl.learning_rate, "n_steps": rl.n_steps, "gamma": rl.gamma,
+        "gae_lambda": rl.gae_lambda,
+        "ent_coef": rl.ent_coef, "vf_coef": rl.vf_coef, "max_grad_norm": rl.max_grad_norm,
+        "policy_kwargs": policy_kwargs, "seed": seed, "tensorboard_log": str(run_dir), "verbose": 0,
+    }  # fmt: skip
+    if rl.algo == "ppo":
+        return PPO(
+            TokenPolicy,
+            env,
+            batch_size=rl.batch_size,
+            n_epochs=rl.n_epochs,
+            clip_range=rl.clip_range,
+            **common,
+        )
+    return A2C(TokenPolicy, env, **common)
+
+
+class _Tracker:
+    """Evaluates on dev at fixed intervals, keeps the best prompt, logs metrics and shows progress."""
+
+    def __init__(self, ctx: MethodContext, scorer, dev_examples, env, model):
+        config = ctx.config
+        self.config, self.seed, self.scorer, self.dev = config, ctx.seed, scorer, dev_examples
+        self.dev_labels = np.array([ex.label for ex in dev_examples])
+        self.env, self.model, self.run_dir, self.task = env, model, ctx.run_dir, ctx.task
+        self.eval_every = max(1, config.total_timesteps // config.evaluations)
+        self.vocab = env.template.action_token_ids
+        self.best: Candidate | None = None
+        self.last_eval_step = -1
+        self.recent: dict[tuple[int, ...], float] = {}  # training prompts since the last eval -> best reward
+        self.rewards: list[float] = []
+        self.accuracies: list[float] = []
+        self.log = EvalLog(ctx.run_dir, config.total_timesteps, f"rl s{ctx.seed}", ctx.progress)
+
+    def callback(self):
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        tracker = self
+
+        class _Callback(BaseCallback):
+            def _on_step(self) -> bool:
+                tracker.on_step(self.locals.get("dones"), self.model.num_timesteps)
+                return True
+
+        return _Callback()
+
+    def on_step(self, dones, step: int) -> None:
+        self.log.bar.update(step - self.log.bar.n)
+        if dones is not None and np.all(dones):
+            batch = self.env.last_batch
+            for ids, reward in zip(batch["prompt_ids"], batch["rewards"], strict=True):
+                self.recent[ids] = max(reward, self.recent.get(ids, -np.inf))
+            self.rewards.append(float(np.mean(batch["rewards"])))
+            self.accuracies.append(float(np.mean(batch["accuracy"])))
+        if self.last_eval_step < 0 or step - self.last_eval_step >= self.eval_every:
+            self.evaluate(step)
+
+    def greedy_prompt(self) -> tuple[int, ...]:
+        from rlprompt.envs.prompt_env import PAD
+
+        obs = np.full((1, self.config.env.prompt_length), PAD, dtype=np.int64)
+        for t in range(obs.shape[1]):
+            action, _ = self.model.predict(obs, deterministic=True)
+            obs[0, t] = self.vocab[int(action[0])]
+        return tuple(int(t) for t in obs[0])
+
+    def evaluate(self, step: int) -> None:
+        from rlprompt.envs.prompt_env import batch_accuracy, gap_reward
+
+        self.last_eval_step = step
+        greedy = self.greedy_prompt()
+        elite = sorted(self.recent, key=self.recent.get, reverse=True)[: self.config.candidates_per_eval]
+        prompts = list(dict.fromkeys([greedy, *elite]))
+        self.recent.clear()
+        logprobs = self.scorer.score(prompts, self.dev)
+        accuracy = batch_accuracy(logprobs, self.dev_labels)
+        reward = gap_reward(
+            logprobs, self.dev_labels, self.config.env.correct_scale, self.config.env.wrong_scale
+        )
+        lm = self.scorer.lm
+        found = [
+            Candidate(p, lm.decode(list(p)), float(a), float(r), step)
+            for p, a, r in zip(prompts, accuracy, reward, strict=True)
+        ]
+        improved = False
+        for cand in found:
+            if self.best is None or cand.key > self.best.key:
+                self.best, improved = cand, True
+        if improved:  # export at once: an interrupted run keeps its best prompt
+            save_prompt(
+                self.exported(self.best, {"dev_accuracy": self.best.dev_accuracy}),
+                self.run_dir / "prompt.json",
+            )
+        self.log.record(
+            step, max(c.dev_accuracy for c in found), self.scorer.stats.tokens_processed,
+            train_reward=self.rewards[-1] if self.rewards else None,
+            train_batch_accuracy=self.accuracies[-1] if self.accuracies else None,
+            greedy_prompt=found[0].text, greedy_dev_accuracy=found[0].dev_accuracy,
+            best_prompt=self.best.text, best_dev_reward=self.best.dev_reward,
+            reward_queries=int(self.scorer.stats.pairs_scored),
+        )  # fmt: skip
+        logger = self.model.logger
+        logger.record("rlprompt/greedy_dev_accuracy", found[0].dev_accuracy)
+        logger.record("rlprompt/best_dev_accuracy", self.best.dev_accuracy)
+        if self.rewards:
+            logger.record("rlprompt/train_reward", self.rewards[-1])
+            logger.record("rlprompt/train_batch_accuracy", self.accuracies[-1])
+        logger.dump(step)
+        self.log.bar.set_postfix_str(
+            f"reward {self.rewards[-1] if self.rewards else 0:.1f} "
+            f"best dev {self.best.dev_accuracy:.3f} {self.best.text!r}"
+        )
+
+    def exported(self, best: Candidate, metrics: dict) -> LearnedPrompt:
+        cfg = self.config
+        return LearnedPrompt(
+            text=best.text, token_ids=list(best.ids), model=self.scorer.lm.name,
+            model_kind=self.scorer.lm.kind,
+            template=self.scorer.template.text, verbalizers=list(self.task.verbalizers),
+            class_names=list(self.task.class_names), task=self.task.name, data_seed=cfg.task.seed,
+            task_source=cfg.task.name,
+            method="rl", seed=self.seed, metrics=metrics, library_version=__version__,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        self.log.close()
+
+

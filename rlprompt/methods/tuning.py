@@ -1,0 +1,191 @@
+"""Gradient baselines: soft-prompt tuning, LoRA and full fine-tuning, all on one loss and one loop.
+
+The loss is the cross-entropy, over the task's classes, of the Scorer's label log-probs (the same numbers
+the RL reward and every evaluation use). LoRA and full fine-tuning read the input through the template
+with the task's manual prompt (prompt-based fine-tuning, as in LM-BFF); the soft prompt's virtual tokens
+take the template's ``{prompt}`` slot, where the RL prompt goes, and start from the manual prompt's
+embeddings, so step 0 of every method is the manual prompt. Methods that train weights work on a copy of
+the task LM: the shared frozen model is never touched.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+
+import numpy as np
+import torch
+
+from rlprompt.evaluate import make_scorer, prompt_budget
+from rlprompt.export import save_adapter
+from rlprompt.methods import EvalLog, MethodContext, MethodResult, dev_accuracy, path_bytes
+from rlprompt.perplexity import heldout_sentences, perplexity
+from rlprompt.scoring import ScorerStats
+
+
+def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
+    config, task, lm = ctx.config, ctx.task, ctx.lm
+    section = getattr(config, name)
+    torch.manual_seed(ctx.seed)
+    rng = np.random.default_rng(ctx.seed)
+    train, dev = task.examples("train"), task.examples("dev")
+    manual = ctx.manual_prompt
+    stats = ScorerStats()  # every scorer of this run adds its tokens here
+    template = config.task.template
+    budget = max(prompt_budget(lm, [manual]), getattr(section, "num_virtual_tokens", 0))
+
+    if name == "soft_prompt":
+        adapted = lm
+        scorer = make_scorer(lm, task, template, prompt_budget=budget, stats=stats)
+        init_text = manual if section.init_text is None else section.init_text
+        soft = torch.nn.Parameter(_initial_soft_prompt(lm, scorer, section.num_virtual_tokens, init_text, rng))
+        params = [soft]
+
+        def batch_logprobs(batch):
+            return scorer.label_logprobs(batch, prompt_embeds=soft)
+
+        def dev_logprobs():
+            return scorer.evaluate_logprobs(dev, soft)
+
+        def snapshot():
+            return soft.detach().clone()
+
+        def restore(state):
+            soft.data.copy_(state)
+
+    else:
+        model = copy.deepcopy(lm.model)
+        if name == "lora":
+            from peft import LoraConfig, TaskType, get_peft_model
+
+            peft_config = LoraConfig(
+                r=section.r, lora_alpha=section.lora_alpha, lora_dropout=section.lora_dropout,
+                target_modules=section.target_modules,
+                task_type=TaskType.CAUSAL_LM if lm.kind == "causal" else None,
+            )  # fmt: skip
+            wrapper = get_peft_model(model, peft_config)
+            model = wrapper.get_base_model()
+        else:
+            wrapper = model
+            model.requires_grad_(True)
+        params = [p for p in model.parameters() if p.requires_grad]
+        adapted = dataclasses.replace(lm, name=f"{lm.name}+{name}", model=model)
+        scorer = make_scorer(adapted, task, template, prompt_budget=budget, stats=stats)
+        manual_ids = scorer.prompt_ids(manual)
+
+        def batch_logprobs(batch):
+            return scorer.label_logprobs(batch, prompt_ids=manual_ids, reuse_prefix=False)
+
+        def dev_logprobs():
+            # The weights changed: a fresh scorer, so no prefix computed by older weights is reused.
+            fresh = make_scorer(adapted, task, template, prompt_budget=budget, stats=stats)
+            return fresh.score([manual_ids], dev)[0]
+
+        def snapshot():
+            return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+        def restore(state):
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    if n in state:
+                        p.copy_(state[n])
+
+    trainable = int(sum(p.numel() for p in params))
+    optimizer = torch.optim.AdamW(params, lr=section.learning_rate, weight_decay=section.weight_decay)
+    labels_of = {ex.uid: ex.label for ex in train}
+    eval_at = set(ctx.eval_steps(section.steps))
+    log = EvalLog(ctx.run_dir, section.steps, f"{name} s{ctx.seed}", ctx.progress)
+    best_state, best_step, losses = None, 0, []
+    order: list[int] = []
+    start = time.perf_counter()
+    interrupted = False
+    try:
+        for step in range(section.steps + 1):
+            if step in eval_at:
+                model_mode(adapted, training=False)
+                accuracy = dev_accuracy(dev_logprobs(), dev)
+                loss_avg = float(np.mean(losses)) if losses else None
+                if log.record(step, accuracy, stats.tokens_processed, train_loss=loss_avg) or best_state is None:
+                    best_state, best_step = snapshot(), step
+                losses.clear()
+            if step == section.steps:
+                break
+            if len(order) < section.batch_size:  # epoch-wise shuffling, drawn from the run's seed
+                order += list(rng.permutation(len(train)))
+            batch = [train[i] for i in order[: section.batch_size]]
+            del order[: section.batch_size]
+            model_mode(adapted, training=name != "soft_prompt")
+            logprobs = batch_logprobs(batch)
+            labels = torch.tensor([labels_of[ex.uid] for ex in batch], device=logprobs.device)
+            loss = torch.nn.functional.cross_entropy(logprobs, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, section.max_grad_norm)
+            optimizer.step()
+            losses.append(loss.item())
+    except KeyboardInterrupt:
+        interrupted = True
+        print(f"\ninterrupted at step {step}: evaluating the best checkpoint so far", flush=True)
+    finally:
+        log.close()
+        model_mode(adapted, training=False)
+    train_seconds = time.perf_counter() - start
+    lm_tokens = int(stats.tokens_processed)
+    restore(best_state)
+
+    test = task.examples("test")
+    if name == "soft_prompt":
+        test_scorer = ctx.test_scorer if template is None else scorer
+        test_logprobs = test_scorer.evaluate_logprobs(test, soft, progress=ctx.progress)
+    else:
+        fresh = make_scorer(adapted, task, template, prompt_budget=budget)
+        test_logprobs = fresh.score([manual_ids], test, progress=ctx.progress)[0]
+    from rlprompt.metrics import classification_metrics
+
+    metrics = classification_metrics(test_logprobs, np.array([ex.label for ex in test]))
+
+    sentences = heldout_sentences(config.heldout_sentences)
+    key = ("perplexity", lm.name, len(sentences))
+    if key not in ctx.cache:
+        ctx.cache[key] = perplexity(lm, sentences)
+    after = perplexity(lm, sentences, soft_prompt=soft.detach()) if name == "soft_prompt" else None
+    if name != "soft_prompt":
+        after = perplexity(adapted, sentences)
+
+    artifact = save_adapter(
+        name, ctx.run_dir, lm=lm, scorer=scorer, task=task, config=config, seed=ctx.seed,
+        manual_prompt=manual, soft_prompt=soft.detach() if name == "soft_prompt" else None,
+        wrapper=None if name == "soft_prompt" else wrapper,
+        metrics={"dev_accuracy": log.best_accuracy, "test_accuracy": metrics.accuracy, "best_step": best_step},
+    )  # fmt: skip
+    learned = (
+        f"{section.num_virtual_tokens} virtual tokens"
+        if name == "soft_prompt"
+        else f"{trainable:,} weights"
+    )
+    del optimizer
+    return MethodResult(
+        method=name, seed=ctx.seed, model=lm.name, task=task.name, dev_accuracy=log.best_accuracy,
+        test_accuracy=metrics.accuracy, test_macro_f1=metrics.macro_f1, steps=int(step),
+        train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=trainable,
+        artifact=artifact.name, artifact_bytes=path_bytes(artifact), learned=learned,
+        interpretable=False, transferable=False, perplexity_before=ctx.cache[key], perplexity_after=after,
+        curve=log.curve, interrupted=interrupted,
+    )  # fmt: skip
+
+
+def model_mode(lm, training: bool) -> None:
+    lm.model.train(training)
+
+
+def _initial_soft_prompt(lm, scorer, n: int, text: str, rng: np.random.Generator) -> torch.Tensor:
+    """The embeddings of ``text``'s tokens repeated to ``n`` virtual tokens (as PEFT's text init does);
+    for an empty text, the embeddings of random vocabulary tokens."""
+    embed = lm.model.get_input_embeddings()
+    ids = list(scorer.prompt_ids(text)) if text else []
+    if not ids:
+        ids = [int(i) for i in rng.integers(0, embed.weight.shape[0], size=n)]
+    ids = (ids * n)[:n]
+    with torch.no_grad():
+        return embed(torch.tensor(ids, device=embed.weight.device)).detach().clone().float()

@@ -1,0 +1,160 @@
+"""The comparison report: ``python -m rlprompt.report RUN_DIR... [--out DIR]``.
+
+Reads every ``result.json`` under the given run directories (a comparison directory, single runs, or a
+mix) and writes ``report.md`` (one row per method: test accuracy mean ± std over seeds and the costs) and
+``learning_curves.png`` (best dev accuracy so far against task-LM tokens processed, one line per method).
+``python -m rlprompt.train`` calls it at the end of a comparison run.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from rlprompt.errors import RLPromptError, run_cli
+from rlprompt.methods import MethodResult
+
+ORDER = ["rl", "soft_prompt", "lora", "full_finetune", "manual", "in_context"]
+
+
+def collect(paths: list[str | Path]) -> list[MethodResult]:
+    """Every method result under ``paths`` (each a run directory or a directory of runs)."""
+    results = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise RLPromptError(f"{path}: no such run directory")
+        files = [path / "result.json"] if (path / "result.json").exists() else sorted(path.rglob("result.json"))
+        if not files:
+            raise RLPromptError(f"{path}: no result.json in it (is the run finished?)")
+        for file in files:
+            try:
+                results.append(MethodResult.load(file))
+            except (ValueError, TypeError) as err:
+                raise RLPromptError(f"{file}: not a valid result file ({err})") from None
+    return results
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _count(n: float) -> str:
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.0f}k"
+    return f"{n:.0f}"
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+
+
+def _grouped(results: list[MethodResult]) -> dict[str, list[MethodResult]]:
+    groups: dict[str, list[MethodResult]] = defaultdict(list)
+    for r in results:
+        groups[r.method].append(r)
+    return dict(sorted(groups.items(), key=lambda kv: (ORDER.index(kv[0]) if kv[0] in ORDER else 99, kv[0])))
+
+
+def report_markdown(results: list[MethodResult]) -> str:
+    """The comparison table and per-seed details as Markdown."""
+    groups = _grouped(results)
+    models = sorted({r.model for r in results})
+    tasks = sorted({r.task for r in results})
+    lines = [
+        f"# Comparison: {', '.join(tasks)} on {', '.join(models)}",
+        "",
+        "Test accuracy of each method's best checkpoint by dev accuracy, mean ± sample std over seeds. "
+        "LM tokens: task-LM tokens fed forward in training and dev evaluation (a backward pass costs about "
+        "twice a forward one on top, for the gradient methods). Forgetting: perplexity on general held-out "
+        "sentences before → after (a discrete prompt leaves the model unchanged).",
+        "",
+        "| method | test accuracy | dev accuracy | seeds | trainable params | artifact | wall time "
+        "| LM tokens | forgetting (ppl) | interpretable | transferable |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for method, rs in groups.items():
+        ppl = "none (model unchanged)"
+        if any(r.perplexity_after is not None for r in rs):
+            before = np.mean([r.perplexity_before for r in rs if r.perplexity_before is not None])
+            after = np.mean([r.perplexity_after for r in rs if r.perplexity_after is not None])
+            ppl = f"{before:.1f} → {after:.1f}"
+        lines.append(
+            f"| {method} | {_mean_std([r.test_accuracy for r in rs])} | "
+            f"{_mean_std([r.dev_accuracy for r in rs])} | {len(rs)} | {_count(np.mean([r.trainable_params for r in rs]))} | "
+            f"{_size(np.mean([r.artifact_bytes for r in rs]))} | {np.mean([r.train_seconds for r in rs]):.0f} s | "
+            f"{_count(np.mean([r.lm_tokens for r in rs]))} | {ppl} | "
+            f"{'yes' if rs[0].interpretable else 'no'} | {'yes' if rs[0].transferable else 'no'} |"
+        )
+    lines += ["", "## Per seed", "", "| method | seed | dev | test | steps | learned |", "|---|---|---|---|---|---|"]
+    for method, rs in groups.items():
+        for r in sorted(rs, key=lambda r: r.seed):
+            learned = r.learned.replace("|", "\\|")
+            flag = " (interrupted)" if r.interrupted else ""
+            lines.append(
+                f"| {method} | {r.seed} | {r.dev_accuracy:.3f} | {r.test_accuracy:.3f} | {r.steps}{flag} | {learned} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(results: list[MethodResult], path: Path) -> None:
+    """Best dev accuracy so far against LM tokens, averaged over seeds at each evaluation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method, rs in _grouped(results).items():
+        length = min(len(r.curve) for r in rs)
+        if length == 0:
+            continue
+        tokens = np.mean([[max(p["lm_tokens"], 1) for p in r.curve[:length]] for r in rs], axis=0)
+        best = np.mean([[p["best_dev_accuracy"] for p in r.curve[:length]] for r in rs], axis=0)
+        if length == 1:
+            ax.scatter(tokens, best, label=method, marker="s", zorder=3)
+        else:
+            ax.plot(tokens, best, marker=".", label=method)
+    ax.set_xscale("log")
+    ax.set_xlabel("task-LM tokens processed (training + dev evaluation)")
+    ax.set_ylabel("best dev accuracy so far (mean over seeds)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(paths: list[str | Path], out_dir: str | Path) -> str:
+    """Write ``report.md`` and ``learning_curves.png`` into ``out_dir``; returns the Markdown."""
+    results = collect(paths)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = report_markdown(results)
+    (out_dir / "report.md").write_text(text, encoding="utf-8")
+    plot_curves(results, out_dir / "learning_curves.png")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rlprompt.report", description=__doc__.splitlines()[0])
+    p.add_argument("runs", nargs="+", help="run directories (comparison directories or single runs)")
+    p.add_argument("--out", help="where to write report.md and learning_curves.png (default: the first run)")
+    args = p.parse_args(argv)
+    text = write_report(args.runs, args.out or args.runs[0])
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
