@@ -2,8 +2,9 @@
 
 Prints accuracy, macro-F1 and per-class accuracy for each prompt (``--json`` for machine-readable
 output on stdout; progress goes to stderr). ``--prompt-file run/prompt.json`` evaluates an exported
-prompt (its exact token ids on the model it was learned on, its text elsewhere). Without any prompt it
-evaluates the task's manual prompt and the empty prompt.
+prompt (its exact token ids on the model it was learned on, its text elsewhere). ``--adapter DIR``
+evaluates an exported baseline (``soft_prompt/``, ``lora/`` or ``model/`` of a training run) the way it
+was trained. Without any prompt it evaluates the task's manual prompt and the empty prompt.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlprompt.errors import RLPromptError, run_cli
-from rlprompt.export import load_prompt
+from rlprompt.export import load_adapter_meta, load_prompt
 from rlprompt.metrics import ClassificationMetrics, classification_metrics
-from rlprompt.models import LanguageModel, load_model
+from rlprompt.models import LanguageModel, load_model, wrap_model
 from rlprompt.scoring import PromptLike, Scorer
 from rlprompt.tasks import DEFAULT_SEED, FEW_SHOT_SEEDS, SPLITS, Task, load_task
 
@@ -56,6 +57,48 @@ def make_scorer(lm: LanguageModel, task: Task, template: str | None = None, **kw
     return Scorer(lm, template or task.template_for(lm.kind), task.verbalizers, **kwargs)
 
 
+def evaluate_adapter(
+    path: str, lm: LanguageModel, task: Task, examples, batch_tokens: int = 4096, progress: bool = False
+) -> PromptResult:
+    """Evaluate an exported baseline (see :func:`rlprompt.export.save_adapter`) on ``lm``, with its own
+    template and, for LoRA and fine-tuned models, its manual prompt."""
+    import copy
+
+    meta = load_adapter_meta(path)
+    if meta["model_kind"] != lm.kind:
+        raise RLPromptError(f"{path} was trained on a {meta['model_kind']} model; {lm.name} is {lm.kind}")
+    labels = np.array([ex.label for ex in examples])
+    if meta["method"] == "soft_prompt":
+        from peft import PeftModel
+
+        # Reads the prompt embeddings; prompt tuning leaves the wrapped (shared) model itself unchanged.
+        soft = PeftModel.from_pretrained(lm.model, path).prompt_encoder["default"].embedding.weight.detach()
+        scorer = make_scorer(
+            lm, task, meta["template"], batch_tokens=batch_tokens, prompt_budget=soft.shape[0]
+        )
+        logprobs = scorer.evaluate_logprobs(examples, soft, progress=progress)
+        name = f"soft prompt ({soft.shape[0]} virtual tokens)"
+    else:
+        if meta["method"] == "lora":
+            from peft import PeftModel
+
+            merged = PeftModel.from_pretrained(copy.deepcopy(lm.model), path).merge_and_unload()
+            adapted = wrap_model(f"{lm.name}+lora", merged, lm.tokenizer, lm.kind)
+        else:
+            adapted = load_model(str(path))
+        prompt = meta["prompt"] or ""
+        scorer = make_scorer(
+            adapted,
+            task,
+            meta["template"],
+            batch_tokens=batch_tokens,
+            prompt_budget=prompt_budget(lm, [prompt]),
+        )
+        logprobs = scorer.score([prompt], examples, progress=progress)[0]
+        name = f"{meta['method']} ({prompt!r})"
+    return PromptResult(name, [], classification_metrics(logprobs, labels))
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m rlprompt.evaluate",
@@ -63,8 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--model",
-        default="smollm2-135m",
-        help="alias, local directory or cached HF id (default: %(default)s)",
+        help="alias, local directory or cached HF id (default: the adapter's or prompt file's model, "
+        "else smollm2-135m)",
     )
     p.add_argument(
         "--task", help="built-in task or a task YAML file (default: the prompt file's task, else sst-2)"
@@ -75,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
         "--prompt", action="append", help='a prompt to evaluate (repeatable; "" is the empty prompt)'
     )
     p.add_argument("--prompt-file", action="append", default=[], help="an exported prompt.json (repeatable)")
+    p.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        help="an exported soft_prompt/, lora/ or model/ (repeatable)",
+    )
     p.add_argument("--template", help='override the task\'s template, e.g. "{sentence} {prompt} <mask> ."')
     p.add_argument("--limit", type=int, help="evaluate on the first N examples only")
     p.add_argument(
@@ -90,21 +139,41 @@ def main(argv: list[str] | None = None) -> int:
         raise RLPromptError(f"--limit must be at least 1, got {args.limit}")
     if args.batch_tokens < 16:
         raise RLPromptError(f"--batch-tokens must be at least 16, got {args.batch_tokens}")
+    if args.adapter and (args.prompt is not None or args.prompt_file or args.template):
+        raise RLPromptError(
+            "--adapter evaluates an exported baseline on its own; leave out --prompt, "
+            "--prompt-file and --template"
+        )
     files = [load_prompt(path) for path in args.prompt_file]
-    source = files[0] if files else None  # the first prompt file supplies the defaults
-    task_name = args.task or (source.task_source or source.task if source else "sst-2")
-    data_seed = args.seed or (source.data_seed if source else None) or DEFAULT_SEED
-    task = load_task(task_name, data_seed)
+    adapters = [load_adapter_meta(path) for path in args.adapter]
+    source = files[0] if files else None  # the first prompt file (or adapter) supplies the defaults
+    meta = adapters[0] if adapters else None
+    if source is not None:
+        task_name, seed = source.task_source or source.task, source.data_seed
+    elif meta is not None:
+        task_name, seed = meta.get("task_source") or meta["task"], meta.get("data_seed")
+    else:
+        task_name, seed = "sst-2", None
+    data_seed = args.seed or seed or DEFAULT_SEED
+    task = load_task(args.task or task_name, data_seed)
     examples = task.examples(args.split)[: args.limit]
-    lm = load_model(args.model)
-    template = args.template or (source.template_for(lm.kind) if source else None)
-    prompts: list[PromptLike] = [learned.prompt_for(lm.name) for learned in files]
-    if args.prompt is not None or not files:
-        prompts += args.prompt if args.prompt is not None else [task.manual_prompt, ""]
-    budget = prompt_budget(lm, prompts)
-    scorer = make_scorer(lm, task, template, batch_tokens=args.batch_tokens, prompt_budget=budget)
+    lm = load_model(args.model or (meta["model"] if meta else None) or "smollm2-135m")
     start = time.perf_counter()
-    results = evaluate_prompts(scorer, examples, prompts, progress=True)
+    if adapters:
+        results = [
+            evaluate_adapter(path, lm, task, examples, args.batch_tokens, progress=True)
+            for path in args.adapter
+        ]
+        template = adapters[0]["template"]
+    else:
+        template = args.template or (source.template_for(lm.kind) if source else None)
+        prompts: list[PromptLike] = [learned.prompt_for(lm.name) for learned in files]
+        if args.prompt is not None or not files:
+            prompts += args.prompt if args.prompt is not None else [task.manual_prompt, ""]
+        budget = prompt_budget(lm, prompts)
+        scorer = make_scorer(lm, task, template, batch_tokens=args.batch_tokens, prompt_budget=budget)
+        results = evaluate_prompts(scorer, examples, prompts, progress=True)
+        template = scorer.template.text
     seconds = time.perf_counter() - start
 
     if args.json:
@@ -114,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             "task": task.name,
             "split": args.split,
             "seed": data_seed,
-            "template": scorer.template.text,
+            "template": template,
             "verbalizers": task.verbalizers,
             "seconds": round(seconds, 3),
             "results": [
@@ -127,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(
         f"{task.name} {args.split} ({len(examples)} examples) on {lm.name} ({lm.kind} LM), "
-        f"template {scorer.template.text!r}, verbalizers {task.verbalizers}, {seconds:.1f} s"
+        f"template {template!r}, verbalizers {task.verbalizers}, {seconds:.1f} s"
     )
     print(format_table(results, task.class_names))
     return 0

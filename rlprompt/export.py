@@ -130,7 +130,9 @@ def save_adapter(
             )
             # Wrapping for prompt tuning adds modules to the wrapper only; the shared model is unchanged.
             peft_model = (
-                get_peft_model(lm.model, peft_config) if lm.kind == "causal" else PeftModel(lm.model, peft_config)
+                get_peft_model(lm.model, peft_config)
+                if lm.kind == "causal"
+                else PeftModel(lm.model, peft_config)
             )
             with torch.no_grad():
                 peft_model.prompt_encoder["default"].embedding.weight.copy_(soft_prompt)

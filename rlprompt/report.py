@@ -26,7 +26,9 @@ def collect(paths: list[str | Path]) -> list[MethodResult]:
     for path in map(Path, paths):
         if not path.is_dir():
             raise RLPromptError(f"{path}: no such run directory")
-        files = [path / "result.json"] if (path / "result.json").exists() else sorted(path.rglob("result.json"))
+        files = (
+            [path / "result.json"] if (path / "result.json").exists() else sorted(path.rglob("result.json"))
+        )
         if not files:
             raise RLPromptError(f"{path}: no result.json in it (is the run finished?)")
         for file in files:
@@ -89,20 +91,28 @@ def report_markdown(results: list[MethodResult]) -> str:
             before = np.mean([r.perplexity_before for r in rs if r.perplexity_before is not None])
             after = np.mean([r.perplexity_after for r in rs if r.perplexity_after is not None])
             ppl = f"{before:.1f} → {after:.1f}"
+        mean = lambda field, rs=rs: np.mean([getattr(r, field) for r in rs])  # noqa: E731
         lines.append(
             f"| {method} | {_mean_std([r.test_accuracy for r in rs])} | "
-            f"{_mean_std([r.dev_accuracy for r in rs])} | {len(rs)} | {_count(np.mean([r.trainable_params for r in rs]))} | "
-            f"{_size(np.mean([r.artifact_bytes for r in rs]))} | {np.mean([r.train_seconds for r in rs]):.0f} s | "
-            f"{_count(np.mean([r.lm_tokens for r in rs]))} | {ppl} | "
+            f"{_mean_std([r.dev_accuracy for r in rs])} | {len(rs)} | {_count(mean('trainable_params'))} | "
+            f"{_size(mean('artifact_bytes'))} | {mean('train_seconds'):.0f} s | "
+            f"{_count(mean('lm_tokens'))} | {ppl} | "
             f"{'yes' if rs[0].interpretable else 'no'} | {'yes' if rs[0].transferable else 'no'} |"
         )
-    lines += ["", "## Per seed", "", "| method | seed | dev | test | steps | learned |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Per seed",
+        "",
+        "| method | seed | dev | test | steps | learned |",
+        "|---|---|---|---|---|---|",
+    ]
     for method, rs in groups.items():
         for r in sorted(rs, key=lambda r: r.seed):
             learned = r.learned.replace("|", "\\|")
             flag = " (interrupted)" if r.interrupted else ""
             lines.append(
-                f"| {method} | {r.seed} | {r.dev_accuracy:.3f} | {r.test_accuracy:.3f} | {r.steps}{flag} | {learned} |"
+                f"| {method} | {r.seed} | {r.dev_accuracy:.3f} | {r.test_accuracy:.3f} | {r.steps}{flag} "
+                f"| {learned} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -246,7 +246,9 @@ class Scorer:
             suffix_mask[i, : lengths[i]] = 1
         inputs = self.lm.model.get_input_embeddings()(ids.to(self._device))
         if n:
-            inputs = torch.cat([prompt_embeds.to(inputs.dtype).expand(len(encoded), -1, -1), inputs[:, n:]], 1)
+            inputs = torch.cat(
+                [prompt_embeds.to(inputs.dtype).expand(len(encoded), -1, -1), inputs[:, n:]], 1
+            )
         mask = torch.cat([prefix.mask[rows], suffix_mask], dim=1)
         positions = prefix.lengths[rows][:, None] + torch.arange(width)[None]
         past = DynamicCache(ddp_cache_data=[(k[rows], v[rows]) for k, v in prefix.keys_values])

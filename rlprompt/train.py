@@ -29,7 +29,8 @@ from rlprompt.tasks import Task, load_task
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m rlprompt.train", description="Learn a discrete prompt with RL, and compare it with baselines."
+        prog="python -m rlprompt.train",
+        description="Learn a discrete prompt with RL, and compare it with baselines.",
     )
     p.add_argument("--config", help="YAML run configuration (default: the built-in defaults)")
     p.add_argument(
@@ -76,7 +77,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             if not single:
                 run_dir = root / f"{method}__s{seed}"
                 run_dir.mkdir()
-                _write_config(dataclasses.replace(config, method=method, methods=[], seed=seed, seeds=[]), run_dir)
+                _write_config(
+                    dataclasses.replace(config, method=method, methods=[], seed=seed, seeds=[]), run_dir
+                )
             set_random_seed(seed)
             ctx = MethodContext(config, seed, task, lm, run_dir, test_scorer, progress, cache)
             result = run_method(method, ctx)
@@ -93,7 +96,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         out["summary"] = (
             summary_file.read_text(encoding="utf-8").strip()
             if summary_file.exists()
-            else f"run: {root}\n{r.method}: dev accuracy {r.dev_accuracy:.3f}   test accuracy {r.test_accuracy:.3f}"
+            else f"run: {root}\n{r.method}: dev accuracy {r.dev_accuracy:.3f}   "
+            f"test accuracy {r.test_accuracy:.3f}"
         )
         if r.method == "rl":
             from rlprompt.export import load_prompt

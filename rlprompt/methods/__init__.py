@@ -86,7 +86,9 @@ class MethodResult:
     interrupted: bool = False
 
     def save(self, run_dir: Path) -> None:
-        (Path(run_dir) / "result.json").write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        (Path(run_dir) / "result.json").write_text(
+            json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8"
+        )
 
     @classmethod
     def load(cls, path: Path) -> MethodResult:

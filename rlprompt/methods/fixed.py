@@ -80,13 +80,16 @@ def _run_fixed(ctx: MethodContext, method: str, template: str | None, prompts: l
     exported = LearnedPrompt(
         text=prompts[best], token_ids=list(scorer.prompt_ids(prompts[best])), model=lm.name,
         model_kind=lm.kind, template=scorer.template.text, verbalizers=list(task.verbalizers),
-        class_names=list(task.class_names), task=task.name, data_seed=cfg.task.seed, task_source=cfg.task.name,
+        class_names=list(task.class_names), task=task.name, data_seed=cfg.task.seed,
+        task_source=cfg.task.name,
         method=method, seed=ctx.seed, library_version=__version__,
         metrics={"dev_accuracy": accuracies[best], "test_accuracy": result.metrics.accuracy,
                  "candidates": dict(zip(prompts, accuracies, strict=True))},
     )  # fmt: skip
     save_prompt(exported, run_dir / "prompt.json")
-    learned = repr(prompts[best]) + (f" + {cfg.in_context.k} demonstrations" if method == "in_context" else "")
+    learned = repr(prompts[best]) + (
+        f" + {cfg.in_context.k} demonstrations" if method == "in_context" else ""
+    )
     return MethodResult(
         method=method, seed=ctx.seed, model=lm.name, task=task.name, dev_accuracy=accuracies[best],
         test_accuracy=result.metrics.accuracy, test_macro_f1=result.metrics.macro_f1, steps=0,

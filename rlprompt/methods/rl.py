@@ -21,7 +21,6 @@ from rlprompt.evaluate import evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, save_prompt
 from rlprompt.methods import EvalLog, MethodContext, MethodResult, path_bytes
 from rlprompt.models import LanguageModel, load_model
-from rlprompt.tasks import Task
 from rlprompt.vocab import action_vocabulary
 
 
@@ -276,5 +275,3 @@ class _Tracker:
 
     def close(self) -> None:
         self.log.close()
-
-

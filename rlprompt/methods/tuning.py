@@ -39,7 +39,9 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         adapted = lm
         scorer = make_scorer(lm, task, template, prompt_budget=budget, stats=stats)
         init_text = manual if section.init_text is None else section.init_text
-        soft = torch.nn.Parameter(_initial_soft_prompt(lm, scorer, section.num_virtual_tokens, init_text, rng))
+        soft = torch.nn.Parameter(
+            _initial_soft_prompt(lm, scorer, section.num_virtual_tokens, init_text, rng)
+        )
         params = [soft]
 
         def batch_logprobs(batch):
@@ -106,7 +108,10 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
                 model_mode(adapted, training=False)
                 accuracy = dev_accuracy(dev_logprobs(), dev)
                 loss_avg = float(np.mean(losses)) if losses else None
-                if log.record(step, accuracy, stats.tokens_processed, train_loss=loss_avg) or best_state is None:
+                if (
+                    log.record(step, accuracy, stats.tokens_processed, train_loss=loss_avg)
+                    or best_state is None
+                ):
                     best_state, best_step = snapshot(), step
                 losses.clear()
             if step == section.steps:
@@ -157,12 +162,11 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         name, ctx.run_dir, lm=lm, scorer=scorer, task=task, config=config, seed=ctx.seed,
         manual_prompt=manual, soft_prompt=soft.detach() if name == "soft_prompt" else None,
         wrapper=None if name == "soft_prompt" else wrapper,
-        metrics={"dev_accuracy": log.best_accuracy, "test_accuracy": metrics.accuracy, "best_step": best_step},
+        metrics={"dev_accuracy": log.best_accuracy, "test_accuracy": metrics.accuracy,
+                 "best_step": best_step},
     )  # fmt: skip
     learned = (
-        f"{section.num_virtual_tokens} virtual tokens"
-        if name == "soft_prompt"
-        else f"{trainable:,} weights"
+        f"{section.num_virtual_tokens} virtual tokens" if name == "soft_prompt" else f"{trainable:,} weights"
     )
     del optimizer
     return MethodResult(

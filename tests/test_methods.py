@@ -1,0 +1,218 @@
+"""The baselines: the differentiable Scorer path, each method's training, PEFT exports, forgetting."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rlprompt.errors import run_cli
+from rlprompt.evaluate import main as evaluate_main
+from rlprompt.methods import MethodResult
+from rlprompt.methods.fixed import in_context_template
+from rlprompt.models import register_model
+from rlprompt.perplexity import heldout_sentences, perplexity
+from rlprompt.scoring import Scorer
+from rlprompt.tasks import Example
+from rlprompt.train import main as train_main
+
+ROWS = [
+    ("a gorgeous , witty , seductive movie .", 1),
+    ("the film is strictly routine .", 0),
+    ("a charming and often affecting journey .", 1),
+    ("bad .", 0),
+    ("an utterly incompetent , overlong mess .", 0),
+    ("a masterpiece of quiet grace .", 1),
+    ("dull , lifeless and far too long .", 0),
+    ("warm , funny and wise .", 1),
+]
+
+
+@pytest.mark.parametrize("model", ["tiny_gpt2", "tiny_gpt2_eager", "tiny_llama", "tiny_bert"])
+@pytest.mark.parametrize("reuse_prefix", [True, False])
+def test_differentiable_scores_equal_cached_scores(model, reuse_prefix, request, examples):
+    lm = request.getfixturevalue(model)
+    template = "{sentence} {prompt}" if lm.kind == "causal" else "{sentence} {prompt} <mask> ."
+    scorer = Scorer(lm, template, ["bad", "good"], prompt_budget=8)
+    ids = scorer.prompt_ids(" It was really")
+    cached = scorer.score([ids], examples)[0]
+    soft = lm.model.get_input_embeddings()(torch.tensor(ids)).detach()
+    as_embeddings = scorer.evaluate_logprobs(examples, soft, reuse_prefix=reuse_prefix, batch_size=2)
+    np.testing.assert_allclose(as_embeddings, cached, atol=2e-4)
+    with torch.no_grad():
+        as_ids = scorer.label_logprobs(examples, prompt_ids=ids, reuse_prefix=reuse_prefix).numpy()
+    np.testing.assert_allclose(as_ids, cached, atol=2e-4)
+
+
+@pytest.mark.parametrize("reuse_prefix", [True, False])
+def test_gradients_reach_the_soft_prompt_and_only_it(tiny_llama, examples, reuse_prefix):
+    scorer = Scorer(tiny_llama, "{sentence} {prompt}", ["bad", "good"], prompt_budget=8)
+    soft = torch.nn.Parameter(torch.randn(3, tiny_llama.model.config.hidden_size) * 0.1)
+    lp = scorer.label_logprobs(examples, prompt_embeds=soft, reuse_prefix=reuse_prefix)
+    torch.nn.functional.cross_entropy(lp, torch.tensor([ex.label for ex in examples])).backward()
+    assert soft.grad is not None and soft.grad.abs().sum() > 0
+    assert all(p.grad is None for p in tiny_llama.model.parameters())
+
+
+@pytest.mark.parametrize("template", ["{sentence} {prompt} <mask> .", "<mask> : {prompt} {sentence}"])
+def test_masked_soft_prompt_reads_the_label_at_the_shifted_mask(tiny_bert, examples, template):
+    scorer = Scorer(tiny_bert, template, ["bad", "good"], prompt_budget=8)
+    n = 4
+    soft = torch.randn(n, tiny_bert.model.config.hidden_size)
+    encoded = [scorer.encoder.encode_example(ex.text) for ex in examples]
+    inputs, mask, label_pos = scorer.embedded_inputs(encoded, soft)
+    mask_embedding = tiny_bert.model.get_input_embeddings()(torch.tensor(tiny_bert.mask_token_id))
+    for i, enc in enumerate(encoded):
+        assert torch.equal(inputs[i, label_pos[i]], mask_embedding)  # the label is read at the mask
+        assert torch.equal(inputs[i, len(enc.head) : len(enc.head) + n], soft)  # the prompt at its slot
+        assert int(mask[i].sum()) == len(enc.head) + n + len(enc.tail)
+    # A mask after the prompt moves with its length; one before it does not.
+    _, _, without = scorer.embedded_inputs(encoded, soft[:0])
+    shift = 0 if template.startswith("<mask>") else n
+    assert torch.equal(label_pos, without + shift)
+
+
+def test_perplexity_matches_the_models_own_loss(tiny_llama):
+    sentence = "the film is strictly routine ."
+    ids = [tiny_llama.start_id, *tiny_llama.encode(sentence)]
+    with torch.no_grad():
+        loss = tiny_llama.model(input_ids=torch.tensor([ids]), labels=torch.tensor([ids])).loss
+    assert perplexity(tiny_llama, [sentence]) == pytest.approx(float(torch.exp(loss)), rel=1e-4)
+    soft = torch.randn(2, tiny_llama.model.config.hidden_size)
+    assert perplexity(tiny_llama, [sentence], soft) != pytest.approx(perplexity(tiny_llama, [sentence]))
+    assert len(heldout_sentences(200)) == 200
+
+
+def test_pseudo_perplexity_of_a_masked_lm_is_finite(tiny_bert):
+    value = perplexity(tiny_bert, ["a gorgeous , witty movie .", "bad ."])
+    assert 1 < value < 10 * tiny_bert.tokenizer.vocab_size
+
+
+def test_in_context_template_is_balanced_and_seeded(examples):
+    train = [Example(f"x/{i}", s, y) for i, (s, y) in enumerate(ROWS)]
+    text = in_context_template("{sentence} {prompt}", "causal", train, ["bad", "good"], "It was", 4, "\n", 0)
+    demos = text.split("\n")[:-1]
+    assert len(demos) == 4 and text.endswith("\n{sentence} {prompt}")
+    assert (
+        sum(d.endswith("It was good") for d in demos) == 2
+        and sum(d.endswith("It was bad") for d in demos) == 2
+    )
+    again = in_context_template("{sentence} {prompt}", "causal", train, ["bad", "good"], "It was", 4, "\n", 0)
+    other = in_context_template("{sentence} {prompt}", "causal", train, ["bad", "good"], "It was", 4, "\n", 1)
+    assert text == again and text != other
+
+
+@pytest.fixture
+def tiny_task(tmp_path):
+    lines = "sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in ROWS)
+    for split in ("train", "dev", "test"):
+        (tmp_path / f"{split}.tsv").write_text(lines, encoding="utf-8")
+    spec = "name: tiny\ntrain: train.tsv\ndev: dev.tsv\ntest: test.tsv\nverbalizers: {0: bad, 1: good}\n"
+    (tmp_path / "task.yaml").write_text(spec, encoding="utf-8")
+    return tmp_path
+
+
+def _train(tiny_task, capsys, *settings: str) -> int:
+    argv = ["--quiet", "--set", f"task.name={tiny_task / 'task.yaml'}",
+            "--set", f"output_dir={tiny_task / 'runs'}", "--set", "heldout_sentences=4"]  # fmt: skip
+    for setting in settings:
+        argv += ["--set", setting]
+    with pytest.raises(SystemExit) as done:
+        run_cli(train_main, argv)
+    err = capsys.readouterr().err
+    assert done.value.code == 0, err
+    return done.value.code
+
+
+@pytest.mark.parametrize(
+    ("model", "method", "lr"),
+    [
+        # Soft prompts need a real model: a random tiny one barely depends on a shared prefix.
+        ("smollm2-135m", "soft_prompt", 0.03),
+        ("bert-tiny-splade", "soft_prompt", 0.1),
+        ("tiny-llama", "lora", 0.01),
+        ("bert-tiny-splade", "lora", 0.01),
+        ("tiny-gpt2", "full_finetune", 3e-3),
+    ],
+)
+def test_each_gradient_method_lowers_its_training_loss(
+    model, method, lr, tiny_task, capsys, tiny_llama, tiny_gpt2, smol, bert
+):
+    for lm in (tiny_llama, tiny_gpt2):
+        register_model(lm)
+    shared = (tiny_llama, tiny_gpt2, smol, bert)
+    weights = [p.detach().clone() for lm in shared for p in lm.model.parameters()]
+    _train(tiny_task, capsys, f"model={model}", f"method={method}", f"{method}.steps=24",
+           f"{method}.batch_size=8", f"{method}.learning_rate={lr}", "evaluations=3")  # fmt: skip
+    (run_dir,) = (tiny_task / "runs").iterdir()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 8, 16, 24]
+    losses = [r["train_loss"] for r in records[1:]]
+    assert losses[-1] < losses[0] * 0.9, losses
+    result = MethodResult.load(run_dir / "result.json")
+    assert result.method == method and result.steps == 24 and result.trainable_params > 0
+    assert result.perplexity_before is not None and result.perplexity_after is not None
+    assert result.dev_accuracy == max(r["dev_accuracy"] for r in records)
+    # The shared frozen models are untouched: methods that train weights work on a copy.
+    after = [p.detach() for lm in shared for p in lm.model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(weights, after, strict=True))
+    assert all(not p.requires_grad for lm in shared for p in lm.model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("model", "method"),
+    [
+        ("tiny-llama", "soft_prompt"),
+        ("tiny-bert", "soft_prompt"),
+        ("tiny-llama", "lora"),
+        ("tiny-gpt2", "full_finetune"),
+    ],
+)
+def test_exports_load_back_and_evaluate_to_the_same_accuracy(
+    model, method, tiny_task, capsys, tiny_llama, tiny_gpt2, tiny_bert
+):
+    from peft import PeftModel
+
+    for lm in (tiny_llama, tiny_gpt2, tiny_bert):
+        register_model(lm)
+    _train(tiny_task, capsys, f"model={model}", f"method={method}", f"{method}.steps=6", "evaluations=2",
+           f"{method}.learning_rate=0.01")  # fmt: skip
+    (run_dir,) = (tiny_task / "runs").iterdir()
+    result = MethodResult.load(run_dir / "result.json")
+    artifact = run_dir / result.artifact
+    lm = {"tiny-llama": tiny_llama, "tiny-gpt2": tiny_gpt2, "tiny-bert": tiny_bert}[model]
+    if method == "soft_prompt":  # PEFT's own loader reads it
+        loaded = PeftModel.from_pretrained(lm.model, artifact)
+        assert loaded.prompt_encoder["default"].embedding.weight.shape[0] == 5
+    elif method == "lora":
+        assert (artifact / "adapter_config.json").exists()
+        PeftModel.from_pretrained(__import__("copy").deepcopy(lm.model), artifact)
+    else:
+        assert (artifact / "config.json").exists() and (artifact / "tokenizer_config.json").exists()
+    with pytest.raises(SystemExit) as done:
+        run_cli(evaluate_main, ["--adapter", str(artifact), "--json"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0
+    (evaluated,) = json.loads(out)["results"]
+    assert evaluated["accuracy"] == pytest.approx(result.test_accuracy)
+
+
+def test_manual_method_keeps_the_best_prompt_on_dev(tiny_task, capsys, tiny_gpt2):
+    register_model(tiny_gpt2)
+    prompts = ["It was", "All in all", "Overall the movie was"]
+    _train(tiny_task, capsys, "model=tiny-gpt2", "method=manual", f"manual_prompts={json.dumps(prompts)}")
+    (run_dir,) = (tiny_task / "runs").iterdir()
+    exported = json.loads((run_dir / "prompt.json").read_text())
+    candidates = exported["metrics"]["candidates"]
+    assert set(candidates) == set(prompts)
+    assert candidates[exported["text"]] == max(candidates.values())
+    assert MethodResult.load(run_dir / "result.json").trainable_params == 0
+
+
+def test_adapter_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        run_cli(evaluate_main, ["--adapter", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "rlprompt_adapter.json" in err and "Traceback" not in err

@@ -1,0 +1,74 @@
+"""The comparison report, built from small fixture runs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from rlprompt.errors import run_cli
+from rlprompt.methods import MethodResult
+from rlprompt.report import collect, report_markdown
+from rlprompt.report import main as report_main
+
+BASE = MethodResult(
+    method="rl", seed=0, model="m", task="sst-2", dev_accuracy=0.7, test_accuracy=0.7, test_macro_f1=0.7,
+    steps=100, train_seconds=10.0, lm_tokens=1000, trainable_params=500, artifact="prompt.json",
+    artifact_bytes=2048, learned="great movie", interpretable=True, transferable=True,
+    curve=[{"step": 0, "lm_tokens": 10, "dev_accuracy": 0.5, "best_dev_accuracy": 0.5},
+           {"step": 100, "lm_tokens": 1000, "dev_accuracy": 0.7, "best_dev_accuracy": 0.7}],
+)  # fmt: skip
+
+
+def _write(root, results):
+    for r in results:
+        run_dir = root / f"{r.method}__s{r.seed}"
+        run_dir.mkdir(parents=True)
+        r.save(run_dir)
+
+
+def test_report_table_aggregates_over_seeds(tmp_path):
+    results = [
+        replace(BASE, seed=0, test_accuracy=0.70),
+        replace(BASE, seed=1, test_accuracy=0.80, learned="bad | film"),
+        replace(BASE, method="lora", seed=0, test_accuracy=0.6, interpretable=False, transferable=False,
+                trainable_params=2_000_000, artifact_bytes=3 * 2**20, perplexity_before=10.0,
+                perplexity_after=12.5),
+        replace(BASE, method="manual", seed=0, test_accuracy=0.5, curve=BASE.curve[:1], trainable_params=0),
+    ]  # fmt: skip
+    _write(tmp_path / "cmp", results)
+    loaded = collect([tmp_path / "cmp"])
+    assert sorted((r.method, r.seed) for r in loaded) == [("lora", 0), ("manual", 0), ("rl", 0), ("rl", 1)]
+    text = report_markdown(loaded)
+    table = text.split("## Per seed")[0]
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert "0.750 ± 0.071" in rows["rl"]  # mean and sample std of 0.70 and 0.80
+    assert "| 2 |" in rows["rl"] and "none (model unchanged)" in rows["rl"]
+    assert "10.0 → 12.5" in rows["lora"] and "2.0M" in rows["lora"] and "3.0 MB" in rows["lora"]
+    assert rows["lora"].rstrip().endswith("| no | no |")
+    assert text.index("| rl |") < text.index("| lora |") < text.index("| manual |")
+    assert "bad \\| film" in text  # a learned prompt cannot break the table
+
+
+def test_report_cli_writes_markdown_and_plot(tmp_path, capsys):
+    _write(tmp_path / "a", [BASE])
+    _write(tmp_path / "b", [replace(BASE, method="soft_prompt", interpretable=False, transferable=False)])
+    with pytest.raises(SystemExit) as done:
+        run_cli(report_main, [str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "out")])
+    assert done.value.code == 0
+    assert "| soft_prompt |" in (tmp_path / "out" / "report.md").read_text()
+    assert (tmp_path / "out" / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("setup", ["missing", "empty", "broken"])
+def test_report_errors_name_the_directory(tmp_path, capsys, setup):
+    target = tmp_path / "run"
+    if setup != "missing":
+        target.mkdir()
+    if setup == "broken":
+        (target / "result.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(SystemExit) as done:
+        run_cli(report_main, [str(target)])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and str(target) in err and "Traceback" not in err
