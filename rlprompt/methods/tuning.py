@@ -4,7 +4,7 @@ The loss is the cross-entropy, over the task's classes, of the Scorer's label lo
 the RL reward and every evaluation use). LoRA and full fine-tuning read the input through the template
 with the task's manual prompt (prompt-based fine-tuning, as in LM-BFF); the soft prompt's virtual tokens
 take the template's ``{prompt}`` slot, where the RL prompt goes, and start from the manual prompt's
-embeddings, so step 0 of every method is the manual prompt. Methods that train weights work on a copy of
+embeddings (repeated to fill them, as PEFT's text init does). Methods that train weights work on a copy of
 the task LM: the shared frozen model is never touched.
 """
 
