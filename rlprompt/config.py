@@ -229,6 +229,10 @@ class RLConfig:
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
+    # After RL: policy-guided coordinate ascent on the training reward (see methods/rl.py polish_prompt);
+    # the prompts it accepts are candidates on dev like any other. 0 turns it off.
+    polish_rounds: int = 0
+    polish_top_k: int = 50
 
 
 @dataclasses.dataclass

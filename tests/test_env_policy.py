@@ -93,3 +93,34 @@ def test_ppo_with_the_token_policy_finds_the_target_prompt(tiny_llama):
     state = model.policy.state_dict()
     assert not any("lm" in k or "embed" in k for k in state)
     assert sum(v.numel() for v in state.values()) < 20_000
+
+
+def test_polish_accepts_only_single_token_changes_that_raise_the_training_reward(tiny_gpt2, tmp_path):
+    from rlprompt.envs.prompt_env import gap_reward
+
+    from rlprompt.config import TrainConfig
+    from rlprompt.methods.rl import _make_algorithm, _make_env, polish_prompt
+    from rlprompt.models import register_model
+    from rlprompt.scoring import Scorer
+    from rlprompt.tasks import Example
+    from rlprompt.vocab import action_vocabulary
+
+    register_model(tiny_gpt2)
+    sentences = ["a gorgeous , witty movie .", "strictly routine .", "warm and wise .", "a dull mess ."]
+    train = [Example(f"p/{i}", s, (i + 1) % 2) for i, s in enumerate(sentences)]
+    scorer = Scorer(tiny_gpt2, "{sentence} {prompt}", ["bad", "good"], prompt_budget=8)
+    vocab = action_vocabulary(tiny_gpt2, "frequent", 40)
+    config = TrainConfig(model="tiny-gpt2")
+    config.policy.adapter_hidden = 16
+    config.env.num_envs, config.env.examples_per_reward = 4, 4
+    model = _make_algorithm(
+        config, 0, _make_env(config, 0, scorer, train, vocab), vocab, "tiny-gpt2", tmp_path
+    )
+    start = tuple(int(t) for t in vocab[:5])
+    accepted = polish_prompt(model, scorer, train, start, vocab, 3, 40, 200.0, 180.0)
+    assert accepted, "coordinate ascent over 40 tokens per position found nothing better on a random model"
+    labels = np.array([ex.label for ex in train])
+    rewards = gap_reward(scorer.score([start, *accepted], train), labels)
+    assert np.all(np.diff(rewards) > 0)
+    for before, after in zip([start, *accepted], accepted, strict=False):
+        assert sum(a != b for a, b in zip(before, after, strict=True)) == 1

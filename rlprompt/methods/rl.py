@@ -66,6 +66,15 @@ def run(ctx: MethodContext) -> MethodResult:
             )
         if not interrupted and tracker.last_eval_step != model.num_timesteps:
             tracker.evaluate(model.num_timesteps)
+        if not interrupted and config.rl.polish_rounds and tracker.best is not None:
+            polished = polish_prompt(
+                model, scorer, train_examples, tracker.best.ids, vocab, config.rl.polish_rounds,
+                config.rl.polish_top_k, config.env.correct_scale, config.env.wrong_scale,
+            )  # fmt: skip
+            tracker.evaluate(model.num_timesteps, extra=polished, label="polish")
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted while polishing: evaluating the best prompt so far", flush=True)
     finally:
         tracker.close()
     train_seconds = time.perf_counter() - start
@@ -112,6 +121,53 @@ def run(ctx: MethodContext) -> MethodResult:
         artifact="prompt.json", artifact_bytes=path_bytes(run_dir / "prompt.json"), learned=best.text,
         interpretable=True, transferable=True, curve=tracker.log.curve, interrupted=interrupted,
     )  # fmt: skip
+
+
+def polish_prompt(
+    model, scorer, train_examples, start: tuple[int, ...], vocab: np.ndarray, rounds: int, top_k: int,
+    correct_scale: float, wrong_scale: float,
+) -> list[tuple[int, ...]]:  # fmt: skip
+    """Policy-guided coordinate ascent on the training reward, after RL has converged.
+
+    PPO settles on one prompt after a few thousand steps (within-batch normalisation leaves no signal once
+    every environment writes the same prompt). From the best prompt, each position in turn is replaced by
+    the policy's ``top_k`` tokens for it (given the prompt before it), all scored in one Scorer call on the
+    training examples; the best change is kept when it raises the gap reward. Returns the prompts accepted
+    along the way (the caller picks among them on dev, like any other candidate)."""
+    import torch
+
+    from rlprompt.envs.prompt_env import PAD, gap_reward
+
+    labels = np.array([ex.label for ex in train_examples])
+
+    def rewards(prompts):
+        return gap_reward(scorer.score(prompts, train_examples), labels, correct_scale, wrong_scale)
+
+    current = tuple(start)
+    best_reward = float(rewards([current])[0])
+    accepted = []
+    length = len(current)
+    for _ in range(rounds):
+        improved = False
+        for pos in range(length):
+            obs = np.full((1, length), PAD, dtype=np.int64)
+            obs[0, :pos] = current[:pos]
+            obs_t, _ = model.policy.obs_to_tensor(obs)
+            with torch.no_grad():
+                logits = model.policy.get_distribution(obs_t).distribution.logits[0]
+            top = torch.topk(logits, min(top_k, logits.shape[-1])).indices.cpu().numpy()
+            options = [current[:pos] + (int(vocab[a]),) + current[pos + 1 :] for a in top]
+            options = [o for o in dict.fromkeys(options) if o != current]
+            if not options:
+                continue
+            scores = rewards(options)
+            i = int(np.argmax(scores))
+            if scores[i] > best_reward:
+                current, best_reward, improved = options[i], float(scores[i]), True
+                accepted.append(current)
+        if not improved:
+            break
+    return accepted
 
 
 def _check_same_tokenizer(task_lm: LanguageModel, backbone: LanguageModel) -> None:
@@ -215,13 +271,15 @@ class _Tracker:
             obs[0, t] = self.vocab[int(action[0])]
         return tuple(int(t) for t in obs[0])
 
-    def evaluate(self, step: int) -> None:
+    def evaluate(self, step: int, extra: list[tuple[int, ...]] = (), label: str = "rl") -> None:
+        """Score the greedy prompt, the best training prompts since the last evaluation and ``extra``
+        prompts (the polished ones) on dev; keep the best."""
         from rlprompt.envs.prompt_env import batch_accuracy, gap_reward
 
         self.last_eval_step = step
         greedy = self.greedy_prompt()
         elite = sorted(self.recent, key=self.recent.get, reverse=True)[: self.config.candidates_per_eval]
-        prompts = list(dict.fromkeys([greedy, *elite]))
+        prompts = list(dict.fromkeys([greedy, *elite, *extra]))
         self.recent.clear()
         logprobs = self.scorer.score(prompts, self.dev)
         accuracy = batch_accuracy(logprobs, self.dev_labels)
@@ -247,7 +305,7 @@ class _Tracker:
             train_reward=self.rewards[-1] if self.rewards else None,
             train_batch_accuracy=self.accuracies[-1] if self.accuracies else None,
             greedy_prompt=found[0].text, greedy_dev_accuracy=found[0].dev_accuracy,
-            best_prompt=self.best.text, best_dev_reward=self.best.dev_reward,
+            best_prompt=self.best.text, best_dev_reward=self.best.dev_reward, phase=label,
             reward_queries=int(self.scorer.stats.pairs_scored),
         )  # fmt: skip
         logger = self.model.logger
