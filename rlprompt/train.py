@@ -51,10 +51,6 @@ def main(argv: list[str] | None = None) -> int:
 def train(config: TrainConfig, progress: bool = True) -> dict:
     """Run every configured method on every seed. Returns the run directory, the results and a summary
     (one run: also ``prompt`` and ``metrics`` of the RL prompt, for scripts that want them)."""
-    from stable_baselines3.common.utils import set_random_seed
-
-    from rlprompt.methods import MethodContext, run_method
-
     task = load_task(config.task.name, config.task.seed)
     lm = load_model(config.model)
     methods, seeds = config.method_list, config.seed_list
@@ -70,25 +66,18 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     )  # fmt: skip
     test_scorer = make_scorer(lm, task, config.task.template, prompt_budget=budget, prefix_cache_mb=4096)
     cache: dict = {}
-    results = []
-    for seed in seeds:
-        for method in methods:
-            run_dir = root
-            if not single:
-                run_dir = root / f"{method}__s{seed}"
-                run_dir.mkdir()
-                _write_config(
-                    dataclasses.replace(config, method=method, methods=[], seed=seed, seeds=[]), run_dir
-                )
-            set_random_seed(seed)
-            ctx = MethodContext(config, seed, task, lm, run_dir, test_scorer, progress, cache)
-            result = run_method(method, ctx)
-            results.append(result)
-            print(
-                f"{method} seed {seed}: dev {result.dev_accuracy:.3f} test {result.test_accuracy:.3f} "
-                f"({result.learned}) in {result.train_seconds:.0f} s",
-                flush=True,
-            )
+    results: list = []
+    try:
+        for seed in seeds:
+            for method in methods:
+                result = _run_one(config, method, seed, task, lm, root, single, test_scorer, cache, progress)
+                results.append(result)
+                if result.interrupted and not single:  # Ctrl-C stopped its training: stop the comparison
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        if single or not results:
+            raise
+        print("\ninterrupted: the report covers the runs that finished", flush=True)
     out = {"run_dir": root, "results": results}
     if single:
         summary_file = root / "summary.txt"
@@ -110,6 +99,27 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         report = write_report([root], root)
         out["summary"] = f"run: {root}\n\n{report}"
     return out
+
+
+def _run_one(config, method, seed, task, lm, root: Path, single: bool, test_scorer, cache, progress):
+    """One method on one seed, in its own run directory (the root one for a single run)."""
+    from stable_baselines3.common.utils import set_random_seed
+
+    from rlprompt.methods import MethodContext, run_method
+
+    run_dir = root
+    if not single:
+        run_dir = root / f"{method}__s{seed}"
+        run_dir.mkdir()
+        _write_config(dataclasses.replace(config, method=method, methods=[], seed=seed, seeds=[]), run_dir)
+    set_random_seed(seed)
+    result = run_method(method, MethodContext(config, seed, task, lm, run_dir, test_scorer, progress, cache))
+    print(
+        f"{method} seed {seed}: dev {result.dev_accuracy:.3f} test {result.test_accuracy:.3f} "
+        f"({result.learned}) in {result.train_seconds:.0f} s",
+        flush=True,
+    )
+    return result
 
 
 def _write_config(config: TrainConfig, run_dir: Path) -> None:

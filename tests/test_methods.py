@@ -216,3 +216,23 @@ def test_adapter_errors_are_one_line(tmp_path, capsys):
         run_cli(evaluate_main, ["--adapter", str(tmp_path)])
     err = capsys.readouterr().err
     assert done.value.code == 2 and "rlprompt_adapter.json" in err and "Traceback" not in err
+
+
+def test_an_interrupted_comparison_stops_and_reports_what_finished(tiny_task, capsys, tiny_gpt2, monkeypatch):
+    import rlprompt.methods as methods
+
+    register_model(tiny_gpt2)
+    real = methods.run_method
+
+    def interrupt_in_context(name, ctx):
+        result = real(name, ctx)
+        result.interrupted = name == "in_context"  # as if Ctrl-C had stopped its training
+        result.save(ctx.run_dir)
+        return result
+
+    monkeypatch.setattr(methods, "run_method", interrupt_in_context)
+    _train(tiny_task, capsys, "model=tiny-gpt2", "methods=[manual, in_context]", "seeds=[0, 1]")
+    (root,) = (tiny_task / "runs").iterdir()
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["in_context__s0", "manual__s0"]
+    report = (root / "report.md").read_text()
+    assert "| manual | 0 |" in report and "| in_context | 0 |" in report and "(interrupted)" in report
