@@ -77,11 +77,12 @@ def report_markdown(results: list[MethodResult]) -> str:
         f"# Comparison: {', '.join(tasks)} on {', '.join(models)}",
         "",
         "Test accuracy of each method's best checkpoint by dev accuracy, mean ± sample std over seeds. "
+        "Train time: wall time of training and dev evaluations (not test). "
         "LM tokens: task-LM tokens fed forward in training and dev evaluation (a backward pass costs about "
         "twice a forward one on top, for the gradient methods). Forgetting: perplexity on general held-out "
         "sentences before → after (a discrete prompt leaves the model unchanged).",
         "",
-        "| method | test accuracy | dev accuracy | seeds | trainable params | artifact | wall time "
+        "| method | test accuracy | dev accuracy | seeds | trainable params | artifact | train time "
         "| LM tokens | forgetting (ppl) | interpretable | transferable |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -125,16 +126,17 @@ def plot_curves(results: list[MethodResult], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method, rs in _grouped(results).items():
+    for i, (method, rs) in enumerate(_grouped(results).items()):
+        color = f"C{i}"  # one colour per method, lines and single points alike
         length = min(len(r.curve) for r in rs)
         if length == 0:
             continue
         tokens = np.mean([[max(p["lm_tokens"], 1) for p in r.curve[:length]] for r in rs], axis=0)
         best = np.mean([[p["best_dev_accuracy"] for p in r.curve[:length]] for r in rs], axis=0)
         if length == 1:
-            ax.scatter(tokens, best, label=method, marker="s", zorder=3)
+            ax.scatter(tokens, best, label=method, marker="s", zorder=3, color=color)
         else:
-            ax.plot(tokens, best, marker=".", label=method)
+            ax.plot(tokens, best, marker=".", label=method, color=color)
     ax.set_xscale("log")
     ax.set_xlabel("task-LM tokens processed (training + dev evaluation)")
     ax.set_ylabel("best dev accuracy so far (mean over seeds)")
