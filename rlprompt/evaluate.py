@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     data_seed = args.seed or seed or DEFAULT_SEED
     task = load_task(args.task or task_name, data_seed)
     examples = task.examples(args.split)[: args.limit]
-    lm = load_model(args.model or (meta["model"] if meta else None) or "smollm2-135m")
+    default_model = meta["model"] if meta else (source.model if source else "smollm2-135m")
+    lm = load_model(args.model or default_model)
     start = time.perf_counter()
     if adapters:
         results = [
