@@ -218,7 +218,7 @@ class PolicyConfig:
 class RLConfig:
     """Stable-Baselines3 hyperparameters, under SB3's own names."""
 
-    algo: typing.Literal["ppo", "a2c"] = "ppo"
+    algo: typing.Literal["ppo", "a2c", "sql"] = "ppo"  # sql: soft Q-learning (rlprompt/sql.py)
     learning_rate: float = 3e-4
     n_steps: int = 5  # env steps per rollout and env: one prompt each
     batch_size: int = 80  # PPO only
@@ -233,6 +233,12 @@ class RLConfig:
     # the prompts it accepts are candidates on dev like any other. 0 turns it off.
     polish_rounds: int = 0
     polish_top_k: int = 50
+    # SQL only (RLPrompt's values in brackets; learning_rate above: RLPrompt 5e-5): target-network Polyak
+    # rate (1e-3), sampling among the top-k Q-values (256; 0: all), replay of past prompt batches (off).
+    polyak: float = 1e-3
+    top_k: int = 256
+    replay_size: int = 0
+    replay_batches: int = 0
 
 
 @dataclasses.dataclass

@@ -124,3 +124,35 @@ def test_polish_accepts_only_single_token_changes_that_raise_the_training_reward
     assert np.all(np.diff(rewards) > 0)
     for before, after in zip([start, *accepted], accepted, strict=False):
         assert sum(a != b for a, b in zip(before, after, strict=True)) == 1
+
+
+def test_sql_with_the_token_policy_finds_the_target_prompt(tiny_llama, tmp_path):
+    from rlprompt.sql import SQL
+
+    register_model(tiny_llama)
+    vocab = tiny_llama.encode(" good bad movie film really plot acting story")
+    target = (vocab[5], vocab[2], vocab[7])
+    scorer = ToyScorer(tiny_llama, target)
+    examples = [Example(f"e{i}", "x", 1) for i in range(4)]
+    # Raw rewards in [-3, 3]: Q-learning targets need a reward scale that does not move with the policy.
+    env = PromptVecEnv(scorer, examples, vocab, num_envs=16, prompt_length=3, examples_per_reward=4, seed=0,
+                       normalize=False, correct_scale=3.0, wrong_scale=3.0)  # fmt: skip
+    torch.manual_seed(0)
+    model = SQL(
+        TokenPolicy, env, learning_rate=1e-2, polyak=0.05, top_k=0, replay_size=8, replay_batches=1, seed=0,
+        policy_kwargs={"backbone": "tiny-llama", "action_token_ids": vocab, "adapter_hidden": 64},
+    )  # fmt: skip
+    model.learn(total_timesteps=16 * 3 * 60)
+    obs = np.full((1, 3), PAD, dtype=np.int64)
+    for t in range(3):
+        action, _ = model.predict(obs, deterministic=True)
+        obs[0, t] = vocab[int(action[0])]
+    assert tuple(obs[0].tolist()) == target
+    # save / load round trip: the same greedy actions
+    model.save(tmp_path / "sql.zip")
+    loaded = SQL.load(tmp_path / "sql.zip", env=env)
+    probe = np.array([[PAD, PAD, PAD], [target[0], PAD, PAD], [target[0], target[1], PAD]])
+    assert (
+        loaded.predict(probe, deterministic=True)[0].tolist()
+        == model.predict(probe, deterministic=True)[0].tolist()
+    )

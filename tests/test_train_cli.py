@@ -11,6 +11,7 @@ from rlprompt import load_prompt
 from rlprompt.errors import RLPromptError, run_cli
 from rlprompt.evaluate import main as evaluate_main
 from rlprompt.models import register_model
+from rlprompt.sql import SQL
 from rlprompt.train import main as train_main
 
 ROWS = [("a joy to watch .", 1), ("a dull , lifeless mess .", 0), ("warm and funny .", 1), ("tedious .", 0),
@@ -36,7 +37,7 @@ def run(main, argv, capsys):
     return exit_info.value.code, out, err
 
 
-@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "sql"])
 def test_train_smoke_run_writes_a_complete_run_directory(algo, tiny_gpt2, tiny_task, tmp_path, capsys):
     register_model(tiny_gpt2)
     config = tmp_path / "run.yaml"
@@ -56,7 +57,7 @@ def test_train_smoke_run_writes_a_complete_run_directory(algo, tiny_gpt2, tiny_t
     files = {p.name for p in run_dir.iterdir()}
     assert {"config.yaml", "metrics.jsonl", "prompt.json", "summary.txt", "policy.zip"} <= files
     # The checkpoint holds the small trainable part and names the backbone; it does not copy it.
-    policy_class = {"ppo": PPO, "a2c": A2C}[algo]
+    policy_class = {"ppo": PPO, "a2c": A2C, "sql": SQL}[algo]
     reloaded = policy_class.load(run_dir / "policy.zip")
     assert reloaded.policy.backbone == "tiny-gpt2"
     assert (run_dir / "policy.zip").stat().st_size < 200_000
@@ -90,7 +91,7 @@ def test_train_smoke_run_writes_a_complete_run_directory(algo, tiny_gpt2, tiny_t
     ("argv", "message"),
     [
         (["--set", "rl.learning_rat=1"], "--set rl.learning_rat: unknown key 'rl.learning_rat'; did you mean 'rl.learning_rate'?"),  # noqa: E501
-        (["--set", "rl.algo=dqn"], "'rl.algo' must be one of 'ppo', 'a2c', got 'dqn'"),
+        (["--set", "rl.algo=dqn"], "'rl.algo' must be one of 'ppo', 'a2c', 'sql', got 'dqn'"),
         (["--set", "total_timesteps=0"], "'total_timesteps' must be at least 1, got 0"),
         (["--set", "env.num_envs=many"], "'env.num_envs' must be an integer, got 'many'"),
         (["--config", "missing.yaml"], "missing.yaml: file not found"),

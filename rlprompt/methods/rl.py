@@ -196,6 +196,7 @@ def _make_algorithm(config, seed: int, env, vocab, backbone: str, run_dir: Path)
     from stable_baselines3 import A2C, PPO
 
     from rlprompt.policies.token_policy import TokenPolicy
+    from rlprompt.sql import SQL
 
     rl = config.rl
     policy_kwargs = {
@@ -219,6 +220,13 @@ def _make_algorithm(config, seed: int, env, vocab, backbone: str, run_dir: Path)
             clip_range=rl.clip_range,
             **common,
         )
+    if rl.algo == "sql":
+        return SQL(
+            TokenPolicy, env, learning_rate=rl.learning_rate, polyak=rl.polyak, top_k=rl.top_k,
+            gradient_steps=rl.n_epochs, replay_size=rl.replay_size, replay_batches=rl.replay_batches,
+            max_grad_norm=rl.max_grad_norm, policy_kwargs=policy_kwargs, seed=seed,
+            tensorboard_log=str(run_dir), verbose=0,
+        )  # fmt: skip
     return A2C(TokenPolicy, env, **common)
 
 
