@@ -123,8 +123,8 @@ class SQL(BaseAlgorithm):
             multi = returns - later_logp
         single_loss = 0.5 * ((q_taken - single) ** 2).mean()
         multi_loss = 0.5 * ((q_taken - multi) ** 2).mean()
-        self.logger.record("train/single_step_loss", float(single_loss))
-        self.logger.record("train/multi_step_loss", float(multi_loss))
+        self.logger.record("train/single_step_loss", single_loss.item())
+        self.logger.record("train/multi_step_loss", multi_loss.item())
         return 0.5 * (single_loss + multi_loss)
 
     def _train_on(self, batch) -> None:
@@ -136,7 +136,7 @@ class SQL(BaseAlgorithm):
         self.policy.optimizer.step()
         polyak_update(self.policy.mlp_extractor.parameters(), self.target_extractor.parameters(), self.polyak)
         polyak_update(self.policy.action_net.parameters(), self.target_head.parameters(), self.polyak)
-        self.logger.record("train/loss", float(loss))
+        self.logger.record("train/loss", loss.item())
         self._n_updates += 1
 
     def learn(self, total_timesteps: int, callback=None, log_interval: int = 1, tb_log_name: str = "SQL",
