@@ -165,6 +165,7 @@ class SQL(BaseAlgorithm):
                     callback.on_training_end()
                     return self
             batch = (np.stack(observations), np.stack(actions), np.stack(rewards).astype(np.float32))
+            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
             self._update_learning_rate(self.policy.optimizer)
             for _ in range(self.gradient_steps):
                 self._train_on(batch)
@@ -183,7 +184,8 @@ class SQL(BaseAlgorithm):
         return self
 
     def _get_torch_save_params(self):
-        return ["policy", "policy.optimizer"], []
+        # The target head is saved too, so that training resumes with it (it is small).
+        return ["policy", "policy.optimizer", "target_extractor", "target_head"], []
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "target_extractor", "target_head", "replay", "_rng"]

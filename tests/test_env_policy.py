@@ -156,3 +156,25 @@ def test_sql_with_the_token_policy_finds_the_target_prompt(tiny_llama, tmp_path)
         loaded.predict(probe, deterministic=True)[0].tolist()
         == model.predict(probe, deterministic=True)[0].tolist()
     )
+
+
+def test_sql_saves_its_target_head(tiny_llama, tmp_path):
+    from rlprompt.sql import SQL
+
+    register_model(tiny_llama)
+    vocab = tiny_llama.encode(" good bad movie film")
+    env = PromptVecEnv(ToyScorer(tiny_llama, (vocab[0], vocab[1])), [Example("e", "x", 1)], vocab, num_envs=4,
+                       prompt_length=2, examples_per_reward=1, seed=0)  # fmt: skip
+    kwargs = {"backbone": "tiny-llama", "action_token_ids": vocab, "adapter_hidden": 16}
+    model = SQL(TokenPolicy, env, learning_rate=1e-2, polyak=0.5, top_k=0, seed=0, policy_kwargs=kwargs)
+    model.learn(4 * 2 * 5)
+    model.save(tmp_path / "sql.zip")
+    loaded = SQL.load(tmp_path / "sql.zip", env=env)
+    for name, module in (("target_head", model.target_head), ("target_extractor", model.target_extractor)):
+        for a, b in zip(module.parameters(), getattr(loaded, name).parameters(), strict=True):
+            assert torch.equal(a, b)
+    # ... and it differs from the online head after training (Polyak averaging lags behind).
+    assert not all(
+        torch.equal(a, b)
+        for a, b in zip(model.target_head.parameters(), model.policy.action_net.parameters(), strict=True)
+    )
