@@ -118,3 +118,20 @@ def test_prompt_file_errors(tmp_path):
     bad.write_text("{", encoding="utf-8")
     with pytest.raises(RLPromptError, match=r"p\.json: not valid JSON"):
         load_prompt(bad)
+
+
+def test_a_reward_query_budget_stops_training_early(tiny_gpt2, tiny_task, tmp_path, capsys):
+    register_model(tiny_gpt2)
+    argv = ["--quiet", "--set", "model=tiny-gpt2", "--set", f"task.name={tiny_task}",
+            "--set", f"output_dir={tmp_path / 'runs'}", "--set", "total_timesteps=4000",
+            "--set", "evaluations=4", "--set", "env.num_envs=4", "--set", "env.examples_per_reward=4",
+            "--set", "rl.batch_size=20", "--set", "policy.adapter_hidden=32",
+            "--set", "rl.max_reward_queries=200"]  # fmt: skip
+    code, out, err = run(train_main, argv, capsys)
+    assert code == 0, err
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    metrics = load_prompt(run_dir / "prompt.json").metrics
+    assert metrics["steps"] < 4000
+    # It stops at the first prompt batch that ends past the budget (each batch: 4 prompts x 4 examples,
+    # plus a dev evaluation now and then), long before the 4,000 steps would have spent.
+    assert 200 <= metrics["reward_queries"] < 400

@@ -254,14 +254,15 @@ class _Tracker:
 
         class _Callback(BaseCallback):
             def _on_step(self) -> bool:
-                tracker.on_step(self.locals.get("dones"), self.model.num_timesteps)
-                return True
+                return tracker.on_step(self.locals.get("dones"), self.model.num_timesteps)
 
         return _Callback()
 
-    def on_step(self, dones, step: int) -> None:
+    def on_step(self, dones, step: int) -> bool:
+        """Track one env step; False (stop training) once ``rl.max_reward_queries`` are spent."""
         self.log.bar.update(step - self.log.bar.n)
-        if dones is not None and np.all(dones):
+        episode_end = dones is not None and np.all(dones)
+        if episode_end:
             batch = self.env.last_batch
             for ids, reward in zip(batch["prompt_ids"], batch["rewards"], strict=True):
                 self.recent[ids] = max(reward, self.recent.get(ids, -np.inf))
@@ -269,6 +270,8 @@ class _Tracker:
             self.accuracies.append(float(np.mean(batch["accuracy"])))
         if self.last_eval_step < 0 or step - self.last_eval_step >= self.eval_every:
             self.evaluate(step)
+        budget = self.config.rl.max_reward_queries
+        return not (budget and episode_end and self.scorer.stats.pairs_scored >= budget)
 
     def greedy_prompt(self) -> tuple[int, ...]:
         from rlprompt.envs.prompt_env import PAD
