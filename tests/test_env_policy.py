@@ -11,6 +11,7 @@ from rlprompt.policies.token_policy import TokenPolicy
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
+from rlprompt.methods.rl import greedy_prompt
 from rlprompt.models import register_model
 from rlprompt.scoring import Scorer
 from rlprompt.tasks import Example
@@ -84,11 +85,7 @@ def test_ppo_with_the_token_policy_finds_the_target_prompt(tiny_llama):
         policy_kwargs={"backbone": "tiny-llama", "action_token_ids": vocab, "adapter_hidden": 64},
     )  # fmt: skip
     model.learn(total_timesteps=16 * 3 * 60)
-    obs = np.full((1, 3), PAD, dtype=np.int64)
-    for t in range(3):
-        action, _ = model.predict(obs, deterministic=True)
-        obs[0, t] = vocab[int(action[0])]
-    assert tuple(obs[0].tolist()) == target
+    assert greedy_prompt(model, vocab, 3) == target
     # Only the adapter, value head and logit gain are trainable; the backbone is not in the checkpoint.
     state = model.policy.state_dict()
     assert not any("lm" in k or "embed" in k for k in state)
@@ -143,11 +140,7 @@ def test_sql_with_the_token_policy_finds_the_target_prompt(tiny_llama, tmp_path)
         policy_kwargs={"backbone": "tiny-llama", "action_token_ids": vocab, "adapter_hidden": 64},
     )  # fmt: skip
     model.learn(total_timesteps=16 * 3 * 60)
-    obs = np.full((1, 3), PAD, dtype=np.int64)
-    for t in range(3):
-        action, _ = model.predict(obs, deterministic=True)
-        obs[0, t] = vocab[int(action[0])]
-    assert tuple(obs[0].tolist()) == target
+    assert greedy_prompt(model, vocab, 3) == target
     # save / load round trip: the same greedy actions
     model.save(tmp_path / "sql.zip")
     loaded = SQL.load(tmp_path / "sql.zip", env=env)

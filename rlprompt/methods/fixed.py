@@ -74,7 +74,8 @@ def _run_fixed(ctx: MethodContext, method: str, template: str | None, prompts: l
         log.close()
     seconds = time.perf_counter() - start
     tokens = int(stats.tokens_processed)
-    test_scorer = ctx.test_scorer if template is None else scorer
+    # The shared test scorer has the configured template; in-context demonstrations make another one.
+    test_scorer = ctx.test_scorer if template == ctx.config.task.template else scorer
     (result,) = evaluate_prompts(test_scorer, task.examples("test"), [prompts[best]], ctx.progress)
     cfg = ctx.config
     exported = LearnedPrompt(

@@ -87,10 +87,9 @@ def run(ctx: MethodContext) -> MethodResult:
         raise RLPromptError(f"interrupted before the first evaluation: no prompt to export in {run_dir}")
     lm_tokens = int(scorer.stats.tokens_processed)  # training and dev; test scoring comes next
     reward_queries = int(scorer.stats.pairs_scored)
-    test_scorer = ctx.test_scorer if config.task.template is None else scorer
     test, manual_test = (
         r.metrics
-        for r in evaluate_prompts(test_scorer, task.examples("test"), [best.ids, manual], ctx.progress)
+        for r in evaluate_prompts(ctx.test_scorer, task.examples("test"), [best.ids, manual], ctx.progress)
     )
     metrics = {
         "dev_accuracy": best.dev_accuracy,
@@ -121,6 +120,17 @@ def run(ctx: MethodContext) -> MethodResult:
         artifact="prompt.json", artifact_bytes=path_bytes(run_dir / "prompt.json"), learned=best.text,
         interpretable=True, transferable=True, curve=tracker.log.curve, interrupted=interrupted,
     )  # fmt: skip
+
+
+def greedy_prompt(model, vocab, length: int) -> tuple[int, ...]:
+    """The prompt a trained algorithm writes when it always takes its most likely token."""
+    from rlprompt.envs.prompt_env import PAD
+
+    obs = np.full((1, length), PAD, dtype=np.int64)
+    for t in range(length):
+        action, _ = model.predict(obs, deterministic=True)
+        obs[0, t] = vocab[int(action[0])]
+    return tuple(int(t) for t in obs[0])
 
 
 def polish_prompt(
@@ -273,22 +283,13 @@ class _Tracker:
         budget = self.config.rl.max_reward_queries
         return not (budget and episode_end and self.scorer.stats.pairs_scored >= budget)
 
-    def greedy_prompt(self) -> tuple[int, ...]:
-        from rlprompt.envs.prompt_env import PAD
-
-        obs = np.full((1, self.config.env.prompt_length), PAD, dtype=np.int64)
-        for t in range(obs.shape[1]):
-            action, _ = self.model.predict(obs, deterministic=True)
-            obs[0, t] = self.vocab[int(action[0])]
-        return tuple(int(t) for t in obs[0])
-
     def evaluate(self, step: int, extra: list[tuple[int, ...]] = (), label: str = "rl") -> None:
         """Score the greedy prompt, the best training prompts since the last evaluation and ``extra``
         prompts (the polished ones) on dev; keep the best."""
         from rlprompt.envs.prompt_env import batch_accuracy, gap_reward
 
         self.last_eval_step = step
-        greedy = self.greedy_prompt()
+        greedy = greedy_prompt(self.model, self.vocab, self.config.env.prompt_length)
         elite = sorted(self.recent, key=self.recent.get, reverse=True)[: self.config.candidates_per_eval]
         prompts = list(dict.fromkeys([greedy, *elite, *extra]))
         self.recent.clear()

@@ -20,6 +20,7 @@ import torch
 from rlprompt.evaluate import make_scorer, prompt_budget
 from rlprompt.export import save_adapter
 from rlprompt.methods import EvalLog, MethodContext, MethodResult, dev_accuracy, path_bytes
+from rlprompt.metrics import classification_metrics
 from rlprompt.perplexity import heldout_sentences, perplexity
 from rlprompt.scoring import ScorerStats
 
@@ -105,7 +106,7 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
     try:
         for step in range(section.steps + 1):
             if step in eval_at:
-                model_mode(adapted, training=False)
+                adapted.model.train(False)
                 accuracy = dev_accuracy(dev_logprobs(), dev)
                 loss_avg = float(np.mean(losses)) if losses else None
                 if (
@@ -120,7 +121,7 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
                 order += list(rng.permutation(len(train)))
             batch = [train[i] for i in order[: section.batch_size]]
             del order[: section.batch_size]
-            model_mode(adapted, training=name != "soft_prompt")
+            adapted.model.train(name != "soft_prompt")  # the frozen LM stays in eval mode
             logprobs = batch_logprobs(batch)
             labels = torch.tensor([labels_of[ex.uid] for ex in batch], device=logprobs.device)
             loss = torch.nn.functional.cross_entropy(logprobs, labels)
@@ -134,29 +135,25 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         print(f"\ninterrupted at step {step}: evaluating the best checkpoint so far", flush=True)
     finally:
         log.close()
-        model_mode(adapted, training=False)
+        adapted.model.train(False)
     train_seconds = time.perf_counter() - start
     lm_tokens = int(stats.tokens_processed)
     restore(best_state)
 
     test = task.examples("test")
     if name == "soft_prompt":
-        test_scorer = ctx.test_scorer if template is None else scorer
-        test_logprobs = test_scorer.evaluate_logprobs(test, soft, progress=ctx.progress)
+        test_logprobs = ctx.test_scorer.evaluate_logprobs(test, soft, progress=ctx.progress)
     else:
         fresh = make_scorer(adapted, task, template, prompt_budget=budget)
         test_logprobs = fresh.score([manual_ids], test, progress=ctx.progress)[0]
-    from rlprompt.metrics import classification_metrics
-
     metrics = classification_metrics(test_logprobs, np.array([ex.label for ex in test]))
 
     sentences = heldout_sentences(config.heldout_sentences)
     key = ("perplexity", lm.name, len(sentences))
     if key not in ctx.cache:
         ctx.cache[key] = perplexity(lm, sentences)
-    after = perplexity(lm, sentences, soft_prompt=soft.detach()) if name == "soft_prompt" else None
-    if name != "soft_prompt":
-        after = perplexity(adapted, sentences)
+    # For the soft prompt ``adapted`` is the frozen LM itself, measured with the prompt before the text.
+    after = perplexity(adapted, sentences, soft_prompt=soft.detach() if name == "soft_prompt" else None)
 
     artifact = save_adapter(
         name, ctx.run_dir, lm=lm, scorer=scorer, task=task, config=config, seed=ctx.seed,
@@ -177,10 +174,6 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         interpretable=False, transferable=False, perplexity_before=ctx.cache[key], perplexity_after=after,
         curve=log.curve, interrupted=interrupted,
     )  # fmt: skip
-
-
-def model_mode(lm, training: bool) -> None:
-    lm.model.train(training)
 
 
 def _initial_soft_prompt(lm, scorer, n: int, text: str, rng: np.random.Generator) -> torch.Tensor:
