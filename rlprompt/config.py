@@ -239,6 +239,7 @@ class RLConfig:
     top_k: int = 256
     replay_size: int = 0
     replay_batches: int = 0
+    reward_scale: float = 1.0  # SQL: rewards × this in the losses (inverse soft-Q temperature)
     # Stop early once this many (prompt, example) pairs were scored (training and dev): the same budget of
     # reward queries for every algorithm, since prompts a policy writes again cost nothing. None: no limit.
     max_reward_queries: int | None = None

@@ -39,6 +39,8 @@ class SQL(BaseAlgorithm):
         replay_size: past episode batches kept for replay (0: purely on-policy).
         replay_batches: replayed batches trained on after each fresh one.
         max_grad_norm: gradient clipping.
+        reward_scale: rewards are multiplied by this before the losses (the inverse of the soft-Q
+            temperature): z-scored rewards of about ±1 can only tilt a softmax over 1,000 tokens a little.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class SQL(BaseAlgorithm):
         replay_size: int = 0,
         replay_batches: int = 0,
         max_grad_norm: float = 5.0,
+        reward_scale: float = 1.0,
         policy_kwargs: dict | None = None,
         tensorboard_log: str | None = None,
         verbose: int = 0,
@@ -70,6 +73,7 @@ class SQL(BaseAlgorithm):
         self.replay_size = replay_size
         self.replay_batches = replay_batches
         self.max_grad_norm = max_grad_norm
+        self.reward_scale = reward_scale
         if _init_setup_model:
             self._setup_model()
 
@@ -114,7 +118,7 @@ class SQL(BaseAlgorithm):
             q_target = self._q_values(obs, target=True)
             v_target = torch.logsumexp(q_target, dim=-1).view(steps, n)
             logp_target = q_target.gather(1, acts[:, None]).squeeze(1).view(steps, n) - v_target
-            r = torch.as_tensor(rewards, device=self.device, dtype=q.dtype)
+            r = torch.as_tensor(rewards, device=self.device, dtype=q.dtype) * self.reward_scale
             v_next = torch.cat([v_target[1:], torch.zeros_like(v_target[:1])])
             single = r + v_next
             # Rewards to go, minus the target policy's log-probs of the actions after t.

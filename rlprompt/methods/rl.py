@@ -234,8 +234,8 @@ def _make_algorithm(config, seed: int, env, vocab, backbone: str, run_dir: Path)
         return SQL(
             TokenPolicy, env, learning_rate=rl.learning_rate, polyak=rl.polyak, top_k=rl.top_k,
             gradient_steps=rl.n_epochs, replay_size=rl.replay_size, replay_batches=rl.replay_batches,
-            max_grad_norm=rl.max_grad_norm, policy_kwargs=policy_kwargs, seed=seed,
-            tensorboard_log=str(run_dir), verbose=0,
+            max_grad_norm=rl.max_grad_norm, reward_scale=rl.reward_scale, policy_kwargs=policy_kwargs,
+            seed=seed, tensorboard_log=str(run_dir), verbose=0,
         )  # fmt: skip
     return A2C(TokenPolicy, env, **common)
 
