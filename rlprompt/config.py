@@ -305,6 +305,9 @@ class TrainConfig:
         16_000  # rl: env steps (prompt tokens written); prompts = total_timesteps / prompt_length
     )
     evaluations: int = 20  # dev evaluations spread evenly over every method's training (plus one at start)
+    # Checkpoints (for --resume) in each method's own steps (rl: env steps; tuning: optimizer steps);
+    # None: after every dev evaluation. A stop request (Ctrl-C, SIGTERM) always writes one.
+    checkpoint_every: int | None = None
     candidates_per_eval: int = 4  # rl: best training prompts since the last evaluation also tried on dev
     manual_prompt: str | None = None  # reference prompt for the summary; None: the task's
     manual_prompts: list[str] = dataclasses.field(default_factory=list)  # `manual` method: best on dev wins

@@ -152,6 +152,7 @@ class SQL(BaseAlgorithm):
         callback.on_training_start(locals(), globals())
         episodes = 0
         while self.num_timesteps < total_timesteps:
+            callback.on_rollout_start()
             observations, actions, rewards = [], [], []
             done = np.zeros(self.n_envs, dtype=bool)
             while not done.all():  # one episode (a prompt) per environment, all of equal length

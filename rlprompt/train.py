@@ -15,13 +15,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import shutil
+import sys
 from datetime import datetime
 from pathlib import Path
 
 import yaml
 
+from rlprompt.checkpoint import CHECKPOINT, StopRequest, load_checkpoint
 from rlprompt.config import TrainConfig, load_train_config, to_dict
-from rlprompt.errors import run_cli
+from rlprompt.errors import RLPromptError, run_cli
 from rlprompt.evaluate import make_scorer, prompt_budget
 from rlprompt.models import LanguageModel, load_model
 from rlprompt.tasks import Task, load_task
@@ -37,26 +40,63 @@ def _parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--resume", metavar="RUN_DIR",
+        help="continue an interrupted run from its checkpoint, with the config.yaml saved in it",
+    )  # fmt: skip
+    p.add_argument(
+        "--run-dir", metavar="DIR", help="write the run here (default: a new directory in output_dir)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="with --run-dir: replace an existing directory")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    config = load_train_config(args.config, args.set)
-    result = train(config, progress=not args.quiet)
+    if args.resume:
+        if args.config or args.set or args.run_dir:
+            raise RLPromptError(
+                "--resume continues with the run's own config.yaml: drop --config, --set, --run-dir"
+            )
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise RLPromptError(f"{run_dir}: not a run directory (no config.yaml)")
+        config = load_train_config(str(run_dir / "config.yaml"))
+    else:
+        config = load_train_config(args.config, args.set)
+        run_dir = Path(args.run_dir) if args.run_dir else None
+        if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()):
+            if not args.overwrite:
+                raise RLPromptError(
+                    f"{run_dir}: run directory already exists; "
+                    f"--resume {run_dir} continues it, --overwrite replaces it"
+                )
+            shutil.rmtree(run_dir)
+    result = train(config, progress=not args.quiet, run_dir=run_dir, resume=bool(args.resume))
     print(result["summary"])
+    if any(r.interrupted for r in result["results"]):
+        print(
+            f"interrupted: continue with  python -m rlprompt.train --resume {result['run_dir']}",
+            file=sys.stderr,
+        )
+        return 130
     return 0
 
 
-def train(config: TrainConfig, progress: bool = True) -> dict:
+def train(
+    config: TrainConfig, progress: bool = True, run_dir: Path | None = None, resume: bool = False
+) -> dict:
     """Run every configured method on every seed. Returns the run directory, the results and a summary
-    (one run: also ``prompt`` and ``metrics`` of the RL prompt, for scripts that want them)."""
+    (one run: also ``prompt`` and ``metrics`` of the RL prompt, for scripts that want them).
+
+    ``run_dir``: where to write (default: a new directory under ``output_dir``); with ``resume``, runs that
+    finished there are kept, an interrupted one continues from its checkpoint and the rest start."""
     task = load_task(config.task.name, config.task.seed)
+    for split in task.split_files:  # every data file is read (and checked) before anything is written
+        task.examples(split)
     lm = load_model(config.model)
     methods, seeds = config.method_list, config.seed_list
     single = len(methods) == 1 and len(seeds) == 1
-    root = _new_run_dir(config, task, lm, methods[0] if single else "compare", seeds[0] if single else None)
-    _write_config(config, root)
     manual = config.manual_prompt if config.manual_prompt is not None else task.manual_prompt
     # One test scorer for the frozen LM with the task template: its sentence prefixes are computed once
     # and shared by every method that leaves the model unchanged. Its prompt budget fits every method.
@@ -64,20 +104,34 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         config.env.prompt_length, config.soft_prompt.num_virtual_tokens,
         prompt_budget(lm, [manual, *config.manual_prompts]),
     )  # fmt: skip
+    # Built before the run directory: it checks the template, the verbalizers and the prompt budget.
     test_scorer = make_scorer(lm, task, config.task.template, prompt_budget=budget, prefix_cache_mb=4096)
+    if run_dir is None:
+        root = _new_run_dir(
+            config, task, lm, methods[0] if single else "compare", seeds[0] if single else None
+        )
+    else:
+        root = Path(run_dir)
+        root.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        _write_config(config, root)
     cache: dict = {}
     results: list = []
-    try:
-        for seed in seeds:
-            for method in methods:
-                result = _run_one(config, method, seed, task, lm, root, single, test_scorer, cache, progress)
-                results.append(result)
-                if result.interrupted and not single:  # Ctrl-C stopped its training: stop the comparison
-                    raise KeyboardInterrupt
-    except KeyboardInterrupt:
-        if single or not results:
-            raise
-        print("\ninterrupted: the report covers the runs that finished", flush=True)
+    with StopRequest() as stop:
+        try:
+            for seed in seeds:
+                for method in methods:
+                    result = _run_one(
+                        config, method, seed, task, lm, root, single, test_scorer, cache, progress, stop,
+                        resume,
+                    )  # fmt: skip
+                    results.append(result)
+                    if (result.interrupted or stop.requested) and not single:  # stop the comparison too
+                        raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            if single or not results:
+                raise
+            print("\ninterrupted: the report covers the runs that finished", flush=True)
     out = {"run_dir": root, "results": results}
     if single:
         summary_file = root / "summary.txt"
@@ -101,19 +155,38 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     return out
 
 
-def _run_one(config, method, seed, task, lm, root: Path, single: bool, test_scorer, cache, progress):
-    """One method on one seed, in its own run directory (the root one for a single run)."""
+def _run_one(config, method, seed, task, lm, root: Path, single, test_scorer, cache, progress, stop, resume):
+    """One method on one seed, in its own run directory (the root one for a single run). When resuming,
+    a finished run is read back, an interrupted one continues from its checkpoint."""
     from stable_baselines3.common.utils import set_random_seed
 
-    from rlprompt.methods import MethodContext, run_method
+    from rlprompt.methods import MethodContext, MethodResult, run_method
 
     run_dir = root
     if not single:
         run_dir = root / f"{method}__s{seed}"
-        run_dir.mkdir()
+        run_dir.mkdir(exist_ok=resume)
         _write_config(dataclasses.replace(config, method=method, methods=[], seed=seed, seeds=[]), run_dir)
+    state = None
+    if resume:
+        finished = run_dir / "result.json"
+        if finished.exists() and not MethodResult.load(finished).interrupted:
+            if single:
+                raise RLPromptError(f"{run_dir}: this run finished; nothing to resume")
+            print(f"{method} seed {seed}: finished before, kept", flush=True)
+            return MethodResult.load(finished)
+        state = load_checkpoint(run_dir)
+        if state is not None and state.get("method") != method:
+            raise RLPromptError(
+                f"{run_dir}/{CHECKPOINT}: a checkpoint of {state.get('method')!r}, not {method!r}"
+            )
+        print(
+            f"{method} seed {seed}: " + (f"resuming at step {state['step']}" if state else "starting"),
+            flush=True,
+        )
     set_random_seed(seed)
-    result = run_method(method, MethodContext(config, seed, task, lm, run_dir, test_scorer, progress, cache))
+    context = MethodContext(config, seed, task, lm, run_dir, test_scorer, progress, cache, stop, state)
+    result = run_method(method, context)
     print(
         f"{method} seed {seed}: dev {result.dev_accuracy:.3f} test {result.test_accuracy:.3f} "
         f"({result.learned}) in {result.train_seconds:.0f} s",

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from rlprompt.checkpoint import StopRequest, remove_checkpoint, truncate_metrics
 from rlprompt.config import TrainConfig
 from rlprompt.models import LanguageModel
 from rlprompt.scoring import Scorer
@@ -49,6 +50,18 @@ class MethodContext:
     test_scorer: Scorer  # frozen LM, task template: shared so test prefixes are computed once per process
     progress: bool = True
     cache: dict = field(default_factory=dict)  # shared between runs of one process (perplexity before)
+    stop: StopRequest = field(default_factory=StopRequest)  # polled: Ctrl-C or SIGTERM asks for a clean stop
+    resume: dict | None = None  # the run directory's checkpoint, when resuming
+
+    def checkpoint_due(self, step: int, last_checkpoint: int, evaluated_since: bool) -> bool:
+        """Whether to write a checkpoint at ``step``: on a stop request, every ``checkpoint_every``
+        steps, or (by default) after each dev evaluation."""
+        every = self.config.checkpoint_every
+        if self.stop.requested:
+            return True
+        if every is None:
+            return evaluated_since
+        return every > 0 and step - last_checkpoint >= every
 
     @property
     def manual_prompt(self) -> str:
@@ -100,12 +113,31 @@ class MethodResult:
 class EvalLog:
     """Dev evaluations of one run: ``metrics.jsonl``, the learning curve, the best so far, progress."""
 
-    def __init__(self, run_dir: Path, total: int, desc: str, progress: bool):
-        self.file = (Path(run_dir) / "metrics.jsonl").open("a", encoding="utf-8")
+    def __init__(self, run_dir: Path, total: int, desc: str, progress: bool, resume: dict | None = None):
+        """``resume``: a ``state()`` from a checkpoint; the log's rows after it are dropped."""
         self.curve: list[dict] = []
         self.best_accuracy = -1.0
+        self.elapsed_before = 0.0  # seconds spent before a resume
+        path = Path(run_dir) / "metrics.jsonl"
+        if resume is not None:
+            truncate_metrics(run_dir, resume["step"])
+            self.curve, self.best_accuracy = list(resume["curve"]), resume["best_accuracy"]
+            self.elapsed_before = resume["elapsed"]
+        else:
+            path.unlink(missing_ok=True)  # a fresh start of this run: no rows from an earlier attempt
+        self.file = path.open("a", encoding="utf-8")
         self.started = time.perf_counter()
-        self.bar = tqdm(total=total, desc=desc, unit="step", disable=not progress)
+        self.bar = tqdm(total=total, desc=desc, unit="step", disable=not progress,
+                        initial=resume["step"] if resume else 0)  # fmt: skip
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def state(self, step: int) -> dict:
+        """What a checkpoint at ``step`` needs to continue this log."""
+        return {"step": step, "curve": list(self.curve), "best_accuracy": self.best_accuracy,
+                "elapsed": self.elapsed}  # fmt: skip
 
     def record(self, step: int, dev_accuracy: float, lm_tokens: int, **extra) -> bool:
         """Log one dev evaluation; True when it is the best so far."""
@@ -114,7 +146,7 @@ class EvalLog:
         point = {"step": step, "lm_tokens": int(lm_tokens), "dev_accuracy": float(dev_accuracy),
                  "best_dev_accuracy": float(self.best_accuracy)}  # fmt: skip
         self.curve.append(point)
-        row = {**point, "seconds": round(time.perf_counter() - self.started, 1), **extra}
+        row = {**point, "seconds": round(self.elapsed, 1), **extra}
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
         self.bar.update(step - self.bar.n)
@@ -153,4 +185,6 @@ def run_method(name: str, context: MethodContext) -> MethodResult:
         from rlprompt.methods.fixed import run_in_context as run
     result = run(context)
     result.save(context.run_dir)
+    if not result.interrupted:
+        remove_checkpoint(context.run_dir)  # finished: result.json marks it; the checkpoint is dead weight
     return result

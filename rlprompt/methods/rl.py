@@ -9,7 +9,6 @@ still leaves a valid ``prompt.json``). The run directory gets ``metrics.jsonl``,
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,16 +53,20 @@ def run(ctx: MethodContext) -> MethodResult:
     env = _make_env(config, ctx.seed, scorer, train_examples, vocab)
     model = _make_algorithm(config, ctx.seed, env, vocab, backbone, run_dir)
     tracker = _Tracker(ctx, scorer, dev_examples, env, model)
-    start = time.perf_counter()
+    done_steps = tracker.resume(ctx.resume) if ctx.resume else 0
     interrupted = False
     try:
         try:
-            model.learn(total_timesteps=config.total_timesteps, callback=tracker.callback())
+            model.learn(
+                total_timesteps=config.total_timesteps - done_steps, callback=tracker.callback(),
+                reset_num_timesteps=not done_steps,
+            )  # fmt: skip
+            interrupted = ctx.stop.requested
         except KeyboardInterrupt:
             interrupted = True
-            print(
-                f"\ninterrupted at step {model.num_timesteps}: evaluating the best prompt so far", flush=True
-            )
+        if interrupted:
+            step = tracker.last_checkpoint
+            print(f"\nstopped at step {step}: evaluating the best prompt so far", flush=True)
         if not interrupted and tracker.last_eval_step != model.num_timesteps:
             tracker.evaluate(model.num_timesteps)
         if not interrupted and config.rl.polish_rounds and tracker.best is not None:
@@ -77,7 +80,7 @@ def run(ctx: MethodContext) -> MethodResult:
         print("\ninterrupted while polishing: evaluating the best prompt so far", flush=True)
     finally:
         tracker.close()
-    train_seconds = time.perf_counter() - start
+    train_seconds = tracker.log.elapsed
     # Only the trainable adapter, value head and logit gain (with their optimizer state) are saved; the
     # backbone is recorded by name in the policy's constructor arguments.
     model.save(run_dir / "policy.zip")
@@ -255,7 +258,12 @@ class _Tracker:
         self.recent: dict[tuple[int, ...], float] = {}  # training prompts since the last eval -> best reward
         self.rewards: list[float] = []
         self.accuracies: list[float] = []
-        self.log = EvalLog(ctx.run_dir, config.total_timesteps, f"rl s{ctx.seed}", ctx.progress)
+        self.ctx = ctx
+        self.last_checkpoint = 0
+        self.stopping = False
+        self._rng_to_restore: dict | None = None
+        log_state = ctx.resume["log"] if ctx.resume else None
+        self.log = EvalLog(ctx.run_dir, config.total_timesteps, f"rl s{ctx.seed}", ctx.progress, log_state)
 
     def callback(self):
         from stable_baselines3.common.callbacks import BaseCallback
@@ -263,13 +271,77 @@ class _Tracker:
         tracker = self
 
         class _Callback(BaseCallback):
+            def _on_training_start(self) -> None:
+                tracker.on_training_start()
+
+            def _on_rollout_start(self) -> None:
+                tracker.on_rollout_start(self.model.num_timesteps)
+
             def _on_step(self) -> bool:
                 return tracker.on_step(self.locals.get("dones"), self.model.num_timesteps)
 
         return _Callback()
 
+    # -- checkpoints: at rollout starts, where no episode is half-written and no update is pending ------
+
+    def on_rollout_start(self, step: int) -> None:
+        if self.ctx.checkpoint_due(step, self.last_checkpoint, self.last_eval_step > self.last_checkpoint):
+            self.save_checkpoint(step)
+            self.stopping = self.ctx.stop.requested
+
+    def save_checkpoint(self, step: int) -> None:
+        from dataclasses import asdict
+
+        from rlprompt.checkpoint import save_checkpoint
+
+        model, stats = self.model, self.scorer.stats
+        state = {
+            "method": "rl", "step": step, "n_updates": getattr(model, "_n_updates", 0),
+            "policy": model.policy.state_dict(), "optimizer": model.policy.optimizer.state_dict(),
+            "env_rng": self.env.rng.bit_generator.state,
+            "best": asdict(self.best) if self.best else None, "last_eval_step": self.last_eval_step,
+            "recent": dict(self.recent), "rewards": list(self.rewards), "accuracies": list(self.accuracies),
+            "scorer_stats": (stats.pairs_scored, stats.tokens_processed), "log": self.log.state(step),
+        }  # fmt: skip
+        if hasattr(model, "target_head"):  # SQL's target network and sampler
+            state["target"] = (model.target_extractor.state_dict(), model.target_head.state_dict())
+            state["sql_rng"] = model._rng.bit_generator.state
+        save_checkpoint(self.run_dir, state)
+        self.last_checkpoint = step
+
+    def resume(self, state: dict) -> int:
+        """Load a checkpoint into the model and the tracker; returns its step. The random states are
+        restored when training starts (SB3 reseeds and resets the env while setting up ``learn``)."""
+        model = self.model
+        model.policy.load_state_dict(state["policy"])
+        model.policy.optimizer.load_state_dict(state["optimizer"])
+        model.num_timesteps, model._n_updates = state["step"], state["n_updates"]
+        if "target" in state:
+            model.target_extractor.load_state_dict(state["target"][0])
+            model.target_head.load_state_dict(state["target"][1])
+            model._rng.bit_generator.state = state["sql_rng"]
+        best = state["best"]
+        self.best = Candidate(**{**best, "ids": tuple(best["ids"])}) if best else None
+        self.last_eval_step = state["last_eval_step"]
+        self.recent, self.rewards, self.accuracies = state["recent"], state["rewards"], state["accuracies"]
+        self.scorer.stats.pairs_scored, self.scorer.stats.tokens_processed = state["scorer_stats"]
+        self.last_checkpoint = state["step"]
+        self._rng_to_restore = state
+        return state["step"]
+
+    def on_training_start(self) -> None:
+        from rlprompt.checkpoint import restore_rng
+
+        if self._rng_to_restore is not None:
+            restore_rng(self._rng_to_restore["rng"])
+            self.env.rng.bit_generator.state = self._rng_to_restore["env_rng"]
+            self._rng_to_restore = None
+
     def on_step(self, dones, step: int) -> bool:
-        """Track one env step; False (stop training) once ``rl.max_reward_queries`` are spent."""
+        """Track one env step; False (stop training) on a stop request, or once ``rl.max_reward_queries``
+        are spent."""
+        if self.stopping:
+            return False
         self.log.bar.update(step - self.log.bar.n)
         episode_end = dones is not None and np.all(dones)
         if episode_end:

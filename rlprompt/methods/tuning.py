@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import time
 
 import numpy as np
 import torch
 
+from rlprompt.checkpoint import restore_rng, save_checkpoint
 from rlprompt.evaluate import make_scorer, prompt_budget
 from rlprompt.export import save_adapter
 from rlprompt.methods import EvalLog, MethodContext, MethodResult, dev_accuracy, path_bytes
@@ -98,14 +98,29 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
     optimizer = torch.optim.AdamW(params, lr=section.learning_rate, weight_decay=section.weight_decay)
     labels_of = {ex.uid: ex.label for ex in train}
     eval_at = set(ctx.eval_steps(section.steps))
-    log = EvalLog(ctx.run_dir, section.steps, f"{name} s{ctx.seed}", ctx.progress)
+    resume = ctx.resume
+    log = EvalLog(ctx.run_dir, section.steps, f"{name} s{ctx.seed}", ctx.progress,
+                  resume["log"] if resume else None)  # fmt: skip
     best_state, best_step, losses = None, 0, []
     order: list[int] = []
-    start = time.perf_counter()
+    first = last_checkpoint = last_eval = 0
+    # A full fine-tuning checkpoint would hold every weight twice over (Adam): it restarts instead.
+    checkpoints = name != "full_finetune"
+    if resume:
+        restore(resume["params"])
+        optimizer.load_state_dict(resume["optimizer"])
+        rng.bit_generator.state = resume["data_rng"]
+        best_state, best_step, losses, order = (
+            resume["best_state"], resume["best_step"], resume["losses"], resume["order"]
+        )
+        stats.pairs_scored, stats.tokens_processed = resume["scorer_stats"]
+        restore_rng(resume["rng"])
+        first = last_checkpoint = last_eval = resume["step"]
     interrupted = False
+    step = first
     try:
-        for step in range(section.steps + 1):
-            if step in eval_at:
+        for step in range(first, section.steps + 1):
+            if step in eval_at and not (resume and step == first):  # a resumed step was evaluated
                 adapted.model.train(False)
                 accuracy = dev_accuracy(dev_logprobs(), dev)
                 loss_avg = float(np.mean(losses)) if losses else None
@@ -115,8 +130,20 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
                 ):
                     best_state, best_step = snapshot(), step
                 losses.clear()
+                last_eval = step
             if step == section.steps:
                 break
+            due = ctx.checkpoint_due(step, last_checkpoint, last_eval > last_checkpoint)
+            if checkpoints and due and step != last_checkpoint:
+                save_checkpoint(ctx.run_dir, {
+                    "method": name, "step": step, "params": snapshot(), "optimizer": optimizer.state_dict(),
+                    "data_rng": rng.bit_generator.state, "best_state": best_state, "best_step": best_step,
+                    "losses": list(losses), "order": list(order), "log": log.state(step),
+                    "scorer_stats": (stats.pairs_scored, stats.tokens_processed),
+                })  # fmt: skip
+                last_checkpoint = step
+            if ctx.stop.requested:
+                raise KeyboardInterrupt
             if len(order) < section.batch_size:  # epoch-wise shuffling, drawn from the run's seed
                 order += list(rng.permutation(len(train)))
             batch = [train[i] for i in order[: section.batch_size]]
@@ -132,11 +159,11 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
             losses.append(loss.item())
     except KeyboardInterrupt:
         interrupted = True
-        print(f"\ninterrupted at step {step}: evaluating the best checkpoint so far", flush=True)
+        print(f"\nstopped at step {step}: evaluating the best checkpoint so far", flush=True)
     finally:
         log.close()
         adapted.model.train(False)
-    train_seconds = time.perf_counter() - start
+    train_seconds = log.elapsed
     lm_tokens = int(stats.tokens_processed)
     restore(best_state)
 

@@ -1,0 +1,120 @@
+"""Checkpoints, resume and graceful stops.
+
+A run writes ``checkpoint.pt`` into its run directory at its dev evaluations (or every
+``checkpoint_every`` steps) and when it is asked to stop (Ctrl-C or SIGTERM): the trainable weights, the
+optimizer state, the step counters, the random-number states of Python, NumPy and torch and what the
+method tracks (the best prompt or checkpoint so far and its scores, the learning curve). The file is
+written to a temporary name and renamed, so a run killed at any moment leaves either the old checkpoint or
+the new one, never half of one. ``python -m rlprompt.train --resume RUN_DIR`` continues from it; the
+rows of ``metrics.jsonl`` written after the checkpoint are dropped, so the resumed log has each
+evaluation exactly once.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import signal
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rlprompt.errors import RLPromptError
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(run_dir: Path, state: dict) -> None:
+    """Save ``state`` (tensors, arrays and plain values) with the global RNG states, atomically."""
+    buffer = io.BytesIO()
+    torch.save({**state, "rng": rng_state()}, buffer)
+    atomic_write_bytes(Path(run_dir) / CHECKPOINT, buffer.getvalue())
+
+
+def load_checkpoint(run_dir: Path) -> dict | None:
+    """The checkpoint of a run directory (None when it has none); a broken file is a clear error."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
+        raise RLPromptError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from None
+
+
+def remove_checkpoint(run_dir: Path) -> None:
+    (Path(run_dir) / CHECKPOINT).unlink(missing_ok=True)
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def restore_rng(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def truncate_metrics(run_dir: Path, last_step: int) -> None:
+    """Keep only the ``metrics.jsonl`` rows up to ``last_step`` (those the checkpoint knows about)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break  # a line cut short by a kill: nothing after it was written either
+        if row.get("step", 0) <= last_step:
+            kept.append(line)
+    atomic_write_bytes(path, "".join(f"{line}\n" for line in kept).encode("utf-8"))
+
+
+class StopRequest:
+    """Turns the first Ctrl-C or SIGTERM into a request that training loops poll (``requested``), so a
+    run stops at a clean point with a checkpoint; a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: signals stay as they are
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+        print(f"\n{name}: stopping at the next clean point with a checkpoint (Ctrl-C again: at once)",
+              flush=True)  # fmt: skip
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,209 @@
+"""Checkpoints and resume: a run killed with SIGKILL (or stopped with SIGTERM) after a checkpoint and
+resumed ends like the run that was never interrupted; the same config and seed give the same prompt.
+
+The interrupted runs are real subprocesses of ``python -m rlprompt.train`` on the bert-tiny-splade bundle
+(small and fast); the uninterrupted reference runs in this process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rlprompt import load_prompt
+from rlprompt.checkpoint import CHECKPOINT
+from rlprompt.errors import run_cli
+from rlprompt.methods import MethodResult
+from rlprompt.models import register_model
+from rlprompt.train import main as train_main
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = [("a joy to watch .", 1), ("a dull , lifeless mess .", 0), ("warm and funny .", 1), ("tedious .", 0),
+        ("one of the best films of the year .", 1), ("i hated every minute .", 0), ("a small gem .", 1),
+        ("the plot makes no sense .", 0)]  # fmt: skip
+
+
+SETTINGS = {
+    # rl: 1,200 env steps, a checkpoint after each of its 6 dev evaluations (at rollout starts)
+    "rl": ["--set", "total_timesteps=1200", "--set", "evaluations=6", "--set", "env.num_envs=4",
+           "--set", "env.examples_per_reward=8", "--set", "rl.batch_size=20",
+           "--set", "policy.adapter_hidden=32"],
+    "soft_prompt": ["--set", "method=soft_prompt", "--set", "soft_prompt.steps=150", "--set", "evaluations=6",
+                    "--set", "soft_prompt.batch_size=4"],
+    "lora": ["--set", "method=lora", "--set", "lora.steps=150", "--set", "evaluations=6",
+             "--set", "lora.batch_size=4"],
+}  # fmt: skip
+
+
+@pytest.fixture
+def common(tmp_path) -> list[str]:
+    """Train CLI arguments for bert-tiny-splade on a small user task (8 sentences per split), so test
+    evaluation is quick."""
+    lines = "sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in ROWS)
+    for split in ("train", "dev", "test"):
+        (tmp_path / f"{split}.tsv").write_text(lines, encoding="utf-8")
+    spec = (
+        "name: small\ntrain: train.tsv\ndev: dev.tsv\ntest: test.tsv\nverbalizers: {0: terrible, 1: great}\n"
+    )
+    (tmp_path / "task.yaml").write_text(spec, encoding="utf-8")
+    return ["--quiet", "--set", "model=bert-tiny-splade", "--set", "heldout_sentences=10",
+            "--set", f"task.name={tmp_path / 'task.yaml'}"]  # fmt: skip
+
+
+def cli(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train_main, argv)
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def start(run_dir: Path, args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "rlprompt.train", "--run-dir", str(run_dir), *args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, (
+            f"the run ended before writing {path.name}: {proc.communicate()[1][-2000:]}"
+        )
+        assert time.monotonic() < deadline, f"no {path.name} after {timeout} s"
+        time.sleep(0.02)
+
+
+def rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def learning(run_dir: Path) -> list[tuple]:
+    """What a run learned at each evaluation, without counters that a resume legitimately changes
+    (seconds; reward queries and tokens: the score cache starts empty again)."""
+    keys = ("step", "dev_accuracy", "best_dev_accuracy", "train_loss", "greedy_prompt", "best_prompt")
+    # Losses are rounded: the killed run used 1 thread, this process may use more (float sums differ).
+    return [
+        tuple(round(v, 4) if isinstance(v, float) else v for v in map(r.get, keys)) for r in rows(run_dir)
+    ]
+
+
+@pytest.mark.parametrize("method", ["rl", "soft_prompt", "lora"])
+def test_sigkill_after_first_checkpoint_then_resume_ends_like_an_unbroken_run(
+    method, common, tmp_path, capsys
+):
+    args = [*common, *SETTINGS[method]]
+    killed = tmp_path / "killed"
+    proc = start(killed, args)
+    wait_for(killed / CHECKPOINT, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "result.json").exists()
+    before = rows(killed)
+    assert before, "a checkpoint is written after a dev evaluation"
+
+    code, out, err = cli(["--resume", str(killed), "--quiet"], capsys)
+    assert code == 0, err
+    assert "resuming at step" in out
+    assert not (killed / CHECKPOINT).exists(), "a finished run drops its checkpoint"
+    code, _, err = cli(["--resume", str(killed)], capsys)
+    assert code == 2 and "this run finished; nothing to resume" in err
+
+    code, _, err = cli(["--run-dir", str(tmp_path / "unbroken"), *args], capsys)
+    assert code == 0, err
+    resumed, unbroken = (
+        MethodResult.load(killed / "result.json"),
+        MethodResult.load(tmp_path / "unbroken" / "result.json"),
+    )
+    assert resumed.steps == unbroken.steps and not resumed.interrupted
+    steps = [r["step"] for r in rows(killed)]
+    assert steps == sorted(set(steps)), f"duplicated or unordered steps: {steps}"
+    assert learning(killed) == learning(tmp_path / "unbroken")
+    assert resumed.dev_accuracy == unbroken.dev_accuracy
+    assert resumed.test_accuracy == unbroken.test_accuracy
+    if method == "rl":
+        prompt = load_prompt(killed / "prompt.json")
+        assert prompt.token_ids == load_prompt(tmp_path / "unbroken" / "prompt.json").token_ids
+        assert prompt.metrics["steps"] == 1200
+
+
+def test_sigterm_stops_cleanly_with_a_checkpoint_and_the_run_resumes(common, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    proc = start(run_dir, [*common, *SETTINGS["rl"]])
+    wait_for(run_dir / "metrics.jsonl", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, err
+    assert f"--resume {run_dir}" in err
+    interrupted = MethodResult.load(run_dir / "result.json")
+    assert interrupted.interrupted and interrupted.steps < 1200
+    assert (run_dir / CHECKPOINT).exists()
+    load_prompt(run_dir / "prompt.json")  # the best prompt so far is exported and valid
+
+    code, out, err = cli(["--resume", str(run_dir), "--quiet"], capsys)
+    assert code == 0, err
+    done = MethodResult.load(run_dir / "result.json")
+    assert not done.interrupted and done.steps == 1200
+    steps = [r["step"] for r in rows(run_dir)]
+    assert steps == sorted(set(steps)) and steps[-1] == 1200
+
+
+def test_killed_comparison_resumes_keeping_the_runs_that_finished(common, tmp_path, capsys):
+    run_dir = tmp_path / "compare"
+    args = [*common, *SETTINGS["soft_prompt"], "--set", "methods=[manual, soft_prompt]"]
+    proc = start(run_dir, args)
+    wait_for(run_dir / "soft_prompt__s0" / CHECKPOINT, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    manual_result = (run_dir / "manual__s0" / "result.json").read_text()
+
+    code, out, err = cli(["--resume", str(run_dir), "--quiet"], capsys)
+    assert code == 0, err
+    assert "manual seed 0: finished before, kept" in out
+    assert "soft_prompt seed 0: resuming at step" in out
+    assert (run_dir / "manual__s0" / "result.json").read_text() == manual_result
+    assert (run_dir / "report.md").exists()
+    assert "soft_prompt" in (run_dir / "report.md").read_text()
+
+
+def test_same_config_and_seed_give_the_same_prompt(tiny_gpt2, tmp_path, capsys):
+    register_model(tiny_gpt2)
+    args = ["--quiet", "--set", "model=tiny-gpt2", "--set", "total_timesteps=400", "--set", "evaluations=4",
+            "--set", "env.num_envs=4", "--set", "env.examples_per_reward=8", "--set", "rl.batch_size=20",
+            "--set", "policy.adapter_hidden=32", "--set", "vocab.size=50"]  # fmt: skip
+    prompts = []
+    for name in ("first", "second"):
+        code, _, err = cli([*args, "--run-dir", str(tmp_path / name)], capsys)
+        assert code == 0, err
+        prompts.append(load_prompt(tmp_path / name / "prompt.json"))
+    assert prompts[0].token_ids == prompts[1].token_ids
+    assert learning(tmp_path / "first") == learning(tmp_path / "second")
+
+
+def test_run_directory_rules(common, tmp_path, capsys):
+    existing = tmp_path / "taken"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    code, _, err = cli(["--run-dir", str(existing), *common], capsys)
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert f"{existing}: run directory already exists" in err and "--overwrite" in err
+    assert (existing / "notes.txt").read_text() == "mine", "nothing touched"
+
+    code, out, err = cli(
+        ["--run-dir", str(existing), "--overwrite", *common, "--set", "method=manual"], capsys
+    )
+    assert code == 0, err
+    assert not (existing / "notes.txt").exists() and (existing / "result.json").exists()
+
+    code, _, err = cli(["--resume", str(tmp_path / "nowhere")], capsys)
+    assert code == 2 and "not a run directory (no config.yaml)" in err
+    code, _, err = cli(["--resume", str(existing), "--set", "seed=1"], capsys)
+    assert code == 2 and "drop --config, --set" in err
