@@ -65,6 +65,35 @@ def remove_checkpoint(run_dir: Path) -> None:
     (Path(run_dir) / CHECKPOINT).unlink(missing_ok=True)
 
 
+class NonFiniteError(RLPromptError):
+    """A reward, loss or weight became NaN or infinite: the run stops, keeping its last checkpoint."""
+
+
+def check_finite(value, what: str, step: int, run_dir: Path, last_checkpoint: int | None, hint: str) -> None:
+    """Raise :class:`NonFiniteError` naming the step and the checkpoint to go back to, unless every number
+    in ``value`` (a float, an array or a tensor) is finite."""
+    if isinstance(value, torch.Tensor):
+        finite = bool(torch.isfinite(value).all())
+    else:
+        finite = bool(np.isfinite(np.asarray(value, dtype=np.float64)).all())
+    if not finite:
+        raise non_finite(what, step, run_dir, last_checkpoint, hint)
+
+
+def non_finite(what: str, step: int, run_dir: Path, last_checkpoint: int | None, hint: str) -> NonFiniteError:
+    saved = (
+        f"its last checkpoint (step {last_checkpoint}) is in {run_dir}"
+        if last_checkpoint and (Path(run_dir) / CHECKPOINT).exists()
+        else "no checkpoint was written before it"
+    )
+    return NonFiniteError(f"{what} is not finite at step {step}: stopped; {saved}. {hint}")
+
+
+def parameters_sum(parameters) -> torch.Tensor:
+    """The sum of the trainable ``parameters``: finite exactly when all of them are (up to overflow)."""
+    return torch.as_tensor(sum(p.detach().double().sum() for p in parameters if p.requires_grad))
+
+
 def rng_state() -> dict:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 

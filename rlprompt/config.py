@@ -95,7 +95,7 @@ def coerce(value: Any, annotation: Any, source: str, key: str) -> Any:
             raise RLPromptError(f"{where}'{key}' must be a number, got {value!r}")
         try:
             return float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise RLPromptError(f"{where}'{key}' must be a number, got {value!r}") from None
     if annotation is str:
         if isinstance(value, (dict, list)) or value is None:

@@ -177,6 +177,19 @@ class TemplateEncoder:
                         f"{lm.name}: the mask token does not survive tokenization of {template.text!r}"
                     )
                 self._mask_index[i] = ids.index(lm.mask_token_id)
+        # Checked here, before any run writes anything: what the template and the prompt leave for sentences.
+        fixed = len(lm.prefix_ids) + sum(len(ids) for ids in self._literal_ids.values())
+        if lm.kind == "masked":
+            fixed += len(lm.suffix_ids)
+        else:  # the label's tokens but the last, and maybe a start token
+            fixed += max(len(v) for v in self.verbalizer_ids) - 1 + (0 if lm.prefix_ids else 1)
+        self._sentence_room = lm.max_length - fixed - self.prompt_budget
+        if self._sentence_room < 1:
+            raise RLPromptError(
+                f"a {self.prompt_budget}-token prompt is too long for {lm.name}: with template "
+                f"{template.text!r} it leaves no room for the sentence within {lm.max_length} tokens "
+                "(shorten env.prompt_length, soft_prompt.num_virtual_tokens or the manual prompt)"
+            )
 
     def encode_prompt(self, prompt: str) -> tuple[int, ...]:
         """Token ids of a text prompt, with the template's lead text (usually a space) attached."""
@@ -194,19 +207,7 @@ class TemplateEncoder:
         lm, chunks = self.lm, self.template.chunks
         sentence_index = next(i for i, c in enumerate(chunks) if c.slot == SENTENCE)
         prompt_index = next(i for i, c in enumerate(chunks) if c.slot == PROMPT)
-        sentence_ids = lm.encode(chunks[sentence_index].lead + sentence)
-        fixed = len(lm.prefix_ids) + sum(len(ids) for ids in self._literal_ids.values())
-        if lm.kind == "masked":
-            fixed += len(lm.suffix_ids)
-        else:  # the label's tokens but the last, and maybe a start token (below)
-            fixed += max(len(v) for v in self.verbalizer_ids) - 1 + (0 if lm.prefix_ids else 1)
-        room = lm.max_length - fixed - self.prompt_budget
-        if room < 1:
-            raise RLPromptError(
-                f"template {self.template.text!r} with a {self.prompt_budget}-token prompt budget leaves "
-                f"no room for the sentence within {lm.name}'s {lm.max_length} tokens"
-            )
-        sentence_ids = sentence_ids[:room]
+        sentence_ids = lm.encode(chunks[sentence_index].lead + sentence)[: self._sentence_room]
         head: list[int] = list(lm.prefix_ids)
         tail: list[int] = []
         label_in_head = label_pos_in_tail = None

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from rlprompt import __version__
+from rlprompt.checkpoint import non_finite
 from rlprompt.errors import RLPromptError
 from rlprompt.evaluate import evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, save_prompt
@@ -64,6 +65,11 @@ def run(ctx: MethodContext) -> MethodResult:
             interrupted = ctx.stop.requested
         except KeyboardInterrupt:
             interrupted = True
+        except ValueError as err:  # torch's distributions refuse NaN logits: say so in the user's terms
+            if "invalid values" not in str(err):
+                raise
+            raise non_finite("the policy's action scores", model.num_timesteps, run_dir,
+                             tracker.last_checkpoint, "Lower rl.learning_rate.") from None  # fmt: skip
         if interrupted:
             step = tracker.last_checkpoint
             print(f"\nstopped at step {step}: evaluating the best prompt so far", flush=True)
@@ -285,6 +291,12 @@ class _Tracker:
     # -- checkpoints: at rollout starts, where no episode is half-written and no update is pending ------
 
     def on_rollout_start(self, step: int) -> None:
+        from rlprompt.checkpoint import check_finite, parameters_sum
+
+        # After an update: a policy with NaN weights must neither be saved nor sample the next prompts.
+        weights = parameters_sum(self.model.policy.parameters())
+        check_finite(weights, "the policy's weights", step, self.run_dir, self.last_checkpoint,
+                     "Lower rl.learning_rate.")  # fmt: skip
         if self.ctx.checkpoint_due(step, self.last_checkpoint, self.last_eval_step > self.last_checkpoint):
             self.save_checkpoint(step)
             self.stopping = self.ctx.stop.requested
@@ -346,6 +358,10 @@ class _Tracker:
         episode_end = dones is not None and np.all(dones)
         if episode_end:
             batch = self.env.last_batch
+            from rlprompt.checkpoint import check_finite
+
+            check_finite(batch["rewards"], "the reward", step, self.run_dir, self.last_checkpoint,
+                         "The task model's scores overflowed; check the model and its dtype.")  # fmt: skip
             for ids, reward in zip(batch["prompt_ids"], batch["rewards"], strict=True):
                 self.recent[ids] = max(reward, self.recent.get(ids, -np.inf))
             self.rewards.append(float(np.mean(batch["rewards"])))

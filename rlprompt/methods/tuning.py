@@ -16,7 +16,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from rlprompt.checkpoint import restore_rng, save_checkpoint
+from rlprompt.checkpoint import check_finite, parameters_sum, restore_rng, save_checkpoint
 from rlprompt.evaluate import make_scorer, prompt_budget
 from rlprompt.export import save_adapter
 from rlprompt.methods import EvalLog, MethodContext, MethodResult, dev_accuracy, path_bytes
@@ -110,14 +110,14 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         restore(resume["params"])
         optimizer.load_state_dict(resume["optimizer"])
         rng.bit_generator.state = resume["data_rng"]
-        best_state, best_step, losses, order = (
-            resume["best_state"], resume["best_step"], resume["losses"], resume["order"]
-        )
+        best_state, best_step = resume["best_state"], resume["best_step"]
+        losses, order = resume["losses"], resume["order"]
         stats.pairs_scored, stats.tokens_processed = resume["scorer_stats"]
         restore_rng(resume["rng"])
         first = last_checkpoint = last_eval = resume["step"]
     interrupted = False
     step = first
+    hint = f"Lower {name}.learning_rate."
     try:
         for step in range(first, section.steps + 1):
             if step in eval_at and not (resume and step == first):  # a resumed step was evaluated
@@ -135,6 +135,9 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
                 break
             due = ctx.checkpoint_due(step, last_checkpoint, last_eval > last_checkpoint)
             if checkpoints and due and step != last_checkpoint:
+                check_finite(
+                    parameters_sum(params), f"the {name} weights", step, ctx.run_dir, last_checkpoint, hint
+                )
                 save_checkpoint(ctx.run_dir, {
                     "method": name, "step": step, "params": snapshot(), "optimizer": optimizer.state_dict(),
                     "data_rng": rng.bit_generator.state, "best_state": best_state, "best_step": best_step,
@@ -152,6 +155,7 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
             logprobs = batch_logprobs(batch)
             labels = torch.tensor([labels_of[ex.uid] for ex in batch], device=logprobs.device)
             loss = torch.nn.functional.cross_entropy(logprobs, labels)
+            check_finite(loss, "the training loss", step, ctx.run_dir, last_checkpoint, hint)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, section.max_grad_norm)

