@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(run_dir)
     result = train(config, progress=not args.quiet, run_dir=run_dir, resume=bool(args.resume))
     print(result["summary"])
-    if any(r.interrupted for r in result["results"]):
+    if result["interrupted"]:
         print(
             f"interrupted: continue with  python -m rlprompt.train --resume {result['run_dir']}",
             file=sys.stderr,
@@ -132,7 +132,8 @@ def train(
             if single or not results:
                 raise
             print("\ninterrupted: the report covers the runs that finished", flush=True)
-    out = {"run_dir": root, "results": results}
+    out = {"run_dir": root, "results": results,
+           "interrupted": stop.requested or any(r.interrupted for r in results)}  # fmt: skip
     if single:
         summary_file = root / "summary.txt"
         r = results[0]

@@ -51,7 +51,9 @@ def round_trip_problem(prompt: LearnedPrompt) -> str | None:
     from rlprompt.templates import Template, TemplateEncoder
 
     template = Template.parse(prompt.template, lm.kind)
-    ids = list(TemplateEncoder(lm, template, prompt.verbalizers).encode_prompt(prompt.text.strip()))
+    ids = list(
+        TemplateEncoder(lm, template, prompt.verbalizers, prompt_budget=0).encode_prompt(prompt.text.strip())
+    )
     if ids == list(prompt.token_ids):
         return None
     return (

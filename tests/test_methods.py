@@ -114,7 +114,7 @@ def tiny_task(tmp_path):
     return tmp_path
 
 
-def _train(tiny_task, capsys, *settings: str) -> int:
+def _train(tiny_task, capsys, *settings: str, expect: int = 0) -> int:
     argv = ["--quiet", "--set", f"task.name={tiny_task / 'task.yaml'}",
             "--set", f"output_dir={tiny_task / 'runs'}", "--set", "heldout_sentences=4"]  # fmt: skip
     for setting in settings:
@@ -122,7 +122,7 @@ def _train(tiny_task, capsys, *settings: str) -> int:
     with pytest.raises(SystemExit) as done:
         run_cli(train_main, argv)
     err = capsys.readouterr().err
-    assert done.value.code == 0, err
+    assert done.value.code == expect, err
     return done.value.code
 
 
@@ -231,7 +231,8 @@ def test_an_interrupted_comparison_stops_and_reports_what_finished(tiny_task, ca
         return result
 
     monkeypatch.setattr(methods, "run_method", interrupt_in_context)
-    _train(tiny_task, capsys, "model=tiny-gpt2", "methods=[manual, in_context]", "seeds=[0, 1]")
+    # Exit code 130: interrupted, with the --resume command to continue
+    _train(tiny_task, capsys, "model=tiny-gpt2", "methods=[manual, in_context]", "seeds=[0, 1]", expect=130)
     (root,) = (tiny_task / "runs").iterdir()
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["in_context__s0", "manual__s0"]
     report = (root / "report.md").read_text()

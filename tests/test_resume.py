@@ -42,9 +42,8 @@ SETTINGS = {
 
 
 @pytest.fixture
-def common(tmp_path) -> list[str]:
-    """Train CLI arguments for bert-tiny-splade on a small user task (8 sentences per split), so test
-    evaluation is quick."""
+def small_task(tmp_path) -> Path:
+    """A user task of 8 sentences per split, so that test evaluation is quick."""
     lines = "sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in ROWS)
     for split in ("train", "dev", "test"):
         (tmp_path / f"{split}.tsv").write_text(lines, encoding="utf-8")
@@ -52,8 +51,14 @@ def common(tmp_path) -> list[str]:
         "name: small\ntrain: train.tsv\ndev: dev.tsv\ntest: test.tsv\nverbalizers: {0: terrible, 1: great}\n"
     )
     (tmp_path / "task.yaml").write_text(spec, encoding="utf-8")
+    return tmp_path / "task.yaml"
+
+
+@pytest.fixture
+def common(small_task) -> list[str]:
+    """Train CLI arguments for bert-tiny-splade on the small task."""
     return ["--quiet", "--set", "model=bert-tiny-splade", "--set", "heldout_sentences=10",
-            "--set", f"task.name={tmp_path / 'task.yaml'}"]  # fmt: skip
+            "--set", f"task.name={small_task}"]  # fmt: skip
 
 
 def cli(argv, capsys):
@@ -174,9 +179,10 @@ def test_killed_comparison_resumes_keeping_the_runs_that_finished(common, tmp_pa
     assert "soft_prompt" in (run_dir / "report.md").read_text()
 
 
-def test_same_config_and_seed_give_the_same_prompt(tiny_gpt2, tmp_path, capsys):
+def test_same_config_and_seed_give_the_same_prompt(tiny_gpt2, small_task, tmp_path, capsys):
     register_model(tiny_gpt2)
-    args = ["--quiet", "--set", "model=tiny-gpt2", "--set", "total_timesteps=400", "--set", "evaluations=4",
+    args = ["--quiet", "--set", "model=tiny-gpt2", "--set", f"task.name={small_task}",
+            "--set", "total_timesteps=400", "--set", "evaluations=4",
             "--set", "env.num_envs=4", "--set", "env.examples_per_reward=8", "--set", "rl.batch_size=20",
             "--set", "policy.adapter_hidden=32", "--set", "vocab.size=50"]  # fmt: skip
     prompts = []
