@@ -129,6 +129,15 @@ class Scorer:
     def num_classes(self) -> int:
         return len(self.verbalizers)
 
+    def cached_scores(self) -> list:
+        """The score cache as (key, log-probs) pairs, oldest first: saved in checkpoints, so that a
+        resumed run does not score its prompts again."""
+        return list(self._scores.items())
+
+    def load_cached_scores(self, items: list) -> None:
+        for key, value in items:
+            self._scores.put(key, value)
+
     def prompt_ids(self, prompt: PromptLike) -> tuple[int, ...]:
         """Token ids of a prompt given as text (encoded after the template's lead) or as ids."""
         ids = self.encoder.encode_prompt(prompt) if isinstance(prompt, str) else tuple(int(i) for i in prompt)

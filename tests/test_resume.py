@@ -77,8 +77,9 @@ def start(run_dir: Path, args: list[str]) -> subprocess.Popen:
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240.0) -> None:
+    """Wait until ``path`` exists and is not empty."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while not (path.exists() and path.stat().st_size):
         assert proc.poll() is None, (
             f"the run ended before writing {path.name}: {proc.communicate()[1][-2000:]}"
         )
@@ -91,9 +92,10 @@ def rows(run_dir: Path) -> list[dict]:
 
 
 def learning(run_dir: Path) -> list[tuple]:
-    """What a run learned at each evaluation, without counters that a resume legitimately changes
-    (seconds; reward queries and tokens: the score cache starts empty again)."""
-    keys = ("step", "dev_accuracy", "best_dev_accuracy", "train_loss", "greedy_prompt", "best_prompt")
+    """What a run learned and spent at each evaluation (all but the seconds). The reward queries match
+    too: the score cache is part of the checkpoint."""
+    keys = ("step", "dev_accuracy", "best_dev_accuracy", "train_loss", "greedy_prompt", "best_prompt",
+            "reward_queries", "lm_tokens", "train_reward")  # fmt: skip
     # Losses are rounded: the killed run used 1 thread, this process may use more (float sums differ).
     return [
         tuple(round(v, 4) if isinstance(v, float) else v for v in map(r.get, keys)) for r in rows(run_dir)

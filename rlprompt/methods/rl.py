@@ -93,7 +93,9 @@ def run(ctx: MethodContext) -> MethodResult:
 
     best = tracker.best
     if best is None:
-        raise RLPromptError(f"interrupted before the first evaluation: no prompt to export in {run_dir}")
+        print(f"stopped before the first evaluation, so there is no prompt to export yet; "
+              f"continue with  python -m rlprompt.train --resume {run_dir}", flush=True)  # fmt: skip
+        raise KeyboardInterrupt
     lm_tokens = int(scorer.stats.tokens_processed)  # training and dev; test scoring comes next
     reward_queries = int(scorer.stats.pairs_scored)
     test, manual_test = (
@@ -314,6 +316,7 @@ class _Tracker:
             "best": asdict(self.best) if self.best else None, "last_eval_step": self.last_eval_step,
             "recent": dict(self.recent), "rewards": list(self.rewards), "accuracies": list(self.accuracies),
             "scorer_stats": (stats.pairs_scored, stats.tokens_processed), "log": self.log.state(step),
+            "scores": self.scorer.cached_scores(),
         }  # fmt: skip
         if hasattr(model, "target_head"):  # SQL's target network and sampler
             state["target"] = (model.target_extractor.state_dict(), model.target_head.state_dict())
@@ -337,6 +340,7 @@ class _Tracker:
         self.last_eval_step = state["last_eval_step"]
         self.recent, self.rewards, self.accuracies = state["recent"], state["rewards"], state["accuracies"]
         self.scorer.stats.pairs_scored, self.scorer.stats.tokens_processed = state["scorer_stats"]
+        self.scorer.load_cached_scores(state["scores"])
         self.last_checkpoint = state["step"]
         self._rng_to_restore = state
         return state["step"]
