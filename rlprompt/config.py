@@ -239,7 +239,10 @@ class RLConfig:
     top_k: int = 256
     replay_size: int = 0
     replay_batches: int = 0
-    reward_scale: float = 1.0  # SQL: rewards × this in the losses (inverse soft-Q temperature)
+    # SQL: rewards × this in the losses (the inverse soft-Q temperature). Measured on the quickstart (seed 0,
+    # 4,000 steps): 10 gave best dev 0.72 (test 0.79), 30 gave 0.69; with 1, training-batch accuracy stayed
+    # near 0.55 for 5,000 steps (z-scored rewards of about ±1 barely tilt a softmax over 1,000 tokens).
+    reward_scale: float = 10.0
     # Stop early once this many (prompt, example) pairs were scored (training and dev): the same budget of
     # reward queries for every algorithm, since prompts a policy writes again cost nothing. None: no limit.
     max_reward_queries: int | None = None
