@@ -147,3 +147,88 @@ def yelp_style_classifier(encoder: SentenceEncoder) -> StyleClassifier:
     return train_style_classifier(
         encoder, yelp_sentences("dev", 0), yelp_sentences("dev", 1), cache_name="yelp"
     )
+
+
+# -- rewriting with a frozen causal LM, and the composite reward ---------------------------------------
+
+# RLPrompt's style-transfer template: the prompt first, then the quoted input, then an open quote that the
+# model closes after its rewrite.
+REWRITE_TEMPLATE = '{prompt} "{sentence}" "'
+
+
+class Rewriter:
+    """Samples rewrites of sentences from a frozen causal LM given a prompt (batched, left-padded);
+    a rewrite ends at the first closing quote or line break."""
+
+    def __init__(self, lm, max_new_tokens: int = 24, top_k: int = 10):
+        if lm.kind != "causal":
+            raise RLPromptError(f"style transfer needs a causal (generating) model; {lm.name} is {lm.kind}")
+        self.lm, self.max_new_tokens, self.top_k = lm, max_new_tokens, top_k
+        self.pad_id = lm.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = lm.tokenizer.eos_token_id
+
+    def rewrite(self, prompt: str, sentences: list[str], samples: int = 1, greedy: bool = False,
+                seed: int = 0) -> list[list[str]]:  # fmt: skip
+        """``samples`` rewrites of each sentence (greedy: one, deterministic)."""
+        texts = [REWRITE_TEMPLATE.format(prompt=prompt, sentence=s).lstrip() for s in sentences]
+        rows = [list(self.lm.encode(t)) for t in texts]
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row) :] = torch.tensor(row)
+            mask[i, width - len(row) :] = 1
+        n = 1 if greedy else samples
+        generator_state = torch.get_rng_state()
+        torch.manual_seed(seed)  # sampling is reproducible and leaves the caller's random state alone
+        try:
+            with torch.inference_mode():
+                out = self.lm.model.generate(
+                    input_ids=ids, attention_mask=mask, max_new_tokens=self.max_new_tokens,
+                    do_sample=not greedy, top_k=self.top_k if not greedy else None, num_return_sequences=n,
+                    pad_token_id=self.pad_id,
+                )  # fmt: skip
+        finally:
+            torch.set_rng_state(generator_state)
+        decoded = self.lm.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        cut = [text.split('"')[0].split("\n")[0].strip() for text in decoded]
+        return [cut[i * n : (i + 1) * n] for i in range(len(sentences))]
+
+
+@dataclass
+class StyleScores:
+    """Per (input, rewrite): content similarity and target-style probability, both 0-100."""
+
+    content: np.ndarray
+    style: np.ndarray
+
+    @property
+    def joint(self) -> np.ndarray:
+        """RLPrompt's combination: the mean of content and style."""
+        return (self.content + self.style) / 2
+
+
+class StyleReward:
+    """Content (MiniLM cosine similarity, clipped at 0) and target-style probability, 0-100 each."""
+
+    def __init__(self, encoder: SentenceEncoder, classifier: StyleClassifier, target_style: int):
+        self.encoder, self.classifier, self.target = encoder, classifier, target_style
+
+    def scores(self, inputs: list[str], outputs: list[str]) -> StyleScores:
+        content = np.clip(self.encoder.similarity(inputs, outputs), 0, 1) * 100
+        p = self.classifier.probability(self.encoder, outputs)
+        style = (p if self.target == 1 else 1 - p) * 100
+        return StyleScores(content.astype(np.float32), style.astype(np.float32))
+
+    def best_of(self, inputs: list[str], samples: list[list[str]]) -> np.ndarray:
+        """The best joint score among each input's sampled rewrites (RLPrompt's reward before its per-input
+        z-scoring)."""
+        flat_in = [x for x, outs in zip(inputs, samples, strict=True) for _ in outs]
+        flat_out = [o for outs in samples for o in outs]
+        joint = self.scores(flat_in, flat_out).joint
+        best, start = [], 0
+        for outs in samples:
+            best.append(float(joint[start : start + len(outs)].max()) if outs else 0.0)
+            start += len(outs)
+        return np.array(best, dtype=np.float32)

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from rlprompt.style import SentenceEncoder, train_style_classifier, yelp_sentences, yelp_style_classifier
+from rlprompt.errors import RLPromptError
+from rlprompt.style import (
+    Rewriter,
+    SentenceEncoder,
+    StyleReward,
+    train_style_classifier,
+    yelp_sentences,
+    yelp_style_classifier,
+)
 
 pytestmark = pytest.mark.real_model
 
@@ -68,3 +77,33 @@ def test_the_classifier_is_cached_and_keyed_by_its_data(encoder, tmp_path, monke
     assert np.array_equal(first.weight, again.weight)
     train_style_classifier(encoder, NEGATIVE * 4, POSITIVE * 4, per_class=5, heldout=3, cache_name="t")
     assert len(list((tmp_path / "style").glob("t-*.npz"))) == 2
+
+
+def test_best_of_takes_each_inputs_best_rewrite(encoder, classifier):
+    reward = StyleReward(encoder, classifier, target_style=1)
+    scores = reward.scores(NEGATIVE, POSITIVE)
+    assert (scores.style > 80).all() and np.allclose(scores.joint, (scores.content + scores.style) / 2)
+    copy = reward.scores(NEGATIVE, NEGATIVE)
+    assert (copy.content > 99).all() and (copy.style < 20).all()
+    samples = [[NEGATIVE[i], POSITIVE[i]] for i in range(3)]  # a copy and a real rewrite for each input
+    best = reward.best_of(NEGATIVE, samples)
+    assert np.allclose(best, np.maximum(copy.joint, scores.joint))
+    assert (best == scores.joint).all(), "the opposite-sentiment rewrite beats the copy"
+
+
+def test_rewriter_samples_reproducibly_and_cuts_at_the_closing_quote(smol):
+    rewriter = Rewriter(smol, max_new_tokens=12)
+    inputs = ["the food was cold .", "the staff was rude ."]
+    state = torch.get_rng_state()
+    first = rewriter.rewrite("Rewrite the sentence to be positive:", inputs, samples=3, seed=1)
+    assert torch.equal(state, torch.get_rng_state()), "the caller's random state is left alone"
+    assert [len(s) for s in first] == [3, 3]
+    assert all('"' not in r and "\n" not in r for rs in first for r in rs)
+    assert first == rewriter.rewrite("Rewrite the sentence to be positive:", inputs, samples=3, seed=1)
+    greedy = rewriter.rewrite("Rewrite the sentence to be positive:", inputs, greedy=True)
+    assert [len(s) for s in greedy] == [1, 1] and all(g[0] for g in greedy)
+
+
+def test_rewriter_needs_a_causal_model(bert):
+    with pytest.raises(RLPromptError, match="needs a causal"):
+        Rewriter(bert)
