@@ -86,7 +86,10 @@ def non_finite(what: str, step: int, run_dir: Path, last_checkpoint: int | None,
         if last_checkpoint and (Path(run_dir) / CHECKPOINT).exists()
         else "no checkpoint was written before it"
     )
-    return NonFiniteError(f"{what} is not finite at step {step}: stopped; {saved}. {hint}")
+    return NonFiniteError(
+        f"{what} is not finite at step {step}: stopped; {saved}. {hint} "
+        f"(python -m rlprompt.train --resume {run_dir} --set KEY=VALUE resumes with a new learning rate)"
+    )
 
 
 def parameters_sum(parameters) -> torch.Tensor:
@@ -95,13 +98,18 @@ def parameters_sum(parameters) -> torch.Tensor:
 
 
 def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():  # PPO samples actions on the GPU when there is one
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def restore_rng(state: dict) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def truncate_metrics(run_dir: Path, last_step: int) -> None:

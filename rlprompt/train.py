@@ -29,6 +29,9 @@ from rlprompt.evaluate import make_scorer, prompt_budget
 from rlprompt.models import LanguageModel, load_model
 from rlprompt.tasks import Task, load_task
 
+# What --resume --set may change: the step size, not what is learned or how it is scored.
+RESUMABLE_KEYS = re.compile(r"(^|\.)(learning_rate|max_grad_norm)$")
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -53,26 +56,38 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    overwrite = False
     if args.resume:
-        if args.config or args.set or args.run_dir:
+        if args.config or args.run_dir or args.overwrite:
             raise RLPromptError(
-                "--resume continues with the run's own config.yaml: drop --config, --set, --run-dir"
+                "--resume continues with the run's own config.yaml: drop --config, --run-dir, --overwrite"
+            )
+        changed = [item for item in args.set if not RESUMABLE_KEYS.search(item.split("=", 1)[0].strip())]
+        if changed:
+            raise RLPromptError(
+                f"--resume --set {changed[0]}: only learning rates and gradient clipping "
+                "(keys ending in learning_rate or max_grad_norm) can change when a run resumes"
             )
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
             raise RLPromptError(f"{run_dir}: not a run directory (no config.yaml)")
-        config = load_train_config(str(run_dir / "config.yaml"))
+        config = load_train_config(str(run_dir / "config.yaml"), args.set)
     else:
         config = load_train_config(args.config, args.set)
         run_dir = Path(args.run_dir) if args.run_dir else None
-        if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()):
-            if not args.overwrite:
-                raise RLPromptError(
-                    f"{run_dir}: run directory already exists; "
-                    f"--resume {run_dir} continues it, --overwrite replaces it"
-                )
-            shutil.rmtree(run_dir)
-    result = train(config, progress=not args.quiet, run_dir=run_dir, resume=bool(args.resume))
+        if run_dir is not None and run_dir.exists():
+            if not run_dir.is_dir():
+                raise RLPromptError(f"{run_dir}: exists and is not a directory")
+            if any(run_dir.iterdir()):
+                if not args.overwrite:
+                    raise RLPromptError(
+                        f"{run_dir}: run directory already exists; "
+                        f"--resume {run_dir} continues it, --overwrite replaces it"
+                    )
+                overwrite = True
+    result = train(
+        config, progress=not args.quiet, run_dir=run_dir, resume=bool(args.resume), overwrite=overwrite
+    )
     print(result["summary"])
     if result["interrupted"]:
         print(
@@ -84,13 +99,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train(
-    config: TrainConfig, progress: bool = True, run_dir: Path | None = None, resume: bool = False
-) -> dict:
+    config: TrainConfig, progress: bool = True, run_dir: Path | None = None, resume: bool = False,
+    overwrite: bool = False,
+) -> dict:  # fmt: skip
     """Run every configured method on every seed. Returns the run directory, the results and a summary
     (one run: also ``prompt`` and ``metrics`` of the RL prompt, for scripts that want them).
 
     ``run_dir``: where to write (default: a new directory under ``output_dir``); with ``resume``, runs that
-    finished there are kept, an interrupted one continues from its checkpoint and the rest start."""
+    finished there are kept, an interrupted one continues from its checkpoint and the rest start;
+    ``overwrite`` empties ``run_dir`` first (once the config has passed every check)."""
     task = load_task(config.task.name, config.task.seed)
     for split in task.split_files:  # every data file is read (and checked) before anything is written
         task.examples(split)
@@ -112,9 +129,10 @@ def train(
         )
     else:
         root = Path(run_dir)
+        if overwrite:
+            shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        _write_config(config, root)
+    _write_config(config, root)  # when resuming: with any new learning rate
     cache: dict = {}
     results: list = []
     with StopRequest() as stop:
@@ -132,8 +150,8 @@ def train(
             if single or not results:
                 raise
             print("\ninterrupted: the report covers the runs that finished", flush=True)
-    out = {"run_dir": root, "results": results,
-           "interrupted": stop.requested or any(r.interrupted for r in results)}  # fmt: skip
+    unfinished = len(results) < len(seeds) * len(methods) or any(r.interrupted for r in results)
+    out = {"run_dir": root, "results": results, "interrupted": unfinished}
     if single:
         summary_file = root / "summary.txt"
         r = results[0]
@@ -161,7 +179,7 @@ def _run_one(config, method, seed, task, lm, root: Path, single, test_scorer, ca
     a finished run is read back, an interrupted one continues from its checkpoint."""
     from stable_baselines3.common.utils import set_random_seed
 
-    from rlprompt.methods import MethodContext, MethodResult, run_method
+    from rlprompt.methods import MethodContext, run_method
 
     run_dir = root
     if not single:
@@ -170,12 +188,12 @@ def _run_one(config, method, seed, task, lm, root: Path, single, test_scorer, ca
         _write_config(dataclasses.replace(config, method=method, methods=[], seed=seed, seeds=[]), run_dir)
     state = None
     if resume:
-        finished = run_dir / "result.json"
-        if finished.exists() and not MethodResult.load(finished).interrupted:
+        finished = _finished_result(run_dir)
+        if finished is not None:
             if single:
                 raise RLPromptError(f"{run_dir}: this run finished; nothing to resume")
             print(f"{method} seed {seed}: finished before, kept", flush=True)
-            return MethodResult.load(finished)
+            return finished
         state = load_checkpoint(run_dir)
         if state is not None and state.get("method") != method:
             raise RLPromptError(
@@ -194,6 +212,17 @@ def _run_one(config, method, seed, task, lm, root: Path, single, test_scorer, ca
         flush=True,
     )
     return result
+
+
+def _finished_result(run_dir: Path):
+    """The result of a run that finished (None for one interrupted, or whose result.json is unreadable)."""
+    from rlprompt.methods import MethodResult
+
+    try:
+        result = MethodResult.load(run_dir / "result.json")
+    except (OSError, ValueError, TypeError):
+        return None
+    return None if result.interrupted else result
 
 
 def _write_config(config: TrainConfig, run_dir: Path) -> None:

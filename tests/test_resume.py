@@ -214,4 +214,38 @@ def test_run_directory_rules(common, tmp_path, capsys):
     code, _, err = cli(["--resume", str(tmp_path / "nowhere")], capsys)
     assert code == 2 and "not a run directory (no config.yaml)" in err
     code, _, err = cli(["--resume", str(existing), "--set", "seed=1"], capsys)
-    assert code == 2 and "drop --config, --set" in err
+    assert code == 2 and "--resume --set seed=1: only learning rates and gradient clipping" in err
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    code, _, err = cli(["--run-dir", str(a_file), *common], capsys)
+    assert code == 2 and f"{a_file}: exists and is not a directory" in err
+
+    # --overwrite replaces a directory only once the new config has passed its checks
+    code, _, err = cli(["--run-dir", str(existing), "--overwrite", *common, "--set", "model=gpt-17"], capsys)
+    assert code == 2 and "unknown model 'gpt-17'" in err
+    assert (existing / "result.json").exists(), "the old run is still there"
+
+
+def test_checkpoints_wait_for_a_prompt_boundary(tiny_gpt2, small_task, tmp_path, capsys, monkeypatch):
+    """With rollouts of 3 steps and prompts of 5 tokens, rollouts often start mid-prompt; a checkpoint
+    there would lose the half-written prompts, so it waits for a rollout that starts on a boundary."""
+    import rlprompt.checkpoint as checkpoint
+
+    register_model(tiny_gpt2)
+    saved, real = [], checkpoint.save_checkpoint
+
+    def record(run_dir, state):
+        saved.append(state)
+        real(run_dir, state)
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", record)
+    args = ["--quiet", "--set", "model=tiny-gpt2", "--set", f"task.name={small_task}",
+            "--run-dir", str(tmp_path / "r"),
+            "--set", "total_timesteps=600", "--set", "evaluations=10", "--set", "env.num_envs=4",
+            "--set", "rl.n_steps=3", "--set", "rl.batch_size=12", "--set", "policy.adapter_hidden=32",
+            "--set", "vocab.size=50"]  # fmt: skip
+    code, _, err = cli(args, capsys)
+    assert code == 0, err
+    steps = [state["step"] for state in saved]
+    assert len(steps) >= 3 and all(step % 20 == 0 for step in steps), steps  # 4 envs x 5 tokens

@@ -184,10 +184,13 @@ def test_a_nan_reward_stops_rl_with_a_clear_error_and_keeps_the_checkpoint(
     assert "the reward is not finite at step 260: stopped; its last checkpoint (step 220) is in" in err
     assert (run_dir / CHECKPOINT).exists() and not (run_dir / "result.json").exists()
 
+    assert f"--resume {run_dir} --set KEY=VALUE" in err
+
     monkeypatch.setattr(PromptEnv, "score_prompts", real)  # the cause is gone: the run resumes
-    code, out, err = cli(["--resume", str(run_dir), "--quiet"], capsys)
+    code, out, err = cli(["--resume", str(run_dir), "--quiet", "--set", "rl.learning_rate=1e-4"], capsys)
     assert code == 0, err
     assert "resuming at step 220" in out
+    assert "learning_rate: 0.0001" in (run_dir / "config.yaml").read_text(), "the new rate is recorded"
 
 
 def test_a_diverging_soft_prompt_stops_with_a_clear_error(tiny_gpt2, tmp_path, capsys):

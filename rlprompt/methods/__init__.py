@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from rlprompt.checkpoint import StopRequest, remove_checkpoint, truncate_metrics
+from rlprompt.checkpoint import StopRequest, atomic_write_bytes, remove_checkpoint, truncate_metrics
 from rlprompt.config import TrainConfig
 from rlprompt.models import LanguageModel
 from rlprompt.scoring import Scorer
@@ -99,9 +99,8 @@ class MethodResult:
     interrupted: bool = False
 
     def save(self, run_dir: Path) -> None:
-        (Path(run_dir) / "result.json").write_text(
-            json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8"
-        )
+        text = json.dumps(asdict(self), indent=2) + "\n"
+        atomic_write_bytes(Path(run_dir) / "result.json", text.encode("utf-8"))
 
     @classmethod
     def load(cls, path: Path) -> MethodResult:

@@ -62,7 +62,8 @@ def run(ctx: MethodContext) -> MethodResult:
                 total_timesteps=config.total_timesteps - done_steps, callback=tracker.callback(),
                 reset_num_timesteps=not done_steps,
             )  # fmt: skip
-            interrupted = ctx.stop.requested
+            # A stop request during the last rollout still lets training finish.
+            interrupted = ctx.stop.requested and model.num_timesteps < config.total_timesteps
         except KeyboardInterrupt:
             interrupted = True
         except ValueError as err:  # torch's distributions refuse NaN logits: say so in the user's terms
@@ -299,6 +300,8 @@ class _Tracker:
         weights = parameters_sum(self.model.policy.parameters())
         check_finite(weights, "the policy's weights", step, self.run_dir, self.last_checkpoint,
                      "Lower rl.learning_rate.")  # fmt: skip
+        if self.env._length:  # mid-prompt (rl.n_steps is not a multiple of the prompt length): not here
+            return
         if self.ctx.checkpoint_due(step, self.last_checkpoint, self.last_eval_step > self.last_checkpoint):
             self.save_checkpoint(step)
             self.stopping = self.ctx.stop.requested
@@ -321,6 +324,7 @@ class _Tracker:
         if hasattr(model, "target_head"):  # SQL's target network and sampler
             state["target"] = (model.target_extractor.state_dict(), model.target_head.state_dict())
             state["sql_rng"] = model._rng.bit_generator.state
+            state["replay"] = list(model.replay) if model.replay_size else []
         save_checkpoint(self.run_dir, state)
         self.last_checkpoint = step
 
@@ -335,6 +339,7 @@ class _Tracker:
             model.target_extractor.load_state_dict(state["target"][0])
             model.target_head.load_state_dict(state["target"][1])
             model._rng.bit_generator.state = state["sql_rng"]
+            model.replay.extend(state.get("replay", []))
         best = state["best"]
         self.best = Candidate(**{**best, "ids": tuple(best["ids"])}) if best else None
         self.last_eval_step = state["last_eval_step"]

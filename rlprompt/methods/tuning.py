@@ -109,6 +109,8 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
     if resume:
         restore(resume["params"])
         optimizer.load_state_dict(resume["optimizer"])
+        for group in optimizer.param_groups:  # --resume may set a new learning rate (after a NaN, say)
+            group["lr"], group["weight_decay"] = section.learning_rate, section.weight_decay
         rng.bit_generator.state = resume["data_rng"]
         best_state, best_step = resume["best_state"], resume["best_step"]
         losses, order = resume["losses"], resume["order"]
