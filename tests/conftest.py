@@ -108,3 +108,14 @@ def reference_logprobs(
             lp = torch.log_softmax(lm.model(input_ids=torch.tensor([full])).logits[0], -1)
             out.append(sum(lp[len(seq) - 1 + j, t].item() for j, t in enumerate(ids)))
         return out
+
+
+def write_task(directory: Path, name: str, rows, verbalizers: str = "{0: terrible, 1: great}") -> Path:
+    """A user task whose train, dev and test files all hold ``rows`` ((sentence, label) pairs); returns
+    its task.yaml."""
+    lines = "sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows)
+    for split in ("train", "dev", "test"):
+        (directory / f"{split}.tsv").write_text(lines, encoding="utf-8")
+    spec = f"name: {name}\ntrain: train.tsv\ndev: dev.tsv\ntest: test.tsv\nverbalizers: {verbalizers}\n"
+    (directory / "task.yaml").write_text(spec, encoding="utf-8")
+    return directory / "task.yaml"

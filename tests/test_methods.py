@@ -17,6 +17,7 @@ from rlprompt.perplexity import heldout_sentences, perplexity
 from rlprompt.scoring import Scorer
 from rlprompt.tasks import Example
 from rlprompt.train import main as train_main
+from tests.conftest import write_task
 
 ROWS = [
     ("a gorgeous , witty , seductive movie .", 1),
@@ -106,11 +107,7 @@ def test_in_context_template_is_balanced_and_seeded(examples):
 
 @pytest.fixture
 def tiny_task(tmp_path):
-    lines = "sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in ROWS)
-    for split in ("train", "dev", "test"):
-        (tmp_path / f"{split}.tsv").write_text(lines, encoding="utf-8")
-    spec = "name: tiny\ntrain: train.tsv\ndev: dev.tsv\ntest: test.tsv\nverbalizers: {0: bad, 1: good}\n"
-    (tmp_path / "task.yaml").write_text(spec, encoding="utf-8")
+    write_task(tmp_path, "tiny", ROWS, verbalizers="{0: bad, 1: good}")
     return tmp_path
 
 

@@ -13,6 +13,7 @@ from rlprompt.evaluate import main as evaluate_main
 from rlprompt.models import register_model
 from rlprompt.sql import SQL
 from rlprompt.train import main as train_main
+from tests.conftest import write_task
 
 ROWS = [("a joy to watch .", 1), ("a dull , lifeless mess .", 0), ("warm and funny .", 1), ("tedious .", 0),
         ("one of the best films of the year .", 1), ("i hated every minute .", 0)]  # fmt: skip
@@ -20,14 +21,7 @@ ROWS = [("a joy to watch .", 1), ("a dull , lifeless mess .", 0), ("warm and fun
 
 @pytest.fixture
 def tiny_task(tmp_path):
-    lines = "sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in ROWS)
-    for split in ("train", "dev", "test"):
-        (tmp_path / f"{split}.tsv").write_text(lines, encoding="utf-8")
-    spec = (
-        "name: tiny\ntrain: train.tsv\ndev: dev.tsv\ntest: test.tsv\nverbalizers: {0: terrible, 1: great}\n"
-    )
-    (tmp_path / "task.yaml").write_text(spec, encoding="utf-8")
-    return tmp_path / "task.yaml"
+    return write_task(tmp_path, "tiny", ROWS)
 
 
 def run(main, argv, capsys):
