@@ -14,33 +14,17 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
 import signal
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from rlprompt.errors import RLPromptError
+from rlprompt.files import atomic_write_bytes
 
 CHECKPOINT = "checkpoint.pt"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(run_dir: Path, state: dict) -> None:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rlprompt.errors import RLPromptError
+from rlprompt.files import atomic_write_bytes
 
 FORMAT = "rlprompt.prompt"
 VERSION = 1
@@ -61,11 +62,7 @@ def save_prompt(prompt: LearnedPrompt, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(asdict(prompt), indent=2, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".prompt-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; an exported prompt is meant to be shared
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def load_prompt(path: str | Path) -> LearnedPrompt:

@@ -13,6 +13,7 @@ Data: ``rlprompt/data/style-transfer/yelp`` (see its PROVENANCE.md).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from importlib.resources import files
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from rlprompt.errors import RLPromptError
+from rlprompt.files import atomic_write_bytes
 from rlprompt.models import Bundle, _bundle_directory, cache_root
 from rlprompt.tasks import read_text
 
@@ -134,11 +136,11 @@ def train_style_classifier(
     classifier.heldout_accuracy = float(np.mean(np.concatenate([p0 < 0.5, p1 >= 0.5])))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, weight=classifier.weight, bias=classifier.bias,
+        buffer = io.BytesIO()
+        np.savez(buffer, weight=classifier.weight, bias=classifier.bias,
                  heldout_accuracy=classifier.heldout_accuracy, train_size=classifier.train_size,
                  heldout_size=classifier.heldout_size)  # fmt: skip
-        tmp.replace(path)
+        atomic_write_bytes(path, buffer.getvalue())
     return classifier
 
 

@@ -26,6 +26,7 @@ from rlprompt.checkpoint import CHECKPOINT, StopRequest, load_checkpoint
 from rlprompt.config import TrainConfig, load_train_config, to_dict
 from rlprompt.errors import RLPromptError, run_cli
 from rlprompt.evaluate import make_scorer, prompt_budget
+from rlprompt.files import atomic_write_bytes
 from rlprompt.models import LanguageModel, load_model
 from rlprompt.tasks import Task, load_task
 
@@ -227,7 +228,7 @@ def _finished_result(run_dir: Path):
 
 def _write_config(config: TrainConfig, run_dir: Path) -> None:
     text = yaml.safe_dump(to_dict(config), sort_keys=False)
-    (run_dir / "config.yaml").write_text(text, encoding="utf-8")
+    atomic_write_bytes(run_dir / "config.yaml", text.encode("utf-8"))  # --resume reads it back
 
 
 def _new_run_dir(config: TrainConfig, task: Task, lm: LanguageModel, method: str, seed: int | None) -> Path:

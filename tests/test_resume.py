@@ -22,6 +22,7 @@ from rlprompt.errors import run_cli
 from rlprompt.methods import MethodResult
 from rlprompt.models import register_model
 from rlprompt.train import main as train_main
+from tests.conftest import write_task
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = [("a joy to watch .", 1), ("a dull , lifeless mess .", 0), ("warm and funny .", 1), ("tedious .", 0),
@@ -44,14 +45,7 @@ SETTINGS = {
 @pytest.fixture
 def small_task(tmp_path) -> Path:
     """A user task of 8 sentences per split, so that test evaluation is quick."""
-    lines = "sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in ROWS)
-    for split in ("train", "dev", "test"):
-        (tmp_path / f"{split}.tsv").write_text(lines, encoding="utf-8")
-    spec = (
-        "name: small\ntrain: train.tsv\ndev: dev.tsv\ntest: test.tsv\nverbalizers: {0: terrible, 1: great}\n"
-    )
-    (tmp_path / "task.yaml").write_text(spec, encoding="utf-8")
-    return tmp_path / "task.yaml"
+    return write_task(tmp_path, "small", ROWS)
 
 
 @pytest.fixture
@@ -230,16 +224,16 @@ def test_run_directory_rules(common, tmp_path, capsys):
 def test_checkpoints_wait_for_a_prompt_boundary(tiny_gpt2, small_task, tmp_path, capsys, monkeypatch):
     """With rollouts of 3 steps and prompts of 5 tokens, rollouts often start mid-prompt; a checkpoint
     there would lose the half-written prompts, so it waits for a rollout that starts on a boundary."""
-    import rlprompt.checkpoint as checkpoint
+    import rlprompt.methods.rl as rl_method
 
     register_model(tiny_gpt2)
-    saved, real = [], checkpoint.save_checkpoint
+    saved, real = [], rl_method.save_checkpoint
 
     def record(run_dir, state):
         saved.append(state)
         real(run_dir, state)
 
-    monkeypatch.setattr(checkpoint, "save_checkpoint", record)
+    monkeypatch.setattr(rl_method, "save_checkpoint", record)
     args = ["--quiet", "--set", "model=tiny-gpt2", "--set", f"task.name={small_task}",
             "--run-dir", str(tmp_path / "r"),
             "--set", "total_timesteps=600", "--set", "evaluations=10", "--set", "env.num_envs=4",

@@ -27,8 +27,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from rlprompt.checkpoint import StopRequest, atomic_write_bytes, remove_checkpoint, truncate_metrics
+from rlprompt.checkpoint import StopRequest, remove_checkpoint, truncate_metrics
 from rlprompt.config import TrainConfig
+from rlprompt.files import atomic_write_bytes
 from rlprompt.models import LanguageModel
 from rlprompt.scoring import Scorer
 from rlprompt.tasks import Task

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from rlprompt import __version__
-from rlprompt.checkpoint import non_finite
+from rlprompt.checkpoint import check_finite, non_finite, parameters_sum, restore_rng, save_checkpoint
 from rlprompt.errors import RLPromptError
 from rlprompt.evaluate import evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, save_prompt
@@ -294,8 +294,6 @@ class _Tracker:
     # -- checkpoints: at rollout starts, where no episode is half-written and no update is pending ------
 
     def on_rollout_start(self, step: int) -> None:
-        from rlprompt.checkpoint import check_finite, parameters_sum
-
         # After an update: a policy with NaN weights must neither be saved nor sample the next prompts.
         weights = parameters_sum(self.model.policy.parameters())
         check_finite(weights, "the policy's weights", step, self.run_dir, self.last_checkpoint,
@@ -308,8 +306,6 @@ class _Tracker:
 
     def save_checkpoint(self, step: int) -> None:
         from dataclasses import asdict
-
-        from rlprompt.checkpoint import save_checkpoint
 
         model, stats = self.model, self.scorer.stats
         state = {
@@ -351,8 +347,6 @@ class _Tracker:
         return state["step"]
 
     def on_training_start(self) -> None:
-        from rlprompt.checkpoint import restore_rng
-
         if self._rng_to_restore is not None:
             restore_rng(self._rng_to_restore["rng"])
             self.env.rng.bit_generator.state = self._rng_to_restore["env_rng"]
@@ -367,8 +361,6 @@ class _Tracker:
         episode_end = dones is not None and np.all(dones)
         if episode_end:
             batch = self.env.last_batch
-            from rlprompt.checkpoint import check_finite
-
             check_finite(batch["rewards"], "the reward", step, self.run_dir, self.last_checkpoint,
                          "The task model's scores overflowed; check the model and its dtype.")  # fmt: skip
             for ids, reward in zip(batch["prompt_ids"], batch["rewards"], strict=True):
