@@ -1,6 +1,8 @@
 """Environments in which an agent writes a prompt token by token and a frozen LM pays the reward.
 
-``PromptEnv`` is a plain Gymnasium environment (one prompt at a time). ``PromptVecEnv`` is what training
+``PromptWriterEnv`` is a plain Gymnasium environment (one prompt at a time); ``PromptEnv`` scores a prompt
+on classification examples (the gap reward) and ``StylePromptEnv`` on style-transfer inputs (the style
+objective's rewrite reward). ``PromptVecEnv`` is what training
 uses: a Stable-Baselines3 ``VecEnv`` whose environments all finish their prompts on the same step, so all
 prompts are scored in one Scorer call on the same training examples and their rewards are z-scored within
 the batch, as RLPrompt does.
@@ -48,35 +50,33 @@ def batch_accuracy(logprobs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (logprobs.argmax(-1) == labels[None, :]).mean(-1)
 
 
-class PromptEnv(gym.Env):
-    """Write ``prompt_length`` tokens; the reward comes after the last one (see the module docstring)."""
+class PromptWriterEnv(gym.Env):
+    """Write ``prompt_length`` tokens; the reward comes after the last one (see the module docstring).
+    Subclasses say how a batch of finished prompts is scored (``score_prompts``)."""
 
     metadata = {"render_modes": []}
 
-    def __init__(
-        self,
-        scorer: Scorer,
-        examples: Sequence[Example],
-        action_token_ids: Sequence[int],
-        prompt_length: int = 5,
-        examples_per_reward: int = 16,
-        correct_scale: float = 200.0,
-        wrong_scale: float = 180.0,
-    ):
+    def __init__(self, lm, action_token_ids: Sequence[int], prompt_length: int):
         super().__init__()
         if prompt_length < 1:
             raise ValueError(f"prompt_length must be at least 1, got {prompt_length}")
-        self.scorer = scorer
-        self.examples = list(examples)
-        self.labels = np.array([ex.label for ex in self.examples])
+        self.lm = lm
         self.action_token_ids = np.asarray(action_token_ids, dtype=np.int64)
         self.prompt_length = prompt_length
-        self.examples_per_reward = min(examples_per_reward, len(self.examples))
-        self.scales = (correct_scale, wrong_scale)
-        vocab_size = max(len(scorer.lm.tokenizer), int(self.action_token_ids.max()) + 1)
+        vocab_size = max(len(lm.tokenizer), int(self.action_token_ids.max()) + 1)
         self.observation_space = gym.spaces.Box(PAD, vocab_size - 1, shape=(prompt_length,), dtype=np.int64)
         self.action_space = gym.spaces.Discrete(len(self.action_token_ids))
         self._prompt: list[int] = []
+
+    def score_prompts(
+        self, prompts: list[tuple[int, ...]], rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per prompt: the reward and a progress figure in [0, 1] (accuracy, or the style joint score), on
+        one batch of training inputs drawn with ``rng``."""
+        raise NotImplementedError
+
+    def decode(self, ids) -> str:
+        return self.lm.decode(list(ids))
 
     def _observation(self) -> np.ndarray:
         obs = np.full(self.prompt_length, PAD, dtype=np.int64)
@@ -88,6 +88,40 @@ class PromptEnv(gym.Env):
         self._prompt = []
         return self._observation(), {}
 
+    def step(self, action):
+        self._prompt.append(int(self.action_token_ids[int(action)]))
+        if len(self._prompt) < self.prompt_length:
+            return self._observation(), 0.0, False, False, {}
+        reward, accuracy = self.score_prompts([tuple(self._prompt)], self.np_random)
+        info = {
+            "prompt": self.decode(self._prompt),
+            "prompt_ids": list(self._prompt),
+            "accuracy": float(accuracy[0]),
+        }
+        return self._observation(), float(reward[0]), True, False, info
+
+
+class PromptEnv(PromptWriterEnv):
+    """Classification: the reward is RLPrompt's gap reward of the prompt on ``examples_per_reward``
+    training examples."""
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        examples: Sequence[Example],
+        action_token_ids: Sequence[int],
+        prompt_length: int = 5,
+        examples_per_reward: int = 16,
+        correct_scale: float = 200.0,
+        wrong_scale: float = 180.0,
+    ):
+        super().__init__(scorer.lm, action_token_ids, prompt_length)
+        self.scorer = scorer
+        self.examples = list(examples)
+        self.labels = np.array([ex.label for ex in self.examples])
+        self.examples_per_reward = min(examples_per_reward, len(self.examples))
+        self.scales = (correct_scale, wrong_scale)
+
     def score_prompts(
         self, prompts: list[tuple[int, ...]], rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -98,17 +132,23 @@ class PromptEnv(gym.Env):
         labels = self.labels[chosen]
         return gap_reward(logprobs, labels, *self.scales), batch_accuracy(logprobs, labels)
 
-    def step(self, action):
-        self._prompt.append(int(self.action_token_ids[int(action)]))
-        if len(self._prompt) < self.prompt_length:
-            return self._observation(), 0.0, False, False, {}
-        reward, accuracy = self.score_prompts([tuple(self._prompt)], self.np_random)
-        info = {
-            "prompt": self.scorer.lm.decode(self._prompt),
-            "prompt_ids": list(self._prompt),
-            "accuracy": float(accuracy[0]),
-        }
-        return self._observation(), float(reward[0]), True, False, info
+
+class StylePromptEnv(PromptWriterEnv):
+    """Style transfer: the reward of a prompt is the style objective's (best-of-samples joint score of its
+    rewrites, z-scored per input across the batch) on ``inputs_per_reward`` training inputs."""
+
+    def __init__(self, objective, action_token_ids: Sequence[int], prompt_length: int = 5,
+                 inputs_per_reward: int = 4):  # fmt: skip
+        super().__init__(objective.lm, action_token_ids, prompt_length)
+        self.objective = objective
+        self.inputs = list(objective.task.train)
+        self.inputs_per_reward = min(inputs_per_reward, len(self.inputs))
+
+    def score_prompts(
+        self, prompts: list[tuple[int, ...]], rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        chosen = rng.choice(len(self.inputs), size=self.inputs_per_reward, replace=False)
+        return self.objective.train_rewards(prompts, [self.inputs[i] for i in chosen])
 
 
 class PromptVecEnv(VecEnv):
@@ -134,11 +174,21 @@ class PromptVecEnv(VecEnv):
         template = PromptEnv(
             scorer, examples, action_token_ids, prompt_length, examples_per_reward, correct_scale, wrong_scale
         )
+        self._wrap(template, num_envs, normalize, seed)
+
+    @classmethod
+    def of(cls, template: PromptWriterEnv, num_envs: int = 16, normalize: bool = True, seed: int = 0):
+        """``num_envs`` copies of any prompt-writing env (e.g. a :class:`StylePromptEnv`) in lockstep."""
+        env = cls.__new__(cls)
+        env._wrap(template, num_envs, normalize, seed)
+        return env
+
+    def _wrap(self, template: PromptWriterEnv, num_envs: int, normalize: bool, seed: int) -> None:
         self.template = template  # before VecEnv.__init__, which reads attributes through get_attr
         super().__init__(num_envs, template.observation_space, template.action_space)
         self.normalize = normalize
         self.rng = np.random.default_rng(seed)
-        self._prompts = np.full((num_envs, prompt_length), PAD, dtype=np.int64)
+        self._prompts = np.full((num_envs, template.prompt_length), PAD, dtype=np.int64)
         self._length = 0
         self._actions: np.ndarray | None = None
         self.last_batch: dict = {}  # the last scored batch: prompts, raw rewards, accuracies
@@ -168,7 +218,7 @@ class PromptVecEnv(VecEnv):
         rewards = raw
         if self.normalize:
             rewards = (raw - raw.mean()) / (raw.std() + 1e-8)
-        texts = [env.scorer.lm.decode(list(p)) for p in prompts]
+        texts = [env.decode(p) for p in prompts]
         self.last_batch = {"prompts": texts, "prompt_ids": prompts, "rewards": raw, "accuracy": accuracy}
         infos = [
             {

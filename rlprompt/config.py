@@ -293,6 +293,22 @@ class InContextConfig:
     separator: str = "\n"
 
 
+@dataclasses.dataclass
+class StyleConfig:
+    """Style-transfer tasks (``task.name: yelp-sentiment`` or ``shakespeare``): how rewrites are made and
+    scored. The training inputs per prompt batch are ``env.examples_per_reward``."""
+
+    target: str | None = None  # target style; None: the task's (yelp: positive, shakespeare: modern)
+    samples: int = (
+        4  # rewrites sampled per (prompt, input) for the training reward; the best counts (RLPrompt)
+    )
+    eval_samples: int = 1  # dev and test decoding: 1 = greedy; N = the best of N samples by the reward
+    top_k: int = 10  # sampling among the k likeliest tokens (RLPrompt: 10)
+    max_new_tokens: int = 24  # a rewrite ends at its closing quote, or here
+    dev_inputs: int = 32  # source-style sentences the prompt is chosen on
+    test_inputs: int | None = None  # test sentences evaluated; None: all (yelp: 500, shakespeare: 1,462)
+
+
 METHOD_NAMES = ("rl", "soft_prompt", "lora", "full_finetune", "manual", "in_context")
 MethodName = typing.Literal["rl", "soft_prompt", "lora", "full_finetune", "manual", "in_context"]
 
@@ -325,6 +341,7 @@ class TrainConfig:
     lora: LoraSection = dataclasses.field(default_factory=LoraSection)
     full_finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     in_context: InContextConfig = dataclasses.field(default_factory=InContextConfig)
+    style: StyleConfig = dataclasses.field(default_factory=StyleConfig)
 
     @property
     def method_list(self) -> list[str]:
@@ -341,8 +358,12 @@ class TrainConfig:
             "env.examples_per_reward": self.env.examples_per_reward, "rl.n_steps": self.rl.n_steps,
             "rl.batch_size": self.rl.batch_size, "rl.n_epochs": self.rl.n_epochs,
             "vocab.size": self.vocab.size, "in_context.k": self.in_context.k,
-            "heldout_sentences": self.heldout_sentences,
+            "heldout_sentences": self.heldout_sentences, "style.samples": self.style.samples,
+            "style.eval_samples": self.style.eval_samples, "style.top_k": self.style.top_k,
+            "style.max_new_tokens": self.style.max_new_tokens, "style.dev_inputs": self.style.dev_inputs,
         }  # fmt: skip
+        if self.style.test_inputs is not None:
+            positive["style.test_inputs"] = self.style.test_inputs
         for section in ("soft_prompt", "lora", "full_finetune"):
             tuning = getattr(self, section)
             positive[f"{section}.steps"] = tuning.steps

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlprompt.errors import RLPromptError, run_cli
-from rlprompt.export import load_adapter_meta, load_prompt
+from rlprompt.export import load_adapter_meta, load_classification_prompt
 from rlprompt.metrics import ClassificationMetrics, classification_metrics
 from rlprompt.models import LanguageModel, load_model, wrap_model
 from rlprompt.scoring import PromptLike, Scorer
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             "--adapter evaluates an exported baseline on its own; leave out --prompt, "
             "--prompt-file and --template"
         )
-    files = [load_prompt(path) for path in args.prompt_file]
+    files = [load_classification_prompt(path) for path in args.prompt_file]
     adapters = [load_adapter_meta(path) for path in args.adapter]
     source = files[0] if files else None  # the first prompt file (or adapter) supplies the defaults
     meta = adapters[0] if adapters else None

@@ -38,6 +38,11 @@ class LearnedPrompt:
     format: str = FORMAT
     version: int = VERSION
 
+    @property
+    def is_rewriting(self) -> bool:
+        """A style-transfer prompt (it makes the model rewrite a sentence; no verbalizers)."""
+        return not self.verbalizers
+
     def template_for(self, kind: str) -> str:
         """The prompt's own template on a model of its kind; RLPrompt's default for the other kind."""
         from rlprompt.templates import DEFAULT_TEMPLATES
@@ -52,6 +57,8 @@ class LearnedPrompt:
         """The filled template as text, e.g. to paste into another tool."""
         from rlprompt.templates import Template
 
+        if self.is_rewriting:  # '{prompt} "{sentence}" "': the model writes the rewrite after the open quote
+            return self.template.format(prompt=self.text.strip(), sentence=sentence).lstrip()
         kind = kind or self.model_kind
         template = Template.parse(self.template_for(kind), kind)
         return template.fill_text(sentence, self.text.strip(), label)
@@ -63,6 +70,17 @@ def save_prompt(prompt: LearnedPrompt, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(asdict(prompt), indent=2, ensure_ascii=False) + "\n"
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def load_classification_prompt(path: str | Path) -> LearnedPrompt:
+    """A prompt file for the tools that score labels (evaluate, transfer): a rewriting prompt is refused."""
+    prompt = load_prompt(path)
+    if prompt.is_rewriting:
+        raise RLPromptError(
+            f"{path}: a style-transfer prompt ({prompt.task}); it is evaluated by the training run that "
+            "learned it (style_eval.json), while this tool scores classification prompts"
+        )
+    return prompt
 
 
 def load_prompt(path: str | Path) -> LearnedPrompt:

@@ -39,7 +39,7 @@ def perplexity(
                 sequences = [_causal_ids(lm, s) for s in sentences]
                 for start in range(0, len(sequences), batch_size):
                     nll, count = _causal_nll(lm, sequences[start : start + batch_size], soft_prompt)
-                    total_nll, total_tokens = total_nll + nll, total_tokens + count
+                    total_nll, total_tokens = total_nll + sum(nll), total_tokens + sum(count)
             else:
                 rows = []  # (ids, masked position): one row per token of every sentence
                 for s in sentences:
@@ -51,6 +51,23 @@ def perplexity(
     finally:
         lm.model.train(was_training)
     return math.exp(total_nll / max(total_tokens, 1))
+
+
+def sentence_perplexities(lm: LanguageModel, sentences: Sequence[str], batch_size: int = 64) -> list[float]:
+    """Each sentence's own perplexity under a causal ``lm`` (after its start token): the fluency measure of
+    generated rewrites. An empty sentence gets ``inf``."""
+    if lm.kind != "causal":
+        raise ValueError("sentence perplexities need a causal model")
+    out: list[float] = [math.inf] * len(sentences)
+    todo = [i for i, s in enumerate(sentences) if s.strip()]
+    todo.sort(key=lambda i: len(sentences[i]))  # similar lengths together: little padding
+    with torch.inference_mode():
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            nll, count = _causal_nll(lm, [_causal_ids(lm, sentences[i]) for i in chunk], None)
+            for i, n, c in zip(chunk, nll, count, strict=True):
+                out[i] = math.exp(n / c) if c else math.inf
+    return out
 
 
 def _causal_ids(lm: LanguageModel, sentence: str) -> list[int]:
@@ -76,19 +93,22 @@ def _embed_rows(lm: LanguageModel, rows: list[list[int]], soft: torch.Tensor | N
     return torch.stack(out), mask.to(device)
 
 
-def _causal_nll(lm: LanguageModel, rows: list[list[int]], soft: torch.Tensor | None) -> tuple[float, int]:
+def _causal_nll(
+    lm: LanguageModel, rows: list[list[int]], soft: torch.Tensor | None
+) -> tuple[list[float], list[int]]:
+    """Per row: the summed negative log-likelihood of its tokens and how many there are."""
     keep = 1 if rows[0] and (lm.prefix_ids or lm.start_id is not None) else 0
     inputs, mask = _embed_rows(lm, rows, soft, keep)
     logits = lm.model(inputs_embeds=inputs, attention_mask=mask).logits.float()
     n = 0 if soft is None else soft.shape[0]
-    nll, count = 0.0, 0
+    nll, count = [], []
     for i, ids in enumerate(rows):
         # Tokens after the start token (and the soft prompt) are predicted from the position before them.
         targets = torch.tensor(ids[max(keep, 1) :], device=logits.device)
         first = max(keep, 1) + n  # position of the first target in the input
         logprobs = torch.log_softmax(logits[i, first - 1 : first - 1 + len(targets)], -1)
-        nll -= logprobs.gather(-1, targets[:, None]).sum().item()
-        count += len(targets)
+        nll.append(-logprobs.gather(-1, targets[:, None]).sum().item())
+        count.append(len(targets))
     return nll, count
 
 

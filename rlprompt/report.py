@@ -68,21 +68,27 @@ def _grouped(results: list[MethodResult]) -> dict[str, list[MethodResult]]:
     return dict(sorted(groups.items(), key=lambda kv: (ORDER.index(kv[0]) if kv[0] in ORDER else 99, kv[0])))
 
 
+def _metric(results: list[MethodResult]) -> str:
+    """What the runs' accuracy fields hold: accuracy, or (style transfer) the joint score as a fraction."""
+    return "accuracy" if all(r.metric == "accuracy" for r in results) else "joint score"
+
+
 def report_markdown(results: list[MethodResult]) -> str:
     """The comparison table and per-seed details as Markdown."""
     groups = _grouped(results)
     models = sorted({r.model for r in results})
     tasks = sorted({r.task for r in results})
+    what = _metric(results)
     lines = [
         f"# Comparison: {', '.join(tasks)} on {', '.join(models)}",
         "",
-        "Test accuracy of each method's best checkpoint by dev accuracy, mean ± sample std over seeds. "
+        f"Test {what} of each method's best checkpoint by dev {what}, mean ± sample std over seeds. "
         "Train time: wall time of training and dev evaluations (not test). "
         "LM tokens: task-LM tokens fed forward in training and dev evaluation (a backward pass costs about "
         "twice a forward one on top, for the gradient methods). Forgetting: perplexity on general held-out "
         "sentences before → after (a discrete prompt leaves the model unchanged).",
         "",
-        "| method | test accuracy | dev accuracy | seeds | trainable params | artifact | train time "
+        f"| method | test {what} | dev {what} | seeds | trainable params | artifact | train time "
         "| LM tokens | forgetting (ppl) | interpretable | transferable |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -139,7 +145,7 @@ def plot_curves(results: list[MethodResult], path: Path) -> None:
             ax.plot(tokens, best, marker=".", label=method, color=color)
     ax.set_xscale("log")
     ax.set_xlabel("task-LM tokens processed (training + dev evaluation)")
-    ax.set_ylabel("best dev accuracy so far (mean over seeds)")
+    ax.set_ylabel(f"best dev {_metric(results)} so far (mean over seeds)")
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -28,6 +28,7 @@ from rlprompt.errors import RLPromptError, run_cli
 from rlprompt.evaluate import make_scorer, prompt_budget
 from rlprompt.files import atomic_write_bytes
 from rlprompt.models import LanguageModel, load_model
+from rlprompt.style import is_style_task
 from rlprompt.tasks import Task, load_task
 
 # What --resume --set may change: the step size, not what is learned or how it is scored.
@@ -109,21 +110,25 @@ def train(
     ``run_dir``: where to write (default: a new directory under ``output_dir``); with ``resume``, runs that
     finished there are kept, an interrupted one continues from its checkpoint and the rest start;
     ``overwrite`` empties ``run_dir`` first (once the config has passed every check)."""
-    task = load_task(config.task.name, config.task.seed)
-    for split in task.split_files:  # every data file is read (and checked) before anything is written
-        task.examples(split)
-    lm = load_model(config.model)
     methods, seeds = config.method_list, config.seed_list
     single = len(methods) == 1 and len(seeds) == 1
-    manual = config.manual_prompt if config.manual_prompt is not None else task.manual_prompt
-    # One test scorer for the frozen LM with the task template: its sentence prefixes are computed once
-    # and shared by every method that leaves the model unchanged. Its prompt budget fits every method.
-    budget = max(
-        config.env.prompt_length, config.soft_prompt.num_virtual_tokens,
-        prompt_budget(lm, [manual, *config.manual_prompts]),
-    )  # fmt: skip
-    # Built before the run directory: it checks the template, the verbalizers and the prompt budget.
-    test_scorer = make_scorer(lm, task, config.task.template, prompt_budget=budget, prefix_cache_mb=4096)
+    if is_style_task(config.task.name):
+        task, lm = _style_task_and_model(config)
+        test_scorer = None  # rewrites are generated and scored by the style objective
+    else:
+        task = load_task(config.task.name, config.task.seed)
+        for split in task.split_files:  # every data file is read (and checked) before anything is written
+            task.examples(split)
+        lm = load_model(config.model)
+        manual = config.manual_prompt if config.manual_prompt is not None else task.manual_prompt
+        # One test scorer for the frozen LM with the task template: its sentence prefixes are computed once
+        # and shared by every method that leaves the model unchanged. Its prompt budget fits every method.
+        budget = max(
+            config.env.prompt_length, config.soft_prompt.num_virtual_tokens,
+            prompt_budget(lm, [manual, *config.manual_prompts]),
+        )  # fmt: skip
+        # Built before the run directory: it checks the template, the verbalizers and the prompt budget.
+        test_scorer = make_scorer(lm, task, config.task.template, prompt_budget=budget, prefix_cache_mb=4096)
     if run_dir is None:
         root = _new_run_dir(
             config, task, lm, methods[0] if single else "compare", seeds[0] if single else None
@@ -173,6 +178,32 @@ def train(
         report = write_report([root], root)
         out["summary"] = f"run: {root}\n\n{report}"
     return out
+
+
+def _style_task_and_model(config: TrainConfig):
+    """A style-transfer task and its causal task LM, with every setting checked before a run starts."""
+    from rlprompt.style import load_style_task
+
+    task = load_style_task(config.task.name, config.task.seed, config.style.target, config.style.dev_inputs)
+    lm = load_model(config.model)
+    if lm.kind != "causal":
+        raise RLPromptError(
+            f"style transfer generates rewrites, so it needs a causal model; {lm.name} is a {lm.kind} model"
+        )
+    if config.task.template is not None:
+        raise RLPromptError(
+            f"task.template does not apply to {config.task.name!r}: rewrites use RLPrompt's template "
+            '{prompt} "{sentence}" "'
+        )
+    if config.rl.polish_rounds:
+        raise RLPromptError("rl.polish_rounds applies to classification tasks only; set it to 0")
+    other = [m for m in config.method_list if m != "rl"]
+    if other:
+        raise RLPromptError(
+            f"method {other[0]!r} does not apply to the style-transfer task {config.task.name!r}: it has no "
+            "labels to train on; use method: rl (the empty and manual prompts are evaluated with it)"
+        )
+    return task, lm
 
 
 def _run_one(config, method, seed, task, lm, root: Path, single, test_scorer, cache, progress, stop, resume):

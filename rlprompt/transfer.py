@@ -20,7 +20,7 @@ import numpy as np
 
 from rlprompt.errors import RLPromptError, run_cli
 from rlprompt.evaluate import evaluate_prompts, make_scorer, prompt_budget
-from rlprompt.export import LearnedPrompt, load_prompt
+from rlprompt.export import LearnedPrompt, load_classification_prompt
 from rlprompt.models import load_model
 from rlprompt.tasks import DEFAULT_SEED, load_task
 
@@ -68,7 +68,7 @@ def run_transfer(
     seed: str = DEFAULT_SEED, limit: int | None = None, progress: bool = True,
 ) -> dict:  # fmt: skip
     """Evaluate every prompt on every (task, model); returns the rows, targets and round-trip notes."""
-    prompts = [load_prompt(path) for path in prompt_files]
+    prompts = [load_classification_prompt(path) for path in prompt_files]
     rows = []
     for p in prompts:
         name = f"{p.method} s{p.seed} ({p.task}, {p.model})"
@@ -207,7 +207,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     files = [Path(p) for p in args.prompts]
-    first = load_prompt(files[0])
+    first = load_classification_prompt(files[0])
     tasks = [
         t.strip()
         for t in (args.tasks or args.task or first.task_source or first.task).split(",")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium.utils.env_checker import check_env as gym_check_env
-from rlprompt.envs.prompt_env import PAD, PromptEnv, PromptVecEnv, gap_reward
+from rlprompt.envs.prompt_env import PAD, PromptEnv, PromptVecEnv, StylePromptEnv, gap_reward
 from rlprompt.policies.token_policy import TokenPolicy
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
@@ -14,6 +14,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 from rlprompt.methods.rl import greedy_prompt
 from rlprompt.models import register_model
 from rlprompt.scoring import Scorer
+from rlprompt.style import StyleObjective
 from rlprompt.tasks import Example
 
 
@@ -92,11 +93,45 @@ def test_ppo_with_the_token_policy_finds_the_target_prompt(tiny_llama):
     assert sum(v.numel() for v in state.values()) < 20_000
 
 
+class ToyStyleObjective:
+    """The style objective's reward shaping (per-input z-scores, from ``StyleObjective.train_rewards``) over
+    a made-up best-joint score: each target token in its place adds 30; each input adds its own offset
+    (some sentences are easier to rewrite than others), which the per-input z-scoring must remove."""
+
+    train_rewards = StyleObjective.train_rewards
+
+    def __init__(self, lm, target):
+        self.lm, self.target, self.samples = lm, target, 1
+        self.task = type("Task", (), {"train": [f"sentence {i}" for i in range(6)]})()
+
+    def best_joint(self, prompts, sentences, samples):
+        offsets = np.array([int(s.split()[1]) * 10.0 for s in sentences])
+        hits = np.array([sum(a == b for a, b in zip(p, self.target, strict=True)) for p in prompts])
+        return 10.0 + 30.0 * hits[:, None] + offsets[None, :]
+
+
+def test_ppo_finds_the_target_prompt_in_the_style_env(tiny_llama):
+    register_model(tiny_llama)
+    vocab = tiny_llama.encode(" good bad movie film really plot acting story")
+    target = (vocab[3], vocab[6], vocab[1])
+    env = PromptVecEnv.of(StylePromptEnv(ToyStyleObjective(tiny_llama, target), vocab, 3, 3), num_envs=16)
+    rewards, joint = env.template.score_prompts([target, (vocab[0],) * 3], np.random.default_rng(0))
+    assert rewards[0] > 0 > rewards[1] and rewards.sum() == pytest.approx(0)  # z-scored per input
+    torch.manual_seed(0)
+    model = PPO(
+        TokenPolicy, env, n_steps=3, batch_size=48, n_epochs=4, learning_rate=3e-3, gamma=1.0, gae_lambda=1.0,
+        ent_coef=0.0, seed=0,
+        policy_kwargs={"backbone": "tiny-llama", "action_token_ids": vocab, "adapter_hidden": 64},
+    )  # fmt: skip
+    model.learn(total_timesteps=16 * 3 * 60)
+    assert greedy_prompt(model, vocab, 3) == target
+
+
 def test_polish_accepts_only_single_token_changes_that_raise_the_training_reward(tiny_gpt2, tmp_path):
     from rlprompt.envs.prompt_env import gap_reward
 
     from rlprompt.config import TrainConfig
-    from rlprompt.methods.rl import _make_algorithm, _make_env, polish_prompt
+    from rlprompt.methods.rl import _make_algorithm, polish_prompt
     from rlprompt.models import register_model
     from rlprompt.scoring import Scorer
     from rlprompt.tasks import Example
@@ -110,9 +145,8 @@ def test_polish_accepts_only_single_token_changes_that_raise_the_training_reward
     config = TrainConfig(model="tiny-gpt2")
     config.policy.adapter_hidden = 16
     config.env.num_envs, config.env.examples_per_reward = 4, 4
-    model = _make_algorithm(
-        config, 0, _make_env(config, 0, scorer, train, vocab), vocab, "tiny-gpt2", tmp_path
-    )
+    env = PromptVecEnv(scorer, train, vocab, num_envs=4, prompt_length=5, examples_per_reward=4, seed=0)
+    model = _make_algorithm(config, 0, env, vocab, "tiny-gpt2", tmp_path)
     start = tuple(int(t) for t in vocab[:5])
     accepted = polish_prompt(model, scorer, train, start, vocab, 3, 40, 200.0, 180.0)
     assert accepted, "coordinate ascent over 40 tokens per position found nothing better on a random model"

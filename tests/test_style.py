@@ -7,10 +7,13 @@ import pytest
 import torch
 
 from rlprompt.errors import RLPromptError
+from rlprompt.perplexity import sentence_perplexities
 from rlprompt.style import (
     Rewriter,
     SentenceEncoder,
+    StyleObjective,
     StyleReward,
+    load_style_task,
     train_style_classifier,
     yelp_sentences,
     yelp_style_classifier,
@@ -107,3 +110,124 @@ def test_rewriter_samples_reproducibly_and_cuts_at_the_closing_quote(smol):
 def test_rewriter_needs_a_causal_model(bert):
     with pytest.raises(RLPromptError, match="needs a causal"):
         Rewriter(bert)
+
+
+def test_rewriter_stops_each_sequence_at_its_closing_quote(smol):
+    rewriter = Rewriter(smol, max_new_tokens=40)
+    out = rewriter.rewrite("Repeat the sentence:", ["the food was cold ."] * 4, greedy=True)
+    assert out[0] == ["the food was cold ."], out
+    # 4 rows of a short copy and its closing quote: far fewer than 4 x 40 new tokens
+    assert rewriter.tokens_generated < 4 * 12, rewriter.tokens_generated
+
+
+def test_sentence_perplexity_prefers_fluent_text(smol):
+    fluent = "the food was great and the staff was friendly ."
+    scrambled = "staff the friendly great was . food and was the"
+    ppl = sentence_perplexities(smol, [fluent, scrambled, ""])
+    assert ppl[0] * 3 < ppl[1] and np.isinf(ppl[2])
+    alone = sentence_perplexities(smol, [scrambled])
+    assert alone[0] == pytest.approx(ppl[1], rel=1e-3), "batching does not change a sentence's perplexity"
+
+
+def test_style_tasks_load_their_splits_and_refuse_a_wrong_target():
+    yelp = load_style_task("yelp-sentiment", dev_inputs=32)
+    assert (
+        yelp.direction == "negative → positive"
+        and yelp.manual_prompt == "Rewrite the sentence to be positive:"
+    )
+    assert len(yelp.dev) == 32 and not set(yelp.dev) & set(yelp.train)
+    assert len(yelp.test) == len(yelp.references) == 500
+    back = load_style_task("yelp-sentiment", target="negative")
+    assert back.source == 1 and back.test == yelp_sentences("test", 1)
+    shakespeare = load_style_task("shakespeare", seed="100-13")
+    assert shakespeare.direction == "shakespearean → modern" and shakespeare.data_seed == "100-13"
+    assert len(shakespeare.test) == len(shakespeare.references) == 1462
+    assert len(shakespeare.train) == 100 and shakespeare.classifier_heldout is not None
+    assert not any(s.startswith('"') and '""' in s for s in shakespeare.test), "CSV quoting is undone"
+    assert load_style_task("shakespeare", seed="16-13").data_seed == "100-13"
+    with pytest.raises(RLPromptError, match="style.target.*negative and positive.*'modern'"):
+        load_style_task("yelp-sentiment", target="modern")
+    with pytest.raises(RLPromptError, match="task.seed"):
+        load_style_task("shakespeare", seed="100-7")
+
+
+def test_the_shakespeare_classifier_tells_the_styles_apart(encoder):
+    task = load_style_task("shakespeare")
+    classifier = task.classifier(encoder)
+    assert classifier.train_size == 200 and classifier.heldout_size == 200
+    assert classifier.heldout_accuracy > 0.75, classifier.heldout_accuracy
+
+
+def test_style_objective_rewards_are_z_scored_per_input_and_never_generated_twice(smol):
+    task = load_style_task("yelp-sentiment", dev_inputs=2)
+    objective = StyleObjective(smol, task, samples=2, max_new_tokens=10, seed=0)
+    manual = tuple(smol.encode("Rewrite the sentence to be positive:"))
+    prompts = [(), manual, tuple(smol.encode(" great love"))]
+    inputs = task.train[:2]
+    rewards, joint = objective.train_rewards(prompts, inputs)
+    assert rewards.shape == joint.shape == (3,) and rewards.sum() == pytest.approx(0, abs=1e-6)
+    assert ((joint >= 0) & (joint <= 1)).all()
+    assert objective.stats.pairs_scored == 6
+    again = objective.train_rewards(prompts, inputs)
+    assert np.array_equal(again[0], rewards) and objective.stats.pairs_scored == 6, "cached"
+    # a checkpoint's cache reaches a fresh objective: nothing is generated again
+    fresh = StyleObjective(smol, task, samples=2, max_new_tokens=10, seed=0)
+    fresh.load_cached_scores(objective.cached_scores())
+    assert np.array_equal(fresh.train_rewards(prompts, inputs)[0], rewards) and fresh.stats.pairs_scored == 0
+
+
+def test_a_style_transfer_run_exports_its_prompt_and_a_test_report(tmp_path):
+    """The whole driver on a tiny budget: train, choose on dev, rewrite 8 test sentences with the learned,
+    empty and manual prompts, and write the report, the rewrites and prompt.json."""
+    import csv
+    import json
+
+    from rlprompt.config import load_train_config
+    from rlprompt.export import load_prompt
+    from rlprompt.train import train
+
+    config = load_train_config(None, [
+        "task.name=yelp-sentiment", "total_timesteps=16", "evaluations=2", "env.prompt_length=2",
+        "env.num_envs=4", "env.examples_per_reward=2", "rl.n_steps=2", "rl.batch_size=8", "rl.n_epochs=1",
+        "style.samples=2", "style.dev_inputs=4", "style.test_inputs=8", "style.max_new_tokens=12",
+        "policy.adapter_hidden=32",
+    ])  # fmt: skip
+    out = train(config, progress=False, run_dir=tmp_path / "run")
+    run = tmp_path / "run"
+    report = json.loads((run / "style_eval.json").read_text(encoding="utf-8"))
+    rows = report["prompts"]
+    assert list(rows) == ["human reference", "input copied", "learned", "empty", "manual"]
+    assert (
+        rows["manual"]["prompt"] == "Rewrite the sentence to be positive:" and rows["empty"]["prompt"] == ""
+    )
+    for r in rows.values():
+        assert set(r) >= {
+            "joint",
+            "content",
+            "style_accuracy",
+            "fluency",
+            "j_csf",
+            "bleu",
+            "median_perplexity",
+        }
+        assert 0 <= r["joint"] <= 100 and 0 <= r["style_accuracy"] <= 100
+    assert rows["input copied"]["content"] == pytest.approx(100, abs=1e-3)
+    assert rows["input copied"]["style_accuracy"] < rows["human reference"]["style_accuracy"]
+    assert rows["human reference"]["bleu"] == pytest.approx(100)
+    assert report["meta"]["test_inputs"] == 8 and report["meta"]["style_classifier_heldout_accuracy"] > 0.85
+    with (run / "rewrites.tsv").open(encoding="utf-8") as f:
+        table = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    assert table[0] == ["input", "human reference", "input copied", "learned", "empty", "manual"]
+    assert len(table) == 9 and table[1][0] == table[1][2]
+    prompt = load_prompt(run / "prompt.json")
+    assert (
+        prompt.is_rewriting
+        and prompt.template == '{prompt} "{sentence}" "'
+        and prompt.task == "yelp-sentiment"
+    )
+    assert prompt.metrics["test_joint"] == pytest.approx(rows["learned"]["joint"])
+    assert prompt.fill("the food was cold .") == f'{prompt.text.strip()} "the food was cold ." "'
+    result = out["results"][0]
+    assert result.metric == "joint" and result.test_accuracy == pytest.approx(rows["learned"]["joint"] / 100)
+    assert "| learned:" in (run / "summary.txt").read_text(encoding="utf-8")
+    assert not (run / "checkpoint.pt").exists()

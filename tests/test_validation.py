@@ -125,10 +125,21 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
         (tmp_path / "taken").mkdir()
         (tmp_path / "taken" / "x").write_text("keep")
         return ["--run-dir", str(tmp_path / "taken")], f"{tmp_path / 'taken'}: run directory already exists"
+    if case == "style task with a method that needs labels":
+        return ["--set", "task.name=yelp-sentiment"], (
+            "method 'manual' does not apply to the style-transfer task 'yelp-sentiment'")  # fmt: skip
+    if case == "unknown style target":
+        return ["--set", "task.name=yelp-sentiment", "--set", "style.target=formal"], (
+            "style.target: yelp-sentiment has styles negative and positive, got 'formal'")  # fmt: skip
+    if case == "style task on a masked model":
+        return ["--set", "task.name=shakespeare", "--set", "model=bert-tiny-splade"], (
+            "style transfer generates rewrites, so it needs a causal model; bert-tiny-splade is a masked"
+        )
     raise AssertionError(case)
 
 
 CASES = [
+    "style task with a method that needs labels", "unknown style target", "style task on a masked model",
     "unknown key", "unknown key in a file", "wrong type", "missing data file", "empty data file",
     "header only",
     "no text column", "no label column", "label without verbalizer",

@@ -98,6 +98,9 @@ class MethodResult:
     perplexity_after: float | None = None
     curve: list[dict] = field(default_factory=list)  # per evaluation: step, lm_tokens, dev and best dev
     interrupted: bool = False
+    # What dev_accuracy and test_accuracy hold: "accuracy", or for style transfer "joint" (the joint score of
+    # content and style, as a fraction; test_macro_f1 then holds J(C,S,F) as a fraction).
+    metric: str = "accuracy"
 
     def save(self, run_dir: Path) -> None:
         text = json.dumps(asdict(self), indent=2) + "\n"

@@ -41,19 +41,24 @@ class Candidate:
 
 def run(ctx: MethodContext) -> MethodResult:
     """Train the prompt policy; evaluate the best dev prompt (and the manual prompt) on test."""
+    from rlprompt.style import StyleTask
+
     config, task, lm, run_dir = ctx.config, ctx.task, ctx.lm, ctx.run_dir
     manual = ctx.manual_prompt
-    # Sentences get all the room but what the longest prompt scored here (learned or manual) needs.
-    budget = max(config.env.prompt_length, prompt_budget(lm, [manual]))
-    scorer = make_scorer(lm, task, config.task.template, prompt_budget=budget)
-    train_examples, dev_examples = task.examples("train"), task.examples("dev")
     vocab = action_vocabulary(lm, config.vocab.kind, config.vocab.size, config.vocab.tokens)
     backbone = config.policy.backbone or config.model
     _check_same_tokenizer(lm, load_model(backbone))
+    if isinstance(task, StyleTask):
+        objective = _style_objective(ctx)
+    else:
+        # Sentences get all the room but what the longest prompt scored here (learned or manual) needs.
+        budget = max(config.env.prompt_length, prompt_budget(lm, [manual]))
+        scorer = make_scorer(lm, task, config.task.template, prompt_budget=budget)
+        objective = ClassificationObjective(scorer, task, config)
 
-    env = _make_env(config, ctx.seed, scorer, train_examples, vocab)
+    env = objective.make_env(config, ctx.seed, vocab)
     model = _make_algorithm(config, ctx.seed, env, vocab, backbone, run_dir)
-    tracker = _Tracker(ctx, scorer, dev_examples, env, model)
+    tracker = _Tracker(ctx, objective, env, model)
     done_steps = tracker.resume(ctx.resume) if ctx.resume else 0
     interrupted = False
     try:
@@ -78,7 +83,7 @@ def run(ctx: MethodContext) -> MethodResult:
             tracker.evaluate(model.num_timesteps)
         if not interrupted and config.rl.polish_rounds and tracker.best is not None:
             polished = polish_prompt(
-                model, scorer, train_examples, tracker.best.ids, vocab, config.rl.polish_rounds,
+                model, objective.scorer, objective.train, tracker.best.ids, vocab, config.rl.polish_rounds,
                 config.rl.polish_top_k, config.env.correct_scale, config.env.wrong_scale,
             )  # fmt: skip
             tracker.evaluate(model.num_timesteps, extra=polished, label="polish")
@@ -97,18 +102,12 @@ def run(ctx: MethodContext) -> MethodResult:
         print(f"stopped before the first evaluation, so there is no prompt to export yet; "
               f"continue with  python -m rlprompt.train --resume {run_dir}", flush=True)  # fmt: skip
         raise KeyboardInterrupt
-    lm_tokens = int(scorer.stats.tokens_processed)  # training and dev; test scoring comes next
-    reward_queries = int(scorer.stats.pairs_scored)
-    test, manual_test = (
-        r.metrics
-        for r in evaluate_prompts(ctx.test_scorer, task.examples("test"), [best.ids, manual], ctx.progress)
-    )
+    lm_tokens = int(objective.stats.tokens_processed)  # training and dev; test scoring comes next
+    reward_queries = int(objective.stats.pairs_scored)
+    test = objective.test(ctx, best, manual)
     metrics = {
-        "dev_accuracy": best.dev_accuracy,
-        "test_accuracy": test.accuracy,
-        "test_macro_f1": test.macro_f1,
-        "manual_prompt": manual,
-        "manual_test_accuracy": manual_test.accuracy,
+        f"dev_{objective.metric}": best.dev_accuracy,
+        **test.metrics,
         "found_at_step": best.step,
         "steps": int(model.num_timesteps),
         "train_seconds": round(train_seconds, 1),
@@ -118,8 +117,7 @@ def run(ctx: MethodContext) -> MethodResult:
     summary = (
         f"run: {run_dir}\n"
         f"prompt: {best.text!r}  (token ids {list(best.ids)})\n"
-        f"dev accuracy {best.dev_accuracy:.3f}   test accuracy {test.accuracy:.3f}   "
-        f"manual prompt {manual!r}: test accuracy {manual_test.accuracy:.3f}\n"
+        f"{test.summary}\n"
         f"{model.num_timesteps} steps in {train_seconds:.0f} s, {reward_queries} reward queries"
         + (" (interrupted)" if interrupted else "")
     )
@@ -127,10 +125,97 @@ def run(ctx: MethodContext) -> MethodResult:
     trainable = sum(p.numel() for p in model.policy.parameters() if p.requires_grad)
     return MethodResult(
         method="rl", seed=ctx.seed, model=lm.name, task=task.name, dev_accuracy=best.dev_accuracy,
-        test_accuracy=test.accuracy, test_macro_f1=test.macro_f1, steps=int(model.num_timesteps),
+        test_accuracy=test.score, test_macro_f1=test.secondary, steps=int(model.num_timesteps),
         train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=int(trainable),
         artifact="prompt.json", artifact_bytes=path_bytes(run_dir / "prompt.json"), learned=best.text,
         interpretable=True, transferable=True, curve=tracker.log.curve, interrupted=interrupted,
+        metric=objective.metric,
+    )  # fmt: skip
+
+
+@dataclass
+class TestResult:
+    """A learned prompt on test: the headline score (accuracy, or the style joint score as a fraction), a
+    secondary one (macro-F1; style: J(C,S,F) as a fraction), metrics for prompt.json and summary lines."""
+
+    score: float
+    secondary: float
+    metrics: dict
+    summary: str
+
+
+class ClassificationObjective:
+    """Classification through the Scorer: the gap reward in training, dev accuracy (the gap reward breaks
+    ties) for choosing the prompt, and test accuracy of the best prompt and of the manual one."""
+
+    metric = "accuracy"
+
+    def __init__(self, scorer, task, config):
+        self.scorer, self.task, self.config = scorer, task, config
+        self.train, self.dev_examples = task.examples("train"), task.examples("dev")
+        self.dev_labels = np.array([ex.label for ex in self.dev_examples])
+
+    @property
+    def lm(self):
+        return self.scorer.lm
+
+    @property
+    def stats(self):
+        return self.scorer.stats
+
+    def cached_scores(self):
+        return self.scorer.cached_scores()
+
+    def load_cached_scores(self, state) -> None:
+        self.scorer.load_cached_scores(state)
+
+    def elite_scores(self, batch: dict) -> np.ndarray:
+        """What ranks a batch's prompts as dev candidates: the gap reward (comparable across batches)."""
+        return batch["rewards"]
+
+    def make_env(self, config, seed: int, vocab):
+        from rlprompt.envs.prompt_env import PromptVecEnv
+
+        env_cfg = config.env
+        return PromptVecEnv(
+            self.scorer, self.train, vocab, num_envs=env_cfg.num_envs, prompt_length=env_cfg.prompt_length,
+            examples_per_reward=env_cfg.examples_per_reward, correct_scale=env_cfg.correct_scale,
+            wrong_scale=env_cfg.wrong_scale, normalize=env_cfg.normalize, seed=seed,
+        )  # fmt: skip
+
+    def dev(self, prompts) -> tuple[np.ndarray, np.ndarray]:
+        from rlprompt.envs.prompt_env import batch_accuracy, gap_reward
+
+        logprobs = self.scorer.score(prompts, self.dev_examples)
+        env = self.config.env
+        return (batch_accuracy(logprobs, self.dev_labels),
+                gap_reward(logprobs, self.dev_labels, env.correct_scale, env.wrong_scale))  # fmt: skip
+
+    def export_fields(self) -> dict:
+        return {"template": self.scorer.template.text, "verbalizers": list(self.task.verbalizers),
+                "class_names": list(self.task.class_names)}  # fmt: skip
+
+    def test(self, ctx: MethodContext, best: Candidate, manual: str) -> TestResult:
+        examples = self.task.examples("test")
+        test, manual_test = (
+            r.metrics for r in evaluate_prompts(ctx.test_scorer, examples, [best.ids, manual], ctx.progress)
+        )
+        metrics = {"test_accuracy": test.accuracy, "test_macro_f1": test.macro_f1, "manual_prompt": manual,
+                   "manual_test_accuracy": manual_test.accuracy}  # fmt: skip
+        summary = (
+            f"dev accuracy {best.dev_accuracy:.3f}   test accuracy {test.accuracy:.3f}   "
+            f"manual prompt {manual!r}: test accuracy {manual_test.accuracy:.3f}"
+        )
+        return TestResult(test.accuracy, test.macro_f1, metrics, summary)
+
+
+def _style_objective(ctx: MethodContext):
+    from rlprompt.style import StyleObjective
+
+    style = ctx.config.style
+    return StyleObjective(
+        ctx.lm, ctx.task, samples=style.samples, eval_samples=style.eval_samples, top_k=style.top_k,
+        max_new_tokens=style.max_new_tokens, seed=ctx.seed, test_inputs=style.test_inputs,
     )  # fmt: skip
 
 
@@ -203,17 +288,6 @@ def _check_same_tokenizer(task_lm: LanguageModel, backbone: LanguageModel) -> No
         )
 
 
-def _make_env(config, seed: int, scorer, train_examples, vocab):
-    from rlprompt.envs.prompt_env import PromptVecEnv
-
-    env_cfg = config.env
-    return PromptVecEnv(
-        scorer, train_examples, vocab, num_envs=env_cfg.num_envs, prompt_length=env_cfg.prompt_length,
-        examples_per_reward=env_cfg.examples_per_reward, correct_scale=env_cfg.correct_scale,
-        wrong_scale=env_cfg.wrong_scale, normalize=env_cfg.normalize, seed=seed,
-    )  # fmt: skip
-
-
 def _make_algorithm(config, seed: int, env, vocab, backbone: str, run_dir: Path):
     from stable_baselines3 import A2C, PPO
 
@@ -255,10 +329,9 @@ def _make_algorithm(config, seed: int, env, vocab, backbone: str, run_dir: Path)
 class _Tracker:
     """Evaluates on dev at fixed intervals, keeps the best prompt, logs metrics and shows progress."""
 
-    def __init__(self, ctx: MethodContext, scorer, dev_examples, env, model):
+    def __init__(self, ctx: MethodContext, objective, env, model):
         config = ctx.config
-        self.config, self.seed, self.scorer, self.dev = config, ctx.seed, scorer, dev_examples
-        self.dev_labels = np.array([ex.label for ex in dev_examples])
+        self.config, self.seed, self.objective = config, ctx.seed, objective
         self.env, self.model, self.run_dir, self.task = env, model, ctx.run_dir, ctx.task
         self.eval_every = max(1, config.total_timesteps // config.evaluations)
         self.vocab = env.template.action_token_ids
@@ -307,7 +380,7 @@ class _Tracker:
     def save_checkpoint(self, step: int) -> None:
         from dataclasses import asdict
 
-        model, stats = self.model, self.scorer.stats
+        model, stats = self.model, self.objective.stats
         state = {
             "method": "rl", "step": step, "n_updates": getattr(model, "_n_updates", 0),
             "policy": model.policy.state_dict(), "optimizer": model.policy.optimizer.state_dict(),
@@ -315,7 +388,7 @@ class _Tracker:
             "best": asdict(self.best) if self.best else None, "last_eval_step": self.last_eval_step,
             "recent": dict(self.recent), "rewards": list(self.rewards), "accuracies": list(self.accuracies),
             "scorer_stats": (stats.pairs_scored, stats.tokens_processed), "log": self.log.state(step),
-            "scores": self.scorer.cached_scores(),
+            "scores": self.objective.cached_scores(),
         }  # fmt: skip
         if hasattr(model, "target_head"):  # SQL's target network and sampler
             state["target"] = (model.target_extractor.state_dict(), model.target_head.state_dict())
@@ -340,8 +413,8 @@ class _Tracker:
         self.best = Candidate(**{**best, "ids": tuple(best["ids"])}) if best else None
         self.last_eval_step = state["last_eval_step"]
         self.recent, self.rewards, self.accuracies = state["recent"], state["rewards"], state["accuracies"]
-        self.scorer.stats.pairs_scored, self.scorer.stats.tokens_processed = state["scorer_stats"]
-        self.scorer.load_cached_scores(state["scores"])
+        self.objective.stats.pairs_scored, self.objective.stats.tokens_processed = state["scorer_stats"]
+        self.objective.load_cached_scores(state["scores"])
         self.last_checkpoint = state["step"]
         self._rng_to_restore = state
         return state["step"]
@@ -363,31 +436,25 @@ class _Tracker:
             batch = self.env.last_batch
             check_finite(batch["rewards"], "the reward", step, self.run_dir, self.last_checkpoint,
                          "The task model's scores overflowed; check the model and its dtype.")  # fmt: skip
-            for ids, reward in zip(batch["prompt_ids"], batch["rewards"], strict=True):
+            for ids, reward in zip(batch["prompt_ids"], self.objective.elite_scores(batch), strict=True):
                 self.recent[ids] = max(reward, self.recent.get(ids, -np.inf))
             self.rewards.append(float(np.mean(batch["rewards"])))
             self.accuracies.append(float(np.mean(batch["accuracy"])))
         if self.last_eval_step < 0 or step - self.last_eval_step >= self.eval_every:
             self.evaluate(step)
         budget = self.config.rl.max_reward_queries
-        return not (budget and episode_end and self.scorer.stats.pairs_scored >= budget)
+        return not (budget and episode_end and self.objective.stats.pairs_scored >= budget)
 
     def evaluate(self, step: int, extra: list[tuple[int, ...]] = (), label: str = "rl") -> None:
         """Score the greedy prompt, the best training prompts since the last evaluation and ``extra``
         prompts (the polished ones) on dev; keep the best."""
-        from rlprompt.envs.prompt_env import batch_accuracy, gap_reward
-
         self.last_eval_step = step
         greedy = greedy_prompt(self.model, self.vocab, self.config.env.prompt_length)
         elite = sorted(self.recent, key=self.recent.get, reverse=True)[: self.config.candidates_per_eval]
         prompts = list(dict.fromkeys([greedy, *elite, *extra]))
         self.recent.clear()
-        logprobs = self.scorer.score(prompts, self.dev)
-        accuracy = batch_accuracy(logprobs, self.dev_labels)
-        reward = gap_reward(
-            logprobs, self.dev_labels, self.config.env.correct_scale, self.config.env.wrong_scale
-        )
-        lm = self.scorer.lm
+        accuracy, reward = self.objective.dev(prompts)
+        lm = self.objective.lm
         found = [
             Candidate(p, lm.decode(list(p)), float(a), float(r), step)
             for p, a, r in zip(prompts, accuracy, reward, strict=True)
@@ -402,12 +469,12 @@ class _Tracker:
                 self.run_dir / "prompt.json",
             )
         self.log.record(
-            step, max(c.dev_accuracy for c in found), self.scorer.stats.tokens_processed,
+            step, max(c.dev_accuracy for c in found), self.objective.stats.tokens_processed,
             train_reward=self.rewards[-1] if self.rewards else None,
             train_batch_accuracy=self.accuracies[-1] if self.accuracies else None,
             greedy_prompt=found[0].text, greedy_dev_accuracy=found[0].dev_accuracy,
             best_prompt=self.best.text, best_dev_reward=self.best.dev_reward, phase=label,
-            reward_queries=int(self.scorer.stats.pairs_scored),
+            reward_queries=int(self.objective.stats.pairs_scored),
         )  # fmt: skip
         logger = self.model.logger
         logger.record("rlprompt/greedy_dev_accuracy", found[0].dev_accuracy)
@@ -417,19 +484,17 @@ class _Tracker:
             logger.record("rlprompt/train_batch_accuracy", self.accuracies[-1])
         logger.dump(step)
         self.log.bar.set_postfix_str(
-            f"reward {self.rewards[-1] if self.rewards else 0:.1f} "
+            f"train {self.objective.metric} {self.accuracies[-1] if self.accuracies else 0:.3f} "
             f"best dev {self.best.dev_accuracy:.3f} {self.best.text!r}"
         )
 
     def exported(self, best: Candidate, metrics: dict) -> LearnedPrompt:
-        cfg = self.config
+        cfg, lm = self.config, self.objective.lm
         return LearnedPrompt(
-            text=best.text, token_ids=list(best.ids), model=self.scorer.lm.name,
-            model_kind=self.scorer.lm.kind,
-            template=self.scorer.template.text, verbalizers=list(self.task.verbalizers),
-            class_names=list(self.task.class_names), task=self.task.name, data_seed=cfg.task.seed,
-            task_source=cfg.task.name,
+            text=best.text, token_ids=list(best.ids), model=lm.name, model_kind=lm.kind, task=self.task.name,
+            data_seed=getattr(self.task, "data_seed", None) or cfg.task.seed, task_source=cfg.task.name,
             method="rl", seed=self.seed, metrics=metrics, library_version=__version__,
+            **self.objective.export_fields(),
         )  # fmt: skip
 
     def close(self) -> None:
