@@ -135,7 +135,8 @@ class PromptEnv(PromptWriterEnv):
 
 class StylePromptEnv(PromptWriterEnv):
     """Style transfer: the reward of a prompt is the style objective's (best-of-samples joint score of its
-    rewrites, z-scored per input across the batch) on ``inputs_per_reward`` training inputs."""
+    rewrites, z-scored per input across the batch) on ``inputs_per_reward`` training inputs. The z-scores
+    need a batch of prompts: use it inside :class:`PromptVecEnv` (alone, every reward is 0)."""
 
     def __init__(self, objective, action_token_ids: Sequence[int], prompt_length: int = 5,
                  inputs_per_reward: int = 4):  # fmt: skip

@@ -299,9 +299,8 @@ class StyleConfig:
     scored. The training inputs per prompt batch are ``env.examples_per_reward``."""
 
     target: str | None = None  # target style; None: the task's (yelp: positive, shakespeare: modern)
-    samples: int = (
-        4  # rewrites sampled per (prompt, input) for the training reward; the best counts (RLPrompt)
-    )
+    # Rewrites sampled per (prompt, input) for the training reward; the best counts (RLPrompt). 1: greedy.
+    samples: int = 4
     eval_samples: int = 1  # dev and test decoding: 1 = greedy; N = the best of N samples by the reward
     top_k: int = 10  # sampling among the k likeliest tokens (RLPrompt: 10)
     max_new_tokens: int = 24  # a rewrite ends at its closing quote, or here

@@ -70,7 +70,7 @@ class SentenceEncoder:
                 hidden = self.model(**inputs).last_hidden_state
             mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            unit = torch.nn.functional.normalize(mean, dim=-1).numpy()
+            unit = torch.nn.functional.normalize(mean, dim=-1).cpu().numpy()
             self._cache.update(zip(batch, unit, strict=True))
         if not sentences:
             return np.zeros((0, 384), dtype=np.float32)
@@ -196,7 +196,8 @@ class Rewriter:
                   if any(c in tokenizer.decode([i]) for c in '"\n')}  # fmt: skip
         if tokenizer.eos_token_id is not None:
             enders.add(tokenizer.eos_token_id)
-        self._enders = torch.tensor(sorted(enders))
+        self.device = next(lm.model.parameters()).device
+        self._enders = torch.tensor(sorted(enders), device=self.device)
         self.tokens_generated = 0  # new tokens sampled, for progress and benchmarks
 
     def prompt_ids(self, prompt: str | tuple[int, ...]) -> tuple[int, ...]:
@@ -217,17 +218,17 @@ class Rewriter:
         rows = []
         for prompt, sentence in pairs:
             ids = self.prompt_ids(prompt)
-            # RLPrompt's template: the prompt, the quoted input, and an open quote for the rewrite.
-            rows.append(list(ids) + self.lm.encode(('"' if not ids else ' "') + sentence + '" "'))
+            # The model's start tokens (if any), then RLPrompt's template: the prompt, the quoted input, and
+            # an open quote for the rewrite.
+            rows.append(list(self.lm.prefix_ids) + list(ids)
+                        + self.lm.encode(('"' if not ids else ' "') + sentence + '" "'))  # fmt: skip
         per_call = max(1, self.batch_size // n)
         out: list[list[str]] = []
-        generator_state = torch.get_rng_state()
-        torch.manual_seed(seed)
-        try:
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the caller's CPU and GPU random states are kept
+            torch.manual_seed(seed)
             for start in range(0, len(rows), per_call):
                 out += self._generate(rows[start : start + per_call], n, greedy)
-        finally:
-            torch.set_rng_state(generator_state)
         return out
 
     def _generate(self, rows: list[list[int]], n: int, greedy: bool) -> list[list[str]]:
@@ -239,11 +240,12 @@ class Rewriter:
             mask[i, width - len(row) :] = 1
         with torch.inference_mode():
             out = self.lm.model.generate(
-                input_ids=ids, attention_mask=mask, max_new_tokens=self.max_new_tokens,
+                input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                max_new_tokens=self.max_new_tokens,
                 do_sample=not greedy, top_k=self.top_k if not greedy else None, num_return_sequences=n,
                 pad_token_id=self.pad_id, stopping_criteria=[_StopAtTokens(self._enders)],
             )  # fmt: skip
-        new = out[:, width:]
+        new = out[:, width:].cpu()
         self.tokens_generated += int((new != self.pad_id).sum())
         decoded = self.lm.tokenizer.batch_decode(new, skip_special_tokens=True)
         cut = [text.split('"')[0].split("\n")[0].strip() for text in decoded]
@@ -370,7 +372,8 @@ def load_style_task(
         # The dev inputs are fixed (not the run's seed): every run chooses its prompt on the same sentences.
         order = np.random.default_rng(12345).permutation(len(pools[s]))
         dev = [pools[s][i] for i in order[:dev_inputs]]
-        train = [pools[s][i] for i in order[dev_inputs:]]
+        held = set(dev)  # the pool repeats some sentences: none of the dev ones may be trained on
+        train = [pools[s][i] for i in order[dev_inputs:] if pools[s][i] not in held]
         return StyleTask(
             name, names, t, train, dev, yelp_sentences("test", s), yelp_sentences("ref", s), pools
         )
@@ -446,12 +449,13 @@ class StyleObjective:
         keys = [(tuple(p), s, samples) for p in prompts for s in sentences]
         missing = list(dict.fromkeys(k for k in keys if k not in self._best))
         if missing:
+            before = self.rewriter.tokens_generated
             outs = self.rewriter.rewrite_pairs([(k[0], k[1]) for k in missing], samples, greedy=samples == 1,
                                                seed=self._next_seed())  # fmt: skip
             best = self.reward.best_of([k[1] for k in missing], outs)
             self._best.update(zip(missing, best.tolist(), strict=True))
             self.stats.pairs_scored += len(missing)
-            self.stats.tokens_processed = self.rewriter.tokens_generated
+            self.stats.tokens_processed += self.rewriter.tokens_generated - before
         return np.array([self._best[k] for k in keys], dtype=np.float64).reshape(len(prompts), len(sentences))
 
     def _next_seed(self) -> int:
@@ -534,8 +538,10 @@ class StyleObjective:
 
         inputs, refs = self.task.test[:limit], self.task.references[:limit]
         ref_ppl = sentence_perplexities(self.lm, refs)
-        # Fluent: no less likely under the task LM than 90% of the human rewrites.
-        threshold = float(np.quantile([p for p in ref_ppl if np.isfinite(p)], 0.9))
+        # Fluent: a perplexity under the task LM within the range of 90% of the human rewrites (at most their
+        # 90th percentile).
+        finite = [p for p in ref_ppl if np.isfinite(p)]
+        threshold = float(np.quantile(finite, 0.9)) if finite else float("inf")
         outputs = {"human reference": refs, "input copied": inputs}
         chunk = 64
         for label, prompt in tqdm(prompts.items(), desc="test rewrites", unit="prompt", disable=not progress):
@@ -554,6 +560,10 @@ class StyleObjective:
         decoding = "greedy" if self.eval_samples == 1 else f"best of {self.eval_samples} samples"
         meta = {"task": self.task.name, "direction": self.task.direction, "test_inputs": len(inputs),
                 "eval_decoding": decoding,
+                "selection_note": (
+                    "each prompt's rewrite is the best of its samples by the training reward (content + the "
+                    "same style classifier that measures style accuracy); the human reference and the copied "
+                    "input are single candidates" if self.eval_samples > 1 else "greedy: no selection"),
                 "fluent_perplexity_threshold": threshold,
                 "style_classifier_heldout_accuracy": self.classifier.heldout_accuracy}  # fmt: skip
         text = json.dumps({"meta": meta, "prompts": report}, indent=2, ensure_ascii=False) + "\n"
@@ -578,7 +588,7 @@ class StyleObjective:
             "style_accuracy": float(100 * correct.mean()),
             "fluency": float(100 * fluent.mean()),
             "j_csf": float(np.mean(scores.content * correct * fluent)),  # Krishna et al.'s J(C, S, F)
-            "median_perplexity": float(np.median(ppl)),
+            "median_perplexity": _finite_or_none(float(np.median(ppl))),  # inf (empty rewrites) is not JSON
             "bleu": float(sacrebleu.corpus_bleu(list(outputs), [list(refs)]).score),
         }
 
@@ -591,8 +601,16 @@ def format_style_table(report: dict[str, dict]) -> str:
         name = label if r.get("prompt") is None else f"{label}: {r['prompt']!r}"
         figures = [r[k] for k in ("joint", "content", "style_accuracy", "fluency", "j_csf", "bleu")]
         lines.append(f"| {name} | " + " | ".join(f"{x:.1f}" for x in figures)
-                     + f" | {r['median_perplexity']:.0f} |")  # fmt: skip
+                     + f" | {_number(r['median_perplexity'], 0)} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def _number(x: float | None, digits: int) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def _finite_or_none(x: float) -> float | None:
+    return x if np.isfinite(x) else None
 
 
 def _sentence_ppl(lm, sentences: list[str]) -> list[float]:

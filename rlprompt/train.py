@@ -182,9 +182,15 @@ def train(
 
 def _style_task_and_model(config: TrainConfig):
     """A style-transfer task and its causal task LM, with every setting checked before a run starts."""
-    from rlprompt.style import load_style_task
+    from rlprompt.models import _bundle_directory
+    from rlprompt.style import ENCODER_BUNDLE, load_style_task
 
     task = load_style_task(config.task.name, config.task.seed, config.style.target, config.style.dev_inputs)
+    _bundle_directory(ENCODER_BUNDLE)  # the content scorer's bundle is installed (else: how to install it)
+    try:
+        import sacrebleu  # noqa: F401 - the test report needs it; say so now, not after training
+    except ImportError:
+        raise RLPromptError("style transfer needs sacrebleu for BLEU: pip install sacrebleu") from None
     lm = load_model(config.model)
     if lm.kind != "causal":
         raise RLPromptError(

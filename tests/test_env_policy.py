@@ -110,13 +110,28 @@ class ToyStyleObjective:
         return 10.0 + 30.0 * hits[:, None] + offsets[None, :]
 
 
+def test_style_rewards_are_z_scored_per_input_not_over_prompt_means():
+    toy = ToyStyleObjective.__new__(ToyStyleObjective)
+    toy.samples = 1
+    # Input 0 prefers prompt 0 by a little, input 1 prefers prompt 1 by a lot: per input, each prompt wins
+    # once (z-scores +1 and -1), so both rewards are 0; z-scoring the prompts' means would favour prompt 1.
+    toy.best_joint = lambda prompts, sentences, samples: np.array([[10.0, 0.0], [0.0, 100.0]])
+    rewards, joint = toy.train_rewards([(1,), (2,)], ["a", "b"])
+    np.testing.assert_allclose(rewards, [0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(joint, [0.05, 0.5])
+    # Column z-scores: (10, 0, 5) -> (1.2247, -1.2247, 0); (0, 100, 100) -> (-1.4142, 0.7071, 0.7071).
+    toy.best_joint = lambda prompts, sentences, samples: np.array([[10.0, 0.0], [0.0, 100.0], [5.0, 100.0]])
+    rewards, _ = toy.train_rewards([(1,), (2,), (3,)], ["a", "b"])
+    np.testing.assert_allclose(rewards, [-0.0947, -0.2588, 0.3536], atol=1e-4)
+
+
 def test_ppo_finds_the_target_prompt_in_the_style_env(tiny_llama):
     register_model(tiny_llama)
     vocab = tiny_llama.encode(" good bad movie film really plot acting story")
     target = (vocab[3], vocab[6], vocab[1])
     env = PromptVecEnv.of(StylePromptEnv(ToyStyleObjective(tiny_llama, target), vocab, 3, 3), num_envs=16)
     rewards, joint = env.template.score_prompts([target, (vocab[0],) * 3], np.random.default_rng(0))
-    assert rewards[0] > 0 > rewards[1] and rewards.sum() == pytest.approx(0)  # z-scored per input
+    assert rewards[0] > 0 > rewards[1]
     torch.manual_seed(0)
     model = PPO(
         TokenPolicy, env, n_steps=3, batch_size=48, n_epochs=4, learning_rate=3e-3, gamma=1.0, gae_lambda=1.0,

@@ -465,7 +465,7 @@ class _Tracker:
                 self.best, improved = cand, True
         if improved:  # export at once: an interrupted run keeps its best prompt
             save_prompt(
-                self.exported(self.best, {"dev_accuracy": self.best.dev_accuracy}),
+                self.exported(self.best, {f"dev_{self.objective.metric}": self.best.dev_accuracy}),
                 self.run_dir / "prompt.json",
             )
         self.log.record(
