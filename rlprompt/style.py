@@ -504,14 +504,20 @@ class StyleObjective:
         from rlprompt.methods.rl import TestResult
 
         prompts = {"learned": best.ids, "empty": "", "manual": manual}
-        report = self.test_report(prompts, ctx.run_dir, self.test_inputs, ctx.progress)
+        document = self.test_report(prompts, ctx.run_dir, self.test_inputs, ctx.progress)
+        report, paired = document["prompts"], document["meta"]["paired"]
         learned = report["learned"]
         metrics = {
             "task_direction": self.task.direction, "test_joint": learned["joint"],
-            "test": report, "style_classifier_heldout_accuracy": self.classifier.heldout_accuracy,
-            "manual_prompt": manual,
+            "test": report, "paired": paired,
+            "style_classifier_heldout_accuracy": self.classifier.heldout_accuracy, "manual_prompt": manual,
         }  # fmt: skip
-        return TestResult(learned["joint"] / 100, learned["j_csf"] / 100, metrics, format_style_table(report))
+        lines = [format_style_table(report), ""] + [
+            f"{name}: joint {p['joint_difference']:+.1f} ± {_number(p['standard_error'], 1)} (s.e.), "
+            f"learned better on {100 * p['learned_better_on']:.0f}% of the sentences"
+            for name, p in paired.items()
+        ]  # fmt: skip
+        return TestResult(learned["joint"] / 100, learned["j_csf"] / 100, metrics, "\n".join(lines))
 
     # -- the test report --------------------------------------------------------------------------------
 
@@ -528,10 +534,12 @@ class StyleObjective:
         return [o[int(np.argmax(joint[i * n : (i + 1) * n]))] for i, o in enumerate(outs)]
 
     def test_report(self, prompts: dict[str, str | tuple[int, ...]], run_dir: Path, limit: int | None = None,
-                    progress: bool = True) -> dict[str, dict]:  # fmt: skip
+                    progress: bool = True) -> dict:  # fmt: skip
         """Rewrite the test inputs with each named prompt and measure content, style accuracy, fluency, the
         joint scores and BLEU; the human references and the unchanged inputs are measured too, for scale.
-        Writes ``style_eval.json`` and ``rewrites.tsv`` (every input with its reference and rewrites)."""
+        Writes ``style_eval.json`` and ``rewrites.tsv`` (every input with its reference and rewrites) and
+        returns what ``style_eval.json`` holds: ``meta`` (settings, and paired differences of the learned
+        prompt's joint score with each other row) and ``prompts`` (the figures per prompt)."""
         from tqdm.auto import tqdm
 
         from rlprompt.perplexity import sentence_perplexities
@@ -566,6 +574,17 @@ class StyleObjective:
                     "input are single candidates" if self.eval_samples > 1 else "greedy: no selection"),
                 "fluent_perplexity_threshold": threshold,
                 "style_classifier_heldout_accuracy": self.classifier.heldout_accuracy}  # fmt: skip
+        paired = {}
+        if "learned" in outputs:  # is the learned prompt's lead real? per-sentence differences of the joint
+            joint = {label: self.reward.scores(inputs, outs).joint for label, outs in outputs.items()}
+            for other in (label for label in outputs if label not in ("learned", "human reference")):
+                diff = (joint["learned"] - joint[other]).astype(np.float64)
+                paired[f"learned - {other}"] = {
+                    "joint_difference": float(diff.mean()),
+                    "standard_error": float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else None,
+                    "learned_better_on": float(np.mean(diff > 0)),
+                }  # fmt: skip
+        meta["paired"] = paired
         text = json.dumps({"meta": meta, "prompts": report}, indent=2, ensure_ascii=False) + "\n"
         atomic_write_bytes(Path(run_dir) / "style_eval.json", text.encode("utf-8"))
         labels = list(outputs)
@@ -573,7 +592,7 @@ class StyleObjective:
         rows += ["\t".join(_tsv_cell(x) for x in [inputs[i]] + [outputs[lab][i] for lab in labels])
                  for i in range(len(inputs))]  # fmt: skip
         atomic_write_bytes(Path(run_dir) / "rewrites.tsv", ("\n".join(rows) + "\n").encode("utf-8"))
-        return report
+        return {"meta": meta, "prompts": report}
 
     def _measure(self, inputs, refs, outputs, perplexities, threshold) -> dict:
         import sacrebleu

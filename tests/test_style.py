@@ -224,6 +224,11 @@ def test_a_style_transfer_run_exports_its_prompt_and_a_test_report(tmp_path):
     assert rows["input copied"]["style_accuracy"] < rows["human reference"]["style_accuracy"]
     assert rows["human reference"]["bleu"] == pytest.approx(100)
     assert report["meta"]["test_inputs"] == 8 and report["meta"]["style_classifier_heldout_accuracy"] > 0.85
+    paired = report["meta"]["paired"]
+    assert list(paired) == ["learned - input copied", "learned - empty", "learned - manual"]
+    assert paired["learned - manual"]["joint_difference"] == pytest.approx(
+        rows["learned"]["joint"] - rows["manual"]["joint"], abs=1e-3
+    )
     with (run / "rewrites.tsv").open(encoding="utf-8") as f:
         table = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     assert table[0] == ["input", "human reference", "input copied", "learned", "empty", "manual"]
@@ -238,5 +243,6 @@ def test_a_style_transfer_run_exports_its_prompt_and_a_test_report(tmp_path):
     assert prompt.fill("the food was cold .") == f'{prompt.text.strip()} "the food was cold ." "'
     result = out["results"][0]
     assert result.metric == "joint" and result.test_accuracy == pytest.approx(rows["learned"]["joint"] / 100)
-    assert "| learned:" in (run / "summary.txt").read_text(encoding="utf-8")
+    summary = (run / "summary.txt").read_text(encoding="utf-8")
+    assert "| learned:" in summary and "learned - manual: joint " in summary
     assert not (run / "checkpoint.pt").exists()
