@@ -240,6 +240,7 @@ def test_a_style_transfer_run_exports_its_prompt_and_a_test_report(tmp_path):
         and prompt.task == "yelp-sentiment"
     )
     assert prompt.metrics["test_joint"] == pytest.approx(rows["learned"]["joint"])
+    assert prompt.data_seed is None, "yelp-sentiment has no data seed (the few-shot default must not leak in)"
     assert prompt.fill("the food was cold .") == f'{prompt.text.strip()} "the food was cold ." "'
     result = out["results"][0]
     assert result.metric == "joint" and result.test_accuracy == pytest.approx(rows["learned"]["joint"] / 100)

@@ -492,7 +492,8 @@ class _Tracker:
         cfg, lm = self.config, self.objective.lm
         return LearnedPrompt(
             text=best.text, token_ids=list(best.ids), model=lm.name, model_kind=lm.kind, task=self.task.name,
-            data_seed=getattr(self.task, "data_seed", None) or cfg.task.seed, task_source=cfg.task.name,
+            data_seed=self.task.data_seed if hasattr(self.task, "data_seed") else cfg.task.seed,
+            task_source=cfg.task.name,
             method="rl", seed=self.seed, metrics=metrics, library_version=__version__,
             **self.objective.export_fields(),
         )  # fmt: skip
