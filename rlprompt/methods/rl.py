@@ -1,4 +1,9 @@
-"""The discrete prompt method: a token policy trained by RL (PPO or A2C) in a ``PromptVecEnv``.
+"""The discrete prompt method: a token policy trained by RL (PPO, A2C or SQL) in a ``PromptVecEnv``.
+
+What the prompt is for lives in an objective: :class:`ClassificationObjective` (label scores through the
+Scorer) or :class:`rlprompt.style.StyleObjective` (rewrites for style transfer). It builds the env, scores
+candidates on dev, and evaluates the chosen prompt on test; the policy, the tracker, the checkpoints and
+the export are shared.
 
 Every ``total_timesteps / evaluations`` env steps the greedy prompt and the best training prompts since the
 last evaluation are scored on dev, and the best so far is kept (and exported at once, so an interrupted run
