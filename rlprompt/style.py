@@ -368,7 +368,10 @@ def load_style_task(
     t = names.index(target)
     s = 1 - t
     if name == "yelp-sentiment":
-        pools = (yelp_sentences("dev", 0), yelp_sentences("dev", 1))
+        # The distributed pool contains every test sentence (and a few references): none of them may train
+        # the classifier or the prompt, or choose the prompt on dev.
+        evaluation = {x for part in ("test", "ref") for style in (0, 1) for x in yelp_sentences(part, style)}
+        pools = tuple([x for x in yelp_sentences("dev", style) if x not in evaluation] for style in (0, 1))
         # The dev inputs are fixed (not the run's seed): every run chooses its prompt on the same sentences.
         order = np.random.default_rng(12345).permutation(len(pools[s]))
         dev = [pools[s][i] for i in order[:dev_inputs]]
@@ -383,6 +386,9 @@ def load_style_task(
     test0, test1 = tables["test"]
     if len(test0) != len(test1):
         raise RLPromptError(f"shakespeare {split}/test.tsv: the two styles must be line-aligned")
+    evaluation = set(test0) | set(test1)  # a few short lines ("Yes.") recur: keep them out of training
+    for part in ("train", "dev"):
+        tables[part] = tuple([x for x in sentences if x not in evaluation] for sentences in tables[part])
     return StyleTask(
         name, names, t, tables["train"][s], tables["dev"][s][:dev_inputs], tables["test"][s],
         tables["test"][t], tables["train"], tables["dev"], split,
@@ -539,7 +545,8 @@ class StyleObjective:
         joint scores and BLEU; the human references and the unchanged inputs are measured too, for scale.
         Writes ``style_eval.json`` and ``rewrites.tsv`` (every input with its reference and rewrites) and
         returns what ``style_eval.json`` holds: ``meta`` (settings, and paired differences of the learned
-        prompt's joint score with each other row) and ``prompts`` (the figures per prompt)."""
+        prompt's joint score with the other prompts and the copied input) and ``prompts`` (the figures per
+        row)."""
         from tqdm.auto import tqdm
 
         from rlprompt.perplexity import sentence_perplexities
@@ -572,7 +579,7 @@ class StyleObjective:
                     "each prompt's rewrite is the best of its samples by the training reward (content + the "
                     "same style classifier that measures style accuracy); the human reference and the copied "
                     "input are single candidates" if self.eval_samples > 1 else "greedy: no selection"),
-                "fluent_perplexity_threshold": threshold,
+                "fluent_perplexity_threshold": _finite_or_none(threshold),
                 "style_classifier_heldout_accuracy": self.classifier.heldout_accuracy}  # fmt: skip
         paired = {}
         if "learned" in outputs:  # is the learned prompt's lead real? per-sentence differences of the joint

@@ -137,12 +137,15 @@ def test_style_tasks_load_their_splits_and_refuse_a_wrong_target():
     )
     assert len(yelp.dev) == 32 and not set(yelp.dev) & set(yelp.train)
     assert len(yelp.test) == len(yelp.references) == 500
+    evaluation = set(yelp.test) | set(yelp.references) | set(yelp_sentences("test", 1))
+    for used in (yelp.train, yelp.dev, *yelp.classifier_pools):
+        assert not evaluation & set(used), "the distributed pool holds the test sentences: they are removed"
     back = load_style_task("yelp-sentiment", target="negative")
     assert back.source == 1 and back.test == yelp_sentences("test", 1)
     shakespeare = load_style_task("shakespeare", seed="100-13")
     assert shakespeare.direction == "shakespearean → modern" and shakespeare.data_seed == "100-13"
     assert len(shakespeare.test) == len(shakespeare.references) == 1462
-    assert len(shakespeare.train) == 100 and shakespeare.classifier_heldout is not None
+    assert 95 <= len(shakespeare.train) <= 100 and shakespeare.classifier_heldout is not None
     assert not any(s.startswith('"') and '""' in s for s in shakespeare.test), "CSV quoting is undone"
     assert load_style_task("shakespeare", seed="16-13").data_seed == "100-13"
     with pytest.raises(RLPromptError, match="style.target.*negative and positive.*'modern'"):
@@ -154,7 +157,7 @@ def test_style_tasks_load_their_splits_and_refuse_a_wrong_target():
 def test_the_shakespeare_classifier_tells_the_styles_apart(encoder):
     task = load_style_task("shakespeare")
     classifier = task.classifier(encoder)
-    assert classifier.train_size == 200 and classifier.heldout_size == 200
+    assert classifier.train_size == 200 and 190 <= classifier.heldout_size <= 200  # minus test lines
     # 100 sentences per style and MiniLM embeddings: 0.715 measured, far from Yelp's 0.94 (see the README)
     assert classifier.heldout_accuracy > 0.65, classifier.heldout_accuracy
 
