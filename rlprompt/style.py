@@ -30,6 +30,7 @@ import torch
 from rlprompt.errors import RLPromptError
 from rlprompt.files import atomic_write_bytes
 from rlprompt.models import Bundle, _bundle_directory, cache_root
+from rlprompt.perplexity import sentence_perplexities
 from rlprompt.tasks import read_text
 
 ENCODER_BUNDLE = Bundle(
@@ -549,8 +550,6 @@ class StyleObjective:
         row)."""
         from tqdm.auto import tqdm
 
-        from rlprompt.perplexity import sentence_perplexities
-
         inputs, refs = self.task.test[:limit], self.task.references[:limit]
         ref_ppl = sentence_perplexities(self.lm, refs)
         # Fluent: a perplexity under the task LM within the range of 90% of the human rewrites (at most their
@@ -564,10 +563,10 @@ class StyleObjective:
                 r for start in range(0, len(inputs), chunk)
                 for r in self.rewrites(prompt, inputs[start : start + chunk], seed=self.seed + start)
             ]  # fmt: skip
-        report = {}
+        report, joint = {}, {}
         for label, outs in outputs.items():
-            report[label] = self._measure(inputs, refs, outs, ref_ppl if label == "human reference" else None,
-                                          threshold)  # fmt: skip
+            known_ppl = ref_ppl if label == "human reference" else None
+            report[label], joint[label] = self._measure(inputs, refs, outs, known_ppl, threshold)
             prompt = prompts.get(label)
             if prompt is not None and not isinstance(prompt, str):
                 prompt = self.lm.decode(list(prompt))
@@ -583,7 +582,6 @@ class StyleObjective:
                 "style_classifier_heldout_accuracy": self.classifier.heldout_accuracy}  # fmt: skip
         paired = {}
         if "learned" in outputs:  # is the learned prompt's lead real? per-sentence differences of the joint
-            joint = {label: self.reward.scores(inputs, outs).joint for label, outs in outputs.items()}
             for other in (label for label in outputs if label not in ("learned", "human reference")):
                 diff = (joint["learned"] - joint[other]).astype(np.float64)
                 paired[f"learned - {other}"] = {
@@ -601,14 +599,15 @@ class StyleObjective:
         atomic_write_bytes(Path(run_dir) / "rewrites.tsv", ("\n".join(rows) + "\n").encode("utf-8"))
         return {"meta": meta, "prompts": report}
 
-    def _measure(self, inputs, refs, outputs, perplexities, threshold) -> dict:
+    def _measure(self, inputs, refs, outputs, perplexities, threshold) -> tuple[dict, np.ndarray]:
+        """The figures of one row of the report, and its per-sentence joint scores (for the paired test)."""
         import sacrebleu
 
         scores = self.reward.scores(inputs, outputs)
         correct = scores.style >= 50
-        ppl = np.array(perplexities if perplexities is not None else _sentence_ppl(self.lm, outputs))
+        ppl = np.array(perplexities if perplexities is not None else sentence_perplexities(self.lm, outputs))
         fluent = ppl <= threshold
-        return {
+        figures = {
             "joint": float(scores.joint.mean()),  # the reward's joint: mean of content and style probability
             "content": float(scores.content.mean()),
             "style_accuracy": float(100 * correct.mean()),
@@ -617,6 +616,7 @@ class StyleObjective:
             "median_perplexity": _finite_or_none(float(np.median(ppl))),  # inf (empty rewrites) is not JSON
             "bleu": float(sacrebleu.corpus_bleu(list(outputs), [list(refs)]).score),
         }
+        return figures, scores.joint
 
 
 def format_style_table(report: dict[str, dict]) -> str:
@@ -637,12 +637,6 @@ def _number(x: float | None, digits: int) -> str:
 
 def _finite_or_none(x: float) -> float | None:
     return x if np.isfinite(x) else None
-
-
-def _sentence_ppl(lm, sentences: list[str]) -> list[float]:
-    from rlprompt.perplexity import sentence_perplexities
-
-    return sentence_perplexities(lm, sentences)
 
 
 def _tsv_cell(text: str) -> str:

@@ -34,6 +34,18 @@ class ToyScorer:
         return out
 
 
+def _trained_ppo(env, vocab):
+    """PPO with the token policy on tiny-llama, 60 batches of 16 three-token prompts (the learning tests)."""
+    torch.manual_seed(0)
+    model = PPO(
+        TokenPolicy, env, n_steps=3, batch_size=48, n_epochs=4, learning_rate=3e-3, gamma=1.0, gae_lambda=1.0,
+        ent_coef=0.0, seed=0,
+        policy_kwargs={"backbone": "tiny-llama", "action_token_ids": vocab, "adapter_hidden": 64},
+    )  # fmt: skip
+    model.learn(total_timesteps=16 * 3 * 60)
+    return model
+
+
 def test_gap_reward_follows_rlprompt():
     # Two examples, label 1 and 0; probabilities (0.2, 0.8) for both.
     logprobs = np.log(np.array([[[0.2, 0.8], [0.2, 0.8]]]))
@@ -79,13 +91,7 @@ def test_ppo_with_the_token_policy_finds_the_target_prompt(tiny_llama):
     scorer = ToyScorer(tiny_llama, target)
     examples = [Example(f"e{i}", "x", 1) for i in range(4)]
     env = PromptVecEnv(scorer, examples, vocab, num_envs=16, prompt_length=3, examples_per_reward=4, seed=0)
-    torch.manual_seed(0)
-    model = PPO(
-        TokenPolicy, env, n_steps=3, batch_size=48, n_epochs=4, learning_rate=3e-3, gamma=1.0, gae_lambda=1.0,
-        ent_coef=0.0, seed=0,
-        policy_kwargs={"backbone": "tiny-llama", "action_token_ids": vocab, "adapter_hidden": 64},
-    )  # fmt: skip
-    model.learn(total_timesteps=16 * 3 * 60)
+    model = _trained_ppo(env, vocab)
     assert greedy_prompt(model, vocab, 3) == target
     # Only the adapter, value head and logit gain are trainable; the backbone is not in the checkpoint.
     state = model.policy.state_dict()
@@ -132,13 +138,7 @@ def test_ppo_finds_the_target_prompt_in_the_style_env(tiny_llama):
     env = PromptVecEnv.of(StylePromptEnv(ToyStyleObjective(tiny_llama, target), vocab, 3, 3), num_envs=16)
     rewards, joint = env.template.score_prompts([target, (vocab[0],) * 3], np.random.default_rng(0))
     assert rewards[0] > 0 > rewards[1]
-    torch.manual_seed(0)
-    model = PPO(
-        TokenPolicy, env, n_steps=3, batch_size=48, n_epochs=4, learning_rate=3e-3, gamma=1.0, gae_lambda=1.0,
-        ent_coef=0.0, seed=0,
-        policy_kwargs={"backbone": "tiny-llama", "action_token_ids": vocab, "adapter_hidden": 64},
-    )  # fmt: skip
-    model.learn(total_timesteps=16 * 3 * 60)
+    model = _trained_ppo(env, vocab)
     assert greedy_prompt(model, vocab, 3) == target
 
 
