@@ -18,9 +18,15 @@ class RLPromptError(Exception):
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
-    """Run a command-line ``main`` and exit with its status, reporting RLPromptError as one line."""
+    """Run a command-line ``main`` and exit with its status, reporting RLPromptError as one line.
+
+    Library warnings and loading bars are hidden while it runs, unless ``--verbose`` is among the
+    arguments or ``RLPROMPT_VERBOSE=1`` (see :mod:`rlprompt.console`)."""
+    from rlprompt.console import quiet_libraries, verbose_requested
+
     try:
-        status = main(argv)
+        with quiet_libraries(verbose_requested(sys.argv[1:] if argv is None else argv)):
+            status = main(argv)
     except RLPromptError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_USAGE)

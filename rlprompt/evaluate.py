@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rlprompt.console import add_verbose_flag
 from rlprompt.errors import RLPromptError, run_cli
 from rlprompt.export import load_adapter_meta, load_classification_prompt
 from rlprompt.metrics import ClassificationMetrics, classification_metrics
@@ -130,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
         "--batch-tokens", type=int, default=4096, help="tokens per forward pass (default: %(default)s)"
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
+    add_verbose_flag(p)
     return p
 
 

@@ -252,6 +252,7 @@ def _load_directory(name: str, directory: Path) -> LanguageModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # loading takes well under a second; its bars are noise
     try:
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
@@ -264,7 +265,8 @@ def _load_directory(name: str, directory: Path) -> LanguageModel:
     except (OSError, ValueError, KeyError) as err:
         raise RLPromptError(f"cannot load model {name!r} from {directory}: {err}") from None
     finally:
-        hf_logging.enable_progress_bar()
+        if bars:
+            hf_logging.enable_progress_bar()
     return wrap_model(name, model, tokenizer, kind)
 
 

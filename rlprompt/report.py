@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rlprompt.console import add_verbose_flag
 from rlprompt.errors import RLPromptError, run_cli
 from rlprompt.methods import MethodResult
 
@@ -168,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rlprompt.report", description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", help="run directories (comparison directories or single runs)")
     p.add_argument("--out", help="where to write report.md and learning_curves.png (default: the first run)")
+    add_verbose_flag(p)
     args = p.parse_args(argv)
     text = write_report(args.runs, args.out or args.runs[0])
     print(text)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from rlprompt.compat import returned_cache, with_cache
 from rlprompt.errors import RLPromptError
 from rlprompt.models import LanguageModel
 from rlprompt.tasks import Example
@@ -261,12 +262,12 @@ class Scorer:
         mask = torch.cat([prefix.mask[rows], suffix_mask], dim=1)
         positions = prefix.lengths[rows][:, None] + torch.arange(width)[None]
         past = DynamicCache(ddp_cache_data=[(k[rows], v[rows]) for k, v in prefix.keys_values])
-        hidden = self.lm.model.base_model(
+        base = self.lm.model.base_model
+        hidden = base(
             inputs_embeds=inputs,
             attention_mask=mask.to(self._device),
             position_ids=positions.to(self._device),
-            past_key_values=past,
-            use_cache=True,
+            **with_cache(base, past),
         ).last_hidden_state
         self.stats.tokens_processed += int(suffix_mask.sum())
         last = torch.tensor(lengths, device=self._device) - 1
@@ -426,7 +427,7 @@ class Scorer:
                 use_cache=True,
             )
             self.stats.tokens_processed += int(mask.sum())
-            layers = [(layer[0], layer[1]) for layer in out.past_key_values]
+            layers = [(layer[0], layer[1]) for layer in returned_cache(out)]
             last = torch.log_softmax(self._lm_head(out.last_hidden_state[:, -1]), dim=-1)
             first = last[:, self._first_ids.to(self._device)].cpu()
             for i, ex in enumerate(batch):
@@ -476,12 +477,12 @@ class Scorer:
         past = DynamicCache(
             ddp_cache_data=[(k[example_rows], v[example_rows]) for k, v in prefix.keys_values]
         )
-        out = self.lm.model.base_model(
+        base = self.lm.model.base_model
+        out = base(
             input_ids=input_ids.to(self._device),
             attention_mask=mask.to(self._device),
             position_ids=positions.to(self._device),
-            past_key_values=past,
-            use_cache=True,
+            **with_cache(base, past),
         )
         self.stats.tokens_processed += sum(map(_suffix_tokens, segments))
         index = torch.tensor(needed, dtype=torch.long)

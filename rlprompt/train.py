@@ -24,6 +24,7 @@ import yaml
 
 from rlprompt.checkpoint import CHECKPOINT, StopRequest, load_checkpoint
 from rlprompt.config import TrainConfig, load_train_config, to_dict
+from rlprompt.console import add_verbose_flag
 from rlprompt.errors import RLPromptError, run_cli
 from rlprompt.evaluate import make_scorer, prompt_budget
 from rlprompt.files import atomic_write_bytes
@@ -53,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         "--run-dir", metavar="DIR", help="write the run here (default: a new directory in output_dir)"
     )
     p.add_argument("--overwrite", action="store_true", help="with --run-dir: replace an existing directory")
+    add_verbose_flag(p)
     return p
 
 

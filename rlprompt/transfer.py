@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rlprompt.console import add_verbose_flag
 from rlprompt.errors import RLPromptError, run_cli
 from rlprompt.evaluate import evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, load_classification_prompt
@@ -201,6 +202,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="evaluate on the first N examples of each task only")
     p.add_argument("--output-dir", default="transfer", help="where the outputs go (default: %(default)s)")
     p.add_argument("--quiet", action="store_true")
+    add_verbose_flag(p)
     return p
 
 

@@ -15,8 +15,21 @@ import torch
 from rlprompt.models import LanguageModel, load_model, wrap_model
 from rlprompt.tasks import Example
 from rlprompt.templates import TemplateEncoder
+from tests import deprecation_guard
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+deprecation_guard.install()
+
+
+@pytest.fixture(autouse=True)
+def no_deprecated_calls_of_ours():
+    """Fail a test whose code (or the project code it runs) calls a deprecated library API."""
+    deprecation_guard.take()
+    yield
+    found = deprecation_guard.take()
+    if found:
+        pytest.fail("deprecated library calls made by the project:\n" + "\n".join(map(str, found)))
 
 
 @pytest.fixture(scope="session")

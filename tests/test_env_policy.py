@@ -160,6 +160,7 @@ def test_polish_accepts_only_single_token_changes_that_raise_the_training_reward
     config = TrainConfig(model="tiny-gpt2")
     config.policy.adapter_hidden = 16
     config.env.num_envs, config.env.examples_per_reward = 4, 4
+    config.rl.batch_size = 4 * config.rl.n_steps  # one PPO minibatch per rollout of 4 envs
     env = PromptVecEnv(scorer, train, vocab, num_envs=4, prompt_length=5, examples_per_reward=4, seed=0)
     model = _make_algorithm(config, 0, env, vocab, "tiny-gpt2", tmp_path)
     start = tuple(int(t) for t in vocab[:5])

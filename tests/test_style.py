@@ -90,8 +90,10 @@ def test_best_of_takes_each_inputs_best_rewrite(encoder, classifier):
     assert (copy.content > 99).all() and (copy.style < 20).all()
     samples = [[NEGATIVE[i], POSITIVE[i]] for i in range(3)]  # a copy and a real rewrite for each input
     best = reward.best_of(NEGATIVE, samples)
-    assert np.allclose(best, np.maximum(copy.joint, scores.joint))
-    assert (best == scores.joint).all(), "the opposite-sentiment rewrite beats the copy"
+    # The three calls embed different batches, so their scores agree to float tolerance, not bit for bit.
+    assert np.allclose(best, np.maximum(copy.joint, scores.joint), atol=1e-3)
+    assert (scores.joint > copy.joint + 1).all(), "the opposite-sentiment rewrite beats the copy"
+    assert np.allclose(best, scores.joint, atol=1e-3), "so best-of takes it"
 
 
 def test_rewriter_samples_reproducibly_and_cuts_at_the_closing_quote(smol):
@@ -185,7 +187,12 @@ def test_style_objective_rewards_are_z_scored_per_input_and_never_generated_twic
     fresh.train_rewards(prompts[:1], task.train[2:3])
     objective.train_rewards(prompts[:1], task.train[2:3])
     assert fresh.stats.tokens_processed == objective.stats.tokens_processed > tokens
-    assert fresh.cached_scores() == objective.cached_scores(), "same seeds, same rewrites, same scores"
+    # Same seeds, same rewrites, same scores: the keys (prompt, input, decoding) match exactly; the scores
+    # come from batches of other compositions in the two objectives, so to float tolerance.
+    mine, theirs = fresh.cached_scores(), objective.cached_scores()
+    assert mine["calls"] == theirs["calls"]
+    assert [key for key, _ in mine["best"]] == [key for key, _ in theirs["best"]]
+    np.testing.assert_allclose([v for _, v in mine["best"]], [v for _, v in theirs["best"]], atol=1e-5)
 
 
 def test_a_style_transfer_run_exports_its_prompt_and_a_test_report(tmp_path):
