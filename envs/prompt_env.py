@@ -14,16 +14,20 @@ token, then the shaped reward of the finished prompt on a batch of training exam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
+from rlprompt.calibration import calibrate
 from rlprompt.scoring import Scorer
 from rlprompt.tasks import Example
 
 PAD = -1
+# A calibrated reward: (prompts, their log-probs on the reward batch (prompts, examples, classes)) -> each
+# prompt's log label prior (prompts, classes); see rlprompt.calibration.
+RewardPrior = Callable[[list[tuple[int, ...]], np.ndarray], np.ndarray]
 
 
 def gap_reward(
@@ -103,7 +107,7 @@ class PromptWriterEnv(gym.Env):
 
 class PromptEnv(PromptWriterEnv):
     """Classification: the reward is RLPrompt's gap reward of the prompt on ``examples_per_reward``
-    training examples."""
+    training examples; with ``reward_prior``, of its calibrated scores (the prompt's label prior removed)."""
 
     def __init__(
         self,
@@ -114,6 +118,7 @@ class PromptEnv(PromptWriterEnv):
         examples_per_reward: int = 16,
         correct_scale: float = 200.0,
         wrong_scale: float = 180.0,
+        reward_prior: RewardPrior | None = None,
     ):
         super().__init__(scorer.lm, action_token_ids, prompt_length)
         self.scorer = scorer
@@ -121,6 +126,7 @@ class PromptEnv(PromptWriterEnv):
         self.labels = np.array([ex.label for ex in self.examples])
         self.examples_per_reward = min(examples_per_reward, len(self.examples))
         self.scales = (correct_scale, wrong_scale)
+        self.reward_prior = reward_prior
 
     def score_prompts(
         self, prompts: list[tuple[int, ...]], rng: np.random.Generator
@@ -129,6 +135,8 @@ class PromptEnv(PromptWriterEnv):
         (every prompt sees the same examples, in one Scorer call)."""
         chosen = rng.choice(len(self.examples), size=self.examples_per_reward, replace=False)
         logprobs = self.scorer.score(prompts, [self.examples[i] for i in chosen])
+        if self.reward_prior is not None:  # calibrated reward: each prompt's label prior removed first
+            logprobs = calibrate(logprobs, self.reward_prior(prompts, logprobs))
         labels = self.labels[chosen]
         return gap_reward(logprobs, labels, *self.scales), batch_accuracy(logprobs, labels)
 
@@ -171,9 +179,17 @@ class PromptVecEnv(VecEnv):
         wrong_scale: float = 180.0,
         normalize: bool = True,
         seed: int = 0,
+        reward_prior: RewardPrior | None = None,
     ):
         template = PromptEnv(
-            scorer, examples, action_token_ids, prompt_length, examples_per_reward, correct_scale, wrong_scale
+            scorer,
+            examples,
+            action_token_ids,
+            prompt_length,
+            examples_per_reward,
+            correct_scale,
+            wrong_scale,
+            reward_prior,
         )
         self._wrap(template, num_envs, normalize, seed)
 

@@ -308,6 +308,7 @@ class StyleConfig:
     test_inputs: int | None = None  # test sentences evaluated; None: all (yelp: 500, shakespeare: 1,462)
 
 
+CalibrationName = typing.Literal["none", "batch", "contextual", "domain"]  # rlprompt.calibration's, for runs
 METHOD_NAMES = ("rl", "soft_prompt", "lora", "full_finetune", "manual", "in_context")
 MethodName = typing.Literal["rl", "soft_prompt", "lora", "full_finetune", "manual", "in_context"]
 
@@ -327,6 +328,9 @@ class TrainConfig:
     # None: after every dev evaluation. A stop request (Ctrl-C, SIGTERM) always writes one.
     checkpoint_every: int | None = None
     candidates_per_eval: int = 4  # rl: best training prompts since the last evaluation also tried on dev
+    # Remove each prompt's label prior from its scores (rlprompt/calibration.py) in the RL reward, on dev
+    # (choosing the prompt or checkpoint) and in the headline test figure; reports show raw and calibrated.
+    calibration: CalibrationName = "none"
     manual_prompt: str | None = None  # reference prompt for the summary; None: the task's
     manual_prompts: list[str] = dataclasses.field(default_factory=list)  # `manual` method: best on dev wins
     heldout_sentences: int = 200  # general sentences for the forgetting (perplexity) check

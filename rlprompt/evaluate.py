@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rlprompt.calibration import CALIBRATIONS, Calibration, calibrate, scorer_prior, task_calibration
 from rlprompt.console import add_verbose_flag
 from rlprompt.errors import RLPromptError, run_cli
 from rlprompt.export import load_adapter_meta, load_classification_prompt
@@ -28,23 +29,64 @@ from rlprompt.tasks import DEFAULT_SEED, FEW_SHOT_SEEDS, SPLITS, Task, load_task
 
 @dataclass
 class PromptResult:
+    """A prompt's metrics: ``metrics`` under the calibration asked for (``calibration``), ``raw`` without."""
+
     prompt: str
     prompt_ids: list[int]
     metrics: ClassificationMetrics
+    raw: ClassificationMetrics | None = None
+    calibration: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.raw is None:
+            self.raw = self.metrics
 
 
 def evaluate_prompts(
-    scorer: Scorer, examples, prompts: list[PromptLike], progress: bool = False
-) -> list[PromptResult]:
-    """Score every prompt on every example in one batched Scorer call and compute metrics."""
+    scorer: Scorer, examples, prompts: list[PromptLike], progress: bool = False,
+    calibration: Calibration | None = None,
+) -> list[PromptResult]:  # fmt: skip
+    """Score every prompt on every example in one batched Scorer call and compute metrics, raw and (with
+    ``calibration``) calibrated with each prompt's own prior on this model."""
     logprobs = scorer.score(prompts, examples, progress=progress)
+    prior = scorer_prior(scorer, prompts, calibration, evaluated=examples)
+    calibrated = calibrate(logprobs, prior)
     labels = np.array([ex.label for ex in examples])
+    method = calibration.method if calibration is not None else "none"
     results = []
-    for prompt, lp in zip(prompts, logprobs, strict=True):
+    for prompt, lp, cal in zip(prompts, logprobs, calibrated, strict=True):
         ids = list(scorer.prompt_ids(prompt))
         text = prompt if isinstance(prompt, str) else scorer.lm.decode(ids)
-        results.append(PromptResult(text, ids, classification_metrics(lp, labels)))
+        raw = classification_metrics(lp, labels)
+        metrics = classification_metrics(cal, labels) if prior is not None else raw
+        results.append(PromptResult(text, ids, metrics, raw, method))
     return results
+
+
+def reference_results(
+    scorer: Scorer, task: Task, manual: str, calibration_method: str, progress: bool = False
+) -> dict:
+    """The reference rows every comparison carries: the manual prompt and the empty prompt on test, raw
+    and calibrated (``calibration_method``: the run's, or batch when the run uses none)."""
+    calibration = task_calibration(calibration_method, task)
+    manual_result, empty_result = evaluate_prompts(
+        scorer, task.examples("test"), [manual, ""], progress, calibration
+    )
+    return {
+        "calibrated_with": calibration_method,
+        "rows": [
+            {
+                "name": name,
+                "prompt": prompt,
+                "test_accuracy_raw": r.raw.accuracy,
+                "test_accuracy_calibrated": r.metrics.accuracy,
+            }
+            for name, prompt, r in (
+                ("manual prompt", manual, manual_result),
+                ("empty prompt", "", empty_result),
+            )
+        ],  # fmt: skip
+    }
 
 
 def prompt_budget(lm: LanguageModel, prompts: list[PromptLike]) -> int:
@@ -59,16 +101,17 @@ def make_scorer(lm: LanguageModel, task: Task, template: str | None = None, **kw
 
 
 def evaluate_adapter(
-    path: str, lm: LanguageModel, task: Task, examples, batch_tokens: int = 4096, progress: bool = False
-) -> PromptResult:
+    path: str, lm: LanguageModel, task: Task, examples, batch_tokens: int = 4096, progress: bool = False,
+    calibration: Calibration | None = None,
+) -> PromptResult:  # fmt: skip
     """Evaluate an exported baseline (see :func:`rlprompt.export.save_adapter`) on ``lm``, with its own
-    template and, for LoRA and fine-tuned models, its manual prompt."""
+    template and, for LoRA and fine-tuned models, its manual prompt; raw and (with ``calibration``)
+    calibrated with its own prior."""
     import copy
 
     meta = load_adapter_meta(path)
     if meta["model_kind"] != lm.kind:
         raise RLPromptError(f"{path} was trained on a {meta['model_kind']} model; {lm.name} is {lm.kind}")
-    labels = np.array([ex.label for ex in examples])
     if meta["method"] == "soft_prompt":
         from peft import PeftModel
 
@@ -77,7 +120,10 @@ def evaluate_adapter(
         scorer = make_scorer(
             lm, task, meta["template"], batch_tokens=batch_tokens, prompt_budget=soft.shape[0]
         )
-        logprobs = scorer.evaluate_logprobs(examples, soft, progress=progress)
+
+        def score(inputs, progress=False):
+            return scorer.evaluate_logprobs(inputs, soft, progress=progress)[None]
+
         name = f"soft prompt ({soft.shape[0]} virtual tokens)"
     else:
         if meta["method"] == "lora":
@@ -95,9 +141,27 @@ def evaluate_adapter(
             batch_tokens=batch_tokens,
             prompt_budget=prompt_budget(lm, [prompt]),
         )
-        logprobs = scorer.score([prompt], examples, progress=progress)[0]
+
+        def score(inputs, progress=False):
+            return scorer.score([prompt], inputs, progress=progress)
+
         name = f"{meta['method']} ({prompt!r})"
-    return PromptResult(name, [], classification_metrics(logprobs, labels))
+    return scored_result(name, score, examples, calibration, scorer, progress)
+
+
+def scored_result(
+    name: str, score, examples, calibration: Calibration | None, scorer: Scorer, progress: bool = False
+) -> PromptResult:
+    """Metrics of one scoring function (``score(inputs) -> (1, inputs, classes)``: a soft prompt, an adapted
+    model), raw and calibrated with its own prior."""
+    labels = np.array([ex.label for ex in examples])
+    logprobs = score(examples, progress=progress)
+    prior = None
+    if calibration is not None and calibration.active:
+        prior = calibration.prior(score, scorer.lm, scorer.accepts_input, evaluated=examples)
+    raw = classification_metrics(logprobs[0], labels)
+    metrics = classification_metrics(calibrate(logprobs, prior)[0], labels) if prior is not None else raw
+    return PromptResult(name, [], metrics, raw, calibration.method if calibration is not None else "none")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -126,6 +190,13 @@ def _parser() -> argparse.ArgumentParser:
         help="an exported soft_prompt/, lora/ or model/ (repeatable)",
     )
     p.add_argument("--template", help='override the task\'s template, e.g. "{sentence} {prompt} <mask> ."')
+    p.add_argument(
+        "--calibration",
+        choices=CALIBRATIONS,
+        help="remove each prompt's label prior on this model before the argmax (default: the prompt file's, "
+        "else none); batch: from the task's unlabelled train and dev inputs, contextual: content-free "
+        "inputs, domain: random in-domain words, transductive: the evaluated inputs themselves",
+    )
     p.add_argument("--limit", type=int, help="evaluate on the first N examples only")
     p.add_argument(
         "--batch-tokens", type=int, default=4096, help="tokens per forward pass (default: %(default)s)"
@@ -161,10 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     examples = task.examples(args.split)[: args.limit]
     default_model = meta["model"] if meta else (source.model if source else "smollm2-135m")
     lm = load_model(args.model or default_model)
+    recorded = (source.calibration if source else None) or (meta.get("calibration") if meta else None)
+    method = args.calibration or recorded or "none"
+    calibration = task_calibration(method, task)
     start = time.perf_counter()
     if adapters:
         results = [
-            evaluate_adapter(path, lm, task, examples, args.batch_tokens, progress=True)
+            evaluate_adapter(
+                path, lm, task, examples, args.batch_tokens, progress=True, calibration=calibration
+            )
             for path in args.adapter
         ]
         template = adapters[0]["template"]
@@ -175,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             prompts += args.prompt if args.prompt is not None else [task.manual_prompt, ""]
         budget = prompt_budget(lm, prompts)
         scorer = make_scorer(lm, task, template, batch_tokens=args.batch_tokens, prompt_budget=budget)
-        results = evaluate_prompts(scorer, examples, prompts, progress=True)
+        results = evaluate_prompts(scorer, examples, prompts, progress=True, calibration=calibration)
         template = scorer.template.text
     seconds = time.perf_counter() - start
 
@@ -188,37 +264,47 @@ def main(argv: list[str] | None = None) -> int:
             "seed": data_seed,
             "template": template,
             "verbalizers": task.verbalizers,
+            "calibration": method,
             "seconds": round(seconds, 3),
             "results": [
-                {"prompt": r.prompt, "prompt_ids": r.prompt_ids, **r.metrics.as_dict(task.class_names)}
+                {
+                    "prompt": r.prompt,
+                    "prompt_ids": r.prompt_ids,
+                    **r.metrics.as_dict(task.class_names),
+                    "raw": r.raw.as_dict(task.class_names),
+                }
                 for r in results
-            ],
+            ],  # fmt: skip
         }
         json.dump(payload, sys.stdout, indent=2)
         print()
         return 0
+    calibrated = f", {method} calibration" if method != "none" else ""
     print(
         f"{task.name} {args.split} ({len(examples)} examples) on {lm.name} ({lm.kind} LM), "
-        f"template {template!r}, verbalizers {task.verbalizers}, {seconds:.1f} s"
+        f"template {template!r}, verbalizers {task.verbalizers}{calibrated}, {seconds:.1f} s"
     )
     print(format_table(results, task.class_names))
     return 0
 
 
 def format_table(results: list[PromptResult], class_names: list[str]) -> str:
-    """A plain-text table: prompt, accuracy, macro-F1, per-class accuracy."""
+    """A plain-text table: prompt, accuracy, macro-F1, per-class accuracy (all calibrated when the results
+    are), and the raw accuracy beside them when they are calibrated."""
     width = max([len("prompt")] + [len(repr(r.prompt)) for r in results])
+    calibrated = any(r.calibration != "none" for r in results)
     header = f"{'prompt':<{width}}  {'accuracy':>8}  {'macro-F1':>8}  " + "  ".join(
         f"{n:>8}" for n in class_names
     )
+    if calibrated:
+        header += f"  {'raw acc.':>8}"
     lines = [header, "-" * len(header)]
     for r in results:
         per_class = "  ".join(
             "     n/a" if np.isnan(v) else f"{v:8.3f}" for v in r.metrics.per_class_accuracy
         )
-        lines.append(
-            f"{r.prompt!r:<{width}}  {r.metrics.accuracy:8.3f}  {r.metrics.macro_f1:8.3f}  {per_class}"
-        )
+        line = f"{r.prompt!r:<{width}}  {r.metrics.accuracy:8.3f}  {r.metrics.macro_f1:8.3f}  {per_class}"
+        lines.append(line + (f"  {r.raw.accuracy:8.3f}" if calibrated else ""))
     return "\n".join(lines)
 
 

@@ -34,6 +34,9 @@ class LearnedPrompt:
     data_seed: str | None = None
     task_source: str | None = None  # how to load the task again: a built-in name or a task YAML path
     metrics: dict = field(default_factory=dict)
+    # How the prompt's scores were calibrated when it was chosen (rlprompt.calibration); evaluating it
+    # elsewhere re-estimates the prior on that model with the same method.
+    calibration: str = "none"
     library_version: str = ""
     format: str = FORMAT
     version: int = VERSION
@@ -113,7 +116,7 @@ ADAPTER_DIRS = {"soft_prompt": "soft_prompt", "lora": "lora", "full_finetune": "
 
 def save_adapter(
     method: str, run_dir: Path, *, lm, scorer, task, config, seed: int, manual_prompt: str,
-    soft_prompt=None, wrapper=None, metrics: dict | None = None,
+    soft_prompt=None, wrapper=None, metrics: dict | None = None, calibration: str = "none",
 ) -> Path:  # fmt: skip
     """Export a trained baseline in its library's own format, plus ``rlprompt_adapter.json`` (template,
     verbalizers, task: what :func:`load_adapter` needs to evaluate it the way it was trained).
@@ -165,7 +168,7 @@ def save_adapter(
             "prompt": None if method == "soft_prompt" else manual_prompt,
             "placement": "virtual tokens at the template's {prompt} slot" if method == "soft_prompt"
             else "the template with the manual prompt",
-            "metrics": metrics or {}, "library_version": __version__,
+            "metrics": metrics or {}, "calibration": calibration, "library_version": __version__,
         }  # fmt: skip
         (tmp / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o755)

@@ -9,6 +9,7 @@ mix) and writes ``report.md`` (one row per method: test accuracy mean ± std ove
 from __future__ import annotations
 
 import argparse
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import numpy as np
 
 from rlprompt.console import add_verbose_flag
 from rlprompt.errors import RLPromptError, run_cli
-from rlprompt.methods import MethodResult
+from rlprompt.files import atomic_write_bytes
+from rlprompt.methods import REFERENCES, MethodResult
 
 ORDER = ["rl", "soft_prompt", "lora", "full_finetune", "manual", "in_context"]
 
@@ -74,24 +76,48 @@ def _metric(results: list[MethodResult]) -> str:
     return "accuracy" if all(r.metric == "accuracy" for r in results) else "joint score"
 
 
-def report_markdown(results: list[MethodResult]) -> str:
-    """The comparison table and per-seed details as Markdown."""
+def collect_references(paths: list[str | Path]) -> list[dict]:
+    """The reference rows (manual and empty prompt, raw and calibrated) a comparison directory holds."""
+    found = []
+    for path in map(Path, paths):
+        file = path / REFERENCES
+        if file.is_file():
+            try:
+                found.append(json.loads(file.read_text(encoding="utf-8")))
+            except (ValueError, UnicodeDecodeError) as err:
+                raise RLPromptError(f"{file}: not valid JSON ({err})") from None
+    return found
+
+
+def _raw(r: MethodResult) -> float:
+    return r.test_accuracy_raw if r.test_accuracy_raw is not None else r.test_accuracy
+
+
+def report_markdown(results: list[MethodResult], references: list[dict] = ()) -> str:
+    """The comparison table (with the reference prompts' rows) and per-seed details as Markdown."""
     groups = _grouped(results)
     models = sorted({r.model for r in results})
     tasks = sorted({r.task for r in results})
     what = _metric(results)
+    calibrated_with = sorted({r.calibrated_with for r in results if r.calibrated_with} |
+                             {ref["calibrated_with"] for ref in references})  # fmt: skip
+    cal = "/".join(calibrated_with) or "batch"
     lines = [
         f"# Comparison: {', '.join(tasks)} on {', '.join(models)}",
         "",
-        f"Test {what} of each method's best checkpoint by dev {what}, mean ± sample std over seeds. "
+        f"Test {what} of each method's best checkpoint by dev {what}, mean ± sample std over seeds, raw and "
+        f"calibrated ({cal}: each prompt's label prior on the model, estimated without labels, removed "
+        "before the argmax; see rlprompt/calibration.py). Scored: how the run scored dev (and so chose its "
+        "prompt or checkpoint). The manual and empty prompts are reference rows, both ways. "
         "Train time: wall time of training and dev evaluations (not test). "
         "LM tokens: task-LM tokens fed forward in training and dev evaluation (a backward pass costs about "
         "twice a forward one on top, for the gradient methods). Forgetting: perplexity on general held-out "
         "sentences before → after (a discrete prompt leaves the model unchanged).",
         "",
-        f"| method | test {what} | dev {what} | seeds | trainable params | artifact | train time "
-        "| LM tokens | forgetting (ppl) | interpretable | transferable |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| method | scored | test {what} raw | test {what} calibrated ({cal}) | dev {what} | seeds "
+        "| trainable params | artifact | train time | LM tokens | forgetting (ppl) | interpretable "
+        "| transferable |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, rs in groups.items():
         ppl = "none (model unchanged)"
@@ -100,27 +126,38 @@ def report_markdown(results: list[MethodResult]) -> str:
             after = np.mean([r.perplexity_after for r in rs if r.perplexity_after is not None])
             ppl = f"{before:.1f} → {after:.1f}"
         mean = lambda field, rs=rs: np.mean([getattr(r, field) for r in rs])  # noqa: E731
+        calibrated = [r.test_accuracy_calibrated for r in rs]
+        calibrated_text = _mean_std(calibrated) if None not in calibrated else "—"
         lines.append(
-            f"| {method} | {_mean_std([r.test_accuracy for r in rs])} | "
+            f"| {method} | {'/'.join(sorted({r.calibration for r in rs}))} | "
+            f"{_mean_std([_raw(r) for r in rs])} | {calibrated_text} | "
             f"{_mean_std([r.dev_accuracy for r in rs])} | {len(rs)} | {_count(mean('trainable_params'))} | "
             f"{_size(mean('artifact_bytes'))} | {mean('train_seconds'):.0f} s | "
             f"{_count(mean('lm_tokens'))} | {ppl} | "
             f"{'yes' if rs[0].interpretable else 'no'} | {'yes' if rs[0].transferable else 'no'} |"
         )
+    for reference in references:
+        for row in reference["rows"]:
+            lines.append(
+                f"| {row['name']} `{row['prompt']!r}` (reference) | — | {row['test_accuracy_raw']:.3f} | "
+                f"{row['test_accuracy_calibrated']:.3f} | — | — | 0 | — | — | — | none (model unchanged) "
+                "| yes | yes |"
+            )
     lines += [
         "",
         "## Per seed",
         "",
-        "| method | seed | dev | test | steps | learned |",
-        "|---|---|---|---|---|---|",
+        "| method | seed | dev | test raw | test calibrated | steps | learned |",
+        "|---|---|---|---|---|---|---|",
     ]
     for method, rs in groups.items():
         for r in sorted(rs, key=lambda r: r.seed):
             learned = r.learned.replace("|", "\\|")
             flag = " (interrupted)" if r.interrupted else ""
+            calibrated = "—" if r.test_accuracy_calibrated is None else f"{r.test_accuracy_calibrated:.3f}"
             lines.append(
-                f"| {method} | {r.seed} | {r.dev_accuracy:.3f} | {r.test_accuracy:.3f} | {r.steps}{flag} "
-                f"| {learned} |"
+                f"| {method} | {r.seed} | {r.dev_accuracy:.3f} | {_raw(r):.3f} | {calibrated} "
+                f"| {r.steps}{flag} | {learned} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -159,8 +196,8 @@ def write_report(paths: list[str | Path], out_dir: str | Path) -> str:
     results = collect(paths)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = report_markdown(results)
-    (out_dir / "report.md").write_text(text, encoding="utf-8")
+    text = report_markdown(results, collect_references(paths))
+    atomic_write_bytes(out_dir / "report.md", text.encode("utf-8"))
     plot_curves(results, out_dir / "learning_curves.png")
     return text
 

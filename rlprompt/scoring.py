@@ -139,6 +139,11 @@ class Scorer:
         for key, value in items:
             self._scores.put(key, value)
 
+    def accepts_input(self, text: str) -> bool:
+        """Whether ``text`` can be scored as an input (a causal template needs something before the prompt:
+        an empty sentence with ``"{sentence} {prompt}"`` and no BOS token has nothing)."""
+        return self.lm.kind != "causal" or bool(self.encoder.encode_example(text).head)
+
     def prompt_ids(self, prompt: PromptLike) -> tuple[int, ...]:
         """Token ids of a prompt given as text (encoded after the template's lead) or as ids."""
         ids = self.encoder.encode_prompt(prompt) if isinstance(prompt, str) else tuple(int(i) for i in prompt)

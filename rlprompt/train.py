@@ -159,6 +159,8 @@ def train(
                 raise
             print("\ninterrupted: the report covers the runs that finished", flush=True)
     unfinished = len(results) < len(seeds) * len(methods) or any(r.interrupted for r in results)
+    if not single and test_scorer is not None and results:
+        _write_references(config, task, test_scorer, root, progress)
     out = {"run_dir": root, "results": results, "interrupted": unfinished}
     if single:
         summary_file = root / "summary.txt"
@@ -180,6 +182,20 @@ def train(
         report = write_report([root], root)
         out["summary"] = f"run: {root}\n\n{report}"
     return out
+
+
+def _write_references(config: TrainConfig, task: Task, test_scorer, root: Path, progress: bool) -> None:
+    """The manual and empty prompts on test, raw and calibrated, for the comparison report (their scores
+    are in the shared test scorer's cache when a prompt method has run)."""
+    import json
+
+    from rlprompt.calibration import reference_method
+    from rlprompt.evaluate import reference_results
+    from rlprompt.methods import REFERENCES
+
+    manual = config.manual_prompt if config.manual_prompt is not None else task.manual_prompt
+    references = reference_results(test_scorer, task, manual, reference_method(config.calibration), progress)
+    atomic_write_bytes(root / REFERENCES, (json.dumps(references, indent=2) + "\n").encode("utf-8"))
 
 
 def _style_task_and_model(config: TrainConfig):
@@ -205,6 +221,11 @@ def _style_task_and_model(config: TrainConfig):
         )
     if config.rl.polish_rounds:
         raise RLPromptError("rl.polish_rounds applies to classification tasks only; set it to 0")
+    if config.calibration != "none":
+        raise RLPromptError(
+            f"calibration: {config.calibration!r} applies to classification tasks (label priors); "
+            f"{config.task.name!r} rewrites text: set calibration: none"
+        )
     other = [m for m in config.method_list if m != "rl"]
     if other:
         raise RLPromptError(

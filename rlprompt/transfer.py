@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from rlprompt.calibration import CALIBRATIONS, task_calibration
 from rlprompt.console import add_verbose_flag
 from rlprompt.errors import RLPromptError, run_cli
 from rlprompt.evaluate import evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, load_classification_prompt
+from rlprompt.files import atomic_write_bytes
 from rlprompt.models import load_model
 from rlprompt.tasks import DEFAULT_SEED, load_task
 
@@ -40,7 +42,9 @@ class Row:
     text: str
     source_model: str | None = None
     method: str | None = None
-    cells: dict = field(default_factory=dict)  # "task/model" -> {"accuracy", "gain"} or {"not_applicable"}
+    # "task/model" -> {"accuracy", "gain", "calibrated", "gain_calibrated_manual", "gain_calibrated_empty"}
+    # or {"not_applicable"}
+    cells: dict = field(default_factory=dict)
 
 
 def round_trip_problem(prompt: LearnedPrompt) -> str | None:
@@ -66,9 +70,10 @@ def round_trip_problem(prompt: LearnedPrompt) -> str | None:
 
 def run_transfer(
     prompt_files: list[Path], models: list[str], tasks: list[str], split: str = "test",
-    seed: str = DEFAULT_SEED, limit: int | None = None, progress: bool = True,
+    seed: str = DEFAULT_SEED, limit: int | None = None, progress: bool = True, calibration: str = "batch",
 ) -> dict:  # fmt: skip
-    """Evaluate every prompt on every (task, model); returns the rows, targets and round-trip notes."""
+    """Evaluate every prompt on every (task, model), raw and calibrated (each prompt's prior re-estimated on
+    each target); returns the rows, targets and round-trip notes."""
     prompts = [load_classification_prompt(path) for path in prompt_files]
     rows = []
     for p in prompts:
@@ -107,12 +112,20 @@ def run_transfer(
             templates[target] = scorer.template.text
             if progress:
                 print(f"{target}: {len(to_score)} prompts x {len(examples)} {split} examples", flush=True)
-            accuracies = [r.metrics.accuracy for r in evaluate_prompts(scorer, examples, to_score, progress)]
-            manual_acc = accuracies[-2]
-            for row, acc in zip(owners, accuracies, strict=True):
-                row.cells[target] = {"accuracy": acc, "gain": acc - manual_acc}
+            results = evaluate_prompts(
+                scorer, examples, to_score, progress, task_calibration(calibration, task)
+            )
+            manual, empty = results[-2:]
+            for row, r in zip(owners, results, strict=True):
+                row.cells[target] = {
+                    "accuracy": r.raw.accuracy, "gain": r.raw.accuracy - manual.raw.accuracy,
+                    "calibrated": r.metrics.accuracy,
+                    "gain_calibrated_manual": r.metrics.accuracy - manual.metrics.accuracy,
+                    "gain_calibrated_empty": r.metrics.accuracy - empty.metrics.accuracy,
+                }  # fmt: skip
     return {
         "split": split,
+        "calibration": calibration,
         "data_seed": seed,
         "tasks": tasks,
         "models": models,
@@ -127,33 +140,56 @@ def write_outputs(result: dict, out_dir: Path) -> list[Path]:
     """transfer.json, transfer.md and transfer.png in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "transfer.json", out_dir / "transfer.md", out_dir / "transfer.png"]
-    paths[0].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    paths[1].write_text(markdown(result), encoding="utf-8")
+    atomic_write_bytes(paths[0], (json.dumps(result, indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(paths[1], markdown(result).encode("utf-8"))
     heatmap(result, paths[2])
     return paths
 
 
-def _cell_text(cell: dict, with_gain: bool) -> str:
+def _cell_text(cell: dict, learned: bool, calibrated: bool) -> str:
     if "not_applicable" in cell:
         return "n/a"
-    text = f"{cell['accuracy']:.3f}"
-    return f"{text} ({cell['gain']:+.3f})" if with_gain else text
+    if not calibrated:
+        text = f"{cell['accuracy']:.3f}"
+        return f"{text} ({cell['gain']:+.3f})" if learned else text
+    text = f"{cell['calibrated']:.3f}"
+    if learned:
+        text += f" ({cell['gain_calibrated_manual']:+.3f} / {cell['gain_calibrated_empty']:+.3f})"
+    return text
 
 
 def markdown(result: dict) -> str:
-    lines = [f"# Transfer of learned prompts ({result['split']} accuracy; gain over the manual prompt)", ""]
-    header = "| prompt | text | " + " | ".join(result["targets"]) + " |"
-    lines += [header, "|" + "---|" * (len(result["targets"]) + 2)]
-    reasons = []
-    for row in result["rows"]:
-        cells = [_cell_text(row["cells"][t], row["kind"] == "learned") for t in result["targets"]]
-        lines.append(f"| {row['name']} | `{row['text']!r}` | " + " | ".join(cells) + " |")
-        reasons += [
-            f"- {row['name']} on {t}: {c['not_applicable']}"
-            for t, c in row["cells"].items()
-            if "not_applicable" in c
+    split, method = result["split"], result.get("calibration", "none")
+    targets = result["targets"]
+    tables = [
+        (f"## Raw {split} accuracy (learned prompts: gain over the raw manual prompt)", False),
+        (
+            f"## {method.capitalize()}-calibrated {split} accuracy (learned prompts: gain over the "
+            "calibrated manual prompt / over the calibrated empty prompt)",
+            True,
+        ),  # fmt: skip
+    ]
+    lines = [f"# Transfer of learned prompts ({split} accuracy, raw and {method}-calibrated)", ""]
+    if method == "none":
+        tables = tables[:1]
+    for title, calibrated in tables:
+        lines += [
+            title,
+            "",
+            "| prompt | text | " + " | ".join(targets) + " |",
+            "|" + "---|" * (len(targets) + 2),
         ]
-    lines += ["", "Templates: " + "; ".join(f"{t}: `{tpl}`" for t, tpl in result["templates"].items())]
+        for row in result["rows"]:
+            cells = [_cell_text(row["cells"][t], row["kind"] == "learned", calibrated) for t in targets]
+            lines.append(f"| {row['name']} | `{row['text']!r}` | " + " | ".join(cells) + " |")
+        lines.append("")
+    reasons = [
+        f"- {row['name']} on {t}: {c['not_applicable']}"
+        for row in result["rows"]
+        for t, c in row["cells"].items()
+        if "not_applicable" in c
+    ]
+    lines += ["Templates: " + "; ".join(f"{t}: `{tpl}`" for t, tpl in result["templates"].items())]
     if reasons:
         lines += ["", "Not applicable:", *reasons]
     problems = [f"- {name}: {why}" for name, why in result["round_trip"].items() if why]
@@ -163,29 +199,35 @@ def markdown(result: dict) -> str:
 
 
 def heatmap(result: dict, path: Path) -> None:
+    """Accuracy per prompt and target: raw, and calibrated beside it when the result has it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rows, targets = result["rows"], result["targets"]
-    values = np.full((len(rows), len(targets)), np.nan)
-    for i, row in enumerate(rows):
-        for j, t in enumerate(targets):
-            values[i, j] = row["cells"][t].get("accuracy", np.nan)
-    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(targets), 1.2 + 0.5 * len(rows)))
-    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(targets)), [t.replace("/", "\n") for t in targets], fontsize=8)
-    ax.set_yticks(range(len(rows)), [f"{r['name'][:40]}" for r in rows], fontsize=8)
-    for i in range(len(rows)):
-        for j in range(len(targets)):
-            text = "n/a" if np.isnan(values[i, j]) else f"{values[i, j]:.3f}"
-            color = "white" if np.isnan(values[i, j]) or values[i, j] < 0.6 else "black"
-            ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
-    fig.colorbar(image, ax=ax, label=f"{result['split']} accuracy")
-    ax.set_title("Prompt transfer across models and tasks", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    method = result.get("calibration", "none")
+    panels = [("accuracy", "raw")] + ([("calibrated", f"{method}-calibrated")] if method != "none" else [])
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(len(panels) * (1.6 + 1.3 * len(targets)) + 1.5, 1.2 + 0.5 * len(rows)),
+        squeeze=False,
+    )  # fmt: skip
+    for ax, (key, title) in zip(axes[0], panels, strict=True):
+        values = np.full((len(rows), len(targets)), np.nan)
+        for i, row in enumerate(rows):
+            for j, t in enumerate(targets):
+                values[i, j] = row["cells"][t].get(key, np.nan)
+        image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(len(targets)), [t.replace("/", "\n") for t in targets], fontsize=8)
+        ax.set_yticks(range(len(rows)), [f"{r['name'][:40]}" for r in rows], fontsize=8)
+        for i in range(len(rows)):
+            for j in range(len(targets)):
+                text = "n/a" if np.isnan(values[i, j]) else f"{values[i, j]:.3f}"
+                color = "white" if np.isnan(values[i, j]) or values[i, j] < 0.6 else "black"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
+        ax.set_title(f"{title} {result['split']} accuracy", fontsize=10)
+    fig.colorbar(image, ax=list(axes[0]), label=f"{result['split']} accuracy")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -200,6 +242,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "dev", "test"))
     p.add_argument("--seed", default=DEFAULT_SEED, help="few-shot data seed (default: %(default)s)")
     p.add_argument("--limit", type=int, help="evaluate on the first N examples of each task only")
+    p.add_argument(
+        "--calibration", choices=CALIBRATIONS, default="batch",
+        help="the calibrated table's method: each prompt's prior re-estimated on each target (default: "
+        "%(default)s; see python -m rlprompt.evaluate --help)",
+    )  # fmt: skip
     p.add_argument("--output-dir", default="transfer", help="where the outputs go (default: %(default)s)")
     p.add_argument("--quiet", action="store_true")
     add_verbose_flag(p)
@@ -220,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         raise RLPromptError("give at least one model (--models) and one task (--task/--tasks)")
     if args.limit is not None and args.limit < 1:
         raise RLPromptError(f"--limit must be at least 1, got {args.limit}")
-    result = run_transfer(files, models, tasks, args.split, args.seed, args.limit, progress=not args.quiet)
+    result = run_transfer(
+        files, models, tasks, args.split, args.seed, args.limit, not args.quiet, args.calibration
+    )
     paths = write_outputs(result, Path(args.output_dir))
     print(markdown(result))
     print("wrote " + ", ".join(str(p) for p in paths))

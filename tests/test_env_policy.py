@@ -164,10 +164,14 @@ def test_polish_accepts_only_single_token_changes_that_raise_the_training_reward
     env = PromptVecEnv(scorer, train, vocab, num_envs=4, prompt_length=5, examples_per_reward=4, seed=0)
     model = _make_algorithm(config, 0, env, vocab, "tiny-gpt2", tmp_path)
     start = tuple(int(t) for t in vocab[:5])
-    accepted = polish_prompt(model, scorer, train, start, vocab, 3, 40, 200.0, 180.0)
-    assert accepted, "coordinate ascent over 40 tokens per position found nothing better on a random model"
     labels = np.array([ex.label for ex in train])
-    rewards = gap_reward(scorer.score([start, *accepted], train), labels)
+
+    def train_reward(prompts):
+        return gap_reward(scorer.score(prompts, train), labels)
+
+    accepted = polish_prompt(model, train_reward, start, vocab, 3, 40)
+    assert accepted, "coordinate ascent over 40 tokens per position found nothing better on a random model"
+    rewards = train_reward([start, *accepted])
     assert np.all(np.diff(rewards) > 0)
     for before, after in zip([start, *accepted], accepted, strict=False):
         assert sum(a != b for a, b in zip(before, after, strict=True)) == 1

@@ -72,3 +72,30 @@ def test_report_errors_name_the_directory(tmp_path, capsys, setup):
         run_cli(report_main, [str(target)])
     err = capsys.readouterr().err
     assert done.value.code == 2 and str(target) in err and "Traceback" not in err
+
+
+def test_report_shows_raw_and_calibrated_accuracy_and_the_reference_rows(tmp_path):
+    import json
+
+    from rlprompt.methods import REFERENCES
+    from rlprompt.report import collect_references
+
+    results = [
+        replace(BASE, seed=0, test_accuracy=0.70, test_accuracy_raw=0.70, test_accuracy_calibrated=0.74,
+                calibrated_with="batch"),
+        replace(BASE, seed=1, test_accuracy=0.80, test_accuracy_raw=0.80, test_accuracy_calibrated=0.78,
+                calibrated_with="batch"),
+    ]  # fmt: skip
+    _write(tmp_path / "cmp", results)
+    rows = [("manual prompt", "It was", 0.51, 0.697), ("empty prompt", "", 0.515, 0.705)]
+    keys = ("name", "prompt", "test_accuracy_raw", "test_accuracy_calibrated")
+    references = {"calibrated_with": "batch", "rows": [dict(zip(keys, row, strict=True)) for row in rows]}
+    (tmp_path / "cmp" / REFERENCES).write_text(json.dumps(references), encoding="utf-8")
+    text = report_markdown(collect([tmp_path / "cmp"]), collect_references([tmp_path / "cmp"]))
+    table = text.split("## Per seed")[0]
+    assert "test accuracy calibrated (batch)" in table
+    rl = next(line for line in table.splitlines() if line.startswith("| rl |"))
+    assert "| none | 0.750 ± 0.071 | 0.760 ± 0.028 |" in rl  # how it chose, raw, calibrated
+    assert "| manual prompt `'It was'` (reference) | — | 0.510 | 0.697 |" in table
+    assert "| empty prompt `''` (reference) | — | 0.515 | 0.705 |" in table
+    assert "| rl | 1 | 0.700 | 0.800 | 0.780 |" in text.split("## Per seed")[1]

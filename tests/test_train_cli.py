@@ -47,7 +47,8 @@ def test_train_smoke_run_writes_a_complete_run_directory(algo, tiny_gpt2, tiny_t
     assert code == 0, err
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.startswith("tiny__rl__tiny-gpt2__s0__")
-    assert "test accuracy" in out and "manual prompt 'It was'" in out
+    assert "test accuracy" in out and "manual 'It was'" in out and "empty prompt" in out
+    assert "test accuracy, raw -> batch-calibrated:" in out  # the reference rows, both ways
     files = {p.name for p in run_dir.iterdir()}
     assert {"config.yaml", "metrics.jsonl", "prompt.json", "summary.txt", "policy.zip"} <= files
     # The checkpoint holds the small trainable part and names the backbone; it does not copy it.

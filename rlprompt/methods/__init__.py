@@ -37,6 +37,8 @@ from rlprompt.tasks import Task
 INTERPRETABLE = {"rl": True, "soft_prompt": False, "lora": False, "full_finetune": False, "manual": True,
                  "in_context": True}  # fmt: skip
 TRANSFERABLE = dict(INTERPRETABLE)  # text moves to other models; weights and embeddings do not
+# A comparison directory's reference rows: the manual and empty prompts on test, raw and calibrated.
+REFERENCES = "references.json"
 
 
 @dataclass
@@ -101,6 +103,12 @@ class MethodResult:
     # What dev_accuracy and test_accuracy hold: "accuracy", or for style transfer "joint" (the joint score of
     # content and style, as a fraction; test_macro_f1 then holds J(C,S,F) as a fraction).
     metric: str = "accuracy"
+    # How the run scored for choosing on dev and for dev_accuracy / test_accuracy (rlprompt.calibration);
+    # the test accuracy both ways: raw, and calibrated with `calibrated_with` (the run's method, or batch).
+    calibration: str = "none"
+    test_accuracy_raw: float | None = None
+    test_accuracy_calibrated: float | None = None
+    calibrated_with: str | None = None
 
     def save(self, run_dir: Path) -> None:
         text = json.dumps(asdict(self), indent=2) + "\n"

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from rlprompt import __version__
+from rlprompt.calibration import calibrate, reference_method, scorer_prior, task_calibration
 from rlprompt.evaluate import evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, save_prompt
 from rlprompt.methods import EvalLog, MethodContext, MethodResult, dev_accuracy, path_bytes
@@ -65,8 +66,10 @@ def _run_fixed(ctx: MethodContext, method: str, template: str | None, prompts: l
     dev = task.examples("dev")
     log = EvalLog(run_dir, 0, f"{method} s{ctx.seed}", ctx.progress)
     start = time.perf_counter()
+    calibration = task_calibration(ctx.config.calibration, task)
     try:
         logprobs = scorer.score(prompts, dev, progress=ctx.progress)
+        logprobs = calibrate(logprobs, scorer_prior(scorer, prompts, calibration))
         accuracies = [dev_accuracy(lp, dev) for lp in logprobs]
         best = int(np.argmax(accuracies))
         log.record(0, accuracies[best], stats.tokens_processed, prompt=prompts[best])
@@ -76,15 +79,19 @@ def _run_fixed(ctx: MethodContext, method: str, template: str | None, prompts: l
     tokens = int(stats.tokens_processed)
     # The shared test scorer has the configured template; in-context demonstrations make another one.
     test_scorer = ctx.test_scorer if template == ctx.config.task.template else scorer
-    (result,) = evaluate_prompts(test_scorer, task.examples("test"), [prompts[best]], ctx.progress)
     cfg = ctx.config
+    reference = task_calibration(reference_method(cfg.calibration), task)
+    (result,) = evaluate_prompts(test_scorer, task.examples("test"), [prompts[best]], ctx.progress, reference)
+    headline = result.metrics if calibration.active else result.raw
     exported = LearnedPrompt(
         text=prompts[best], token_ids=list(scorer.prompt_ids(prompts[best])), model=lm.name,
         model_kind=lm.kind, template=scorer.template.text, verbalizers=list(task.verbalizers),
         class_names=list(task.class_names), task=task.name, data_seed=cfg.task.seed,
         task_source=cfg.task.name,
-        method=method, seed=ctx.seed, library_version=__version__,
-        metrics={"dev_accuracy": accuracies[best], "test_accuracy": result.metrics.accuracy,
+        method=method, seed=ctx.seed, library_version=__version__, calibration=cfg.calibration,
+        metrics={"dev_accuracy": accuracies[best], "test_accuracy": headline.accuracy,
+                 "test_accuracy_raw": result.raw.accuracy,
+                 "test_accuracy_calibrated": result.metrics.accuracy, "calibrated_with": reference.method,
                  "candidates": dict(zip(prompts, accuracies, strict=True))},
     )  # fmt: skip
     save_prompt(exported, run_dir / "prompt.json")
@@ -93,8 +100,10 @@ def _run_fixed(ctx: MethodContext, method: str, template: str | None, prompts: l
     )
     return MethodResult(
         method=method, seed=ctx.seed, model=lm.name, task=task.name, dev_accuracy=accuracies[best],
-        test_accuracy=result.metrics.accuracy, test_macro_f1=result.metrics.macro_f1, steps=0,
+        test_accuracy=headline.accuracy, test_macro_f1=headline.macro_f1, steps=0,
         train_seconds=round(seconds, 1), lm_tokens=tokens, trainable_params=0, artifact="prompt.json",
         artifact_bytes=path_bytes(run_dir / "prompt.json"), learned=learned, interpretable=True,
-        transferable=True, curve=log.curve,
+        transferable=True, curve=log.curve, calibration=cfg.calibration,
+        test_accuracy_raw=result.raw.accuracy, test_accuracy_calibrated=result.metrics.accuracy,
+        calibrated_with=reference.method,
     )  # fmt: skip

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from rlprompt import __version__
+from rlprompt.calibration import calibrate, log_prior, reference_method, scorer_prior, task_calibration
 from rlprompt.checkpoint import check_finite, non_finite, parameters_sum, restore_rng, save_checkpoint
 from rlprompt.errors import RLPromptError
 from rlprompt.evaluate import evaluate_prompts, make_scorer, prompt_budget
@@ -88,8 +89,8 @@ def run(ctx: MethodContext) -> MethodResult:
             tracker.evaluate(model.num_timesteps)
         if not interrupted and config.rl.polish_rounds and tracker.best is not None:
             polished = polish_prompt(
-                model, objective.scorer, objective.train, tracker.best.ids, vocab, config.rl.polish_rounds,
-                config.rl.polish_top_k, config.env.correct_scale, config.env.wrong_scale,
+                model, objective.train_reward, tracker.best.ids, vocab, config.rl.polish_rounds,
+                config.rl.polish_top_k,
             )  # fmt: skip
             tracker.evaluate(model.num_timesteps, extra=polished, label="polish")
     except KeyboardInterrupt:
@@ -134,7 +135,10 @@ def run(ctx: MethodContext) -> MethodResult:
         train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=int(trainable),
         artifact="prompt.json", artifact_bytes=path_bytes(run_dir / "prompt.json"), learned=best.text,
         interpretable=True, transferable=True, curve=tracker.log.curve, interrupted=interrupted,
-        metric=objective.metric,
+        metric=objective.metric, calibration=config.calibration,
+        test_accuracy_raw=test.metrics.get("test_accuracy_raw"),
+        test_accuracy_calibrated=test.metrics.get("test_accuracy_calibrated"),
+        calibrated_with=test.metrics.get("calibrated_with"),
     )  # fmt: skip
 
 
@@ -159,6 +163,28 @@ class ClassificationObjective:
         self.scorer, self.task, self.config = scorer, task, config
         self.train, self.dev_examples = task.examples("train"), task.examples("dev")
         self.dev_labels = np.array([ex.label for ex in self.dev_examples])
+        self.calibration = task_calibration(config.calibration, task)
+
+    def reward_prior(self):
+        """How the training reward removes each prompt's label prior (None: raw scores). Batch calibration
+        takes it from the reward batch's own inputs, whose scores are at hand; the others from their
+        reference inputs."""
+        if not self.calibration.active:
+            return None
+        if self.calibration.method == "batch":
+            return lambda prompts, logprobs: log_prior(logprobs)
+        return lambda prompts, logprobs: scorer_prior(self.scorer, prompts, self.calibration)
+
+    def train_reward(self, prompts) -> np.ndarray:
+        """The gap reward of ``prompts`` on every training example, calibrated as in training."""
+        from rlprompt.envs.prompt_env import gap_reward
+
+        logprobs = self.scorer.score(prompts, self.train)
+        prior = self.reward_prior()
+        if prior is not None:
+            logprobs = calibrate(logprobs, prior(prompts, logprobs))
+        labels = np.array([ex.label for ex in self.train])
+        return gap_reward(logprobs, labels, self.config.env.correct_scale, self.config.env.wrong_scale)
 
     @property
     def lm(self):
@@ -186,12 +212,16 @@ class ClassificationObjective:
             self.scorer, self.train, vocab, num_envs=env_cfg.num_envs, prompt_length=env_cfg.prompt_length,
             examples_per_reward=env_cfg.examples_per_reward, correct_scale=env_cfg.correct_scale,
             wrong_scale=env_cfg.wrong_scale, normalize=env_cfg.normalize, seed=seed,
+            reward_prior=self.reward_prior(),
         )  # fmt: skip
 
     def dev(self, prompts) -> tuple[np.ndarray, np.ndarray]:
+        """Dev accuracy and gap reward per prompt, calibrated with the prior from the unlabelled training
+        and dev inputs when the run calibrates."""
         from rlprompt.envs.prompt_env import batch_accuracy, gap_reward
 
         logprobs = self.scorer.score(prompts, self.dev_examples)
+        logprobs = calibrate(logprobs, scorer_prior(self.scorer, prompts, self.calibration))
         env = self.config.env
         return (batch_accuracy(logprobs, self.dev_labels),
                 gap_reward(logprobs, self.dev_labels, env.correct_scale, env.wrong_scale))  # fmt: skip
@@ -201,17 +231,34 @@ class ClassificationObjective:
                 "class_names": list(self.task.class_names)}  # fmt: skip
 
     def test(self, ctx: MethodContext, best: Candidate, manual: str) -> TestResult:
+        """The chosen prompt, the manual prompt and the empty prompt on test, raw and calibrated (with the
+        run's calibration, or batch calibration when the run uses none); the headline follows the run."""
         examples = self.task.examples("test")
-        test, manual_test = (
-            r.metrics for r in evaluate_prompts(ctx.test_scorer, examples, [best.ids, manual], ctx.progress)
+        reference = task_calibration(reference_method(self.config.calibration), self.task)
+        learned, manual_result, empty_result = evaluate_prompts(
+            ctx.test_scorer, examples, [best.ids, manual, ""], ctx.progress, reference
         )
-        metrics = {"test_accuracy": test.accuracy, "test_macro_f1": test.macro_f1, "manual_prompt": manual,
-                   "manual_test_accuracy": manual_test.accuracy}  # fmt: skip
-        summary = (
-            f"dev accuracy {best.dev_accuracy:.3f}   test accuracy {test.accuracy:.3f}   "
-            f"manual prompt {manual!r}: test accuracy {manual_test.accuracy:.3f}"
-        )
-        return TestResult(test.accuracy, test.macro_f1, metrics, summary)
+        headline = learned.metrics if self.calibration.active else learned.raw
+        metrics = {
+            "test_accuracy": headline.accuracy, "test_macro_f1": headline.macro_f1,
+            "test_accuracy_raw": learned.raw.accuracy, "test_accuracy_calibrated": learned.metrics.accuracy,
+            "calibrated_with": reference.method, "manual_prompt": manual,
+            "manual_test_accuracy": manual_result.raw.accuracy,
+            "manual_test_accuracy_calibrated": manual_result.metrics.accuracy,
+            "empty_test_accuracy": empty_result.raw.accuracy,
+            "empty_test_accuracy_calibrated": empty_result.metrics.accuracy,
+        }  # fmt: skip
+        scored = "calibrated" if self.calibration.active else "raw"
+        summary = "\n".join([
+            f"dev accuracy {best.dev_accuracy:.3f} ({scored})   "
+            f"test accuracy {headline.accuracy:.3f} ({scored})",
+            f"test accuracy, raw -> {reference.method}-calibrated:",
+            f"  learned prompt   {learned.raw.accuracy:.3f} -> {learned.metrics.accuracy:.3f}",
+            f"  manual {manual!r:<9} {manual_result.raw.accuracy:.3f} -> "
+            f"{manual_result.metrics.accuracy:.3f}",
+            f"  empty prompt     {empty_result.raw.accuracy:.3f} -> {empty_result.metrics.accuracy:.3f}",
+        ])  # fmt: skip
+        return TestResult(headline.accuracy, headline.macro_f1, metrics, summary)
 
 
 def _style_objective(ctx: MethodContext):
@@ -236,24 +283,19 @@ def greedy_prompt(model, vocab, length: int) -> tuple[int, ...]:
 
 
 def polish_prompt(
-    model, scorer, train_examples, start: tuple[int, ...], vocab: np.ndarray, rounds: int, top_k: int,
-    correct_scale: float, wrong_scale: float,
-) -> list[tuple[int, ...]]:  # fmt: skip
+    model, rewards, start: tuple[int, ...], vocab: np.ndarray, rounds: int, top_k: int
+) -> list[tuple[int, ...]]:
     """Policy-guided coordinate ascent on the training reward, after RL has converged.
 
     PPO settles on one prompt after a few thousand steps (within-batch normalisation leaves no signal once
     every environment writes the same prompt). From the best prompt, each position in turn is replaced by
     the policy's ``top_k`` tokens for it (given the prompt before it), all scored in one Scorer call on the
-    training examples; the best change is kept when it raises the gap reward. Returns the prompts accepted
-    along the way (the caller picks among them on dev, like any other candidate)."""
+    training examples (``rewards(prompts)``: the objective's training reward); the best change is kept
+    when it raises the reward. Returns the prompts accepted along the way (the caller picks among them on
+    dev, like any other candidate)."""
     import torch
 
-    from rlprompt.envs.prompt_env import PAD, gap_reward
-
-    labels = np.array([ex.label for ex in train_examples])
-
-    def rewards(prompts):
-        return gap_reward(scorer.score(prompts, train_examples), labels, correct_scale, wrong_scale)
+    from rlprompt.envs.prompt_env import PAD
 
     current = tuple(start)
     best_reward = float(rewards([current])[0])
@@ -500,7 +542,7 @@ class _Tracker:
             data_seed=self.task.data_seed if hasattr(self.task, "data_seed") else cfg.task.seed,
             task_source=cfg.task.name,
             method="rl", seed=self.seed, metrics=metrics, library_version=__version__,
-            **self.objective.export_fields(),
+            calibration=cfg.calibration, **self.objective.export_fields(),
         )  # fmt: skip
 
     def close(self) -> None:

@@ -16,11 +16,11 @@ import dataclasses
 import numpy as np
 import torch
 
+from rlprompt.calibration import calibrate, reference_method, task_calibration
 from rlprompt.checkpoint import check_finite, parameters_sum, restore_rng, save_checkpoint
-from rlprompt.evaluate import make_scorer, prompt_budget
+from rlprompt.evaluate import make_scorer, prompt_budget, scored_result
 from rlprompt.export import save_adapter
 from rlprompt.methods import EvalLog, MethodContext, MethodResult, dev_accuracy, path_bytes
-from rlprompt.metrics import classification_metrics
 from rlprompt.perplexity import heldout_sentences, perplexity
 from rlprompt.scoring import ScorerStats
 
@@ -48,8 +48,11 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         def batch_logprobs(batch):
             return scorer.label_logprobs(batch, prompt_embeds=soft)
 
-        def dev_logprobs():
-            return scorer.evaluate_logprobs(dev, soft)
+        def current_scorer():
+            return scorer
+
+        def score_on(sc, inputs, progress=False):
+            return sc.evaluate_logprobs(inputs, soft, progress=progress)
 
         def snapshot():
             return soft.detach().clone()
@@ -80,10 +83,12 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         def batch_logprobs(batch):
             return scorer.label_logprobs(batch, prompt_ids=manual_ids, reuse_prefix=False)
 
-        def dev_logprobs():
+        def current_scorer():
             # The weights changed: a fresh scorer, so no prefix computed by older weights is reused.
-            fresh = make_scorer(adapted, task, template, prompt_budget=budget, stats=stats)
-            return fresh.score([manual_ids], dev)[0]
+            return make_scorer(adapted, task, template, prompt_budget=budget, stats=stats)
+
+        def score_on(sc, inputs, progress=False):
+            return sc.score([manual_ids], inputs, progress=progress)[0]
 
         def snapshot():
             return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -93,6 +98,18 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
                 for n, p in model.named_parameters():
                     if n in state:
                         p.copy_(state[n])
+
+    calibration = task_calibration(config.calibration, task)
+
+    def dev_logprobs():
+        """Dev log-probs of the current weights, calibrated as the run asks (prior from the unlabelled
+        training and dev inputs, scored with the same weights)."""
+        sc = current_scorer()
+        logprobs = score_on(sc, dev)
+        prior = None
+        if calibration.active:
+            prior = calibration.prior(lambda inputs: score_on(sc, inputs)[None], sc.lm, sc.accepts_input)
+        return calibrate(logprobs[None], prior)[0]
 
     trainable = int(sum(p.numel() for p in params))
     optimizer = torch.optim.AdamW(params, lr=section.learning_rate, weight_decay=section.weight_decay)
@@ -174,12 +191,15 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
     restore(best_state)
 
     test = task.examples("test")
-    if name == "soft_prompt":
-        test_logprobs = ctx.test_scorer.evaluate_logprobs(test, soft, progress=ctx.progress)
-    else:
-        fresh = make_scorer(adapted, task, template, prompt_budget=budget)
-        test_logprobs = fresh.score([manual_ids], test, progress=ctx.progress)[0]
-    metrics = classification_metrics(test_logprobs, np.array([ex.label for ex in test]))
+    test_scorer = ctx.test_scorer
+    if name != "soft_prompt":
+        test_scorer = make_scorer(adapted, task, template, prompt_budget=budget)
+    reference = task_calibration(reference_method(config.calibration), task)
+    result = scored_result(
+        name, lambda inputs, progress=False: score_on(test_scorer, inputs, progress)[None], test, reference,
+        test_scorer, ctx.progress,
+    )  # fmt: skip
+    metrics = result.metrics if calibration.active else result.raw
 
     sentences = heldout_sentences(config.heldout_sentences)
     key = ("perplexity", lm.name, len(sentences))
@@ -193,7 +213,10 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         manual_prompt=manual, soft_prompt=soft.detach() if name == "soft_prompt" else None,
         wrapper=None if name == "soft_prompt" else wrapper,
         metrics={"dev_accuracy": log.best_accuracy, "test_accuracy": metrics.accuracy,
+                 "test_accuracy_raw": result.raw.accuracy,
+                 "test_accuracy_calibrated": result.metrics.accuracy, "calibrated_with": reference.method,
                  "best_step": best_step},
+        calibration=config.calibration,
     )  # fmt: skip
     learned = (
         f"{section.num_virtual_tokens} virtual tokens" if name == "soft_prompt" else f"{trainable:,} weights"
@@ -205,7 +228,9 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=trainable,
         artifact=artifact.name, artifact_bytes=path_bytes(artifact), learned=learned,
         interpretable=False, transferable=False, perplexity_before=ctx.cache[key], perplexity_after=after,
-        curve=log.curve, interrupted=interrupted,
+        curve=log.curve, interrupted=interrupted, calibration=config.calibration,
+        test_accuracy_raw=result.raw.accuracy, test_accuracy_calibrated=result.metrics.accuracy,
+        calibrated_with=reference.method,
     )  # fmt: skip
 
 
