@@ -32,11 +32,11 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args()
 
+    from rlprompt.backends import load_task_model
     from rlprompt.calibration import calibrate, scorer_prior, task_calibration
     from rlprompt.evaluate import make_scorer, prompt_budget
     from rlprompt.export import load_classification_prompt
     from rlprompt.metrics import classification_metrics
-    from rlprompt.models import load_model
     from rlprompt.tasks import load_task
 
     task = load_task(args.task, args.seed)
@@ -45,7 +45,7 @@ def main() -> int:
     files = [load_classification_prompt(f) for f in args.prompt_file]
     rows: list[dict] = []
     for model in args.models:
-        lm = load_model(model)
+        lm = load_task_model(model)
         named = [(f"manual {task.manual_prompt!r}", task.manual_prompt), ("empty prompt", "")]
         named += [(f"{f.method} s{f.seed} {f.text!r} ({f.model})", f.prompt_for(lm.name)) for f in files]
         prompts = [p for _, p in named]

@@ -20,8 +20,8 @@ import time
 import numpy as np
 import torch
 
+from rlprompt.backends.hf import Scorer
 from rlprompt.models import load_model
-from rlprompt.scoring import Scorer
 from rlprompt.tasks import load_task
 
 PROMPTS = [

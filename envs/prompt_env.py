@@ -21,7 +21,7 @@ import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from rlprompt.calibration import calibrate
-from rlprompt.scoring import Scorer
+from rlprompt.scoring import LabelScorer
 from rlprompt.tasks import Example
 
 PAD = -1
@@ -111,7 +111,7 @@ class PromptEnv(PromptWriterEnv):
 
     def __init__(
         self,
-        scorer: Scorer,
+        scorer: LabelScorer,
         examples: Sequence[Example],
         action_token_ids: Sequence[int],
         prompt_length: int = 5,
@@ -169,7 +169,7 @@ class PromptVecEnv(VecEnv):
 
     def __init__(
         self,
-        scorer: Scorer,
+        scorer: LabelScorer,
         examples: Sequence[Example],
         action_token_ids: Sequence[int],
         num_envs: int = 16,

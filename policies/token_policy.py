@@ -24,8 +24,11 @@ from rlprompt.models import load_model
 class BackboneFeatures(BaseFeaturesExtractor):
     """Last hidden state of a frozen LM over ``<start> + prompt so far`` (observations padded with -1)."""
 
-    def __init__(self, observation_space: gym.spaces.Box, backbone: str, cache_size: int = 200_000):
-        lm = load_model(backbone)
+    def __init__(
+        self, observation_space: gym.spaces.Box, backbone: str, dtype: str = "auto", device: str = "auto",
+        cache_size: int = 200_000,
+    ):  # fmt: skip
+        lm = load_model(backbone, device, dtype)
         super().__init__(observation_space, features_dim=lm.model.get_output_embeddings().weight.shape[1])
         self.lm = lm  # a plain attribute, not a submodule: never trained, never saved
         self._start = [lm.start_id if lm.start_id is not None else 0]
@@ -114,6 +117,9 @@ class TokenPolicy(ActorCriticPolicy):
         action_token_ids: token id of each action.
         adapter_hidden: hidden width of the adapter MLP (RLPrompt: 2048).
         value_hidden: hidden width of the value head.
+        backbone_dtype: the backbone's precision (``auto``: see :func:`rlprompt.models.resolve_dtype`).
+        backbone_device: where the backbone runs (``auto``: the best available device). A saved policy
+            records ``auto``, so that it loads on a machine without the device it was trained on.
     """
 
     def __init__(
@@ -125,6 +131,8 @@ class TokenPolicy(ActorCriticPolicy):
         action_token_ids: list[int] | None = None,
         adapter_hidden: int = 2048,
         value_hidden: int = 256,
+        backbone_dtype: str = "auto",
+        backbone_device: str = "auto",
         **kwargs,
     ):
         if not action_token_ids or len(action_token_ids) != action_space.n:
@@ -133,9 +141,14 @@ class TokenPolicy(ActorCriticPolicy):
         self.action_token_ids = [int(t) for t in action_token_ids]
         self.adapter_hidden = adapter_hidden
         self.value_hidden = value_hidden
+        self.backbone_dtype = backbone_dtype
         kwargs.setdefault("ortho_init", False)  # keep the identity-initialised adapter
         kwargs["features_extractor_class"] = BackboneFeatures
-        kwargs["features_extractor_kwargs"] = {"backbone": backbone}
+        kwargs["features_extractor_kwargs"] = {
+            "backbone": backbone,
+            "dtype": backbone_dtype,
+            "device": backbone_device,
+        }
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
 
     def _build_mlp_extractor(self) -> None:
@@ -157,5 +170,7 @@ class TokenPolicy(ActorCriticPolicy):
             action_token_ids=self.action_token_ids,
             adapter_hidden=self.adapter_hidden,
             value_hidden=self.value_hidden,
+            backbone_dtype=self.backbone_dtype,
+            backbone_device="auto",  # portable: a machine without the training device still loads it
         )
         return data

@@ -316,6 +316,11 @@ MethodName = typing.Literal["rl", "soft_prompt", "lora", "full_finetune", "manua
 @dataclasses.dataclass
 class TrainConfig:
     model: str = "smollm2-135m"  # the frozen task LM
+    # Where the task LM and the policy's backbone run, and in what precision: auto is the first GPU in
+    # bfloat16, else the CPU in float32 (see rlprompt.models.resolve_dtype). config.yaml records what
+    # auto resolved to.
+    device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
+    dtype: typing.Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     method: MethodName = "rl"  # one method; see `methods` for several
     methods: list[MethodName] = dataclasses.field(default_factory=list)  # several: a comparison report
     seed: int = 0

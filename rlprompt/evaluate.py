@@ -17,13 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rlprompt.backends import Capability, load_task_model, make_label_scorer, require
 from rlprompt.calibration import CALIBRATIONS, Calibration, calibrate, scorer_prior, task_calibration
 from rlprompt.console import add_verbose_flag
 from rlprompt.errors import RLPromptError, run_cli
 from rlprompt.export import load_adapter_meta, load_classification_prompt
 from rlprompt.metrics import ClassificationMetrics, classification_metrics
-from rlprompt.models import LanguageModel, load_model, wrap_model
-from rlprompt.scoring import PromptLike, Scorer
+from rlprompt.models import DTYPES, LanguageModel, load_model, wrap_model
+from rlprompt.scoring import LabelScorer, PromptLike
 from rlprompt.tasks import DEFAULT_SEED, FEW_SHOT_SEEDS, SPLITS, Task, load_task
 
 
@@ -43,7 +44,7 @@ class PromptResult:
 
 
 def evaluate_prompts(
-    scorer: Scorer, examples, prompts: list[PromptLike], progress: bool = False,
+    scorer: LabelScorer, examples, prompts: list[PromptLike], progress: bool = False,
     calibration: Calibration | None = None,
 ) -> list[PromptResult]:  # fmt: skip
     """Score every prompt on every example in one batched Scorer call and compute metrics, raw and (with
@@ -64,7 +65,7 @@ def evaluate_prompts(
 
 
 def reference_results(
-    scorer: Scorer, task: Task, manual: str, calibration_method: str, progress: bool = False
+    scorer: LabelScorer, task: Task, manual: str, calibration_method: str, progress: bool = False
 ) -> dict:
     """The reference rows every comparison carries: the manual prompt and the empty prompt on test, raw
     and calibrated (``calibration_method``: the run's, or batch when the run uses none)."""
@@ -95,9 +96,10 @@ def prompt_budget(lm: LanguageModel, prompts: list[PromptLike]) -> int:
     return max(len(p) if not isinstance(p, str) else len(lm.encode(" " + p)) + 1 for p in prompts)
 
 
-def make_scorer(lm: LanguageModel, task: Task, template: str | None = None, **kwargs) -> Scorer:
-    """The scorer for a task on a model, with the task's template for that model kind unless given."""
-    return Scorer(lm, template or task.template_for(lm.kind), task.verbalizers, **kwargs)
+def make_scorer(lm: LanguageModel, task: Task, template: str | None = None, **kwargs) -> LabelScorer:
+    """The scorer for a task on a model (from the model's backend), with the task's template for that
+    model kind unless given."""
+    return make_label_scorer(lm, template or task.template_for(lm.kind), task.verbalizers, **kwargs)
 
 
 def evaluate_adapter(
@@ -132,7 +134,7 @@ def evaluate_adapter(
             merged = PeftModel.from_pretrained(copy.deepcopy(lm.model), path).merge_and_unload()
             adapted = wrap_model(f"{lm.name}+lora", merged, lm.tokenizer, lm.kind)
         else:
-            adapted = load_model(str(path))
+            adapted = load_model(str(path), lm.device, lm.dtype)
         prompt = meta["prompt"] or ""
         scorer = make_scorer(
             adapted,
@@ -150,7 +152,7 @@ def evaluate_adapter(
 
 
 def scored_result(
-    name: str, score, examples, calibration: Calibration | None, scorer: Scorer, progress: bool = False
+    name: str, score, examples, calibration: Calibration | None, scorer: LabelScorer, progress: bool = False
 ) -> PromptResult:
     """Metrics of one scoring function (``score(inputs) -> (1, inputs, classes)``: a soft prompt, an adapted
     model), raw and calibrated with its own prior."""
@@ -198,6 +200,11 @@ def _parser() -> argparse.ArgumentParser:
         "inputs, domain: random in-domain words, transductive: the evaluated inputs themselves",
     )
     p.add_argument("--limit", type=int, help="evaluate on the first N examples only")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
+    p.add_argument(
+        "--dtype", default="auto", choices=("auto", *DTYPES),
+        help="the model's precision (default: %(default)s: bfloat16 on a GPU, float32 on a CPU)",
+    )  # fmt: skip
     p.add_argument(
         "--batch-tokens", type=int, default=4096, help="tokens per forward pass (default: %(default)s)"
     )
@@ -231,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     task = load_task(args.task or task_name, data_seed)
     examples = task.examples(args.split)[: args.limit]
     default_model = meta["model"] if meta else (source.model if source else "smollm2-135m")
-    lm = load_model(args.model or default_model)
+    model_name = args.model or default_model
+    if adapters:
+        require(model_name, Capability.DIFFERENTIABLE, "--adapter (trained weights run in this process)")
+    lm = load_task_model(model_name, args.device, args.dtype)
     recorded = (source.calibration if source else None) or (meta.get("calibration") if meta else None)
     method = args.calibration or recorded or "none"
     calibration = task_calibration(method, task)
@@ -259,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         payload = {
             "model": lm.name,
             "model_kind": lm.kind,
+            "device": lm.device,
+            "dtype": lm.dtype,
             "task": task.name,
             "split": args.split,
             "seed": data_seed,
@@ -281,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     calibrated = f", {method} calibration" if method != "none" else ""
     print(
-        f"{task.name} {args.split} ({len(examples)} examples) on {lm.name} ({lm.kind} LM), "
+        f"{task.name} {args.split} ({len(examples)} examples) on {lm.name} ({lm.kind} LM, {lm.device}, "
+        f"{lm.dtype}), "
         f"template {template!r}, verbalizers {task.verbalizers}{calibrated}, {seconds:.1f} s"
     )
     print(format_table(results, task.class_names))

@@ -83,6 +83,15 @@ class LanguageModel:
     suffix_ids: list[int] = field(default_factory=list)
 
     @property
+    def device(self) -> str:
+        return str(next(self.model.parameters()).device)
+
+    @property
+    def dtype(self) -> str:
+        """The weights' dtype by name (``float32``, ``bfloat16``, ``float16``)."""
+        return str(next(self.model.parameters()).dtype).removeprefix("torch.")
+
+    @property
     def max_length(self) -> int:
         """The longest sequence the model accepts. For models with sliding-window layers it is the
         window, so that every layer sees the whole sequence (the scorer relies on it)."""
@@ -123,7 +132,54 @@ class LanguageModel:
         return self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
-_LOADED: dict[str, LanguageModel] = {}
+_LOADED: dict[tuple[str, str, str], LanguageModel] = {}  # (name, device, dtype) -> model
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto``: the first CUDA GPU, else Apple's MPS, else the CPU; anything else is checked to exist."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return f"cuda:{torch.cuda.current_device()}"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps:0"
+        return "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise RLPromptError(f"device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RLPromptError(f"device {device!r}: no CUDA device is available here (use cpu or auto)")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise RLPromptError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise RLPromptError(f"device {device!r}: MPS is not available here (use cpu or auto)")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise RLPromptError(f"device {device!r}: use auto, cpu, cuda, cuda:N or mps")
+    if parsed.type == "cpu":
+        return "cpu"
+    # As the weights report it ("cuda:0"), so that one model loaded twice is shared.
+    index = (
+        parsed.index
+        if parsed.index is not None
+        else (torch.cuda.current_device() if parsed.type == "cuda" else 0)
+    )
+    return f"{parsed.type}:{index}"
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """``auto``: bfloat16 on a CUDA GPU that supports it (float16 on one that does not), float32 on CPUs
+    and MPS. On CPUs bfloat16 is faster where the CPU has native bf16, but it moves learned prompts' label
+    log-probs (see the README's backend table), so it is asked for, not assumed."""
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return "float32"
+    if dtype not in DTYPES:
+        raise RLPromptError(f"dtype {dtype!r}: use auto, {', '.join(DTYPES)}")
+    return dtype
 
 
 def cache_root() -> Path:
@@ -131,22 +187,27 @@ def cache_root() -> Path:
     return Path(os.environ.get("RLPROMPT_CACHE") or Path.home() / ".cache" / "rlprompt")
 
 
-def load_model(name: str) -> LanguageModel:
-    """Load ``name`` (an alias, a local directory or a cached Hugging Face id) as a frozen model.
+def load_model(name: str, device: str = "auto", dtype: str = "auto") -> LanguageModel:
+    """Load ``name`` (an alias, a local directory or a cached Hugging Face id) as a frozen model on
+    ``device`` in ``dtype`` (see :func:`resolve_device` and :func:`resolve_dtype` for ``auto``).
 
     The model is in eval mode with gradients off. Loaded models are shared within a process.
     """
-    if name in _LOADED:
-        return _LOADED[name]
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    key = (name, device, dtype)
+    if key in _LOADED:
+        return _LOADED[key]
     directory = _resolve_directory(name)
-    lm = _load_directory(name, directory)
-    _LOADED[name] = lm
+    lm = _load_directory(name, directory, device, dtype)
+    _LOADED[key] = lm
     return lm
 
 
 def register_model(lm: LanguageModel) -> None:
-    """Make an in-memory model loadable by its name (for tests and notebooks)."""
-    _LOADED[lm.name] = lm
+    """Make an in-memory model loadable by its name (for tests and notebooks), on its own device and in
+    its own dtype."""
+    _LOADED[(lm.name, lm.device, lm.dtype)] = lm
 
 
 def model_kind(config) -> ModelKind:
@@ -248,7 +309,7 @@ def _convert_gguf_bundle(bundle: Bundle, package_dir: Path, target: Path) -> Non
         os.replace(out, target)
 
 
-def _load_directory(name: str, directory: Path) -> LanguageModel:
+def _load_directory(name: str, directory: Path, device: str = "cpu", dtype: str = "float32") -> LanguageModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -259,7 +320,7 @@ def _load_directory(name: str, directory: Path) -> LanguageModel:
         kind = model_kind(config)
         auto = AutoModelForCausalLM if kind == "causal" else AutoModelForMaskedLM
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        model = auto.from_pretrained(directory, config=config, dtype=torch.float32, local_files_only=True)
+        model = auto.from_pretrained(directory, config=config, dtype=DTYPES[dtype], local_files_only=True)
     except RLPromptError:
         raise
     except (OSError, ValueError, KeyError) as err:
@@ -267,7 +328,7 @@ def _load_directory(name: str, directory: Path) -> LanguageModel:
     finally:
         if bars:
             hf_logging.enable_progress_bar()
-    return wrap_model(name, model, tokenizer, kind)
+    return wrap_model(name, model.to(device), tokenizer, kind)
 
 
 def wrap_model(name: str, model: torch.nn.Module, tokenizer, kind: ModelKind | None = None) -> LanguageModel:
@@ -282,6 +343,15 @@ def wrap_model(name: str, model: torch.nn.Module, tokenizer, kind: ModelKind | N
     prefix, suffix = _special_token_frame(tokenizer)
     return LanguageModel(
         name=name, kind=kind, model=model, tokenizer=tokenizer, prefix_ids=prefix, suffix_ids=suffix
+    )
+
+
+def wrap_tokenizer(name: str, tokenizer, kind: ModelKind = "causal") -> LanguageModel:
+    """A model known only by its tokenizer (it runs elsewhere, behind a server): what templates and prompts
+    need to be encoded for it."""
+    prefix, suffix = _special_token_frame(tokenizer)
+    return LanguageModel(
+        name=name, kind=kind, model=None, tokenizer=tokenizer, prefix_ids=prefix, suffix_ids=suffix
     )
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import yaml
 
+from rlprompt.backends import backend_of, load_task_model
 from rlprompt.checkpoint import CHECKPOINT, StopRequest, load_checkpoint
 from rlprompt.config import TrainConfig, load_train_config, to_dict
 from rlprompt.console import add_verbose_flag
@@ -114,14 +115,17 @@ def train(
     ``overwrite`` empties ``run_dir`` first (once the config has passed every check)."""
     methods, seeds = config.method_list, config.seed_list
     single = len(methods) == 1 and len(seeds) == 1
+    _check_capabilities(config, methods)
     if is_style_task(config.task.name):
         task, lm = _style_task_and_model(config)
+        config = _resolved(config, lm)
         test_scorer = None  # rewrites are generated and scored by the style objective
     else:
         task = load_task(config.task.name, config.task.seed)
         for split in task.split_files:  # every data file is read (and checked) before anything is written
             task.examples(split)
-        lm = load_model(config.model)
+        lm = load_task_model(config.model, config.device, config.dtype)
+        config = _resolved(config, lm)
         manual = config.manual_prompt if config.manual_prompt is not None else task.manual_prompt
         # One test scorer for the frozen LM with the task template: its sentence prefixes are computed once
         # and shared by every method that leaves the model unchanged. Its prompt budget fits every method.
@@ -198,6 +202,29 @@ def _write_references(config: TrainConfig, task: Task, test_scorer, root: Path, 
     atomic_write_bytes(root / REFERENCES, (json.dumps(references, indent=2) + "\n").encode("utf-8"))
 
 
+def _resolved(config: TrainConfig, lm: LanguageModel) -> TrainConfig:
+    """The config with the device and dtype that ``auto`` resolved to: config.yaml records what ran (a
+    server's are its own business; the policy's backbone still runs here, as configured)."""
+    if backend_of(lm.name).name != "hf":
+        return config
+    return dataclasses.replace(config, device=lm.device, dtype=lm.dtype)
+
+
+def _check_capabilities(config: TrainConfig, methods: list[str]) -> None:
+    """Every method can run on the task LM's backend: one clear error before anything is loaded."""
+    from rlprompt.backends import Capability, require
+    from rlprompt.methods import NEEDS, STYLE_NEEDS
+
+    for method in methods:
+        names = STYLE_NEEDS if is_style_task(config.task.name) else NEEDS[method]
+        needed = Capability(0)
+        for name in names:
+            needed |= Capability[name]
+        require(
+            config.model, needed, f"method {method!r}" + (" (style transfer)" if names is STYLE_NEEDS else "")
+        )
+
+
 def _style_task_and_model(config: TrainConfig):
     """A style-transfer task and its causal task LM, with every setting checked before a run starts."""
     from rlprompt.models import _bundle_directory
@@ -209,7 +236,7 @@ def _style_task_and_model(config: TrainConfig):
         import sacrebleu  # noqa: F401 - the test report needs it; say so now, not after training
     except ImportError:
         raise RLPromptError("style transfer needs sacrebleu for BLEU: pip install sacrebleu") from None
-    lm = load_model(config.model)
+    lm = load_model(config.model, config.device, config.dtype)
     if lm.kind != "causal":
         raise RLPromptError(
             f"style transfer generates rewrites, so it needs a causal model; {lm.name} is a {lm.kind} model"

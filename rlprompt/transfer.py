@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rlprompt.backends import load_task_model
 from rlprompt.calibration import CALIBRATIONS, task_calibration
 from rlprompt.console import add_verbose_flag
 from rlprompt.errors import RLPromptError, run_cli
@@ -71,6 +72,7 @@ def round_trip_problem(prompt: LearnedPrompt) -> str | None:
 def run_transfer(
     prompt_files: list[Path], models: list[str], tasks: list[str], split: str = "test",
     seed: str = DEFAULT_SEED, limit: int | None = None, progress: bool = True, calibration: str = "batch",
+    device: str = "auto", dtype: str = "auto",
 ) -> dict:  # fmt: skip
     """Evaluate every prompt on every (task, model), raw and calibrated (each prompt's prior re-estimated on
     each target); returns the rows, targets and round-trip notes."""
@@ -87,7 +89,7 @@ def run_transfer(
         examples = task.examples(split)[:limit]
         manual_row.text = task.manual_prompt if len(tasks) == 1 else "(each task's manual prompt)"
         for model_name in models:
-            lm = load_model(model_name)
+            lm = load_task_model(model_name, device, dtype)
             target = f"{task.name}/{lm.name}"
             targets.append(target)
             to_score, owners = [], []
@@ -247,6 +249,8 @@ def _parser() -> argparse.ArgumentParser:
         help="the calibrated table's method: each prompt's prior re-estimated on each target (default: "
         "%(default)s; see python -m rlprompt.evaluate --help)",
     )  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     p.add_argument("--output-dir", default="transfer", help="where the outputs go (default: %(default)s)")
     p.add_argument("--quiet", action="store_true")
     add_verbose_flag(p)
@@ -268,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit is not None and args.limit < 1:
         raise RLPromptError(f"--limit must be at least 1, got {args.limit}")
     result = run_transfer(
-        files, models, tasks, args.split, args.seed, args.limit, not args.quiet, args.calibration
-    )
+        files, models, tasks, args.split, args.seed, args.limit, not args.quiet, args.calibration,
+        args.device, args.dtype,
+    )  # fmt: skip
     paths = write_outputs(result, Path(args.output_dir))
     print(markdown(result))
     print("wrote " + ", ".join(str(p) for p in paths))

@@ -11,9 +11,9 @@ from rlprompt.policies.token_policy import TokenPolicy
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
+from rlprompt.backends.hf import Scorer
 from rlprompt.methods.rl import greedy_prompt
 from rlprompt.models import register_model
-from rlprompt.scoring import Scorer
 from rlprompt.style import StyleObjective
 from rlprompt.tasks import Example
 
@@ -145,10 +145,10 @@ def test_ppo_finds_the_target_prompt_in_the_style_env(tiny_llama):
 def test_polish_accepts_only_single_token_changes_that_raise_the_training_reward(tiny_gpt2, tmp_path):
     from rlprompt.envs.prompt_env import gap_reward
 
+    from rlprompt.backends.hf import Scorer
     from rlprompt.config import TrainConfig
     from rlprompt.methods.rl import _make_algorithm, polish_prompt
     from rlprompt.models import register_model
-    from rlprompt.scoring import Scorer
     from rlprompt.tasks import Example
     from rlprompt.vocab import action_vocabulary
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from rlprompt.backends.hf import Scorer
 from rlprompt.errors import run_cli
 from rlprompt.evaluate import main as evaluate_main
 from rlprompt.methods import MethodResult
 from rlprompt.methods.fixed import in_context_template
 from rlprompt.models import register_model
 from rlprompt.perplexity import heldout_sentences, perplexity
-from rlprompt.scoring import Scorer
 from rlprompt.tasks import Example
 from rlprompt.train import main as train_main
 from tests.conftest import write_task

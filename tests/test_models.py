@@ -49,7 +49,7 @@ def test_local_directory_models_load(tmp_path, tiny_bert):
     tiny_bert.tokenizer.save_pretrained(tmp_path)
     lm = load_model(str(tmp_path))
     assert lm.kind == "masked" and not lm.model.training
-    models._LOADED.pop(str(tmp_path))
+    models._LOADED.pop((str(tmp_path), "cpu", "float32"))
 
 
 def test_missing_bundle_names_the_package_to_install(monkeypatch):

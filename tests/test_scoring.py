@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rlprompt.backends.hf import Scorer
 from rlprompt.errors import RLPromptError
-from rlprompt.scoring import Scorer
 from rlprompt.tasks import Example
 from tests.conftest import reference_logprobs
 

@@ -31,12 +31,22 @@ from rlprompt.checkpoint import StopRequest, remove_checkpoint, truncate_metrics
 from rlprompt.config import TrainConfig
 from rlprompt.files import atomic_write_bytes
 from rlprompt.models import LanguageModel
-from rlprompt.scoring import Scorer
+from rlprompt.scoring import LabelScorer
 from rlprompt.tasks import Task
 
 INTERPRETABLE = {"rl": True, "soft_prompt": False, "lora": False, "full_finetune": False, "manual": True,
                  "in_context": True}  # fmt: skip
 TRANSFERABLE = dict(INTERPRETABLE)  # text moves to other models; weights and embeddings do not
+# What each method needs of the task LM's backend (rlprompt.backends.Capability names).
+NEEDS = {
+    "rl": ("LABEL_LOGPROBS",),
+    "soft_prompt": ("DIFFERENTIABLE",),
+    "lora": ("DIFFERENTIABLE",),
+    "full_finetune": ("DIFFERENTIABLE",),
+    "manual": ("LABEL_LOGPROBS",),
+    "in_context": ("LABEL_LOGPROBS",),
+}
+STYLE_NEEDS = ("GENERATION", "SEQUENCE_LOGLIK")  # style transfer rewrites text and scores its fluency
 # A comparison directory's reference rows: the manual and empty prompts on test, raw and calibrated.
 REFERENCES = "references.json"
 
@@ -50,7 +60,9 @@ class MethodContext:
     task: Task
     lm: LanguageModel  # the frozen task LM (shared: methods that train weights work on a copy)
     run_dir: Path
-    test_scorer: Scorer  # frozen LM, task template: shared so test prefixes are computed once per process
+    test_scorer: (
+        LabelScorer  # frozen LM, task template: shared so test prefixes are computed once per process
+    )
     progress: bool = True
     cache: dict = field(default_factory=dict)  # shared between runs of one process (perplexity before)
     stop: StopRequest = field(default_factory=StopRequest)  # polled: Ctrl-C or SIGTERM asks for a clean stop

@@ -52,8 +52,8 @@ def run(ctx: MethodContext) -> MethodResult:
     config, task, lm, run_dir = ctx.config, ctx.task, ctx.lm, ctx.run_dir
     manual = ctx.manual_prompt
     vocab = action_vocabulary(lm, config.vocab.kind, config.vocab.size, config.vocab.tokens)
-    backbone = config.policy.backbone or config.model
-    _check_same_tokenizer(lm, load_model(backbone))
+    backbone = config.policy.backbone or default_backbone(config.model)
+    _check_same_tokenizer(lm, load_model(backbone, config.device, config.dtype))
     if isinstance(task, StyleTask):
         objective = _style_objective(ctx)
     else:
@@ -324,6 +324,16 @@ def polish_prompt(
     return accepted
 
 
+DEFAULT_BACKBONE = "smollm2-135m"  # the policy's backbone when the task LM runs elsewhere (a server)
+
+
+def default_backbone(model: str) -> str:
+    """The task LM itself when it runs in this process, else the default local backbone."""
+    from rlprompt.backends import backend_of
+
+    return model if backend_of(model).name == "hf" else DEFAULT_BACKBONE
+
+
 def _check_same_tokenizer(task_lm: LanguageModel, backbone: LanguageModel) -> None:
     if backbone is task_lm:
         return
@@ -347,12 +357,15 @@ def _make_algorithm(config, seed: int, env, vocab, backbone: str, run_dir: Path)
         "action_token_ids": vocab,
         "adapter_hidden": config.policy.adapter_hidden,
         "value_hidden": config.policy.value_hidden,
+        "backbone_dtype": config.dtype,
+        "backbone_device": config.device,
     }
     common = {
         "learning_rate": rl.learning_rate, "n_steps": rl.n_steps, "gamma": rl.gamma,
         "gae_lambda": rl.gae_lambda,
         "ent_coef": rl.ent_coef, "vf_coef": rl.vf_coef, "max_grad_norm": rl.max_grad_norm,
         "policy_kwargs": policy_kwargs, "seed": seed, "tensorboard_log": str(run_dir), "verbose": 0,
+        "device": config.device,
     }  # fmt: skip
     if rl.algo == "ppo":
         return PPO(
@@ -368,7 +381,7 @@ def _make_algorithm(config, seed: int, env, vocab, backbone: str, run_dir: Path)
             TokenPolicy, env, learning_rate=rl.learning_rate, polyak=rl.polyak, top_k=rl.top_k,
             gradient_steps=rl.n_epochs, replay_size=rl.replay_size, replay_batches=rl.replay_batches,
             max_grad_norm=rl.max_grad_norm, reward_scale=rl.reward_scale, policy_kwargs=policy_kwargs,
-            seed=seed, tensorboard_log=str(run_dir), verbose=0,
+            seed=seed, tensorboard_log=str(run_dir), verbose=0, device=config.device,
         )  # fmt: skip
     return A2C(TokenPolicy, env, **common)
 

@@ -73,7 +73,8 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
             wrapper = get_peft_model(model, peft_config)
             model = wrapper.get_base_model()
         else:
-            wrapper = model
+            # Weights trained in half precision lose small updates: full fine-tuning trains an fp32 copy.
+            wrapper = model = model.float()
             model.requires_grad_(True)
         params = [p for p in model.parameters() if p.requires_grad]
         adapted = dataclasses.replace(lm, name=f"{lm.name}+{name}", model=model)

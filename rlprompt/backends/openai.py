@@ -1,0 +1,352 @@
+"""OpenAI-compatible completions servers (vLLM, SGLang, llama.cpp's server, hosted APIs) as the task LM.
+
+A model name ``openai:<base URL>[#key=value&...]`` names a server, e.g.
+``openai:http://127.0.0.1:8000/v1#model=smollm2``. Options after ``#`` (never sent to the server):
+
+* ``model``: the served model's name (default: the server's only model, from ``GET /models``);
+* ``tokenizer``: a local tokenizer identical to the served model's (an rlprompt alias, a local directory
+  or a cached Hugging Face id; default: the served model's name when that is a local directory, as it is
+  when vLLM serves a directory);
+* ``key_env``: the environment variable holding the API key (default ``OPENAI_API_KEY``; none is sent
+  when it is unset);
+* ``route``: ``auto`` (default), ``label_ids`` or ``echo`` (below); ``concurrency`` (default 4):
+  requests in flight at once; ``batch`` (default 32): sequences per request.
+
+Prompts go to the server as token ids from the local tokenizer, so the token boundaries are exactly the
+in-process scorer's: the sentence, the prompt and the label never merge differently. Two exact routes:
+
+* ``label_ids`` (vLLM's ``logprob_token_ids``): each sequence stops before the label and one token is
+  generated, with the log-probs of the verbalizers' tokens at that position returned. No log-probs are
+  asked for the prompt, so the server's prefix cache reuses a sentence across prompts. Single-token
+  verbalizers only.
+* ``echo``: each sequence ends with a verbalizer's tokens and the server echoes the prompt's per-token
+  log-probs; a verbalizer scores as the sum of its tokens' (any length; one sequence per class).
+
+``auto`` picks ``label_ids`` when the server offers it (probed once at load) and every verbalizer is a
+single token, else ``echo``; the measured speeds are in the README. Failures are one line naming the
+server: unreachable, a model it does not serve, a refused API key, no log-probs in its answers. Requests
+that fail with 429, a 5xx or a timeout are retried with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from rlprompt.errors import RLPromptError
+from rlprompt.models import LanguageModel, wrap_tokenizer
+from rlprompt.scoring import LabelScorer, ScorerStats
+
+PREFIX = "openai:"
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """A parsed server model name."""
+
+    base_url: str
+    model: str | None = None
+    tokenizer: str | None = None
+    key_env: str = "OPENAI_API_KEY"
+    route: str = "auto"
+    concurrency: int = 4
+    batch: int = 32
+
+    @classmethod
+    def parse(cls, name: str) -> ServerSpec:
+        if not name.startswith(PREFIX):
+            raise RLPromptError(f"{name!r} is not a server model name (openai:<base URL>[#options])")
+        url, _, fragment = name[len(PREFIX) :].partition("#")
+        parsed = urllib.parse.urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise RLPromptError(
+                f"model {name!r}: the base URL must be http(s)://host[:port]/..., got {url!r}"
+            )
+        options = dict(urllib.parse.parse_qsl(fragment, keep_blank_values=True))
+        known = {"model", "tokenizer", "key_env", "route", "concurrency", "batch"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise RLPromptError(
+                f"model {name!r}: unknown option {unknown[0]!r}; options: {', '.join(sorted(known))}"
+            )
+        if options.get("route", "auto") not in ("auto", "label_ids", "echo"):
+            raise RLPromptError(
+                f"model {name!r}: route must be auto, label_ids or echo, got {options['route']!r}"
+            )
+        numbers = {}
+        for key in ("concurrency", "batch"):
+            if key in options:
+                try:
+                    numbers[key] = int(options[key])
+                except ValueError:
+                    numbers[key] = 0
+                if numbers[key] < 1:
+                    raise RLPromptError(
+                        f"model {name!r}: {key} must be a positive integer, got {options[key]!r}"
+                    )
+        return cls(
+            base_url=url.rstrip("/"), model=options.get("model"), tokenizer=options.get("tokenizer"),
+            key_env=options.get("key_env", "OPENAI_API_KEY"), route=options.get("route", "auto"), **numbers,
+        )  # fmt: skip
+
+
+class ServerClient:
+    """JSON over HTTP with retries: the only code here that talks to the server."""
+
+    def __init__(self, spec: ServerSpec, timeout: float = 300.0, retries: int = 5):
+        self.spec, self.timeout, self.retries = spec, timeout, retries
+        self.key = os.environ.get(spec.key_env) or None
+
+    def get(self, path: str, retries: int | None = None) -> dict:
+        return self._request("GET", path, None, retries)
+
+    def post(self, path: str, payload: dict, retries: int | None = None) -> dict:
+        return self._request("POST", path, payload, retries)
+
+    def _request(self, method: str, path: str, payload: dict | None, retries: int | None) -> dict:
+        url = self.spec.base_url + path
+        data = None if payload is None else json.dumps(payload).encode("utf-8")
+        headers = {"Content-Type": "application/json"}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        attempts = 1 + (self.retries if retries is None else retries)
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                request = urllib.request.Request(url, data=data, headers=headers, method=method)
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return json.loads(response.read().decode("utf-8"))
+            except urllib.error.HTTPError as err:
+                body = _error_text(err)
+                if err.code in (401, 403):
+                    source = "from $" if self.key else "none sent: set $"
+                    raise RLPromptError(
+                        f"the server at {self.spec.base_url} refused the API key "
+                        f"({source}{self.spec.key_env}): HTTP {err.code} {body}"
+                    ) from None
+                if err.code == 404 and "model" in body.lower():
+                    raise RLPromptError(f"the server at {self.spec.base_url}: {body}") from None
+                if err.code not in RETRY_STATUS or last:
+                    raise RLPromptError(f"{method} {url}: HTTP {err.code} {body}") from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
+                if last:
+                    reason = getattr(err, "reason", err)
+                    raise RLPromptError(
+                        f"cannot reach the server at {self.spec.base_url}: {reason}"
+                    ) from None
+            time.sleep(min(30.0, 0.5 * 2**attempt))
+        raise AssertionError("unreachable")
+
+
+def _error_text(err: urllib.error.HTTPError) -> str:
+    try:
+        body = err.read().decode("utf-8", "replace")
+        message = json.loads(body)
+        if isinstance(message, dict):
+            inner = message.get("error", message)
+            return str(inner.get("message", inner) if isinstance(inner, dict) else inner)[:300]
+        return body[:300]
+    except (ValueError, OSError):
+        return ""
+
+
+@dataclass(eq=False)
+class ServerModel(LanguageModel):
+    """A task LM behind a server: the local tokenizer for templates and prompts, the client for scores."""
+
+    client: ServerClient | None = None
+    served: str = ""
+    server_max_length: int | None = None
+    label_ids_route: bool = False  # the server returns log-probs of chosen token ids (vLLM)
+
+    @property
+    def device(self) -> str:
+        return "server"
+
+    @property
+    def dtype(self) -> str:
+        return "server"
+
+    @property
+    def max_length(self) -> int:
+        tok = getattr(self.tokenizer, "model_max_length", None)
+        candidates = [v for v in (self.server_max_length, tok) if isinstance(v, int) and 0 < v < 10**7]
+        return min(candidates) if candidates else 2048
+
+
+def load(name: str, device: str = "auto", dtype: str = "auto") -> ServerModel:
+    """Connect to the server, check its model and its log-probs, and load the local tokenizer. ``device``
+    and ``dtype`` are the server's business and are not used."""
+    spec = ServerSpec.parse(name)
+    client = ServerClient(spec)
+    listing = client.get("/models", retries=2)
+    served = [m.get("id") for m in listing.get("data", []) if isinstance(m, dict)]
+    if spec.model is None:
+        if len(served) != 1:
+            raise RLPromptError(
+                f"the server at {spec.base_url} serves {len(served)} models ({', '.join(map(str, served))}); "
+                "name one: #model=NAME"
+            )
+        model = served[0]
+    else:
+        model = spec.model
+        if served and model not in served:
+            raise RLPromptError(
+                f"the server at {spec.base_url} does not serve model {model!r}; "
+                f"it serves: {', '.join(served)}"
+            )
+    entry = next((m for m in listing.get("data", []) if m.get("id") == model), {})
+    tokenizer = _local_tokenizer(spec, model)
+    lm = wrap_tokenizer(name, tokenizer)
+    server = ServerModel(
+        name=lm.name, kind="causal", model=None, tokenizer=tokenizer, prefix_ids=lm.prefix_ids,
+        suffix_ids=lm.suffix_ids, client=client, served=model,
+        server_max_length=entry.get("max_model_len"),
+    )  # fmt: skip
+    server.label_ids_route = _probe(server)
+    return server
+
+
+def _local_tokenizer(spec: ServerSpec, model: str):
+    from rlprompt.models import _resolve_directory
+
+    source = spec.tokenizer or (model if Path(model).expanduser().is_dir() else None)
+    if source is None:
+        raise RLPromptError(
+            f"the server at {spec.base_url} serves {model!r}, which is not a local directory: name a local "
+            "copy of its tokenizer with #tokenizer=DIR (or an rlprompt alias)"
+        )
+    from transformers import AutoTokenizer
+
+    directory = _resolve_directory(source)
+    try:
+        return AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise RLPromptError(f"cannot load the tokenizer {source!r} for {spec.base_url}: {err}") from None
+
+
+def _probe(server: ServerModel) -> bool:
+    """One tiny request: the server answers with log-probs (else an error), and whether it returns the
+    log-probs of chosen token ids (vLLM's ``logprob_token_ids``)."""
+    ids = server.encode("Hello") or [0]
+    payload = {
+        "model": server.served, "prompt": [ids], "max_tokens": 1, "temperature": 0, "logprobs": 1,
+        "echo": True, "return_tokens_as_token_ids": True,
+    }  # fmt: skip
+    answer = server.client.post("/completions", payload, retries=2)
+    choice = (answer.get("choices") or [{}])[0]
+    logprobs = choice.get("logprobs") or {}
+    if not logprobs.get("token_logprobs"):
+        raise RLPromptError(
+            f"the server at {server.client.spec.base_url} returned no log-probs for {server.served!r}: "
+            "rlprompt needs completions with logprobs (and echo)"
+        )
+    try:
+        probe = dict(payload, echo=False, logprob_token_ids=[ids[0]])
+        answer = server.client.post("/completions", probe, retries=1)
+        top = (answer["choices"][0].get("logprobs") or {}).get("top_logprobs") or [{}]
+        return f"token_id:{ids[0]}" in (top[-1] or {})
+    except RLPromptError:
+        return False
+
+
+class ServerScorer(LabelScorer):
+    """Label log-probs from an OpenAI-compatible server (see the module docstring for the routes)."""
+
+    def __init__(
+        self, lm: ServerModel, template: str, verbalizers: Sequence[str], *, prompt_budget: int = 64,
+        reward_cache_size: int = 1_000_000, stats: ScorerStats | None = None,
+    ):  # fmt: skip
+        super().__init__(lm, template, verbalizers, prompt_budget=prompt_budget,
+                         reward_cache_size=reward_cache_size, stats=stats)  # fmt: skip
+        if lm.kind != "causal":
+            raise RLPromptError(f"{lm.name}: servers score causal models only")
+        vids = self.encoder.verbalizer_ids
+        single = all(len(ids) == 1 for ids in vids)
+        route = lm.client.spec.route
+        if route == "label_ids" and not (single and lm.label_ids_route):
+            why = "its verbalizers are several tokens" if not single else "the server lacks logprob_token_ids"
+            raise RLPromptError(f"{lm.name}: route=label_ids is not possible here: {why}; use route=echo")
+        self.route = route if route != "auto" else ("label_ids" if single and lm.label_ids_route else "echo")
+
+    def _compute(self, pairs, example_by_uid, progress) -> dict:
+        lm: ServerModel = self.lm
+        contexts = []
+        for ids, uid in pairs:
+            enc = self._encoded_example(example_by_uid[uid])
+            contexts.append(list(enc.head) + list(ids) + list(enc.tail))
+        if self.route == "label_ids":
+            items = [(i, None, ctx) for i, ctx in enumerate(contexts)]
+        else:
+            vids = self.encoder.verbalizer_ids
+            items = [(i, c, ctx + list(vids[c])) for i, ctx in enumerate(contexts) for c in range(len(vids))]
+        batches = [items[k : k + lm.client.spec.batch] for k in range(0, len(items), lm.client.spec.batch)]
+        results = np.zeros((len(pairs), self.num_classes), dtype=np.float32)
+        bar = tqdm(total=len(items), desc="scoring", unit="seq", disable=not progress, leave=False)
+        try:
+            with ThreadPoolExecutor(max_workers=lm.client.spec.concurrency) as pool:
+                for batch, answer in zip(batches, pool.map(self._request, batches), strict=True):
+                    self._collect(batch, answer, results)
+                    self.stats.tokens_processed += sum(len(seq) for _, _, seq in batch)
+                    bar.update(len(batch))
+        finally:
+            bar.close()
+        return {pair: results[i] for i, pair in enumerate(pairs)}
+
+    def _request(self, batch) -> dict:
+        lm: ServerModel = self.lm
+        payload = {"model": lm.served, "prompt": [seq for _, _, seq in batch], "max_tokens": 1,
+                   "temperature": 0, "logprobs": 1, "return_tokens_as_token_ids": True}  # fmt: skip
+        if self.route == "label_ids":
+            payload["logprob_token_ids"] = [ids[0] for ids in self.encoder.verbalizer_ids]
+        else:
+            payload["echo"] = True
+        return lm.client.post("/completions", payload)
+
+    def _collect(self, batch, answer: dict, results: np.ndarray) -> None:
+        choices = sorted(answer.get("choices", []), key=lambda c: c.get("index", 0))
+        if len(choices) != len(batch):
+            raise RLPromptError(f"{self.lm.name}: {len(choices)} answers for {len(batch)} sequences")
+        vids = self.encoder.verbalizer_ids
+        for (row, cls, seq), choice in zip(batch, choices, strict=True):
+            logprobs = choice.get("logprobs") or {}
+            if self.route == "label_ids":
+                top = (logprobs.get("top_logprobs") or [None])[-1] or {}
+                for c, ids in enumerate(vids):
+                    value = top.get(f"token_id:{ids[0]}")
+                    if value is None:
+                        raise RLPromptError(
+                            f"{self.lm.name}: no log-prob for verbalizer {self.verbalizers[c]!r}"
+                        )
+                    results[row, c] = value
+            else:
+                values = logprobs.get("token_logprobs") or []
+                n = len(vids[cls])
+                # The echoed prompt's per-token log-probs come first (the first is None), then the
+                # generated token's; the verbalizer is the prompt's last n tokens.
+                label = values[len(seq) - n : len(seq)]
+                if len(values) < len(seq) or any(v is None for v in label):
+                    raise RLPromptError(
+                        f"{self.lm.name}: the server returned no log-probs for the label tokens"
+                    )
+                tokens = (logprobs.get("tokens") or [])[len(seq) - n : len(seq)]
+                if tokens and tokens != [f"token_id:{t}" for t in vids[cls]]:
+                    raise RLPromptError(
+                        f"{self.lm.name}: the echoed label tokens {tokens} are not {list(vids[cls])}"
+                    )
+                results[row, cls] = float(sum(label))
+
+
+SCORER = ServerScorer

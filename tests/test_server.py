@@ -1,0 +1,170 @@
+"""The server backend against a real vLLM server (started once for the module, on 127.0.0.1, with an API
+key), plus one small local stand-in for a server that returns no log-probs (vLLM cannot be made to)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from rlprompt.backends import load_task_model
+from rlprompt.backends.hf import Scorer
+from rlprompt.backends.vllm_launcher import free_port, vllm_server
+from rlprompt.errors import RLPromptError, run_cli
+from rlprompt.evaluate import make_scorer
+from rlprompt.models import _resolve_directory
+from rlprompt.tasks import load_task
+from rlprompt.vocab import action_vocabulary
+from tests.conftest import write_task
+
+pytestmark = pytest.mark.server
+KEY = "rlprompt-test-key"
+
+
+@pytest.fixture(scope="module")
+def vllm_url(smol, tmp_path_factory):
+    """A vLLM server over the dequantised SmolLM2 (the directory its offline bundle caches), with an
+    API key; the key is in $RLPROMPT_TEST_KEY for the server model names below."""
+    log = tmp_path_factory.mktemp("vllm") / "server.log"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RLPROMPT_TEST_KEY", KEY)
+        with vllm_server(_resolve_directory("smollm2-135m"), api_key=KEY, log=log) as url:
+            yield url
+
+
+def server_name(url: str, **options) -> str:
+    options = {"key_env": "RLPROMPT_TEST_KEY", "tokenizer": "smollm2-135m", **options}
+    return f"openai:{url}#" + "&".join(f"{k}={v}" for k, v in options.items())
+
+
+@pytest.mark.parametrize("route", ["label_ids", "echo"])
+def test_server_label_logprobs_equal_the_in_process_scorer(route, vllm_url, smol):
+    """16 prompts x 32 SST-2 sentences: vLLM (fp32) and the in-process fp32 scorer agree to 1e-3 (measured:
+    4e-5); different kernels and batch shapes, so not bit for bit."""
+    task = load_task("sst-2")
+    examples = task.examples("train")
+    rng = np.random.default_rng(0)
+    vocab = action_vocabulary(smol, "frequent", 1000)
+    prompts = [tuple(int(t) for t in rng.choice(vocab, size=5)) for _ in range(16)]
+    server = load_task_model(server_name(vllm_url, route=route))
+    remote = make_scorer(server, task, prompt_budget=8)
+    assert remote.route == route
+    local = Scorer(smol, task.template_for("causal"), task.verbalizers, prompt_budget=8)
+    got, want = remote.score(prompts, examples), local.score(prompts, examples)
+    np.testing.assert_allclose(got, want, atol=1e-3)
+    assert remote.stats.pairs_scored == 16 * 32 and remote.stats.tokens_processed > 0
+    again = remote.score(prompts, examples)
+    assert np.array_equal(again, got) and remote.stats.pairs_scored == 16 * 32, "cached: nothing sent again"
+
+
+def test_rl_against_the_server_raises_its_training_reward(vllm_url, tmp_path, capsys):
+    """An easy task: four upbeat sentences labelled "terrible". SmolLM2 calls them great, so the reward
+    starts low; prompts with the right words flip them. The training reward of the last quarter of the
+    run beats the first quarter's by more than three standard errors (Welch's t)."""
+    from rlprompt.train import main as train_main
+
+    rows = [("a bright , lively film .", 0), ("sunny and warm .", 0), ("full of colour .", 0),
+            ("a big , loud show .", 0)]  # fmt: skip
+    task = write_task(tmp_path, "flip", rows)
+    argv = ["--quiet", "--run-dir", str(tmp_path / "run"), "--set", f"model={server_name(vllm_url)}",
+            "--set", f"task.name={task}", "--set", "total_timesteps=1600", "--set", "evaluations=40",
+            "--set", "env.num_envs=8", "--set", "env.prompt_length=2", "--set", "env.examples_per_reward=4",
+            "--set", "rl.n_steps=2", "--set", "rl.batch_size=16", "--set", "rl.learning_rate=3e-3",
+            "--set", "vocab.size=200", "--set", "policy.adapter_hidden=64", "--set", "candidates_per_eval=1",
+            "--set", "manual_prompt=It was", "--set", "seed=0"]  # fmt: skip
+    with pytest.raises(SystemExit) as done:
+        run_cli(train_main, argv)
+    assert done.value.code == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rewards = np.array([r["train_reward"] for r in records if r.get("train_reward") is not None])
+    quarter = len(rewards) // 4
+    early, late = rewards[:quarter], rewards[-quarter:]
+    t = (late.mean() - early.mean()) / np.sqrt(late.var(ddof=1) / len(late) + early.var(ddof=1) / len(early))
+    assert t > 3, (early.round(1).tolist(), late.round(1).tolist())
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert "openai:" in config and "device: auto" in config, "a server's device is its own business"
+
+
+def test_server_errors_are_one_line(vllm_url, capsys, monkeypatch):
+    from rlprompt.evaluate import main as evaluate_main
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    cases = [
+        (server_name(dead), "cannot reach the server at http://127.0.0.1:"),
+        (server_name(vllm_url, model="gpt-17"), "does not serve model 'gpt-17'; it serves:"),
+        (server_name(vllm_url, key_env="WRONG_KEY"), "refused the API key (from $WRONG_KEY)"),
+        (server_name(vllm_url, key_env="NO_KEY"), "refused the API key (none sent: set $NO_KEY)"),
+        (f"openai:{vllm_url}#color=blue", "unknown option 'color'"),
+    ]  # fmt: skip
+    monkeypatch.setenv("WRONG_KEY", "not-the-key")
+    monkeypatch.delenv("NO_KEY", raising=False)
+    for name, message in cases:
+        with pytest.raises(SystemExit) as done:
+            run_cli(evaluate_main, ["--model", name, "--task", "sst-2", "--limit", "2", "--prompt", "It was"])
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+        assert message in err, err
+
+
+def test_a_gradient_method_on_a_server_model_is_refused_before_anything_runs(vllm_url, tmp_path, capsys):
+    from rlprompt.train import main as train_main
+
+    argv = ["--quiet", "--run-dir", str(tmp_path / "run"), "--set", f"model={server_name(vllm_url)}",
+            "--set", "method=lora"]  # fmt: skip
+    with pytest.raises(SystemExit) as done:
+        run_cli(train_main, argv)
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "method 'lora' needs a differentiable forward pass" in err and "openai backend" in err
+    assert not (tmp_path / "run").exists(), "nothing written"
+
+
+class _NoLogprobs(BaseHTTPRequestHandler):
+    """A LOCAL STAND-IN, not vLLM: an OpenAI-style server that answers completions without log-probs."""
+
+    def do_GET(self):  # noqa: N802 - the http.server API
+        self._send({"data": [{"id": "stand-in"}]})
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._send({"choices": [{"index": 0, "text": " great", "logprobs": None}]})
+
+    def _send(self, payload):
+        body = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_server_without_logprobs_is_refused(smol):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NoLogprobs)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        with pytest.raises(RLPromptError, match=r"returned no log-probs for 'stand-in'"):
+            load_task_model(f"openai:{url}#tokenizer=smollm2-135m")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_server_model_names_are_checked():
+    from rlprompt.backends.openai import ServerSpec
+
+    spec = ServerSpec.parse("openai:http://h:1/v1/#model=m&tokenizer=t&key_env=K&route=echo&concurrency=2")
+    assert (spec.base_url, spec.model, spec.tokenizer, spec.key_env, spec.route, spec.concurrency) == (
+        "http://h:1/v1", "m", "t", "K", "echo", 2)  # fmt: skip
+    bad_names = [("openai:ftp://h/v1", "base URL"), ("openai:http://h/v1#route=fast", "route must be"),
+                 ("openai:http://h/v1#batch=0", "batch must be a positive integer")]  # fmt: skip
+    for bad, message in bad_names:
+        with pytest.raises(RLPromptError, match=message):
+            ServerSpec.parse(bad)
