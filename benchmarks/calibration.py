@@ -29,6 +29,7 @@ def main() -> int:
     p.add_argument("--task", default="sst-2")
     p.add_argument("--seed", default="16-100", help="few-shot data seed (its train and dev inputs)")
     p.add_argument("--prompt-file", nargs="*", default=[], help="exported prompt.json files to add")
+    p.add_argument("--dtype", default="float32", help="the models' precision (default: %(default)s)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args()
 
@@ -45,7 +46,7 @@ def main() -> int:
     files = [load_classification_prompt(f) for f in args.prompt_file]
     rows: list[dict] = []
     for model in args.models:
-        lm = load_task_model(model)
+        lm = load_task_model(model, "auto", args.dtype)
         named = [(f"manual {task.manual_prompt!r}", task.manual_prompt), ("empty prompt", "")]
         named += [(f"{f.method} s{f.seed} {f.text!r} ({f.model})", f.prompt_for(lm.name)) for f in files]
         prompts = [p for _, p in named]
@@ -62,7 +63,8 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lines = [
-        f"# Calibration on {task.name} test ({len(test)} examples; priors from data seed {args.seed})",
+        f"# Calibration on {task.name} test ({len(test)} examples; priors from data seed {args.seed}; "
+        f"{args.dtype})",
         "",
         "| model | prompt | " + " | ".join(METHODS) + " |",
         "|---|---|" + "---|" * len(METHODS),
@@ -73,8 +75,9 @@ def main() -> int:
             cells = {r["calibration"]: r["accuracy"] for r in mine}
             lines.append(f"| {model} | {prompt} | " + " | ".join(f"{cells[m]:.3f}" for m in METHODS) + " |")
     text = "\n".join(lines) + "\n"
-    (out / f"calibration_{task.name}.md").write_text(text, encoding="utf-8")
-    (out / f"calibration_{task.name}.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    stem = f"calibration_{task.name}" + ("" if args.dtype == "float32" else f"_{args.dtype}")
+    (out / f"{stem}.md").write_text(text, encoding="utf-8")
+    (out / f"{stem}.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
     print(text)
     return 0
 

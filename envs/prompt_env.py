@@ -107,7 +107,9 @@ class PromptWriterEnv(gym.Env):
 
 class PromptEnv(PromptWriterEnv):
     """Classification: the reward is RLPrompt's gap reward of the prompt on ``examples_per_reward``
-    training examples; with ``reward_prior``, of its calibrated scores (the prompt's label prior removed)."""
+    training examples; with ``reward_prior``, of its calibrated scores (the prompt's label prior removed).
+    ``to_task`` turns the policy's token ids into what the task LM reads (its text, when the policy's
+    tokenizer is another); ``policy_lm`` is the policy's model (its vocabulary bounds the observations)."""
 
     def __init__(
         self,
@@ -119,9 +121,12 @@ class PromptEnv(PromptWriterEnv):
         correct_scale: float = 200.0,
         wrong_scale: float = 180.0,
         reward_prior: RewardPrior | None = None,
+        to_task: Callable[[tuple[int, ...]], object] | None = None,
+        policy_lm=None,
     ):
-        super().__init__(scorer.lm, action_token_ids, prompt_length)
+        super().__init__(policy_lm or scorer.lm, action_token_ids, prompt_length)
         self.scorer = scorer
+        self.to_task = to_task
         self.examples = list(examples)
         self.labels = np.array([ex.label for ex in self.examples])
         self.examples_per_reward = min(examples_per_reward, len(self.examples))
@@ -134,6 +139,8 @@ class PromptEnv(PromptWriterEnv):
         """Gap reward and accuracy of each prompt on one batch of training examples drawn with ``rng``
         (every prompt sees the same examples, in one Scorer call)."""
         chosen = rng.choice(len(self.examples), size=self.examples_per_reward, replace=False)
+        if self.to_task is not None:  # the policy's tokens, as the task LM reads them
+            prompts = [self.to_task(p) for p in prompts]
         logprobs = self.scorer.score(prompts, [self.examples[i] for i in chosen])
         if self.reward_prior is not None:  # calibrated reward: each prompt's label prior removed first
             logprobs = calibrate(logprobs, self.reward_prior(prompts, logprobs))
@@ -180,17 +187,13 @@ class PromptVecEnv(VecEnv):
         normalize: bool = True,
         seed: int = 0,
         reward_prior: RewardPrior | None = None,
+        to_task: Callable[[tuple[int, ...]], object] | None = None,
+        policy_lm=None,
     ):
         template = PromptEnv(
-            scorer,
-            examples,
-            action_token_ids,
-            prompt_length,
-            examples_per_reward,
-            correct_scale,
-            wrong_scale,
-            reward_prior,
-        )
+            scorer, examples, action_token_ids, prompt_length, examples_per_reward, correct_scale,
+            wrong_scale, reward_prior, to_task, policy_lm,
+        )  # fmt: skip
         self._wrap(template, num_envs, normalize, seed)
 
     @classmethod

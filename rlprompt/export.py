@@ -16,13 +16,16 @@ from rlprompt.errors import RLPromptError
 from rlprompt.files import atomic_write_bytes
 
 FORMAT = "rlprompt.prompt"
-VERSION = 1
+# Version 2 added the policy's model and token ids (it may tokenize differently from the task model) and
+# the calibration the prompt was chosen with; version 1 files still load (those fields take defaults).
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass
 class LearnedPrompt:
     text: str
-    token_ids: list[int]
+    token_ids: list[int]  # in the task model's tokenizer
     model: str  # the model (and tokenizer) the prompt was learned on
     model_kind: str
     template: str
@@ -37,6 +40,8 @@ class LearnedPrompt:
     # How the prompt's scores were calibrated when it was chosen (rlprompt.calibration); evaluating it
     # elsewhere re-estimates the prior on that model with the same method.
     calibration: str = "none"
+    policy_model: str | None = None  # the policy's backbone, whose tokens the prompt was written in
+    policy_token_ids: list[int] | None = None  # the prompt in the policy's tokenizer
     library_version: str = ""
     format: str = FORMAT
     version: int = VERSION
@@ -97,9 +102,10 @@ def load_prompt(path: str | Path) -> LearnedPrompt:
         raise RLPromptError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise RLPromptError(f'{path}: not an rlprompt prompt file (no "format": "{FORMAT}")')
-    if data.get("version") != VERSION:
+    if data.get("version") not in READABLE_VERSIONS:
         raise RLPromptError(
-            f"{path}: prompt file version {data.get('version')!r}; this rlprompt reads {VERSION}"
+            f"{path}: prompt file version {data.get('version')!r}; this rlprompt reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
     known = set(LearnedPrompt.__dataclass_fields__)
     try:

@@ -440,6 +440,7 @@ class StyleObjective:
         from rlprompt.scoring import ScorerStats
 
         self.lm, self.task, self.samples, self.eval_samples, self.seed = lm, task, samples, eval_samples, seed
+        self.policy_lm = lm  # the policy writes the task LM's own tokens here (one tokenizer)
         self.test_inputs = test_inputs
         self.rewriter = Rewriter(lm, max_new_tokens=max_new_tokens, top_k=top_k)
         self.encoder = SentenceEncoder()
@@ -464,6 +465,9 @@ class StyleObjective:
             self.stats.pairs_scored += len(missing)
             self.stats.tokens_processed += self.rewriter.tokens_generated - before
         return np.array([self._best[k] for k in keys], dtype=np.float64).reshape(len(prompts), len(sentences))
+
+    def task_token_ids(self, policy_ids) -> list[int]:
+        return list(policy_ids)
 
     def _next_seed(self) -> int:
         self._calls += 1

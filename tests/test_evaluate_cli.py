@@ -41,7 +41,7 @@ def test_table_output_on_a_causal_model_with_a_user_task(tmp_path, capsys):
         ["--model", "smollm2-135m", "--task", str(tmp_path / "t.yaml"), "--prompt", "It was"], capsys
     )
     assert code == 0
-    assert "t test (2 examples) on smollm2-135m (causal LM)" in out
+    assert "t test (2 examples) on smollm2-135m (causal LM, cpu, float32)" in out
     assert "'It was'" in out and "macro-F1" in out
 
 

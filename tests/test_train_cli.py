@@ -130,3 +130,43 @@ def test_a_reward_query_budget_stops_training_early(tiny_gpt2, tiny_task, tmp_pa
     # It stops at the first prompt batch that ends past the budget (each batch: 4 prompts x 4 examples,
     # plus a dev evaluation now and then), long before the 4,000 steps would have spent.
     assert 200 <= metrics["reward_queries"] < 400
+
+
+def test_the_policy_may_use_another_tokenizer_than_the_task_model(tiny_bert, tiny_llama, tmp_path, capsys):
+    """RLPrompt's setup: a causal policy (GPT-style tokens) writes prompts for a masked task model (BERT
+    word pieces); the task model reads the decoded text. prompt.json keeps both token sequences."""
+    from rlprompt.evaluate import main as evaluate_main
+    from rlprompt.models import register_model
+    from tests.conftest import write_task
+
+    register_model(tiny_bert)
+    register_model(tiny_llama)
+    rows = [("a joy to watch .", 1), ("a dull mess .", 0), ("warm and funny .", 1), ("tedious .", 0)]
+    task = write_task(tmp_path, "two", rows)
+    argv = ["--quiet", "--run-dir", str(tmp_path / "run"), "--set", "model=tiny-bert",
+            "--set", "policy.backbone=tiny-llama", "--set", f"task.name={task}",
+            "--set", "total_timesteps=80", "--set", "evaluations=2", "--set", "env.num_envs=4",
+            "--set", "env.examples_per_reward=4", "--set", "rl.batch_size=20", "--set", "vocab.size=30",
+            "--set", "policy.adapter_hidden=16"]  # fmt: skip
+    code, _, err = run(train_main, argv, capsys)
+    assert code == 0, err
+    prompt = load_prompt(tmp_path / "run" / "prompt.json")
+    assert prompt.version == 2 and prompt.model == "tiny-bert" and prompt.policy_model == "tiny-llama"
+    assert prompt.text == tiny_llama.decode(prompt.policy_token_ids), "the text is what the policy wrote"
+    assert prompt.token_ids == tiny_bert.encode(prompt.text.strip()), "... as the task model tokenizes it"
+    assert prompt.token_ids != prompt.policy_token_ids
+    argv = ["--prompt-file", str(tmp_path / "run" / "prompt.json"), "--json"]
+    code, out, err = run(evaluate_main, argv, capsys)
+    assert code == 0, err
+    # The same token ids, scored in another batch: equal up to a near-tie on one of the 4 examples.
+    accuracy = json.loads(out)["results"][0]["accuracy"]
+    assert accuracy == pytest.approx(prompt.metrics["test_accuracy"], abs=0.25 + 1e-9)
+
+
+def test_version_1_prompt_files_still_load(tmp_path):
+    v1 = {"format": "rlprompt.prompt", "version": 1, "text": " great", "token_ids": [1], "model": "m",
+          "model_kind": "causal", "template": "{sentence} {prompt}", "verbalizers": ["bad", "good"],
+          "task": "t", "method": "rl", "seed": 0}  # fmt: skip
+    (tmp_path / "p.json").write_text(json.dumps(v1))
+    prompt = load_prompt(tmp_path / "p.json")
+    assert prompt.calibration == "none" and prompt.policy_model is None and prompt.version == 1

@@ -51,16 +51,21 @@ def run(ctx: MethodContext) -> MethodResult:
 
     config, task, lm, run_dir = ctx.config, ctx.task, ctx.lm, ctx.run_dir
     manual = ctx.manual_prompt
-    vocab = action_vocabulary(lm, config.vocab.kind, config.vocab.size, config.vocab.tokens)
     backbone = config.policy.backbone or default_backbone(config.model)
-    _check_same_tokenizer(lm, load_model(backbone, config.device, config.dtype))
+    policy_lm = load_model(backbone, config.device, config.dtype)
+    # The policy writes tokens of its own vocabulary; the task LM gets them as they are when the two share
+    # a tokenizer, else as the decoded text (ClassificationObjective.task_prompt).
+    vocab = action_vocabulary(policy_lm, config.vocab.kind, config.vocab.size, config.vocab.tokens)
     if isinstance(task, StyleTask):
+        _check_same_tokenizer(lm, policy_lm)
         objective = _style_objective(ctx)
     else:
-        # Sentences get all the room but what the longest prompt scored here (learned or manual) needs.
-        budget = max(config.env.prompt_length, prompt_budget(lm, [manual]))
+        # Sentences get all the room but what the longest prompt scored here (learned or manual) needs; a
+        # prompt re-tokenized by another tokenizer may take a few times its length.
+        longest = config.env.prompt_length * (1 if same_tokenizer(lm, policy_lm) else TRANSLATION_ROOM)
+        budget = max(longest, prompt_budget(lm, [manual]))
         scorer = make_scorer(lm, task, config.task.template, prompt_budget=budget)
-        objective = ClassificationObjective(scorer, task, config)
+        objective = ClassificationObjective(scorer, task, config, policy_lm)
 
     env = objective.make_env(config, ctx.seed, vocab)
     model = _make_algorithm(config, ctx.seed, env, vocab, backbone, run_dir)
@@ -159,11 +164,27 @@ class ClassificationObjective:
 
     metric = "accuracy"
 
-    def __init__(self, scorer, task, config):
+    def __init__(self, scorer, task, config, policy_lm: LanguageModel | None = None):
         self.scorer, self.task, self.config = scorer, task, config
+        self.policy_lm = policy_lm or scorer.lm
+        self.shared_tokenizer = same_tokenizer(scorer.lm, self.policy_lm)
         self.train, self.dev_examples = task.examples("train"), task.examples("dev")
         self.dev_labels = np.array([ex.label for ex in self.dev_examples])
         self.calibration = task_calibration(config.calibration, task)
+
+    def task_prompt(self, policy_ids) -> tuple[int, ...] | str:
+        """What the task LM is given for a prompt the policy wrote: its ids when the two share a tokenizer,
+        else its text (re-tokenized by the task LM's tokenizer, or sent as text to a server)."""
+        if self.shared_tokenizer:
+            return tuple(policy_ids)
+        return self.policy_lm.decode(list(policy_ids)).strip()
+
+    def task_prompts(self, prompts) -> list:
+        return [self.task_prompt(p) for p in prompts]
+
+    def task_token_ids(self, policy_ids) -> list[int]:
+        """The task LM's token ids of a policy prompt (what its scores are cached under)."""
+        return list(self.scorer.prompt_ids(self.task_prompt(policy_ids)))
 
     def reward_prior(self):
         """How the training reward removes each prompt's label prior (None: raw scores). Batch calibration
@@ -179,6 +200,7 @@ class ClassificationObjective:
         """The gap reward of ``prompts`` on every training example, calibrated as in training."""
         from rlprompt.envs.prompt_env import gap_reward
 
+        prompts = self.task_prompts(prompts)
         logprobs = self.scorer.score(prompts, self.train)
         prior = self.reward_prior()
         if prior is not None:
@@ -212,7 +234,8 @@ class ClassificationObjective:
             self.scorer, self.train, vocab, num_envs=env_cfg.num_envs, prompt_length=env_cfg.prompt_length,
             examples_per_reward=env_cfg.examples_per_reward, correct_scale=env_cfg.correct_scale,
             wrong_scale=env_cfg.wrong_scale, normalize=env_cfg.normalize, seed=seed,
-            reward_prior=self.reward_prior(),
+            reward_prior=self.reward_prior(), to_task=None if self.shared_tokenizer else self.task_prompt,
+            policy_lm=self.policy_lm,
         )  # fmt: skip
 
     def dev(self, prompts) -> tuple[np.ndarray, np.ndarray]:
@@ -220,6 +243,7 @@ class ClassificationObjective:
         and dev inputs when the run calibrates."""
         from rlprompt.envs.prompt_env import batch_accuracy, gap_reward
 
+        prompts = self.task_prompts(prompts)
         logprobs = self.scorer.score(prompts, self.dev_examples)
         logprobs = calibrate(logprobs, scorer_prior(self.scorer, prompts, self.calibration))
         env = self.config.env
@@ -236,7 +260,7 @@ class ClassificationObjective:
         examples = self.task.examples("test")
         reference = task_calibration(reference_method(self.config.calibration), self.task)
         learned, manual_result, empty_result = evaluate_prompts(
-            ctx.test_scorer, examples, [best.ids, manual, ""], ctx.progress, reference
+            ctx.test_scorer, examples, [self.task_prompt(best.ids), manual, ""], ctx.progress, reference
         )
         headline = learned.metrics if self.calibration.active else learned.raw
         metrics = {
@@ -334,14 +358,20 @@ def default_backbone(model: str) -> str:
     return model if backend_of(model).name == "hf" else DEFAULT_BACKBONE
 
 
+TRANSLATION_ROOM = 4  # task-LM tokens reserved per policy token when the two tokenizers differ
+
+
+def same_tokenizer(a: LanguageModel, b: LanguageModel) -> bool:
+    return a is b or a.tokenizer is b.tokenizer or a.tokenizer.get_vocab() == b.tokenizer.get_vocab()
+
+
 def _check_same_tokenizer(task_lm: LanguageModel, backbone: LanguageModel) -> None:
-    if backbone is task_lm:
-        return
-    if backbone.tokenizer.get_vocab() != task_lm.tokenizer.get_vocab():
+    """Style transfer still needs one tokenizer: its rewriter takes the policy's ids."""
+    if not same_tokenizer(task_lm, backbone):
         raise RLPromptError(
             f"policy.backbone {backbone.name!r} has a different tokenizer from the task model "
-            f"{task_lm.name!r}; "
-            "the policy writes the task model's token ids, so they must share one"
+            f"{task_lm.name!r}; style transfer hands the policy's token ids to the rewriter, so they must "
+            "share one"
         )
 
 
@@ -514,7 +544,7 @@ class _Tracker:
         prompts = list(dict.fromkeys([greedy, *elite, *extra]))
         self.recent.clear()
         accuracy, reward = self.objective.dev(prompts)
-        lm = self.objective.lm
+        lm = self.objective.policy_lm
         found = [
             Candidate(p, lm.decode(list(p)), float(a), float(r), step)
             for p, a, r in zip(prompts, accuracy, reward, strict=True)
@@ -549,9 +579,11 @@ class _Tracker:
         )
 
     def exported(self, best: Candidate, metrics: dict) -> LearnedPrompt:
-        cfg, lm = self.config, self.objective.lm
+        cfg, lm, objective = self.config, self.objective.lm, self.objective
+        task_ids = objective.task_token_ids(best.ids)
         return LearnedPrompt(
-            text=best.text, token_ids=list(best.ids), model=lm.name, model_kind=lm.kind, task=self.task.name,
+            text=best.text, token_ids=task_ids, model=lm.name, model_kind=lm.kind, task=self.task.name,
+            policy_model=objective.policy_lm.name, policy_token_ids=list(best.ids),
             data_seed=self.task.data_seed if hasattr(self.task, "data_seed") else cfg.task.seed,
             task_source=cfg.task.name,
             method="rl", seed=self.seed, metrics=metrics, library_version=__version__,
