@@ -168,3 +168,46 @@ def test_server_model_names_are_checked():
     for bad, message in bad_names:
         with pytest.raises(RLPromptError, match=message):
             ServerSpec.parse(bad)
+
+
+def test_the_chat_route_approximates_from_the_first_tokens_top_logprobs(vllm_url, smol, capsys):
+    """route=chat reads the top-20 first-token log-probs of a chat completion. Checked against the exact
+    route on the same chat-formatted text (the tokenizer's own chat template, which vLLM applies too): a
+    verbalizer found in the top 20 gets its exact log-prob (to 1e-3), one outside gets the floor, which is
+    at least its exact log-prob. SmolLM2-135M-Instruct starts its answers with "I", "The", "A", ... and
+    never puts "great" or "terrible" in its top 20, so the verbalizers here are words it does start with
+    (and a third it does not)."""
+    from rlprompt.backends.openai import ServerScorer
+
+    task = load_task("sst-2")
+    examples = task.examples("dev")[:6]
+    words = ["I", "The", "terrible"]
+    chat = ServerScorer(load_task_model(server_name(vllm_url, route="chat")), "{sentence} {prompt}", words,
+                        prompt_budget=8)  # fmt: skip
+    assert "approximation" in capsys.readouterr().err
+    approximate = chat.score(["It was"], examples)[0]
+    exact_lm = load_task_model(server_name(vllm_url, route="label_ids"))
+    word_ids = [smol.encode(w)[0] for w in words]  # no leading space: the start of the answer
+    inside = []
+    for ex, values in zip(examples, approximate, strict=True):
+        text = smol.decode(list(chat._encoded_example(ex).head) + list(chat.prompt_ids("It was")))
+        message = [{"role": "user", "content": text.strip()}]
+        formatted = smol.tokenizer.apply_chat_template(message, add_generation_prompt=True, tokenize=False)
+        ids = list(smol.tokenizer(formatted, add_special_tokens=False)["input_ids"])
+        payload = {
+            "model": exact_lm.served,
+            "prompt": [ids],
+            "max_tokens": 1,
+            "temperature": 0,
+            "logprobs": 1,
+            "logprob_token_ids": word_ids,
+            "return_tokens_as_token_ids": True,
+        }
+        top = exact_lm.client.post("/completions", payload)["choices"][0]["logprobs"]["top_logprobs"][-1]
+        exact = np.array([top[f"token_id:{i}"] for i in word_ids])
+        found = np.abs(values - exact) < 1e-3
+        assert (found | (values >= exact - 1e-3)).all(), (values, exact)
+        inside.append(found)
+    inside = np.array(inside)
+    assert inside[:, :2].mean() > 0.5, "the words it starts with are found, with their exact log-probs"
+    assert not inside[:, 2].any(), "'terrible' never is: it gets the floor"

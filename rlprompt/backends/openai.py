@@ -23,7 +23,13 @@ in-process scorer's: the sentence, the prompt and the label never merge differen
   log-probs; a verbalizer scores as the sum of its tokens' (any length; one sequence per class).
 
 ``auto`` picks ``label_ids`` when the server offers it (probed once at load) and every verbalizer is a
-single token, else ``echo``; the measured speeds are in the README. Failures are one line naming the
+single token, else ``echo``; the measured speeds are in the README.
+
+For servers that give log-probs only for generated tokens (chat completions, most hosted models), route
+``chat`` is an approximation, and says so when it starts: the filled template is sent as the user's
+message, and each single-token verbalizer scores as the log-prob of its token (with or without a leading
+space) among the first generated token's top 20; a verbalizer outside the top 20 gets the 20th
+log-prob, an upper bound on its own. One request per (prompt, example). Failures are one line naming the
 server: unreachable, a model it does not serve, a refused API key, no log-probs in its answers. Requests
 that fail with 429, a 5xx or a timeout are retried with exponential backoff.
 """
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -49,6 +56,8 @@ from rlprompt.models import LanguageModel, wrap_tokenizer
 from rlprompt.scoring import LabelScorer, ScorerStats
 
 PREFIX = "openai:"
+ROUTES = ("auto", "label_ids", "echo", "chat")
+CHAT_TOP = 20  # the most top log-probs OpenAI's chat API returns per position
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
@@ -81,9 +90,9 @@ class ServerSpec:
             raise RLPromptError(
                 f"model {name!r}: unknown option {unknown[0]!r}; options: {', '.join(sorted(known))}"
             )
-        if options.get("route", "auto") not in ("auto", "label_ids", "echo"):
+        if options.get("route", "auto") not in ROUTES:
             raise RLPromptError(
-                f"model {name!r}: route must be auto, label_ids or echo, got {options['route']!r}"
+                f"model {name!r}: route must be one of {', '.join(ROUTES)}, got {options['route']!r}"
             )
         numbers = {}
         for key in ("concurrency", "batch"):
@@ -191,6 +200,8 @@ def load(name: str, device: str = "auto", dtype: str = "auto") -> ServerModel:
     and ``dtype`` are the server's business and are not used."""
     spec = ServerSpec.parse(name)
     client = ServerClient(spec)
+    if spec.route == "chat" and spec.model is not None and spec.tokenizer is not None:
+        return _chat_model(name, spec, client)
     listing = client.get("/models", retries=2)
     served = [m.get("id") for m in listing.get("data", []) if isinstance(m, dict)]
     if spec.model is None:
@@ -215,8 +226,16 @@ def load(name: str, device: str = "auto", dtype: str = "auto") -> ServerModel:
         suffix_ids=lm.suffix_ids, client=client, served=model,
         server_max_length=entry.get("max_model_len"),
     )  # fmt: skip
-    server.label_ids_route = _probe(server)
+    server.label_ids_route = _probe(server) if spec.route != "chat" else False
     return server
+
+
+def _chat_model(name: str, spec: ServerSpec, client: ServerClient) -> ServerModel:
+    """A chat-only server (a hosted model, say): no model listing or completions probe is needed."""
+    tokenizer = _local_tokenizer(spec, spec.model)
+    lm = wrap_tokenizer(name, tokenizer)
+    return ServerModel(name=lm.name, kind="causal", model=None, tokenizer=tokenizer, prefix_ids=lm.prefix_ids,
+                       suffix_ids=lm.suffix_ids, client=client, served=spec.model)  # fmt: skip
 
 
 def _local_tokenizer(spec: ServerSpec, model: str):
@@ -251,7 +270,8 @@ def _probe(server: ServerModel) -> bool:
     if not logprobs.get("token_logprobs"):
         raise RLPromptError(
             f"the server at {server.client.spec.base_url} returned no log-probs for {server.served!r}: "
-            "rlprompt needs completions with logprobs (and echo)"
+            "rlprompt needs completions with logprobs (and echo); for a chat-only server use #route=chat "
+            "(an approximation)"
         )
     try:
         probe = dict(payload, echo=False, logprob_token_ids=[ids[0]])
@@ -279,7 +299,15 @@ class ServerScorer(LabelScorer):
         if route == "label_ids" and not (single and lm.label_ids_route):
             why = "its verbalizers are several tokens" if not single else "the server lacks logprob_token_ids"
             raise RLPromptError(f"{lm.name}: route=label_ids is not possible here: {why}; use route=echo")
+        if route == "chat" and not single:
+            raise RLPromptError(f"{lm.name}: route=chat scores single-token verbalizers only")
         self.route = route if route != "auto" else ("label_ids" if single and lm.label_ids_route else "echo")
+        if self.route == "chat":
+            print(f"rlprompt: {lm.name}: label scores from the chat endpoint's top-{CHAT_TOP} first-token "
+                  "log-probs are an approximation (a label outside them gets the lowest of them)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            words = [w.strip() for w in self.verbalizers]
+            self._chat_tokens = [{w, " " + w} for w in words]
 
     def _compute(self, pairs, example_by_uid, progress) -> dict:
         lm: ServerModel = self.lm
@@ -287,6 +315,8 @@ class ServerScorer(LabelScorer):
         for ids, uid in pairs:
             enc = self._encoded_example(example_by_uid[uid])
             contexts.append(list(enc.head) + list(ids) + list(enc.tail))
+        if self.route == "chat":
+            return self._compute_chat(pairs, contexts, progress)
         if self.route == "label_ids":
             items = [(i, None, ctx) for i, ctx in enumerate(contexts)]
         else:
@@ -304,6 +334,35 @@ class ServerScorer(LabelScorer):
         finally:
             bar.close()
         return {pair: results[i] for i, pair in enumerate(pairs)}
+
+    def _compute_chat(self, pairs, contexts, progress) -> dict:
+        lm: ServerModel = self.lm
+        bar = tqdm(total=len(pairs), desc="scoring", unit="pair", disable=not progress, leave=False)
+        results = {}
+        try:
+            with ThreadPoolExecutor(max_workers=lm.client.spec.concurrency) as pool:
+                scored = pool.map(self._chat_scores, contexts)
+                for pair, ctx, scores in zip(pairs, contexts, scored, strict=True):
+                    results[pair] = scores
+                    self.stats.tokens_processed += len(ctx)
+                    bar.update(1)
+        finally:
+            bar.close()
+        return results
+
+    def _chat_scores(self, context: list[int]) -> np.ndarray:
+        lm: ServerModel = self.lm
+        text = lm.tokenizer.decode(context, skip_special_tokens=True)
+        payload = {"model": lm.served, "messages": [{"role": "user", "content": text}], "max_tokens": 1,
+                   "temperature": 0, "logprobs": True, "top_logprobs": CHAT_TOP}  # fmt: skip
+        answer = lm.client.post("/chat/completions", payload)
+        content = (((answer.get("choices") or [{}])[0].get("logprobs") or {}).get("content")) or []
+        top = content[0].get("top_logprobs") if content else None
+        if not top:
+            raise RLPromptError(f"{lm.name}: the chat endpoint returned no top log-probs")
+        floor = min(t["logprob"] for t in top)
+        found = [[t["logprob"] for t in top if t["token"] in tokens] for tokens in self._chat_tokens]
+        return np.array([max(values, default=floor) for values in found], dtype=np.float32)
 
     def _request(self, batch) -> dict:
         lm: ServerModel = self.lm
