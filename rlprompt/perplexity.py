@@ -60,6 +60,11 @@ def sentence_perplexities(lm: LanguageModel, sentences: Sequence[str], batch_siz
         raise ValueError("sentence perplexities need a causal model")
     out: list[float] = [math.inf] * len(sentences)
     todo = [i for i, s in enumerate(sentences) if s.strip()]
+    if hasattr(lm, "token_logprobs"):  # a model behind a server: its echoed log-probs
+        rows = [_causal_ids(lm, sentences[i]) for i in todo]
+        for i, values in zip(todo, lm.token_logprobs(rows), strict=True):
+            out[i] = math.exp(-sum(values) / len(values)) if values else math.inf
+        return out
     todo.sort(key=lambda i: len(sentences[i]))  # similar lengths together: little padding
     with torch.inference_mode():
         for start in range(0, len(todo), batch_size):

@@ -190,6 +190,10 @@ class Rewriter:
         self.pad_id = lm.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = lm.tokenizer.eos_token_id
+        self.tokens_generated = 0  # new tokens sampled, for progress and benchmarks
+        self.remote = hasattr(lm, "generate_texts")  # a model behind a server generates there
+        if self.remote:
+            return
         # Token ids whose text closes the rewrite: generation stops per sequence once one is written, so a
         # batch costs its longest rewrite, not max_new_tokens.
         tokenizer = lm.tokenizer
@@ -199,7 +203,6 @@ class Rewriter:
             enders.add(tokenizer.eos_token_id)
         self.device = next(lm.model.parameters()).device
         self._enders = torch.tensor(sorted(enders), device=self.device)
-        self.tokens_generated = 0  # new tokens sampled, for progress and benchmarks
 
     def prompt_ids(self, prompt: str | tuple[int, ...]) -> tuple[int, ...]:
         if isinstance(prompt, str):
@@ -223,6 +226,12 @@ class Rewriter:
             # an open quote for the rewrite.
             rows.append(list(self.lm.prefix_ids) + list(ids)
                         + self.lm.encode(('"' if not ids else ' "') + sentence + '" "'))  # fmt: skip
+        if self.remote:  # the server samples, seeded per request; it stops at the closing quote itself
+            texts, generated = self.lm.generate_texts(
+                rows, n, greedy, self.top_k, self.max_new_tokens, seed, stop=['"', "\n"]
+            )
+            self.tokens_generated += generated
+            return [[t.split('"')[0].split("\n")[0].strip() for t in outs] for outs in texts]
         per_call = max(1, self.batch_size // n)
         out: list[list[str]] = []
         devices = [self.device] if self.device.type == "cuda" else []

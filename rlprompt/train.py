@@ -29,7 +29,7 @@ from rlprompt.console import add_verbose_flag
 from rlprompt.errors import RLPromptError, run_cli
 from rlprompt.evaluate import make_scorer, prompt_budget
 from rlprompt.files import atomic_write_bytes
-from rlprompt.models import LanguageModel, load_model
+from rlprompt.models import LanguageModel
 from rlprompt.style import is_style_task
 from rlprompt.tasks import Task, load_task
 
@@ -236,7 +236,7 @@ def _style_task_and_model(config: TrainConfig):
         import sacrebleu  # noqa: F401 - the test report needs it; say so now, not after training
     except ImportError:
         raise RLPromptError("style transfer needs sacrebleu for BLEU: pip install sacrebleu") from None
-    lm = load_model(config.model, config.device, config.dtype)
+    lm = load_task_model(config.model, config.device, config.dtype)
     if lm.kind != "causal":
         raise RLPromptError(
             f"style transfer generates rewrites, so it needs a causal model; {lm.name} is a {lm.kind} model"

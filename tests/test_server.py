@@ -211,3 +211,40 @@ def test_the_chat_route_approximates_from_the_first_tokens_top_logprobs(vllm_url
     inside = np.array(inside)
     assert inside[:, :2].mean() > 0.5, "the words it starts with are found, with their exact log-probs"
     assert not inside[:, 2].any(), "'terrible' never is: it gets the floor"
+
+
+def test_style_transfer_generates_and_scores_fluency_through_the_server(vllm_url, smol, tmp_path):
+    """Rewrites come from the server (seeded, cut at the closing quote) and fluency from its echoed
+    log-probs; a tiny style-transfer run goes through the same endpoint end to end."""
+    import json
+
+    from rlprompt.config import load_train_config
+    from rlprompt.perplexity import sentence_perplexities
+    from rlprompt.style import Rewriter
+    from rlprompt.train import train
+
+    server = load_task_model(server_name(vllm_url))
+    rewriter = Rewriter(server, max_new_tokens=12)
+    assert rewriter.rewrite("Repeat the sentence:", ["the food was cold ."], greedy=True) == [
+        ["The food was cold."]
+    ]
+    inputs = ["the food was cold .", "the staff was rude ."]
+    first = rewriter.rewrite("Rewrite the sentence to be positive:", inputs, samples=3, seed=1)
+    assert [len(s) for s in first] == [3, 3] and all('"' not in r for rs in first for r in rs)
+    assert first == rewriter.rewrite("Rewrite the sentence to be positive:", inputs, samples=3, seed=1)
+    assert rewriter.tokens_generated > 0
+    sentences = ["the food was great and the staff was friendly .", "staff the friendly great was . food"]
+    # Different kernels and batch shapes: equal to a relative 1e-3 (measured: 1e-5).
+    remote, local = sentence_perplexities(server, sentences), sentence_perplexities(smol, sentences)
+    np.testing.assert_allclose(remote, local, rtol=1e-3)
+
+    config = load_train_config(None, [
+        f"model={server_name(vllm_url)}", "task.name=yelp-sentiment", "total_timesteps=16",
+        "evaluations=2", "env.prompt_length=2", "env.num_envs=4", "env.examples_per_reward=2", "rl.n_steps=2",
+        "rl.batch_size=8", "rl.n_epochs=1", "style.samples=2", "style.dev_inputs=4", "style.test_inputs=8",
+        "style.max_new_tokens=12", "policy.adapter_hidden=32",
+    ])  # fmt: skip
+    train(config, progress=False, run_dir=tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "style_eval.json").read_text(encoding="utf-8"))
+    assert list(report["prompts"]) == ["human reference", "input copied", "learned", "empty", "manual"]
+    assert 0 <= report["prompts"]["learned"]["joint"] <= 100

@@ -9,7 +9,7 @@ method scores through one interface whatever computes the numbers.
   offline aliases, local directories, cached hub ids. Everything.
 * ``openai`` (:mod:`rlprompt.backends.openai`): an OpenAI-compatible completions server (vLLM, SGLang,
   llama.cpp's server, hosted APIs), named ``openai:<base URL>[#model=NAME&tokenizer=DIR&key_env=VAR]``.
-  Label log-probs only: no gradients, no embeddings.
+  Label log-probs, generation (style transfer) and sequence log-likelihoods; no gradients, no embeddings.
 
 A method that needs a capability the backend lacks is refused before anything runs
 (:func:`require`).
@@ -58,7 +58,12 @@ class Backend:
 
 
 BACKENDS = (
-    Backend("openai", "openai:", Capability.LABEL_LOGPROBS, "rlprompt.backends.openai"),
+    Backend(
+        "openai",
+        "openai:",
+        Capability.LABEL_LOGPROBS | Capability.GENERATION | Capability.SEQUENCE_LOGLIK,
+        "rlprompt.backends.openai",
+    ),
     Backend("hf", "", ~Capability(0), "rlprompt.backends.hf"),  # the default: everything
 )
 

@@ -188,6 +188,53 @@ class ServerModel(LanguageModel):
     def dtype(self) -> str:
         return "server"
 
+    def generate_texts(
+        self, rows: list[list[int]], n: int, greedy: bool, top_k: int, max_new_tokens: int, seed: int,
+        stop: list[str],
+    ) -> tuple[list[list[str]], int]:  # fmt: skip
+        """``n`` continuations of each token-id row, cut at the first of ``stop`` (greedy: one), and the
+        number of tokens generated. Sampling is seeded per request (vLLM's ``seed``), so it repeats."""
+        spec = self.client.spec
+
+        def request(k: int) -> dict:
+            chunk = rows[k : k + spec.batch]
+            payload = {"model": self.served, "prompt": chunk, "max_tokens": max_new_tokens, "stop": stop,
+                       "n": 1 if greedy else n, "temperature": 0 if greedy else 1.0,
+                       "seed": seed + k}  # fmt: skip
+            if not greedy:
+                payload["top_k"] = top_k
+            return self.client.post("/completions", payload)
+
+        starts = list(range(0, len(rows), spec.batch))
+        texts: list[list[str]] = [[] for _ in rows]
+        generated = 0
+        with ThreadPoolExecutor(max_workers=spec.concurrency) as pool:
+            for k, answer in zip(starts, pool.map(request, starts), strict=True):
+                for choice in answer.get("choices", []):
+                    # choices come n per prompt, in order: index = prompt * n + sample
+                    texts[k + choice.get("index", 0) // (1 if greedy else n)].append(choice.get("text", ""))
+                generated += int((answer.get("usage") or {}).get("completion_tokens", 0))
+        return texts, generated
+
+    def token_logprobs(self, rows: list[list[int]]) -> list[list[float]]:
+        """Per row, the log-prob of each of its tokens after the first (the echoed prompt's)."""
+        spec = self.client.spec
+
+        def request(k: int) -> dict:
+            payload = {"model": self.served, "prompt": rows[k : k + spec.batch], "max_tokens": 1,
+                       "echo": True, "logprobs": 1, "temperature": 0}  # fmt: skip
+            return self.client.post("/completions", payload)
+
+        starts = list(range(0, len(rows), spec.batch))
+        out: list[list[float]] = [[] for _ in rows]
+        with ThreadPoolExecutor(max_workers=spec.concurrency) as pool:
+            for k, answer in zip(starts, pool.map(request, starts), strict=True):
+                for choice in answer.get("choices", []):
+                    i = k + choice.get("index", 0)
+                    values = (choice.get("logprobs") or {}).get("token_logprobs") or []
+                    out[i] = [float(v) for v in values[1 : len(rows[i])]]
+        return out
+
     @property
     def max_length(self) -> int:
         tok = getattr(self.tokenizer, "model_max_length", None)
