@@ -1,6 +1,6 @@
 """rlprompt: discrete prompt optimisation for frozen language models with reinforcement learning."""
 
-__version__ = "0.1.0"
+from rlprompt.version import __version__  # noqa: F401 - the package's version
 
 
 def load_prompt(path):

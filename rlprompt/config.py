@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 
 from rlprompt.errors import RLPromptError
+from rlprompt.files import read_yaml
 
 T = TypeVar("T")
 
@@ -109,24 +110,6 @@ def _suggestion(key: str, known: list[str], prefix: str) -> str:
     if close:
         return f"; did you mean '{prefix}{close[0]}'?"
     return f"; known keys: {', '.join(prefix + k for k in known)}"
-
-
-def read_yaml(path: Path) -> dict:
-    """A YAML mapping from a file, with errors that name the file."""
-    from rlprompt.tasks import read_text
-
-    text = read_text(Path(path))
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise RLPromptError(f"{path}: not valid YAML{at} ({getattr(err, 'problem', None) or err})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise RLPromptError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
-    return data
 
 
 def apply_overrides(data: dict, overrides: list[str], cls: type) -> dict:

@@ -93,7 +93,7 @@ def load_classification_prompt(path: str | Path) -> LearnedPrompt:
 
 def load_prompt(path: str | Path) -> LearnedPrompt:
     """Read an exported prompt, with clear errors for a missing, broken or foreign file."""
-    from rlprompt.tasks import read_text
+    from rlprompt.files import read_text
 
     path = Path(path)
     try:
@@ -138,7 +138,7 @@ def save_adapter(
 
     import torch
 
-    from rlprompt import __version__
+    from rlprompt.version import __version__
 
     run_dir = Path(run_dir)
     out = run_dir / ADAPTER_DIRS[method]

@@ -1,10 +1,15 @@
-"""Atomic file writes (standard library only, so light modules such as :mod:`rlprompt.export` can use it)."""
+"""Reading and writing the project's files: text and YAML read with errors that name the file, and
+atomic writes. Light (the standard library and PyYAML), so any module can use it."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+
+import yaml
+
+from rlprompt.errors import RLPromptError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -22,3 +27,34 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_text(path: Path) -> str:
+    """A whole UTF-8 file, with clear errors for a missing, unreadable or non-UTF-8 file."""
+    path = Path(path)
+    if not path.exists():
+        raise RLPromptError(f"{path}: file not found")
+    if not path.is_file():
+        raise RLPromptError(f"{path}: not a file")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise RLPromptError(f"{path}: not UTF-8 text (bad byte at offset {err.start})") from None
+    except OSError as err:
+        raise RLPromptError(f"{path}: cannot read ({err.strerror})") from None
+
+
+def read_yaml(path: Path) -> dict:
+    """A YAML mapping from a file, with errors that name the file."""
+    text = read_text(Path(path))
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise RLPromptError(f"{path}: not valid YAML{at} ({getattr(err, 'problem', None) or err})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RLPromptError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data

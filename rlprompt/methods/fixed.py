@@ -11,13 +11,13 @@ import time
 
 import numpy as np
 
-from rlprompt import __version__
 from rlprompt.calibration import calibrate, reference_method, scorer_prior, task_calibration
 from rlprompt.evaluate import evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, save_prompt
-from rlprompt.methods import EvalLog, MethodContext, MethodResult, dev_accuracy, path_bytes
+from rlprompt.methods.base import EvalLog, MethodContext, MethodResult, dev_accuracy, path_bytes
 from rlprompt.scoring import ScorerStats
 from rlprompt.templates import Template
+from rlprompt.version import __version__
 
 
 def run_manual(ctx: MethodContext) -> MethodResult:

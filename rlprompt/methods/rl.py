@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from rlprompt import __version__
 from rlprompt.calibration import calibrate, log_prior, reference_method, scorer_prior, task_calibration
 from rlprompt.checkpoint import check_finite, non_finite, parameters_sum, restore_rng, save_checkpoint
 from rlprompt.errors import RLPromptError
 from rlprompt.evaluate import evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, save_prompt
-from rlprompt.methods import EvalLog, MethodContext, MethodResult, path_bytes
+from rlprompt.methods.base import EvalLog, MethodContext, MethodResult, TestResult, path_bytes
 from rlprompt.models import LanguageModel, load_model
+from rlprompt.version import __version__
 from rlprompt.vocab import action_vocabulary
 
 
@@ -145,17 +145,6 @@ def run(ctx: MethodContext) -> MethodResult:
         test_accuracy_calibrated=test.metrics.get("test_accuracy_calibrated"),
         calibrated_with=test.metrics.get("calibrated_with"),
     )  # fmt: skip
-
-
-@dataclass
-class TestResult:
-    """A learned prompt on test: the headline score (accuracy, or the style joint score as a fraction), a
-    secondary one (macro-F1; style: J(C,S,F) as a fraction), metrics for prompt.json and summary lines."""
-
-    score: float
-    secondary: float
-    metrics: dict
-    summary: str
 
 
 class ClassificationObjective:

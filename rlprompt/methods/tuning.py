@@ -20,7 +20,7 @@ from rlprompt.calibration import calibrate, reference_method, task_calibration
 from rlprompt.checkpoint import check_finite, parameters_sum, restore_rng, save_checkpoint
 from rlprompt.evaluate import make_scorer, prompt_budget, scored_result
 from rlprompt.export import save_adapter
-from rlprompt.methods import EvalLog, MethodContext, MethodResult, dev_accuracy, path_bytes
+from rlprompt.methods.base import EvalLog, MethodContext, MethodResult, dev_accuracy, path_bytes
 from rlprompt.perplexity import heldout_sentences, perplexity
 from rlprompt.scoring import ScorerStats
 
