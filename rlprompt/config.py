@@ -370,8 +370,15 @@ class TrainConfig:
             raise ValueError(f"'rl.learning_rate' must be positive, got {self.rl.learning_rate}")
 
 
+def _task_shorthand(data: dict) -> dict:
+    """``task: my-task.yaml`` (or a built-in name) means ``task: {name: my-task.yaml}``."""
+    if isinstance(data.get("task"), str):
+        return {**data, "task": {"name": data["task"]}}
+    return data
+
+
 def load_train_config(path: str | None, overrides: list[str] | None = None) -> TrainConfig:
     """The run configuration from a YAML file (or the defaults) and ``--set`` overrides."""
     data = read_yaml(Path(path)) if path else {}
-    data = apply_overrides(data, overrides or [], TrainConfig)
+    data = _task_shorthand(apply_overrides(_task_shorthand(data), overrides or [], TrainConfig))
     return from_dict(TrainConfig, data, path or "--set")

@@ -1,0 +1,143 @@
+"""The Python entry point: learn a prompt (or run a comparison) from a notebook or a script.
+
+    import rlprompt
+
+    prompt = rlprompt.learn(model="smollm2-135m", task="sst-2", total_timesteps=4000)
+    prompt.text, prompt.metrics["test_accuracy"], prompt.run_dir
+
+It runs the same driver as ``python -m rlprompt.train`` (same checks, progress bar, run directory and
+outputs) and raises :class:`rlprompt.errors.RLPromptError` with the message the command prints.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from rlprompt.errors import RLPromptError
+from rlprompt.export import LearnedPrompt
+
+Rows = Sequence[tuple[str, object]]
+PROMPT_METHODS = ("rl", "manual", "in_context")
+
+
+def learn(
+    model: str = "smollm2-135m",
+    task: str | Path | None = "sst-2",
+    method: str = "rl",
+    *,
+    examples: Mapping[str, Rows] | None = None,
+    verbalizers: Mapping[object, str] | None = None,
+    config: str | Path | None = None,
+    overrides: Mapping[str, object] | Sequence[str] = (),
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+    **settings,
+) -> LearnedPrompt:
+    """Learn a discrete prompt for ``task`` on ``model`` with ``method``; returns the exported prompt (what
+    :func:`rlprompt.load_prompt` reads) with ``run_dir`` and ``results`` attached.
+
+    Args:
+        model: the task LM (an alias, a local directory, a cached hub id or ``openai:<base URL>``).
+        task: a built-in task name or a task YAML file; ignored when ``examples`` are given.
+        method: a method that writes a text prompt: ``rl`` (default), ``manual`` or ``in_context`` (the
+            weight methods run through :func:`rlprompt.train.train` or the ``rlprompt train`` command).
+        examples: an in-memory task: ``{"train": [(text, label), ...], "dev": [...], "test": [...]}``.
+            They are written into the run directory (``task/``), so ``--resume`` works on it.
+        verbalizers: the label word of each label value (with ``examples``).
+        config: a YAML run config to start from (as ``--config``).
+        overrides: ``{"rl.learning_rate": 1e-4}`` or ``["rl.learning_rate=1e-4"]`` (as ``--set``).
+        run_dir: where to write the run (default: a new directory under ``output_dir``).
+        progress: show the progress bar.
+        **settings: top-level config keys, e.g. ``total_timesteps=4000, seed=1``.
+    """
+    from rlprompt.config import load_train_config
+    from rlprompt.train import train
+
+    if method not in PROMPT_METHODS:
+        raise RLPromptError(
+            f"learn() returns a text prompt, and method {method!r} does not write one; choose one of "
+            f"{', '.join(PROMPT_METHODS)}, or run it with rlprompt.train.train(config) or `rlprompt train`"
+        )
+    pairs = _override_list(overrides) + _override_list(settings)
+    pairs += [f"model={model}", f"method={method}"]
+    if examples is not None:
+        run_dir = Path(run_dir) if run_dir is not None else _new_dir(pairs, config)
+        task = write_examples_task(run_dir / "task", examples, verbalizers)
+    if task is not None:
+        pairs.append(f"task.name={task}")
+    loaded = load_train_config(str(config) if config is not None else None, pairs)
+    if len(loaded.method_list) != 1 or len(loaded.seed_list) != 1:
+        raise RLPromptError("learn() runs one method on one seed; for a comparison use `rlprompt train`")
+    out = train(loaded, progress=progress, run_dir=Path(run_dir) if run_dir is not None else None)
+    from rlprompt.export import load_prompt
+
+    prompt = load_prompt(Path(out["run_dir"]) / "prompt.json")
+    prompt.run_dir = Path(out["run_dir"])  # plain attributes: not part of the saved prompt
+    prompt.result = out["results"][0]
+    return prompt
+
+
+def write_examples_task(directory: Path, examples: Mapping[str, Rows], verbalizers) -> Path:
+    """An in-memory task as files (one JSONL per split and a task.yaml); returns the task.yaml."""
+    import json
+
+    if not isinstance(examples, Mapping) or not examples:
+        raise RLPromptError(
+            "examples must map split names (train, dev, test) to lists of (text, label) pairs"
+        )
+    unknown = sorted(set(examples) - {"train", "dev", "test"})
+    if unknown:
+        raise RLPromptError(f"examples: unknown split {unknown[0]!r}; the splits are train, dev and test")
+    if not verbalizers:
+        raise RLPromptError("examples need verbalizers: the label word of each label value")
+    directory.mkdir(parents=True, exist_ok=True)
+    spec = {"name": directory.parent.name or "examples", "text_column": "text", "label_column": "label",
+            "verbalizers": {str(k): str(v) for k, v in verbalizers.items()}}  # fmt: skip
+    for split, rows in examples.items():
+        lines = []
+        for i, row in enumerate(rows):
+            try:
+                text, label = row
+            except (TypeError, ValueError):
+                raise RLPromptError(
+                    f"examples[{split!r}][{i}]: expected a (text, label) pair, got {row!r}"
+                ) from None
+            lines.append(json.dumps({"text": str(text), "label": str(label)}, ensure_ascii=False))
+        (directory / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        spec[split] = f"{split}.jsonl"
+    path = directory / "task.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _override_list(overrides) -> list[str]:
+    if isinstance(overrides, Mapping):
+        return [f"{key}={_yaml_value(value)}" for key, value in overrides.items()]
+    return [str(item) for item in overrides]
+
+
+def _yaml_value(value) -> str:
+    """A value as ``--set`` text (YAML), so lists, None and strings with colons survive."""
+    if isinstance(value, str):
+        return value
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _new_dir(pairs: list[str], config) -> Path:
+    from rlprompt.config import load_train_config
+
+    output = load_train_config(str(config) if config is not None else None,
+                               [p for p in pairs if not p.startswith("task.")]).output_dir  # fmt: skip
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    method = next((p.split("=", 1)[1] for p in pairs if p.startswith("method=")), "rl")
+    base = Path(output) / f"examples__{re.sub(r'[^A-Za-z0-9._-]+', '-', method)}__{stamp}"
+    run_dir, n = base, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = Path(f"{base}-{n}")
+    return run_dir
