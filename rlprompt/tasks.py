@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
+import numpy as np
+
 from rlprompt.errors import RLPromptError
 from rlprompt.files import read_text, read_yaml
 from rlprompt.models import ModelKind
@@ -55,6 +57,7 @@ class Task:
     label_map: dict[str, int] | None = None  # label value as read -> class id; None: values are ids
     templates: dict[str, str] = field(default_factory=dict)
     manual_prompt: str = "It was"
+    plan: SplitPlan | None = None  # splits from one file's split column, or carved out of the training data
     _cache: dict[str, list[Example]] = field(default_factory=dict, repr=False)
 
     @property
@@ -69,14 +72,31 @@ class Task:
         """The examples of ``split`` (train, dev or test), read once."""
         if split not in SPLITS:
             raise RLPromptError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        if self.plan is not None:
+            if not self._cache:
+                self._cache.update(self.plan.split(self))
+            return self._cache[split]
         if split not in self.split_files:
             raise RLPromptError(f"task {self.name!r} has no {split} split")
         if split not in self._cache:
             self._cache[split] = self._read(split, self.split_files[split])
         return self._cache[split]
 
-    def _read(self, split: str, path: Path) -> list[Example]:
+    @property
+    def split_record(self) -> dict | None:
+        """How a planned task's splits were made, and the ids in each (run directories keep it)."""
+        if self.plan is None:
+            return None
+        return {**self.plan.describe(), "splits": {s: [ex.uid for ex in self.examples(s)] for s in SPLITS}}
+
+    def _read(self, split: str, path: Path, split_column: str | None = None) -> list[Example]:
+        return [ex for ex, _ in self._read_rows(split, path, split_column)]
+
+    def _read_rows(self, split: str, path: Path, split_column: str | None = None):
+        """(example, split-column value) per row of ``path``; ids name ``split`` and the line."""
         columns, rows = read_table(path)
+        if split_column is not None and split_column not in columns:
+            raise RLPromptError(f"{path}: no split column {split_column!r}; columns are {', '.join(columns)}")
         text_column = next((c for c in self.text_columns if c in columns), None)
         if text_column is None:
             raise RLPromptError(
@@ -99,7 +119,8 @@ class Task:
             text = row[text_column]
             if not isinstance(text, str):
                 raise RLPromptError(f"{path}:{line}: text column {text_column!r} is not a string: {text!r}")
-            examples.append(Example(uid=f"{self.name}/{split}/{line}", text=text, label=label))
+            where = _label_key(row[split_column]) if split_column is not None else None
+            examples.append((Example(uid=f"{self.name}/{split}/{line}", text=text, label=label), where))
         if not examples:
             raise RLPromptError(f"{path}: no examples (only a header)")
         return examples
@@ -110,6 +131,90 @@ class Task:
         if value.isdigit() and int(value) < self.num_classes:
             return int(value)
         return None
+
+
+DEFAULT_SPLIT_NAMES = {"train": ["train"], "dev": ["dev", "validation", "valid", "val"], "test": ["test"]}
+
+
+@dataclass
+class SplitPlan:
+    """Splits a user task makes itself: from one file's split column (``data`` + ``split_column``), and/or
+    carved out of the training rows, stratified by class (``dev_size``, ``test_size``: a fraction of the
+    training rows, or a count), with a seed of its own so that every run seed sees the same test set."""
+
+    source: str  # the task file, for errors
+    data: Path | None = None  # one file holding every row (with split_column: the splits too)
+    split_column: str | None = None
+    split_names: dict[str, list[str]] = field(default_factory=lambda: dict(DEFAULT_SPLIT_NAMES))
+    dev_size: float | None = None
+    test_size: float | None = None
+    seed: int = 0
+
+    def describe(self) -> dict:
+        return {"data": str(self.data) if self.data else None, "split_column": self.split_column,
+                "dev_size": self.dev_size, "test_size": self.test_size, "split_seed": self.seed}  # fmt: skip
+
+    def split(self, task: Task) -> dict[str, list[Example]]:
+        splits: dict[str, list[Example]] = {}
+        if self.data is not None:
+            rows = task._read_rows("data", self.data, self.split_column)
+            if self.split_column is None:
+                splits["train"] = [ex for ex, _ in rows]
+            else:
+                lookup = {name: split for split, names in self.split_names.items() for name in names}
+                for ex, value in rows:
+                    if value not in lookup:
+                        line = ex.uid.rsplit("/", 1)[1]
+                        known = ", ".join(sorted(lookup))
+                        raise RLPromptError(f"{self.data}:{line}: split column {self.split_column!r} has the "
+                                            f"value {value!r}; known split names: {known}")  # fmt: skip
+                    splits.setdefault(lookup[value], []).append(ex)
+        for split, path in task.split_files.items():
+            if path != self.data:
+                splits[split] = task._read(split, path)
+        rng = np.random.default_rng(self.seed)
+        for split, size in (("test", self.test_size), ("dev", self.dev_size)):
+            if size is None:
+                continue
+            if split in splits:
+                raise RLPromptError(f"{self.source}: '{split}_size' carves a {split} split, but the task "
+                                    f"has one already; drop one of them")  # fmt: skip
+            pool = splits.get("train", [])
+            small = [c for c in range(task.num_classes) if sum(ex.label == c for ex in pool) < 2]
+            if small:
+                raise RLPromptError(
+                    f"{self.source}: '{split}_size' would leave a split without class "
+                    f"{task.class_names[small[0]]!r}: it has fewer than 2 training examples to share"
+                )
+            splits["train"], splits[split] = _carve(pool, size, task.num_classes, rng)
+        for split in SPLITS:
+            if not splits.get(split):
+                raise RLPromptError(
+                    f"{self.source}: the task has no {split} examples; give a '{split}' file, a split column "
+                    f"value for it, or '{split}_size' to carve it out of the training data"
+                )
+            present = {ex.label for ex in splits[split]}
+            missing = [task.class_names[c] for c in range(task.num_classes) if c not in present]
+            if missing:
+                raise RLPromptError(
+                    f"{self.source}: class {missing[0]!r} has no examples in the {split} split"
+                )
+        return splits
+
+
+def _carve(pool: list[Example], size: float, num_classes: int, rng) -> tuple[list[Example], list[Example]]:
+    """Split ``pool`` into (kept, carved): per class, a ``size`` fraction (or, for a count, that share
+    of it), at least one, never all."""
+    by_class: dict[int, list[Example]] = {}
+    for ex in pool:
+        by_class.setdefault(ex.label, []).append(ex)
+    fraction = size if size < 1 else size / max(1, len(pool))
+    carved: set[str] = set()
+    for members in by_class.values():
+        n = min(len(members) - 1, max(1, round(len(members) * fraction)))
+        for i in rng.permutation(len(members))[:n]:
+            carved.add(members[i].uid)
+    return [ex for ex in pool if ex.uid not in carved], [ex for ex in pool if ex.uid in carved]
 
 
 def _label_key(value) -> str:
@@ -172,7 +277,7 @@ def builtin_task(name: str, seed: str = DEFAULT_SEED) -> Task:
 
 _USER_KEYS = {
     "name", "train", "dev", "test", "text_column", "label_column", "verbalizers", "template", "templates",
-    "manual_prompt",
+    "manual_prompt", "data", "split_column", "split_names", "dev_size", "test_size", "split_seed",
 }  # fmt: skip
 
 
@@ -203,8 +308,13 @@ def task_from_spec(spec: dict, base_dir: Path, source: str) -> Task:
             if not isinstance(spec[split], str):
                 raise RLPromptError(f"{source}: '{split}' must be a file path, got {spec[split]!r}")
             split_files[split] = (base_dir / spec[split]).expanduser()
+    plan = _split_plan(spec, base_dir, source)
+    if plan is not None and plan.data is not None:
+        split_files = {split: plan.data for split in SPLITS} | split_files
     if not split_files:
-        raise RLPromptError(f"{source}: give at least one data file under 'train', 'dev' or 'test'")
+        raise RLPromptError(
+            f"{source}: give at least one data file under 'train', 'dev' or 'test' (or 'data' for one file)"
+        )
     templates = {}
     if spec.get("template") is not None:
         templates = {"causal": spec["template"], "masked": spec["template"]}
@@ -228,7 +338,53 @@ def task_from_spec(spec: dict, base_dir: Path, source: str) -> Task:
         label_map={_label_key(k): i for i, k in enumerate(verbalizers)},
         templates=templates,
         manual_prompt=spec.get("manual_prompt", "It was"),
+        plan=plan,
     )
+
+
+def _split_plan(spec: dict, base_dir: Path, source: str) -> SplitPlan | None:
+    """The task's own splitting, if it asks for any (``data``, ``split_column``, ``*_size``)."""
+    keys = ("data", "split_column", "split_names", "dev_size", "test_size", "split_seed")
+    if not any(spec.get(k) is not None for k in keys):
+        return None
+    data = spec.get("data")
+    if data is not None and not isinstance(data, str):
+        raise RLPromptError(f"{source}: 'data' must be a file path, got {data!r}")
+    column = spec.get("split_column")
+    if column is not None and (not isinstance(column, str) or data is None):
+        raise RLPromptError(f"{source}: 'split_column' names a column of the 'data' file")
+    names = dict(DEFAULT_SPLIT_NAMES)
+    if spec.get("split_names") is not None:
+        given = spec["split_names"]
+        if not isinstance(given, dict) or set(given) - set(SPLITS):
+            raise RLPromptError(
+                f"{source}: 'split_names' maps train, dev and test to the values in the split column"
+            )
+        names.update(
+            {k: [_label_key(v) for v in (vs if isinstance(vs, list) else [vs])] for k, vs in given.items()}
+        )
+    sizes = {}
+    for key in ("dev_size", "test_size"):
+        value = spec.get(key)
+        if value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or value <= 0
+            or (isinstance(value, float) and value >= 1)
+        ):
+            raise RLPromptError(
+                f"{source}: '{key}' must be a fraction between 0 and 1 or a count, got {value!r}"
+            )
+        sizes[key] = value
+    seed = spec.get("split_seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise RLPromptError(f"{source}: 'split_seed' must be an integer, got {seed!r}")
+    return SplitPlan(
+        source=source, data=(base_dir / data).expanduser() if data else None, split_column=column,
+        split_names=names, seed=seed, **sizes,
+    )  # fmt: skip
 
 
 def load_task(name: str, seed: str = DEFAULT_SEED) -> Task:

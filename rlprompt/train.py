@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import re
 import shutil
 import sys
@@ -31,7 +32,7 @@ from rlprompt.evaluate import make_scorer, prompt_budget
 from rlprompt.files import atomic_write_bytes
 from rlprompt.models import LanguageModel
 from rlprompt.style import is_style_task
-from rlprompt.tasks import Task, load_task
+from rlprompt.tasks import SPLITS, Task, load_task
 
 # What --resume --set may change: the step size, not what is learned or how it is scored.
 RESUMABLE_KEYS = re.compile(r"(^|\.)(learning_rate|max_grad_norm)$")
@@ -122,7 +123,7 @@ def train(
         test_scorer = None  # rewrites are generated and scored by the style objective
     else:
         task = load_task(config.task.name, config.task.seed)
-        for split in task.split_files:  # every data file is read (and checked) before anything is written
+        for split in SPLITS:  # every split is read (and checked) before anything is written
             task.examples(split)
         lm = load_task_model(config.model, config.device, config.dtype)
         config = _resolved(config, lm)
@@ -145,6 +146,9 @@ def train(
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
     _write_config(config, root)  # when resuming: with any new learning rate
+    record = getattr(task, "split_record", None)
+    if record is not None:  # splits the task made itself (a split column, or carved): kept with the run
+        atomic_write_bytes(root / "split.json", (json.dumps(record, indent=1) + "\n").encode("utf-8"))
     cache: dict = {}
     results: list = []
     with StopRequest() as stop:
@@ -191,8 +195,6 @@ def train(
 def _write_references(config: TrainConfig, task: Task, test_scorer, root: Path, progress: bool) -> None:
     """The manual and empty prompts on test, raw and calibrated, for the comparison report (their scores
     are in the shared test scorer's cache when a prompt method has run)."""
-    import json
-
     from rlprompt.calibration import reference_method
     from rlprompt.evaluate import reference_results
     from rlprompt.methods import REFERENCES

@@ -1,0 +1,126 @@
+"""User data as it comes: one file with a split column, or no dev/test split at all (carved out,
+stratified, with a split seed of its own), labels of any scalar type; each bad input is one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rlprompt.errors import RLPromptError
+from rlprompt.tasks import load_task
+
+POSITIVE = ["a joy to watch .", "warm and funny .", "a small gem .", "one of the best films .", "lovely .",
+            "a delight .", "moving and wise .", "great fun ."]  # fmt: skip
+NEGATIVE = ["a dull mess .", "tedious .", "i hated every minute .", "the plot makes no sense .", "bad .",
+            "a chore .", "flat and lifeless .", "boring ."]  # fmt: skip
+
+
+def _write(tmp_path, rows, header="text\tlabel\tsplit", task_extra=""):
+    (tmp_path / "all.tsv").write_text(header + "\n" + "".join("\t".join(map(str, r)) + "\n" for r in rows))
+    spec = (
+        "name: mine\ndata: all.tsv\ntext_column: text\nverbalizers: {neg: terrible, pos: great}\n"
+        + task_extra
+    )
+    (tmp_path / "task.yaml").write_text(spec)
+    return str(tmp_path / "task.yaml")
+
+
+def test_one_file_with_a_split_column(tmp_path):
+    splits = ["train", "train", "validation", "test"] * 4
+    rows = [(s, "pos", sp) for s, sp in zip(POSITIVE, splits, strict=False)]
+    rows += [(s, "neg", sp) for s, sp in zip(NEGATIVE, splits, strict=False)]
+    task = load_task(_write(tmp_path, rows, task_extra="split_column: split\n"))
+    sizes = {s: len(task.examples(s)) for s in ("train", "dev", "test")}
+    assert sizes == {"train": 8, "dev": 4, "test": 4}, "'validation' is a dev name"
+    assert {ex.label for ex in task.examples("dev")} == {0, 1}
+    record = task.split_record
+    assert record["split_column"] == "split" and len(record["splits"]["test"]) == 4
+
+
+def test_a_file_without_splits_is_carved_stratified_and_the_same_for_every_run(tmp_path):
+    rows = [(s, "pos", "x") for s in POSITIVE] + [(s, "neg", "x") for s in NEGATIVE]
+    path = _write(tmp_path, rows, task_extra="dev_size: 0.25\ntest_size: 0.25\nsplit_seed: 7\n")
+    task = load_task(path)
+    test = task.examples("test")
+    assert len(test) == 4 and sorted(ex.label for ex in test) == [0, 0, 1, 1], "stratified"
+    assert len(task.examples("dev")) == 4 and len(task.examples("train")) == 8
+    uids = [set(ex.uid for ex in task.examples(s)) for s in ("train", "dev", "test")]
+    assert not (uids[0] & uids[1] or uids[0] & uids[2] or uids[1] & uids[2])
+    assert [ex.uid for ex in load_task(path).examples("test")] == [ex.uid for ex in test], "seeded"
+    other = _write(tmp_path, rows, task_extra="dev_size: 0.25\ntest_size: 0.25\nsplit_seed: 8\n")
+    assert [ex.uid for ex in load_task(other).examples("test")] != [ex.uid for ex in test]
+
+
+def test_labels_of_any_scalar_type(tmp_path):
+    lines = [json.dumps({"text": s, "label": True, "split": "train"}) for s in POSITIVE[:2]]
+    lines += [json.dumps({"text": s, "label": False, "split": "train"}) for s in NEGATIVE[:2]]
+    lines += [json.dumps({"text": s, "label": y, "split": sp})
+              for s, y, sp in [("ok .", True, "dev"), ("no .", False, "dev"), ("yes .", True, "test"),
+                               ("nope .", False, "test")]]  # fmt: skip
+    (tmp_path / "all.jsonl").write_text("\n".join(lines) + "\n")
+    spec = (
+        "data: all.jsonl\ntext_column: text\nsplit_column: split\n"
+        "verbalizers: {false: terrible, true: great}\n"
+    )
+    (tmp_path / "task.yaml").write_text(spec)
+    task = load_task(str(tmp_path / "task.yaml"))
+    assert [ex.label for ex in task.examples("train")] == [1, 1, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("extra", "rows", "message"),
+    [
+        ("split_column: split\n", [("a .", "pos", "train"), ("b .", "neg", "holdout")],
+         r"all\.tsv:3: split column 'split' has the value 'holdout'; known split names: "),
+        ("split_column: split\n", [("a .", "pos", "train"), ("b .", "neg", "train"), ("c .", "pos", "dev"),
+                                   ("d .", "pos", "test"), ("e .", "neg", "test")],
+         "class 'neg' has no examples in the dev split"),
+        ("dev_size: 0.5\n", [("a .", "pos", "x"), ("b .", "neg", "x")],
+         "'dev_size' would leave a split without class 'neg': it has fewer than 2 training examples"),
+        ("dev_size: 0.5\n", [(s, y, "x") for s in ("a .", "b .", "c .") for y in ("pos", "neg")],
+         "the task has no test examples; give a 'test' file"),
+        ("test_size: 1.5\n", [("a .", "pos", "x")], "'test_size' must be a fraction between 0 and 1 or a"),
+    ],
+)  # fmt: skip
+def test_bad_splits_are_one_line_errors(tmp_path, extra, rows, message):
+    with pytest.raises(RLPromptError, match=message):
+        task = load_task(_write(tmp_path, rows, task_extra=extra))
+        task.examples("train")
+
+
+TINY = ["--set", "total_timesteps=40", "--set", "evaluations=2", "--set", "env.num_envs=4",
+        "--set", "env.examples_per_reward=4", "--set", "rl.batch_size=20", "--set", "vocab.size=30",
+        "--set", "policy.adapter_hidden=16"]  # fmt: skip
+
+
+def test_a_split_column_file_trains_from_the_cli_and_records_its_split(tiny_gpt2, tmp_path, capsys):
+    from rlprompt.errors import run_cli
+    from rlprompt.models import register_model
+    from rlprompt.train import main as train_main
+
+    register_model(tiny_gpt2)
+    splits = ["train", "train", "dev", "test"] * 2
+    rows = [(s, "pos", sp) for s, sp in zip(POSITIVE, splits, strict=True)]
+    rows += [(s, "neg", sp) for s, sp in zip(NEGATIVE, splits, strict=True)]
+    task = _write(tmp_path, rows, task_extra="split_column: split\n")
+    with pytest.raises(SystemExit) as done:
+        run_cli(train_main, ["--quiet", "--run-dir", str(tmp_path / "run"), "--set", "model=tiny-gpt2",
+                             "--set", f"task={task}", *TINY])  # fmt: skip
+    assert done.value.code == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert [len(record["splits"][s]) for s in ("train", "dev", "test")] == [8, 4, 4]
+
+
+def test_a_file_without_splits_trains_from_python(tiny_gpt2, tmp_path):
+    import rlprompt
+    from rlprompt.models import register_model
+
+    register_model(tiny_gpt2)
+    rows = [(s, "pos", "x") for s in POSITIVE] + [(s, "neg", "x") for s in NEGATIVE]
+    task = _write(tmp_path, rows, task_extra="dev_size: 0.25\ntest_size: 0.25\n")
+    overrides = [TINY[i + 1] for i in range(0, len(TINY), 2)]
+    prompt = rlprompt.learn(model="tiny-gpt2", task=task, overrides=overrides, run_dir=tmp_path / "run",
+                            progress=False)  # fmt: skip
+    assert prompt.metrics["test_accuracy"] in {0.0, 0.25, 0.5, 0.75, 1.0}, "4 carved test examples"
+    assert json.loads((tmp_path / "run" / "split.json").read_text())["dev_size"] == 0.25
