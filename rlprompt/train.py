@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         "--run-dir", metavar="DIR", help="write the run here (default: a new directory in output_dir)"
     )
     p.add_argument("--overwrite", action="store_true", help="with --run-dir: replace an existing directory")
+    p.add_argument("--dry-run", action="store_true", help="check everything, print the plan, write nothing")
     add_verbose_flag(p)
     return p
 
@@ -92,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 overwrite = True
     result = train(
-        config, progress=not args.quiet, run_dir=run_dir, resume=bool(args.resume), overwrite=overwrite
-    )
+        config, progress=not args.quiet, run_dir=run_dir, resume=bool(args.resume), overwrite=overwrite,
+        dry_run=args.dry_run,
+    )  # fmt: skip
     print(result["summary"])
     if result["interrupted"]:
         print(
@@ -106,14 +108,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(
     config: TrainConfig, progress: bool = True, run_dir: Path | None = None, resume: bool = False,
-    overwrite: bool = False,
+    overwrite: bool = False, dry_run: bool = False,
 ) -> dict:  # fmt: skip
     """Run every configured method on every seed. Returns the run directory, the results and a summary
     (one run: also ``prompt`` and ``metrics`` of the RL prompt, for scripts that want them).
 
     ``run_dir``: where to write (default: a new directory under ``output_dir``); with ``resume``, runs that
     finished there are kept, an interrupted one continues from its checkpoint and the rest start;
-    ``overwrite`` empties ``run_dir`` first (once the config has passed every check)."""
+    ``overwrite`` empties ``run_dir`` first (once the config has passed every check). ``dry_run``: check
+    everything a run would check, return (and print) the plan, write nothing."""
     methods, seeds = config.method_list, config.seed_list
     single = len(methods) == 1 and len(seeds) == 1
     _check_capabilities(config, methods)
@@ -136,6 +139,16 @@ def train(
         )  # fmt: skip
         # Built before the run directory: it checks the template, the verbalizers and the prompt budget.
         test_scorer = make_scorer(lm, task, config.task.template, prompt_budget=budget, prefix_cache_mb=4096)
+    plan = None
+    if test_scorer is not None and (progress or dry_run) and not resume:
+        from rlprompt.plan import format_plan, plan_run, probe_speed
+
+        speed = probe_speed(test_scorer, task.examples("train"), len(lm.tokenizer), config.env.prompt_length)
+        plan = format_plan(plan_run(config, task, speed), speed)
+        print(plan, flush=True)
+    if dry_run:
+        return {"run_dir": None, "results": [], "interrupted": False, "plan": plan,
+                "summary": "dry run: every check passed; nothing was written"}  # fmt: skip
     if run_dir is None:
         root = _new_run_dir(
             config, task, lm, methods[0] if single else "compare", seeds[0] if single else None

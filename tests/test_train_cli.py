@@ -170,3 +170,20 @@ def test_version_1_prompt_files_still_load(tmp_path):
     (tmp_path / "p.json").write_text(json.dumps(v1))
     prompt = load_prompt(tmp_path / "p.json")
     assert prompt.calibration == "none" and prompt.policy_model is None and prompt.version == 1
+
+
+def test_dry_run_checks_everything_prints_the_plan_and_writes_nothing(tiny_gpt2, tmp_path, capsys):
+    register_model(tiny_gpt2)
+    task = write_task(tmp_path, "dry", [("a joy .", 1), ("a mess .", 0)])
+    out_dir = tmp_path / "runs"
+    base = ["--set", "model=tiny-gpt2", "--set", f"task={task}", "--set", f"output_dir={out_dir}",
+            "--set", "methods=[rl, manual, soft_prompt]", "--dry-run"]  # fmt: skip
+    code, out, err = run(train_main, base, capsys)
+    assert code == 0, err
+    assert out.startswith("plan: ~") and "pairs/s warm" in out
+    for method in ("rl", "manual", "soft_prompt"):
+        assert f"\n  {method}: ~" in out
+    assert "(at most 6,610)" in out, "rl's bound: 3,200 prompts x 2 examples + 21 evaluations x 5 x 2"
+    assert "dry run: every check passed; nothing was written" in out and not out_dir.exists()
+    code, _, err = run(train_main, [*base, "--set", "task.template=It was {sentence}"], capsys)
+    assert code == 2 and "must contain {prompt} exactly once" in err, "the same checks as a run"
