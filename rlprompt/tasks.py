@@ -351,6 +351,8 @@ def _split_plan(spec: dict, base_dir: Path, source: str) -> SplitPlan | None:
     if data is not None and not isinstance(data, str):
         raise RLPromptError(f"{source}: 'data' must be a file path, got {data!r}")
     column = spec.get("split_column")
+    if column is None and data is not None and (base_dir / data / "dataset_dict.json").is_file():
+        column = SPLIT_OF_DATASET_DICT  # a saved DatasetDict splits itself
     if column is not None and (not isinstance(column, str) or data is None):
         raise RLPromptError(f"{source}: 'split_column' names a column of the 'data' file")
     names = dict(DEFAULT_SPLIT_NAMES)
@@ -402,17 +404,32 @@ def load_task(name: str, seed: str = DEFAULT_SEED) -> Task:
 # -- file readers ----------------------------------------------------------------------------------
 
 
+SPLIT_OF_DATASET_DICT = "__split__"  # the split column a saved DatasetDict's rows get (its split names)
+
+
 def read_table(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
-    """Columns and (line number, row) pairs of a TSV, CSV or JSONL file.
+    """Columns and (line number, row) pairs of a TSV, CSV, JSONL or Parquet file, or of a Hugging Face
+    ``datasets`` directory written with ``save_to_disk`` (read offline with pyarrow, never downloaded).
 
     TSV is split on tabs with no quoting (many sentences begin with a double quote); CSV uses standard
-    quoting; JSONL has one JSON object per line.
+    quoting; JSONL has one JSON object per line. Parquet and Arrow rows are numbered from 1. A saved
+    ``DatasetDict`` gives every row its split's name in the column ``__split__``.
     """
     path = Path(path)
+    if path.is_dir():
+        return _read_saved_dataset(path)
     suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        pq = _pyarrow(path, "parquet")
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as err:
+            raise RLPromptError(f"{path}: not a readable Parquet file ({err})") from None
+        return _arrow_rows(path, table)
     if suffix not in (".tsv", ".csv", ".jsonl"):
         raise RLPromptError(
-            f"{path}: unsupported data file type {suffix or '(none)'!r}; use .tsv, .csv or .jsonl"
+            f"{path}: unsupported data file type {suffix or '(none)'!r}; use .tsv, .csv, .jsonl, .parquet "
+            "or a datasets directory (save_to_disk)"
         )
     text = read_text(path)
     if not text.strip():
@@ -440,6 +457,57 @@ def read_table(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
             raise RLPromptError(f"{path}:{line}: {len(fields)} fields, but the header has {len(header)}")
         rows.append((line, dict(zip(header, fields, strict=True))))
     return header, rows
+
+
+def _pyarrow(path: Path, module: str):
+    try:
+        import importlib
+
+        return importlib.import_module(f"pyarrow.{module}")
+    except ImportError:
+        raise RLPromptError(
+            f"{path}: reading it needs pyarrow: pip install 'rlprompt[data]' (or pyarrow)"
+        ) from None
+
+
+def _arrow_rows(path: Path, table) -> tuple[list[str], list[tuple[int, dict]]]:
+    if table.num_rows == 0:
+        raise RLPromptError(f"{path}: no rows")
+    return list(table.column_names), [(i + 1, row) for i, row in enumerate(table.to_pylist())]
+
+
+def _read_saved_dataset(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
+    """A ``Dataset`` or ``DatasetDict`` directory from ``datasets``' ``save_to_disk``."""
+    if (path / "dataset_dict.json").is_file():
+        splits = json.loads(read_text(path / "dataset_dict.json")).get("splits", [])
+        columns, rows = None, []
+        for split in splits:
+            cols, part = _read_saved_dataset(path / split)
+            columns = columns or cols
+            rows += [
+                (len(rows) + i + 1, {**row, SPLIT_OF_DATASET_DICT: split}) for i, (_, row) in enumerate(part)
+            ]
+        if columns is None:
+            raise RLPromptError(f"{path}: the dataset dictionary lists no splits")
+        return [*columns, SPLIT_OF_DATASET_DICT], rows
+    state = path / "state.json"
+    if not state.is_file():
+        raise RLPromptError(
+            f"{path}: a directory, but not a saved dataset (no state.json or dataset_dict.json)"
+        )
+    ipc = _pyarrow(path, "ipc")
+    import pyarrow as pa
+
+    tables = []
+    for entry in json.loads(read_text(state)).get("_data_files", []):
+        try:
+            with pa.memory_map(str(path / entry["filename"])) as source:
+                tables.append(ipc.open_stream(source).read_all())
+        except (OSError, KeyError, pa.ArrowInvalid) as err:
+            raise RLPromptError(f"{path}: cannot read its data files ({err})") from None
+    if not tables:
+        raise RLPromptError(f"{path}: the saved dataset lists no data files")
+    return _arrow_rows(path, pa.concat_tables(tables))
 
 
 def _read_jsonl(path: Path, text: str) -> tuple[list[str], list[tuple[int, dict]]]:

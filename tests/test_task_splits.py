@@ -124,3 +124,33 @@ def test_a_file_without_splits_trains_from_python(tiny_gpt2, tmp_path):
                             progress=False)  # fmt: skip
     assert prompt.metrics["test_accuracy"] in {0.0, 0.25, 0.5, 0.75, 1.0}, "4 carved test examples"
     assert json.loads((tmp_path / "run" / "split.json").read_text())["dev_size"] == 0.25
+
+
+def test_parquet_and_saved_datasets_directories(tmp_path):
+    """Parquet files and ``datasets``' save_to_disk directories (a DatasetDict splits itself; its ClassLabel
+    ints are labels like any other), read offline."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = {"text": POSITIVE[:3] + NEGATIVE[:3], "label": [1, 1, 1, 0, 0, 0]}
+    pq.write_table(pa.table(rows), tmp_path / "train.parquet")
+    (tmp_path / "t.yaml").write_text("train: train.parquet\ntest_size: 2\ndev_size: 2\ntext_column: text\n"
+                                     "verbalizers: {0: terrible, 1: great}\n")  # fmt: skip
+    task = load_task(str(tmp_path / "t.yaml"))
+    assert [len(task.examples(s)) for s in ("train", "dev", "test")] == [2, 2, 2]
+
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["neg", "pos"])})  # fmt: skip
+    split = {
+        name: datasets.Dataset.from_dict(rows, features=features) for name in ("train", "validation", "test")
+    }
+    datasets.DatasetDict(split).save_to_disk(str(tmp_path / "saved"))
+    (tmp_path / "d.yaml").write_text("data: saved\ntext_column: text\nverbalizers: {0: terrible, 1: great}\n")
+    task = load_task(str(tmp_path / "d.yaml"))
+    assert [len(task.examples(s)) for s in ("train", "dev", "test")] == [6, 6, 6]
+    assert [ex.label for ex in task.examples("dev")] == [1, 1, 1, 0, 0, 0]
+    with pytest.raises(RLPromptError, match="not a saved dataset"):
+        (tmp_path / "empty").mkdir()
+        (tmp_path / "e.yaml").write_text("train: empty\nverbalizers: {0: a, 1: b}\n")
+        load_task(str(tmp_path / "e.yaml")).examples("train")
