@@ -318,7 +318,9 @@ class TrainConfig:
     candidates_per_eval: int = 4  # rl: best training prompts since the last evaluation also tried on dev
     # Remove each prompt's label prior from its scores (rlprompt/calibration.py) in the RL reward, on dev
     # (choosing the prompt or checkpoint) and in the headline test figure; reports show raw and calibrated.
-    calibration: CalibrationName = "none"
+    # Measured on the quickstart, seeds 0-4: the calibrated reward's prompts score 0.776 +- 0.036 calibrated
+    # test accuracy against 0.737 +- 0.029 for the raw reward's (README, "Quickstart results").
+    calibration: CalibrationName = "batch"
     manual_prompt: str | None = None  # reference prompt for the summary; None: the task's
     manual_prompts: list[str] = dataclasses.field(default_factory=list)  # `manual` method: best on dev wins
     heldout_sentences: int = 200  # general sentences for the forgetting (perplexity) check
