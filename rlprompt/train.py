@@ -122,7 +122,8 @@ def train(
     _check_capabilities(config, methods)
     if is_style_task(config.task.name):
         task, lm = _style_task_and_model(config)
-        config = _resolved(config, lm)
+        # Calibration removes a label prior; rewriting has no labels, so style runs score raw (and say so).
+        config = dataclasses.replace(_resolved(config, lm), calibration="none")
         test_scorer = None  # rewrites are generated and scored by the style objective
     else:
         task = load_task(config.task.name, config.task.seed)
@@ -263,11 +264,6 @@ def _style_task_and_model(config: TrainConfig):
         )
     if config.rl.polish_rounds:
         raise RLPromptError("rl.polish_rounds applies to classification tasks only; set it to 0")
-    if config.calibration != "none":
-        raise RLPromptError(
-            f"calibration: {config.calibration!r} applies to classification tasks (label priors); "
-            f"{config.task.name!r} rewrites text: set calibration: none"
-        )
     other = [m for m in config.method_list if m != "rl"]
     if other:
         raise RLPromptError(

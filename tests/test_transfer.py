@@ -69,7 +69,10 @@ def test_transfer_to_a_causal_and_a_masked_model(learned_prompt, tmp_path, capsy
         )
     # On its own model the prompt scores what training reported on test.
     prompt = load_prompt(learned_prompt)
-    assert rows[0]["cells"]["tiny/tiny-gpt2"]["accuracy"] == pytest.approx(prompt.metrics["test_accuracy"])
+    cell = rows[0]["cells"]["tiny/tiny-gpt2"]
+    assert cell["accuracy"] == pytest.approx(prompt.metrics["test_accuracy_raw"])
+    assert cell["calibrated"] == pytest.approx(prompt.metrics["test_accuracy_calibrated"])
+    assert prompt.calibration == "batch" and result["calibration"] == "batch"
     assert result["round_trip"][rows[0]["name"]] is None
     table = (out_dir / "transfer.md").read_text()
     assert "tiny/tiny-bert" in table and "manual prompt" in table
