@@ -41,7 +41,7 @@ def main() -> int:
     rows = {}
     for algo in args.algos:
         for seed in args.seeds:
-            overrides = [f"rl.algo={algo}", f"seed={seed}", f"rl.max_reward_queries={args.queries}",
+            overrides = [f"rl.algo={algo}", f"seed={seed}", f"max_reward_queries={args.queries}",
                          f"total_timesteps={args.steps}", f"output_dir={out / 'algorithm-runs'}",
                          *args.set]  # fmt: skip
             config = load_train_config(str(ROOT / "configs" / "quickstart.yaml"), overrides)

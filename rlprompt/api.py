@@ -20,9 +20,10 @@ import yaml
 
 from rlprompt.errors import RLPromptError
 from rlprompt.export import LearnedPrompt
+from rlprompt.registry import METHODS
 
 Rows = Sequence[tuple[str, object]]
-PROMPT_METHODS = ("rl", "manual", "in_context")
+PROMPT_METHODS = tuple(name for name, spec in METHODS.items() if spec.writes_prompt)
 
 
 def learn(
@@ -44,8 +45,9 @@ def learn(
     Args:
         model: the task LM (an alias, a local directory, a cached hub id or ``openai:<base URL>``).
         task: a built-in task name or a task YAML file; ignored when ``examples`` are given.
-        method: a method that writes a text prompt: ``rl`` (default), ``manual`` or ``in_context`` (the
-            weight methods run through :func:`rlprompt.train.train` or the ``rlprompt train`` command).
+        method: a method that writes a text prompt: ``rl`` (default), ``search``, ``manual`` or
+            ``in_context`` (the weight methods run through :func:`rlprompt.train.train` or the
+            ``rlprompt train`` command).
         examples: an in-memory task: ``{"train": [(text, label), ...], "dev": [...], "test": [...]}``.
             They are written into the run directory (``task/``), so ``--resume`` works on it.
         verbalizers: the label word of each label value (with ``examples``).

@@ -17,6 +17,7 @@ import yaml
 
 from rlprompt.errors import RLPromptError
 from rlprompt.files import read_yaml
+from rlprompt.registry import METHODS
 
 T = TypeVar("T")
 
@@ -226,9 +227,19 @@ class RLConfig:
     # 4,000 steps): 10 gave best dev 0.72 (test 0.79), 30 gave 0.69; with 1, training-batch accuracy stayed
     # near 0.55 for 5,000 steps (z-scored rewards of about ±1 barely tilt a softmax over 1,000 tokens).
     reward_scale: float = 10.0
-    # Stop early once this many (prompt, example) pairs were scored (training and dev): the same budget of
-    # reward queries for every algorithm, since prompts a policy writes again cost nothing. None: no limit.
+    # RL only: stop early once this many (prompt, example) pairs were scored (training and dev); overrides
+    # the top-level max_reward_queries, which applies to every method that queries a reward.
     max_reward_queries: int | None = None
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    """Evolutionary search over RL's action vocabulary and prompt length (rlprompt/methods/search.py): it
+    writes as many prompts as RL (total_timesteps / env.prompt_length) unless max_reward_queries stops it."""
+
+    population: int = 16  # prompts kept; each generation proposes as many children (RL's reward batch)
+    crossover: float = 0.5  # share of children that mix two parents (uniform crossover) before mutating
+    tournament: int = 2  # parents are the best of this many prompts drawn from the population
 
 
 @dataclasses.dataclass
@@ -292,8 +303,8 @@ class StyleConfig:
 
 
 CalibrationName = typing.Literal["none", "batch", "contextual", "domain"]  # rlprompt.calibration's, for runs
-METHOD_NAMES = ("rl", "soft_prompt", "lora", "full_finetune", "manual", "in_context")
-MethodName = typing.Literal["rl", "soft_prompt", "lora", "full_finetune", "manual", "in_context"]
+METHOD_NAMES = tuple(METHODS)
+MethodName = typing.Literal[METHOD_NAMES]  # the registry's names (rlprompt/registry.py)
 
 
 @dataclasses.dataclass
@@ -321,6 +332,9 @@ class TrainConfig:
     # Measured on the quickstart, seeds 0-4: the calibrated reward's prompts score 0.776 +- 0.036 calibrated
     # test accuracy against 0.737 +- 0.029 for the raw reward's (README, "Quickstart results").
     calibration: CalibrationName = "batch"
+    # Stop a method that queries a reward (rl, search) once this many (prompt, example) pairs were scored,
+    # training and dev: one budget for all of them, since prompts written again cost nothing. None: no limit.
+    max_reward_queries: int | None = None
     manual_prompt: str | None = None  # reference prompt for the summary; None: the task's
     manual_prompts: list[str] = dataclasses.field(default_factory=list)  # `manual` method: best on dev wins
     heldout_sentences: int = 200  # general sentences for the forgetting (perplexity) check
@@ -330,6 +344,7 @@ class TrainConfig:
     vocab: VocabConfig = dataclasses.field(default_factory=VocabConfig)
     policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
     rl: RLConfig = dataclasses.field(default_factory=RLConfig)
+    search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
     soft_prompt: SoftPromptConfig = dataclasses.field(default_factory=SoftPromptConfig)
     lora: LoraSection = dataclasses.field(default_factory=LoraSection)
     full_finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
@@ -339,6 +354,13 @@ class TrainConfig:
     @property
     def method_list(self) -> list[str]:
         return list(dict.fromkeys(self.methods or [self.method]))
+
+    def reward_query_budget(self, method: str) -> int | None:
+        """The (prompt, example) pairs ``method`` may score: ``rl.max_reward_queries`` for RL when set, else
+        the top-level ``max_reward_queries``."""
+        if method == "rl" and self.rl.max_reward_queries is not None:
+            return self.rl.max_reward_queries
+        return self.max_reward_queries
 
     @property
     def seed_list(self) -> list[int]:
@@ -363,6 +385,16 @@ class TrainConfig:
             positive[f"{section}.batch_size"] = tuning.batch_size
             if tuning.learning_rate <= 0:
                 raise ValueError(f"'{section}.learning_rate' must be positive, got {tuning.learning_rate}")
+        positive["search.population"] = self.search.population
+        positive["search.tournament"] = self.search.tournament
+        if not 0 <= self.search.crossover <= 1:
+            raise ValueError(f"'search.crossover' must be between 0 and 1, got {self.search.crossover}")
+        for key, budget in (
+            ("max_reward_queries", self.max_reward_queries),
+            ("rl.max_reward_queries", self.rl.max_reward_queries),
+        ):
+            if budget is not None:
+                positive[key] = budget
         positive["soft_prompt.num_virtual_tokens"] = self.soft_prompt.num_virtual_tokens
         positive["lora.r"] = self.lora.r
         for key, value in positive.items():

@@ -80,12 +80,17 @@ def plan_run(config, task, speed: Speed) -> list[MethodPlan]:
             dev_pairs = evaluations * (1 + config.candidates_per_eval) * dev
             bound = prompts * min(config.env.examples_per_reward, train) + dev_pairs
             queries = int(RL_NEW_FRACTION * (bound - dev_pairs) + dev_pairs)
-            if config.rl.max_reward_queries:
-                queries, bound = (
-                    min(queries, config.rl.max_reward_queries),
-                    min(bound, config.rl.max_reward_queries),
-                )
+            budget = config.reward_query_budget("rl")
+            if budget:
+                queries, bound = min(queries, budget), min(bound, budget)
             seconds = queries / speed.warm * RL_POLICY_FACTOR + test_seconds
+        elif method == "search":  # its proposals are new prompts: the bound is what it spends
+            prompts = config.total_timesteps // config.env.prompt_length
+            queries = bound = prompts * train + evaluations * config.candidates_per_eval * dev
+            budget = config.reward_query_budget("search")
+            if budget:
+                queries = bound = min(queries, budget)
+            seconds = queries / speed.warm + test_seconds
         elif method in ("manual", "in_context"):
             candidates = len(config.manual_prompts) or 1
             queries = bound = candidates * dev

@@ -19,8 +19,9 @@ from rlprompt.console import add_verbose_flag
 from rlprompt.errors import RLPromptError, run_cli
 from rlprompt.files import atomic_write_bytes
 from rlprompt.methods import REFERENCES, MethodResult
+from rlprompt.registry import METHODS
 
-ORDER = ["rl", "soft_prompt", "lora", "full_finetune", "manual", "in_context"]
+ORDER = list(METHODS)  # the registry's order
 
 
 def collect(paths: list[str | Path]) -> list[MethodResult]:
@@ -110,14 +111,16 @@ def report_markdown(results: list[MethodResult], references: list[dict] = ()) ->
         "before the argmax; see rlprompt/calibration.py). Scored: how the run scored dev (and so chose its "
         "prompt or checkpoint). The manual and empty prompts are reference rows, both ways. "
         "Train time: wall time of training and dev evaluations (not test). "
+        "Reward queries: (prompt, example) pairs scored in training and dev by the methods that query "
+        "scores (the budget max_reward_queries counts these). "
         "LM tokens: task-LM tokens fed forward in training and dev evaluation (a backward pass costs about "
         "twice a forward one on top, for the gradient methods). Forgetting: perplexity on general held-out "
         "sentences before → after (a discrete prompt leaves the model unchanged).",
         "",
         f"| method | scored | test {what} raw | test {what} calibrated ({cal}) | dev {what} | seeds "
-        "| trainable params | artifact | train time | LM tokens | forgetting (ppl) | interpretable "
-        "| transferable |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| trainable params | artifact | train time | reward queries | LM tokens | forgetting (ppl) "
+        "| interpretable | transferable |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, rs in groups.items():
         ppl = "none (model unchanged)"
@@ -128,11 +131,13 @@ def report_markdown(results: list[MethodResult], references: list[dict] = ()) ->
         mean = lambda field, rs=rs: np.mean([getattr(r, field) for r in rs])  # noqa: E731
         calibrated = [r.test_accuracy_calibrated for r in rs]
         calibrated_text = _mean_std(calibrated) if None not in calibrated else "—"
+        spent = [r.reward_queries for r in rs]
+        queries = _count(np.mean(spent)) if None not in spent else "—"
         lines.append(
             f"| {method} | {'/'.join(sorted({r.calibration for r in rs}))} | "
             f"{_mean_std([_raw(r) for r in rs])} | {calibrated_text} | "
             f"{_mean_std([r.dev_accuracy for r in rs])} | {len(rs)} | {_count(mean('trainable_params'))} | "
-            f"{_size(mean('artifact_bytes'))} | {mean('train_seconds'):.0f} s | "
+            f"{_size(mean('artifact_bytes'))} | {mean('train_seconds'):.0f} s | {queries} | "
             f"{_count(mean('lm_tokens'))} | {ppl} | "
             f"{'yes' if rs[0].interpretable else 'no'} | {'yes' if rs[0].transferable else 'no'} |"
         )
@@ -140,7 +145,7 @@ def report_markdown(results: list[MethodResult], references: list[dict] = ()) ->
         for row in reference["rows"]:
             lines.append(
                 f"| {row['name']} `{row['prompt']!r}` (reference) | — | {row['test_accuracy_raw']:.3f} | "
-                f"{row['test_accuracy_calibrated']:.3f} | — | — | 0 | — | — | — | none (model unchanged) "
+                f"{row['test_accuracy_calibrated']:.3f} | — | — | 0 | — | — | — | — | none (model unchanged) "
                 "| yes | yes |"
             )
     lines += [

@@ -57,12 +57,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="with --run-dir: replace an existing directory")
     p.add_argument("--dry-run", action="store_true", help="check everything, print the plan, write nothing")
+    p.add_argument("--list-methods", action="store_true", help="list the methods, what they learn and need")
     add_verbose_flag(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.list_methods:
+        from rlprompt.registry import METHODS
+
+        print("\n".join(spec.line() for spec in METHODS.values()))
+        return 0
     overwrite = False
     if args.resume:
         if args.config or args.run_dir or args.overwrite:
@@ -193,7 +199,7 @@ def train(
             else f"run: {root}\n{r.method}: dev accuracy {r.dev_accuracy:.3f}   "
             f"test accuracy {r.test_accuracy:.3f}"
         )
-        if r.method == "rl":
+        if r.method in ("rl", "search"):  # what the run reports about its prompt (summary, --json)
             from rlprompt.export import load_prompt
 
             exported = load_prompt(root / "prompt.json")

@@ -121,7 +121,7 @@ def test_a_reward_query_budget_stops_training_early(tiny_gpt2, tiny_task, tmp_pa
             "--set", f"output_dir={tmp_path / 'runs'}", "--set", "total_timesteps=4000",
             "--set", "evaluations=4", "--set", "env.num_envs=4", "--set", "env.examples_per_reward=4",
             "--set", "rl.batch_size=20", "--set", "policy.adapter_hidden=32",
-            "--set", "rl.max_reward_queries=200"]  # fmt: skip
+            "--set", "max_reward_queries=200"]  # fmt: skip
     code, out, err = run(train_main, argv, capsys)
     assert code == 0, err
     (run_dir,) = (tmp_path / "runs").iterdir()

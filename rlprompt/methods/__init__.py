@@ -4,20 +4,13 @@ Every method trains (or not) on the same training split, evaluates on dev throug
 ``config.evaluations`` evenly spaced points of its budget, keeps its best checkpoint by dev accuracy,
 reports that checkpoint's test accuracy and writes its artifact into its run directory. The driver
 (:mod:`rlprompt.train`) runs methods over seeds and builds the comparison report (:mod:`rlprompt.report`).
-
-=============  ==============================================  ==============  ============
-method         what is learned                                 interpretable   transferable
-=============  ==============================================  ==============  ============
-rl             a discrete prompt (policy trained by RL)        yes             yes
-soft_prompt    prompt embeddings at the {prompt} slot (PEFT)   no              no
-lora           low-rank weight updates (PEFT)                  no              no
-full_finetune  every weight of the task LM                     no              no
-manual         nothing: the best hand-written prompt on dev    yes             yes
-in_context     nothing: k labelled demonstrations before each  yes             yes
-=============  ==============================================  ==============  ============
+Which methods exist, what they learn and what they need is :data:`rlprompt.registry.METHODS`
+(``python -m rlprompt.train --list-methods``).
 """
 
 from __future__ import annotations
+
+import importlib
 
 from rlprompt.checkpoint import remove_checkpoint
 from rlprompt.methods.base import (  # noqa: F401 - the package's public names
@@ -29,35 +22,17 @@ from rlprompt.methods.base import (  # noqa: F401 - the package's public names
     dev_accuracy,
     path_bytes,
 )
+from rlprompt.registry import METHODS, STYLE_NEEDS  # noqa: F401 - STYLE_NEEDS: read by the driver
 
-INTERPRETABLE = {"rl": True, "soft_prompt": False, "lora": False, "full_finetune": False, "manual": True,
-                 "in_context": True}  # fmt: skip
-TRANSFERABLE = dict(INTERPRETABLE)  # text moves to other models; weights and embeddings do not
-# What each method needs of the task LM's backend (rlprompt.backends.Capability names).
-NEEDS = {
-    "rl": ("LABEL_LOGPROBS",),
-    "soft_prompt": ("DIFFERENTIABLE",),
-    "lora": ("DIFFERENTIABLE",),
-    "full_finetune": ("DIFFERENTIABLE",),
-    "manual": ("LABEL_LOGPROBS",),
-    "in_context": ("LABEL_LOGPROBS",),
-}
-STYLE_NEEDS = ("GENERATION", "SEQUENCE_LOGLIK")  # style transfer rewrites text and scores its fluency
+INTERPRETABLE = {name: spec.interpretable for name, spec in METHODS.items()}
+TRANSFERABLE = {name: spec.transferable for name, spec in METHODS.items()}
+NEEDS = {name: spec.needs for name, spec in METHODS.items()}  # rlprompt.backends.Capability names
 
 
 def run_method(name: str, context: MethodContext) -> MethodResult:
     """Run method ``name`` in ``context``; the result is also saved as ``result.json``."""
-    if name == "rl":
-        from rlprompt.methods.rl import run
-    elif name in ("soft_prompt", "lora", "full_finetune"):
-        from rlprompt.methods.tuning import run_tuning
-
-        def run(ctx):
-            return run_tuning(name, ctx)
-    elif name == "manual":
-        from rlprompt.methods.fixed import run_manual as run
-    else:
-        from rlprompt.methods.fixed import run_in_context as run
+    module, function = METHODS[name].runner.split(":")
+    run = getattr(importlib.import_module(module), function)
     result = run(context)
     result.save(context.run_dir)
     if not result.interrupted:

@@ -93,6 +93,9 @@ class MethodResult:
     test_accuracy_raw: float | None = None
     test_accuracy_calibrated: float | None = None
     calibrated_with: str | None = None
+    # (prompt, example) pairs scored in training and dev, for the methods that query a score (rl, search,
+    # manual, in_context); the budget max_reward_queries counts these.
+    reward_queries: int | None = None
 
     def save(self, run_dir: Path) -> None:
         text = json.dumps(asdict(self), indent=2) + "\n"

@@ -105,5 +105,5 @@ def _run_fixed(ctx: MethodContext, method: str, template: str | None, prompts: l
         artifact_bytes=path_bytes(run_dir / "prompt.json"), learned=learned, interpretable=True,
         transferable=True, curve=log.curve, calibration=cfg.calibration,
         test_accuracy_raw=result.raw.accuracy, test_accuracy_calibrated=result.metrics.accuracy,
-        calibrated_with=reference.method,
+        calibrated_with=reference.method, reward_queries=int(stats.pairs_scored),
     )  # fmt: skip

@@ -143,7 +143,7 @@ def run(ctx: MethodContext) -> MethodResult:
         metric=objective.metric, calibration=config.calibration,
         test_accuracy_raw=test.metrics.get("test_accuracy_raw"),
         test_accuracy_calibrated=test.metrics.get("test_accuracy_calibrated"),
-        calibrated_with=test.metrics.get("calibrated_with"),
+        calibrated_with=test.metrics.get("calibrated_with"), reward_queries=reward_queries,
     )  # fmt: skip
 
 
@@ -505,8 +505,8 @@ class _Tracker:
             self._rng_to_restore = None
 
     def on_step(self, dones, step: int) -> bool:
-        """Track one env step; False (stop training) on a stop request, or once ``rl.max_reward_queries``
-        are spent."""
+        """Track one env step; False (stop training) on a stop request, or once the reward-query budget
+        (``max_reward_queries``) is spent."""
         if self.stopping:
             return False
         self.log.bar.update(step - self.log.bar.n)
@@ -521,7 +521,7 @@ class _Tracker:
             self.accuracies.append(float(np.mean(batch["accuracy"])))
         if self.last_eval_step < 0 or step - self.last_eval_step >= self.eval_every:
             self.evaluate(step)
-        budget = self.config.rl.max_reward_queries
+        budget = self.config.reward_query_budget("rl")
         return not (budget and episode_end and self.objective.stats.pairs_scored >= budget)
 
     def evaluate(self, step: int, extra: list[tuple[int, ...]] = (), label: str = "rl") -> None:

@@ -25,6 +25,18 @@ from rlprompt.perplexity import heldout_sentences, perplexity
 from rlprompt.scoring import ScorerStats
 
 
+def run_soft_prompt(ctx: MethodContext) -> MethodResult:
+    return run_tuning("soft_prompt", ctx)
+
+
+def run_lora(ctx: MethodContext) -> MethodResult:
+    return run_tuning("lora", ctx)
+
+
+def run_full_finetune(ctx: MethodContext) -> MethodResult:
+    return run_tuning("full_finetune", ctx)
+
+
 def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
     config, task, lm = ctx.config, ctx.task, ctx.lm
     section = getattr(config, name)

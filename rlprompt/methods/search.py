@@ -1,0 +1,228 @@
+"""Discrete search: the gradient-free baseline RL has to beat at the same reward-query budget.
+
+A genetic search over the RL method's action vocabulary and prompt length, in the spirit of GrIPS's edit
+search (Prasad et al., 2023) and EvoPrompt's genetic variant (Guo et al., 2024), on tokens instead of
+LLM-written phrases: a population of prompts starts at random; each generation proposes as many children
+(tournament-chosen parents, uniform crossover for ``search.crossover`` of them, then at least one token
+replaced by a random vocabulary token), scores them with RL's training reward (the gap reward on the
+training examples, calibrated as the run says) and keeps the best ``population`` of parents and children.
+It writes as many prompts as RL (``total_timesteps / env.prompt_length``) and stops early once
+``max_reward_queries`` (prompt, example) pairs are scored: a prompt proposed again is a cache hit and costs
+nothing. Dev is scored at ``evaluations`` evenly spaced points, on the best prompts not yet seen there;
+the best by dev accuracy (then dev reward) is exported and evaluated on test, as RL's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rlprompt.errors import RLPromptError
+from rlprompt.evaluate import make_scorer, prompt_budget
+from rlprompt.export import LearnedPrompt, save_prompt
+from rlprompt.methods.base import EvalLog, MethodContext, MethodResult, path_bytes
+from rlprompt.methods.rl import (
+    TRANSLATION_ROOM,
+    Candidate,
+    ClassificationObjective,
+    default_backbone,
+    same_tokenizer,
+)
+from rlprompt.models import load_model
+from rlprompt.version import __version__
+from rlprompt.vocab import action_vocabulary
+
+
+class GeneticSearch:
+    """The population and its proposals; ``rewards(prompts) -> array`` scores a batch of prompts."""
+
+    def __init__(self, vocab: np.ndarray, length: int, population: int, crossover: float, tournament: int,
+                 seed: int):  # fmt: skip
+        self.vocab, self.length, self.size = np.asarray(vocab), length, population
+        self.crossover, self.tournament = crossover, tournament
+        self.rng = np.random.default_rng(seed)
+        self.members: list[tuple[int, ...]] = []
+        self.scores: dict[tuple[int, ...], float] = {}  # every prompt scored so far -> its reward
+
+    def random_prompts(self, n: int) -> list[tuple[int, ...]]:
+        return [tuple(int(t) for t in self.rng.choice(self.vocab, size=self.length)) for _ in range(n)]
+
+    def _parent(self) -> tuple[int, ...]:
+        drawn = self.rng.choice(
+            len(self.members), size=min(self.tournament, len(self.members)), replace=False
+        )
+        return max((self.members[i] for i in drawn), key=self.scores.__getitem__)
+
+    def children(self) -> list[tuple[int, ...]]:
+        """One generation's proposals: new prompts where possible (a repeat would be a wasted slot)."""
+        out: list[tuple[int, ...]] = []
+        for _ in range(self.size):
+            for _attempt in range(20):
+                child = np.array(self._parent())
+                if self.rng.random() < self.crossover:
+                    other = np.array(self._parent())
+                    mix = self.rng.random(self.length) < 0.5
+                    child[mix] = other[mix]
+                flips = self.rng.random(self.length) < 1.0 / self.length
+                flips[self.rng.integers(self.length)] = True  # at least one token changes
+                child[flips] = self.rng.choice(self.vocab, size=int(flips.sum()))
+                proposal = tuple(int(t) for t in child)
+                if proposal not in self.scores and proposal not in out:
+                    break
+            out.append(proposal)
+        return out
+
+    def mean_reward(self) -> float:
+        """The population's mean training reward (it never falls: the best prompts seen are kept)."""
+        return float(np.mean([self.scores[p] for p in self.members]))
+
+    def add(self, prompts: list[tuple[int, ...]], rewards: np.ndarray) -> None:
+        """Record the rewards of ``prompts`` and keep the best ``population`` prompts seen so far."""
+        for p, r in zip(prompts, rewards, strict=True):
+            self.scores[p] = float(r)
+        pool = list(dict.fromkeys([*self.members, *prompts]))
+        self.members = sorted(pool, key=self.scores.__getitem__, reverse=True)[: self.size]
+
+
+def run(ctx: MethodContext) -> MethodResult:
+    """Search for a prompt; evaluate the best dev prompt (and the manual prompt) on test."""
+    config, task, lm, run_dir = ctx.config, ctx.task, ctx.lm, ctx.run_dir
+    if not hasattr(task, "verbalizers") or not task.verbalizers:
+        raise RLPromptError(f"method 'search' needs a classification task; {task.name!r} is not one")
+    manual = ctx.manual_prompt
+    # The same search space as RL: its policy's action vocabulary (the task LM's, unless a policy backbone
+    # with another tokenizer is named), the same prompt length.
+    vocab_lm = load_model(
+        config.policy.backbone or default_backbone(config.model), config.device, config.dtype
+    )
+    vocab = action_vocabulary(vocab_lm, config.vocab.kind, config.vocab.size, config.vocab.tokens)
+    longest = config.env.prompt_length * (1 if same_tokenizer(lm, vocab_lm) else TRANSLATION_ROOM)
+    scorer = make_scorer(
+        lm, task, config.task.template, prompt_budget=max(longest, prompt_budget(lm, [manual]))
+    )
+    objective = ClassificationObjective(scorer, task, config, vocab_lm)
+    search = GeneticSearch(vocab, config.env.prompt_length, config.search.population, config.search.crossover,
+                           config.search.tournament, ctx.seed)  # fmt: skip
+    if ctx.resume is not None:
+        print("search keeps no checkpoint: it starts again (a search run takes minutes)", flush=True)
+
+    total_prompts = max(1, config.total_timesteps // config.env.prompt_length)
+    budget = config.reward_query_budget("search")
+    eval_points = ctx.eval_steps(total_prompts)  # in prompts written
+    log = EvalLog(run_dir, total_prompts, f"search s{ctx.seed}", ctx.progress)
+    best: Candidate | None = None
+    on_dev: set[tuple[int, ...]] = set()
+    written, interrupted = 0, False
+
+    def evaluate(step: int) -> None:
+        nonlocal best
+        fresh = [p for p in search.members if p not in on_dev][: config.candidates_per_eval]
+        if not fresh:
+            return
+        on_dev.update(fresh)
+        accuracy, reward = objective.dev(fresh)
+        found = [Candidate(p, vocab_lm.decode(list(p)), float(a), float(r), step)
+                 for p, a, r in zip(fresh, accuracy, reward, strict=True)]  # fmt: skip
+        improved = False
+        for cand in found:
+            if best is None or cand.key > best.key:
+                best, improved = cand, True
+        if improved:  # export at once: an interrupted run keeps its best prompt
+            save_prompt(
+                _exported(ctx, objective, best, {"dev_accuracy": best.dev_accuracy}), run_dir / "prompt.json"
+            )
+        log.record(step, max(c.dev_accuracy for c in found), objective.stats.tokens_processed,
+                   best_prompt=best.text, best_dev_reward=best.dev_reward,
+                   train_reward=search.scores[search.members[0]], population_reward=search.mean_reward(),
+                   reward_queries=int(objective.stats.pairs_scored))  # fmt: skip
+        log.bar.set_postfix_str(f"best dev {best.dev_accuracy:.3f} {best.text!r}")
+
+    # The budget holds exactly: a batch is cut to what leaves room for one more dev evaluation. Costs in
+    # pairs, the largest seen so far (calibrations other than batch score extra reference inputs).
+    stats = objective.stats
+    costs = {"prompt": len(objective.train), "dev": config.candidates_per_eval * len(objective.dev_examples)}
+
+    def room() -> int:
+        if not budget:
+            return total_prompts
+        return int((budget - stats.pairs_scored - costs["dev"]) // costs["prompt"])
+
+    def score(prompts: list[tuple[int, ...]]) -> None:
+        before = stats.pairs_scored
+        search.add(prompts, objective.train_reward(prompts))
+        costs["prompt"] = max(costs["prompt"], -(-(stats.pairs_scored - before) // len(prompts)))
+
+    def evaluate_counted(step: int) -> None:
+        before = stats.pairs_scored
+        evaluate(step)
+        costs["dev"] = max(costs["dev"], stats.pairs_scored - before)
+
+    try:
+        try:
+            first = search.random_prompts(min(search.size, total_prompts, room()))
+            if not first:
+                raise RLPromptError(
+                    f"max_reward_queries={budget} leaves no room for one batch of prompts and a dev "
+                    f"evaluation (about {costs['prompt'] + costs['dev']} pairs)"
+                )
+            score(first)
+            written = len(first)
+            evaluate_counted(written)
+            next_eval = 1
+            while written < total_prompts and not ctx.stop.requested:
+                n = min(search.size, total_prompts - written, room())
+                if n < 1:
+                    break
+                children = search.children()[:n]
+                score(children)
+                written += len(children)
+                log.bar.update(written - log.bar.n)
+                due = False
+                while next_eval < len(eval_points) and written >= eval_points[next_eval]:
+                    next_eval, due = next_eval + 1, True
+                # The final evaluation's room stays reserved: one that would take it waits for the end.
+                if due and (not budget or stats.pairs_scored + 2 * costs["dev"] <= budget):
+                    evaluate_counted(written)
+            interrupted = ctx.stop.requested and written < total_prompts
+        except KeyboardInterrupt:
+            interrupted = True
+        if interrupted:
+            print(f"\nstopped after {written} prompts: evaluating the best prompt so far", flush=True)
+        else:
+            evaluate(written)  # the final population's best, if dev has not seen them
+    finally:
+        log.close()
+    if best is None:
+        raise KeyboardInterrupt  # stopped before the first evaluation: nothing to export
+    train_seconds = log.elapsed
+    lm_tokens, reward_queries = int(objective.stats.tokens_processed), int(objective.stats.pairs_scored)
+    test = objective.test(ctx, best, manual)
+    metrics = {"dev_accuracy": best.dev_accuracy, **test.metrics, "found_at_step": best.step,
+               "steps": written, "train_seconds": round(train_seconds, 1),
+               "reward_queries": reward_queries}  # fmt: skip
+    save_prompt(_exported(ctx, objective, best, metrics), run_dir / "prompt.json")
+    summary = (f"run: {run_dir}\nprompt: {best.text!r}  (token ids {list(best.ids)})\n{test.summary}\n"
+               f"{written} prompts in {train_seconds:.0f} s, {reward_queries} reward queries"
+               + (" (interrupted)" if interrupted else ""))  # fmt: skip
+    (run_dir / "summary.txt").write_text(summary + "\n", encoding="utf-8")
+    return MethodResult(
+        method="search", seed=ctx.seed, model=lm.name, task=task.name, dev_accuracy=best.dev_accuracy,
+        test_accuracy=test.score, test_macro_f1=test.secondary, steps=written,
+        train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=0,
+        artifact="prompt.json", artifact_bytes=path_bytes(run_dir / "prompt.json"), learned=best.text,
+        interpretable=True, transferable=True, curve=log.curve, interrupted=interrupted,
+        calibration=config.calibration, test_accuracy_raw=test.metrics.get("test_accuracy_raw"),
+        test_accuracy_calibrated=test.metrics.get("test_accuracy_calibrated"),
+        calibrated_with=test.metrics.get("calibrated_with"), reward_queries=reward_queries,
+    )  # fmt: skip
+
+
+def _exported(
+    ctx: MethodContext, objective: ClassificationObjective, best: Candidate, metrics: dict
+) -> LearnedPrompt:
+    cfg, lm = ctx.config, objective.lm
+    return LearnedPrompt(
+        text=best.text, token_ids=objective.task_token_ids(best.ids), model=lm.name, model_kind=lm.kind,
+        task=ctx.task.name, policy_model=objective.policy_lm.name, policy_token_ids=list(best.ids),
+        data_seed=cfg.task.seed, task_source=cfg.task.name, method="search", seed=ctx.seed, metrics=metrics,
+        library_version=__version__, calibration=cfg.calibration, **objective.export_fields(),
+    )  # fmt: skip
