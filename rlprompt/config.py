@@ -275,6 +275,16 @@ class LoraSection(TuningConfig):
 
 
 @dataclasses.dataclass
+class IA3Section(TuningConfig):
+    """PEFT IA3 (Liu et al., 2022): learned rescaling of keys, values and feed-forward activations, the
+    adapter family's smallest member (PEFT's default modules for the architecture unless given)."""
+
+    target_modules: list[str] | None = None
+    feedforward_modules: list[str] | None = None  # a subset of target_modules, scaled at their input
+    learning_rate: float = 1e-2  # scales start at 1 and few steps are run: larger than LoRA's
+
+
+@dataclasses.dataclass
 class FinetuneConfig(TuningConfig):
     """Every weight of the task LM is trained."""
 
@@ -347,6 +357,7 @@ class TrainConfig:
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
     soft_prompt: SoftPromptConfig = dataclasses.field(default_factory=SoftPromptConfig)
     lora: LoraSection = dataclasses.field(default_factory=LoraSection)
+    ia3: IA3Section = dataclasses.field(default_factory=IA3Section)
     full_finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     in_context: InContextConfig = dataclasses.field(default_factory=InContextConfig)
     style: StyleConfig = dataclasses.field(default_factory=StyleConfig)
@@ -379,7 +390,7 @@ class TrainConfig:
         }  # fmt: skip
         if self.style.test_inputs is not None:
             positive["style.test_inputs"] = self.style.test_inputs
-        for section in ("soft_prompt", "lora", "full_finetune"):
+        for section in ("soft_prompt", "lora", "ia3", "full_finetune"):
             tuning = getattr(self, section)
             positive[f"{section}.steps"] = tuning.steps
             positive[f"{section}.batch_size"] = tuning.batch_size

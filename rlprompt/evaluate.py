@@ -3,7 +3,7 @@
 Prints accuracy, macro-F1 and per-class accuracy for each prompt (``--json`` for machine-readable
 output on stdout; progress goes to stderr). ``--prompt-file run/prompt.json`` evaluates an exported
 prompt (its exact token ids on the model it was learned on, its text elsewhere). ``--adapter DIR``
-evaluates an exported baseline (``soft_prompt/``, ``lora/`` or ``model/`` of a training run) the way it
+evaluates an exported baseline (``soft_prompt/``, ``lora/``, ``ia3/`` or ``model/`` of a training run) the way it
 was trained. Without any prompt it evaluates the task's manual prompt and the empty prompt.
 """
 
@@ -21,7 +21,7 @@ from rlprompt.backends import Capability, load_task_model, make_label_scorer, re
 from rlprompt.calibration import CALIBRATIONS, Calibration, calibrate, scorer_prior, task_calibration
 from rlprompt.console import add_verbose_flag
 from rlprompt.errors import RLPromptError, run_cli
-from rlprompt.export import load_adapter_meta, load_classification_prompt
+from rlprompt.export import PEFT_WEIGHT_ADAPTERS, load_adapter_meta, load_classification_prompt
 from rlprompt.metrics import ClassificationMetrics, classification_metrics
 from rlprompt.models import DTYPES, LanguageModel, load_model, wrap_model
 from rlprompt.scoring import LabelScorer, PromptLike
@@ -128,11 +128,11 @@ def evaluate_adapter(
 
         name = f"soft prompt ({soft.shape[0]} virtual tokens)"
     else:
-        if meta["method"] == "lora":
+        if meta["method"] in PEFT_WEIGHT_ADAPTERS:
             from peft import PeftModel
 
             merged = PeftModel.from_pretrained(copy.deepcopy(lm.model), path).merge_and_unload()
-            adapted = wrap_model(f"{lm.name}+lora", merged, lm.tokenizer, lm.kind)
+            adapted = wrap_model(f"{lm.name}+{meta['method']}", merged, lm.tokenizer, lm.kind)
         else:
             adapted = load_model(str(path), lm.device, lm.dtype)
         prompt = meta["prompt"] or ""
@@ -189,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
         "--adapter",
         action="append",
         default=[],
-        help="an exported soft_prompt/, lora/ or model/ (repeatable)",
+        help="an exported soft_prompt/, lora/, ia3/ or model/ (repeatable)",
     )
     p.add_argument("--template", help='override the task\'s template, e.g. "{sentence} {prompt} <mask> ."')
     p.add_argument(

@@ -117,7 +117,8 @@ def load_prompt(path: str | Path) -> LearnedPrompt:
 # -- weight artifacts: soft prompts, LoRA, fine-tuned models --------------------------------------------
 
 ADAPTER_META = "rlprompt_adapter.json"
-ADAPTER_DIRS = {"soft_prompt": "soft_prompt", "lora": "lora", "full_finetune": "model"}
+ADAPTER_DIRS = {"soft_prompt": "soft_prompt", "lora": "lora", "ia3": "ia3", "full_finetune": "model"}
+PEFT_WEIGHT_ADAPTERS = ("lora", "ia3")  # saved by PEFT, merged into a copy of the model to evaluate
 
 
 def save_adapter(
@@ -130,7 +131,8 @@ def save_adapter(
     * ``soft_prompt/``: PEFT prompt tuning (``PeftModel.from_pretrained(base, dir)`` loads it). Note that
       PEFT's own forward puts virtual tokens before the text; rlprompt places them at the template's
       ``{prompt}`` slot, as recorded in the metadata.
-    * ``lora/``: PEFT LoRA adapter. * ``model/``: a whole fine-tuned model with its tokenizer.
+    * ``lora/``, ``ia3/``: PEFT LoRA / IA3 adapters. * ``model/``: a whole fine-tuned model with its
+      tokenizer.
 
     Written to a temporary directory and renamed into place: an interrupted export leaves nothing.
     """
@@ -161,7 +163,7 @@ def save_adapter(
             with torch.no_grad():
                 peft_model.prompt_encoder["default"].embedding.weight.copy_(soft_prompt)
             peft_model.save_pretrained(tmp)
-        elif method == "lora":
+        elif method in PEFT_WEIGHT_ADAPTERS:
             wrapper.save_pretrained(tmp)
         else:
             wrapper.save_pretrained(tmp)
@@ -192,7 +194,9 @@ def load_adapter_meta(path: str | Path) -> dict:
     path = Path(path)
     meta_file = path / ADAPTER_META
     if not path.is_dir():
-        raise RLPromptError(f"{path}: not a directory (expected an exported soft_prompt/, lora/ or model/)")
+        raise RLPromptError(
+            f"{path}: not a directory (expected an exported soft_prompt/, lora/, ia3/ or model/)"
+        )
     if not meta_file.exists():
         raise RLPromptError(f"{path}: no {ADAPTER_META}; not a baseline exported by rlprompt.train")
     try:

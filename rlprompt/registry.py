@@ -58,6 +58,8 @@ METHODS: dict[str, MethodSpec] = {
                    "Lester et al., 2021"),
         MethodSpec("lora", "rlprompt.methods.tuning:run_lora", "low-rank weight updates (PEFT)",
                    False, _GRADIENTS, "lora", "Hu et al., 2022"),
+        MethodSpec("ia3", "rlprompt.methods.tuning:run_ia3", "activation rescaling vectors (PEFT IA3)",
+                   False, _GRADIENTS, "ia3", "Liu et al., 2022"),
         MethodSpec("full_finetune", "rlprompt.methods.tuning:run_full_finetune",
                    "every weight of the task LM", False, _GRADIENTS, "full_finetune"),
         MethodSpec("manual", "rlprompt.methods.fixed:run_manual",

@@ -131,6 +131,8 @@ def _train(tiny_task, capsys, *settings: str, expect: int = 0) -> int:
         ("bert-tiny-splade", "soft_prompt", 0.1),
         ("tiny-llama", "lora", 0.01),
         ("bert-tiny-splade", "lora", 0.01),
+        ("tiny-llama", "ia3", 0.3),
+        ("bert-tiny-splade", "ia3", 0.3),
         ("tiny-gpt2", "full_finetune", 3e-3),
     ],
 )
@@ -164,6 +166,8 @@ def test_each_gradient_method_lowers_its_training_loss(
         ("tiny-llama", "soft_prompt"),
         ("tiny-bert", "soft_prompt"),
         ("tiny-llama", "lora"),
+        ("tiny-llama", "ia3"),
+        ("tiny-bert", "ia3"),
         ("tiny-gpt2", "full_finetune"),
     ],
 )
@@ -183,8 +187,9 @@ def test_exports_load_back_and_evaluate_to_the_same_accuracy(
     if method == "soft_prompt":  # PEFT's own loader reads it
         loaded = PeftModel.from_pretrained(lm.model, artifact)
         assert loaded.prompt_encoder["default"].embedding.weight.shape[0] == 5
-    elif method == "lora":
-        assert (artifact / "adapter_config.json").exists()
+    elif method in ("lora", "ia3"):
+        config = json.loads((artifact / "adapter_config.json").read_text())
+        assert config["peft_type"] == method.upper()
         PeftModel.from_pretrained(__import__("copy").deepcopy(lm.model), artifact)
     else:
         assert (artifact / "config.json").exists() and (artifact / "tokenizer_config.json").exists()

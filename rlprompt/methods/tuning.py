@@ -33,6 +33,10 @@ def run_lora(ctx: MethodContext) -> MethodResult:
     return run_tuning("lora", ctx)
 
 
+def run_ia3(ctx: MethodContext) -> MethodResult:
+    return run_tuning("ia3", ctx)
+
+
 def run_full_finetune(ctx: MethodContext) -> MethodResult:
     return run_tuning("full_finetune", ctx)
 
@@ -74,15 +78,10 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
 
     else:
         model = copy.deepcopy(lm.model)
-        if name == "lora":
-            from peft import LoraConfig, TaskType, get_peft_model
+        if name in PEFT_ADAPTERS:
+            from peft import get_peft_model
 
-            peft_config = LoraConfig(
-                r=section.r, lora_alpha=section.lora_alpha, lora_dropout=section.lora_dropout,
-                target_modules=section.target_modules,
-                task_type=TaskType.CAUSAL_LM if lm.kind == "causal" else None,
-            )  # fmt: skip
-            wrapper = get_peft_model(model, peft_config)
+            wrapper = get_peft_model(model, _peft_config(name, section, lm.kind))
             model = wrapper.get_base_model()
         else:
             # Weights trained in half precision lose small updates: full fine-tuning trains an fp32 copy.
@@ -244,6 +243,25 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         curve=log.curve, interrupted=interrupted, calibration=config.calibration,
         test_accuracy_raw=result.raw.accuracy, test_accuracy_calibrated=result.metrics.accuracy,
         calibrated_with=reference.method,
+    )  # fmt: skip
+
+
+PEFT_ADAPTERS = ("lora", "ia3")  # weight adapters PEFT injects into a copy of the model
+
+
+def _peft_config(name: str, section, kind: str):
+    """The PEFT config of adapter ``name`` from its config section."""
+    from peft import IA3Config, LoraConfig, TaskType
+
+    task_type = TaskType.CAUSAL_LM if kind == "causal" else None
+    if name == "lora":
+        return LoraConfig(
+            r=section.r, lora_alpha=section.lora_alpha, lora_dropout=section.lora_dropout,
+            target_modules=section.target_modules, task_type=task_type,
+        )  # fmt: skip
+    return IA3Config(
+        target_modules=section.target_modules, feedforward_modules=section.feedforward_modules,
+        task_type=task_type,
     )  # fmt: skip
 
 
