@@ -3,8 +3,8 @@
 Prints accuracy, macro-F1 and per-class accuracy for each prompt (``--json`` for machine-readable
 output on stdout; progress goes to stderr). ``--prompt-file run/prompt.json`` evaluates an exported
 prompt (its exact token ids on the model it was learned on, its text elsewhere). ``--adapter DIR``
-evaluates an exported baseline (``soft_prompt/``, ``lora/``, ``ia3/`` or ``model/`` of a training run) the way it
-was trained. Without any prompt it evaluates the task's manual prompt and the empty prompt.
+evaluates an exported baseline (``soft_prompt/``, ``lora/``, ``ia3/`` or ``model/`` of a training run) the
+way it was trained. Without any prompt it evaluates the task's manual prompt and the empty prompt.
 """
 
 from __future__ import annotations
