@@ -243,6 +243,20 @@ class SearchConfig:
 
 
 @dataclasses.dataclass
+class BBTConfig:
+    """Black-Box Tuning (Sun et al., 2022; rlprompt/methods/bbt.py): CMA-ES over a low-dimensional vector
+    projected into soft-prompt embeddings, forward passes only. BBT's settings for RoBERTa-large were 50
+    virtual tokens, intrinsic dimension 500, population 20 and 8,000 API calls; here the prompt has RL's
+    length and the budget is max_reward_queries (or as many candidates as RL writes prompts)."""
+
+    num_virtual_tokens: int = 5  # as many as the RL prompt has tokens, at the same slot
+    intrinsic_dim: int = 500  # BBT's d
+    population: int = 20  # BBT's
+    sigma: float = 1.0  # CMA-ES's initial step size in the intrinsic space (BBT: 1)
+    init_text: str | None = None  # the prompt's starting embeddings; None: the task's manual prompt
+
+
+@dataclasses.dataclass
 class TuningConfig:
     """Gradient training of a baseline: the cross-entropy of the Scorer's label log-probs (classes only)."""
 
@@ -355,6 +369,7 @@ class TrainConfig:
     policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
     rl: RLConfig = dataclasses.field(default_factory=RLConfig)
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
+    bbt: BBTConfig = dataclasses.field(default_factory=BBTConfig)
     soft_prompt: SoftPromptConfig = dataclasses.field(default_factory=SoftPromptConfig)
     lora: LoraSection = dataclasses.field(default_factory=LoraSection)
     ia3: IA3Section = dataclasses.field(default_factory=IA3Section)
@@ -396,6 +411,11 @@ class TrainConfig:
             positive[f"{section}.batch_size"] = tuning.batch_size
             if tuning.learning_rate <= 0:
                 raise ValueError(f"'{section}.learning_rate' must be positive, got {tuning.learning_rate}")
+        positive["bbt.num_virtual_tokens"] = self.bbt.num_virtual_tokens
+        positive["bbt.intrinsic_dim"] = self.bbt.intrinsic_dim
+        positive["bbt.population"] = self.bbt.population
+        if self.bbt.sigma <= 0:
+            raise ValueError(f"'bbt.sigma' must be positive, got {self.bbt.sigma}")
         positive["search.population"] = self.search.population
         positive["search.tournament"] = self.search.tournament
         if not 0 <= self.search.crossover <= 1:

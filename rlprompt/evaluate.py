@@ -21,7 +21,12 @@ from rlprompt.backends import Capability, load_task_model, make_label_scorer, re
 from rlprompt.calibration import CALIBRATIONS, Calibration, calibrate, scorer_prior, task_calibration
 from rlprompt.console import add_verbose_flag
 from rlprompt.errors import RLPromptError, run_cli
-from rlprompt.export import PEFT_WEIGHT_ADAPTERS, load_adapter_meta, load_classification_prompt
+from rlprompt.export import (
+    PEFT_WEIGHT_ADAPTERS,
+    SOFT_PROMPT_METHODS,
+    load_adapter_meta,
+    load_classification_prompt,
+)
 from rlprompt.metrics import ClassificationMetrics, classification_metrics
 from rlprompt.models import DTYPES, LanguageModel, load_model, wrap_model
 from rlprompt.scoring import LabelScorer, PromptLike
@@ -114,7 +119,7 @@ def evaluate_adapter(
     meta = load_adapter_meta(path)
     if meta["model_kind"] != lm.kind:
         raise RLPromptError(f"{path} was trained on a {meta['model_kind']} model; {lm.name} is {lm.kind}")
-    if meta["method"] == "soft_prompt":
+    if meta["method"] in SOFT_PROMPT_METHODS:
         from peft import PeftModel
 
         # Reads the prompt embeddings; prompt tuning leaves the wrapped (shared) model itself unchanged.
@@ -189,7 +194,7 @@ def _parser() -> argparse.ArgumentParser:
         "--adapter",
         action="append",
         default=[],
-        help="an exported soft_prompt/, lora/, ia3/ or model/ (repeatable)",
+        help="an exported soft_prompt/, bbt/, lora/, ia3/ or model/ (repeatable)",
     )
     p.add_argument("--template", help='override the task\'s template, e.g. "{sentence} {prompt} <mask> ."')
     p.add_argument(

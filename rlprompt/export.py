@@ -117,7 +117,14 @@ def load_prompt(path: str | Path) -> LearnedPrompt:
 # -- weight artifacts: soft prompts, LoRA, fine-tuned models --------------------------------------------
 
 ADAPTER_META = "rlprompt_adapter.json"
-ADAPTER_DIRS = {"soft_prompt": "soft_prompt", "lora": "lora", "ia3": "ia3", "full_finetune": "model"}
+ADAPTER_DIRS = {
+    "soft_prompt": "soft_prompt",
+    "bbt": "bbt",
+    "lora": "lora",
+    "ia3": "ia3",
+    "full_finetune": "model",
+}
+SOFT_PROMPT_METHODS = ("soft_prompt", "bbt")  # saved as PEFT prompt tuning, placed at the {prompt} slot
 PEFT_WEIGHT_ADAPTERS = ("lora", "ia3")  # saved by PEFT, merged into a copy of the model to evaluate
 
 
@@ -128,9 +135,9 @@ def save_adapter(
     """Export a trained baseline in its library's own format, plus ``rlprompt_adapter.json`` (template,
     verbalizers, task: what :func:`load_adapter` needs to evaluate it the way it was trained).
 
-    * ``soft_prompt/``: PEFT prompt tuning (``PeftModel.from_pretrained(base, dir)`` loads it). Note that
-      PEFT's own forward puts virtual tokens before the text; rlprompt places them at the template's
-      ``{prompt}`` slot, as recorded in the metadata.
+    * ``soft_prompt/``, ``bbt/``: PEFT prompt tuning (``PeftModel.from_pretrained(base, dir)`` loads
+      it). Note that PEFT's own forward puts virtual tokens before the text; rlprompt places them at the
+      template's ``{prompt}`` slot, as recorded in the metadata.
     * ``lora/``, ``ia3/``: PEFT LoRA / IA3 adapters. * ``model/``: a whole fine-tuned model with its
       tokenizer.
 
@@ -146,7 +153,7 @@ def save_adapter(
     out = run_dir / ADAPTER_DIRS[method]
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{out.name}-"))
     try:
-        if method == "soft_prompt":
+        if method in SOFT_PROMPT_METHODS:
             from peft import PeftModel, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 
             peft_config = PromptTuningConfig(
@@ -173,8 +180,8 @@ def save_adapter(
             "model_kind": lm.kind, "template": scorer.template.text, "verbalizers": list(task.verbalizers),
             "class_names": list(task.class_names), "task": task.name, "task_source": config.task.name,
             "data_seed": config.task.seed, "seed": seed,
-            "prompt": None if method == "soft_prompt" else manual_prompt,
-            "placement": "virtual tokens at the template's {prompt} slot" if method == "soft_prompt"
+            "prompt": None if method in SOFT_PROMPT_METHODS else manual_prompt,
+            "placement": "virtual tokens at the template's {prompt} slot" if method in SOFT_PROMPT_METHODS
             else "the template with the manual prompt",
             "metrics": metrics or {}, "calibration": calibration, "library_version": __version__,
         }  # fmt: skip
@@ -195,7 +202,7 @@ def load_adapter_meta(path: str | Path) -> dict:
     meta_file = path / ADAPTER_META
     if not path.is_dir():
         raise RLPromptError(
-            f"{path}: not a directory (expected an exported soft_prompt/, lora/, ia3/ or model/)"
+            f"{path}: not a directory (expected an exported soft_prompt/, bbt/, lora/, ia3/ or model/)"
         )
     if not meta_file.exists():
         raise RLPromptError(f"{path}: no {ADAPTER_META}; not a baseline exported by rlprompt.train")

@@ -84,10 +84,13 @@ def plan_run(config, task, speed: Speed) -> list[MethodPlan]:
             if budget:
                 queries, bound = min(queries, budget), min(bound, budget)
             seconds = queries / speed.warm * RL_POLICY_FACTOR + test_seconds
-        elif method == "search":  # its proposals are new prompts: the bound is what it spends
+        elif method in ("search", "bbt"):  # every candidate is new: the bound is what it spends
             prompts = config.total_timesteps // config.env.prompt_length
-            queries = bound = prompts * train + evaluations * config.candidates_per_eval * dev
-            budget = config.reward_query_budget("search")
+            per_eval = (
+                config.candidates_per_eval * dev if method == "search" else train + 2 * (dev + train + dev)
+            )
+            queries = bound = prompts * train + evaluations * per_eval
+            budget = config.reward_query_budget(method)
             if budget:
                 queries = bound = min(queries, budget)
             seconds = queries / speed.warm + test_seconds

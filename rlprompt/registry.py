@@ -43,6 +43,7 @@ class MethodSpec:
 
 _SCORES = ("LABEL_LOGPROBS",)
 _GRADIENTS = ("DIFFERENTIABLE",)
+_EMBEDDINGS = ("EMBEDDING_SCORES",)  # black-box tuning: no gradient, but it feeds prompt embeddings
 
 _GRIPS_EVOPROMPT = "in the spirit of GrIPS (Prasad et al., 2023) and EvoPrompt (Guo et al., 2024)"
 
@@ -53,6 +54,8 @@ METHODS: dict[str, MethodSpec] = {
                    True, _SCORES, "rl", "Deng et al., 2022, RLPrompt"),
         MethodSpec("search", "rlprompt.methods.search:run", "a discrete prompt (genetic token search)",
                    True, _SCORES, "search", _GRIPS_EVOPROMPT),
+        MethodSpec("bbt", "rlprompt.methods.bbt:run", "a soft prompt found by CMA-ES, forward passes only",
+                   False, _EMBEDDINGS, "bbt", "Sun et al., 2022, Black-Box Tuning"),
         MethodSpec("soft_prompt", "rlprompt.methods.tuning:run_soft_prompt",
                    "prompt embeddings at the {prompt} slot (PEFT)", False, _GRADIENTS, "soft_prompt",
                    "Lester et al., 2021"),

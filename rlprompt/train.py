@@ -141,7 +141,7 @@ def train(
         # One test scorer for the frozen LM with the task template: its sentence prefixes are computed once
         # and shared by every method that leaves the model unchanged. Its prompt budget fits every method.
         budget = max(
-            config.env.prompt_length, config.soft_prompt.num_virtual_tokens,
+            config.env.prompt_length, config.soft_prompt.num_virtual_tokens, config.bbt.num_virtual_tokens,
             prompt_budget(lm, [manual, *config.manual_prompts]),
         )  # fmt: skip
         # Built before the run directory: it checks the template, the verbalizers and the prompt budget.

@@ -31,6 +31,7 @@ from rlprompt.tasks import DEFAULT_SEED, load_task
 # Artifacts of these methods are weights tied to one model's hidden size and vocabulary.
 WEIGHT_METHODS = {
     "soft_prompt": "a soft prompt",
+    "bbt": "a black-box-tuned soft prompt",
     "lora": "a LoRA adapter",
     "ia3": "an IA3 adapter",
     "full_finetune": "fine-tuned weights",

@@ -56,9 +56,7 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         adapted = lm
         scorer = make_scorer(lm, task, template, prompt_budget=budget, stats=stats)
         init_text = manual if section.init_text is None else section.init_text
-        soft = torch.nn.Parameter(
-            _initial_soft_prompt(lm, scorer, section.num_virtual_tokens, init_text, rng)
-        )
+        soft = torch.nn.Parameter(initial_soft_prompt(lm, scorer, section.num_virtual_tokens, init_text, rng))
         params = [soft]
 
         def batch_logprobs(batch):
@@ -265,7 +263,7 @@ def _peft_config(name: str, section, kind: str):
     )  # fmt: skip
 
 
-def _initial_soft_prompt(lm, scorer, n: int, text: str, rng: np.random.Generator) -> torch.Tensor:
+def initial_soft_prompt(lm, scorer, n: int, text: str, rng: np.random.Generator) -> torch.Tensor:
     """The embeddings of ``text``'s tokens repeated to ``n`` virtual tokens (as PEFT's text init does);
     for an empty text, the embeddings of random vocabulary tokens."""
     embed = lm.model.get_input_embeddings()
