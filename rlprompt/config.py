@@ -289,6 +289,15 @@ class LoraSection(TuningConfig):
 
 
 @dataclasses.dataclass
+class PrefixTuningSection(TuningConfig):
+    """PEFT prefix tuning (Li and Liang, 2021): learned keys and values before the input in every layer
+    (causal models here), read with the template and the manual prompt, as LoRA is."""
+
+    num_virtual_tokens: int = 5  # as many as the RL prompt has tokens
+    learning_rate: float = 1e-2
+
+
+@dataclasses.dataclass
 class IA3Section(TuningConfig):
     """PEFT IA3 (Liu et al., 2022): learned rescaling of keys, values and feed-forward activations, the
     adapter family's smallest member (PEFT's default modules for the architecture unless given)."""
@@ -373,6 +382,7 @@ class TrainConfig:
     soft_prompt: SoftPromptConfig = dataclasses.field(default_factory=SoftPromptConfig)
     lora: LoraSection = dataclasses.field(default_factory=LoraSection)
     ia3: IA3Section = dataclasses.field(default_factory=IA3Section)
+    prefix_tuning: PrefixTuningSection = dataclasses.field(default_factory=PrefixTuningSection)
     full_finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
     in_context: InContextConfig = dataclasses.field(default_factory=InContextConfig)
     style: StyleConfig = dataclasses.field(default_factory=StyleConfig)
@@ -405,7 +415,7 @@ class TrainConfig:
         }  # fmt: skip
         if self.style.test_inputs is not None:
             positive["style.test_inputs"] = self.style.test_inputs
-        for section in ("soft_prompt", "lora", "ia3", "full_finetune"):
+        for section in ("soft_prompt", "prefix_tuning", "lora", "ia3", "full_finetune"):
             tuning = getattr(self, section)
             positive[f"{section}.steps"] = tuning.steps
             positive[f"{section}.batch_size"] = tuning.batch_size
@@ -428,6 +438,7 @@ class TrainConfig:
                 positive[key] = budget
         positive["soft_prompt.num_virtual_tokens"] = self.soft_prompt.num_virtual_tokens
         positive["lora.r"] = self.lora.r
+        positive["prefix_tuning.num_virtual_tokens"] = self.prefix_tuning.num_virtual_tokens
         for key, value in positive.items():
             if value < 1:
                 raise ValueError(f"'{key}' must be at least 1, got {value}")

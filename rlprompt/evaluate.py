@@ -132,6 +132,26 @@ def evaluate_adapter(
             return scorer.evaluate_logprobs(inputs, soft, progress=progress)[None]
 
         name = f"soft prompt ({soft.shape[0]} virtual tokens)"
+    elif meta["method"] == "prefix_tuning":
+        import torch
+        from peft import PeftModel
+
+        wrapper = PeftModel.from_pretrained(copy.deepcopy(lm.model), path)
+        adapted = wrap_model(f"{lm.name}+prefix_tuning", wrapper.get_base_model(), lm.tokenizer, lm.kind)
+        prompt = meta["prompt"] or ""
+        scorer = make_scorer(adapted, task, meta["template"], batch_tokens=batch_tokens,
+                             prompt_budget=prompt_budget(lm, [prompt]), prefix_model=wrapper)  # fmt: skip
+        embed = lm.model.get_input_embeddings()
+        with torch.no_grad():
+            ids = torch.tensor(list(scorer.prompt_ids(prompt)), dtype=torch.long, device=embed.weight.device)
+            prompt_embeds = embed(ids)
+
+        def score(inputs, progress=False):
+            return scorer.evaluate_logprobs(inputs, prompt_embeds, reuse_prefix=False, progress=progress)[
+                None
+            ]
+
+        name = f"prefix_tuning ({prompt!r})"
     else:
         if meta["method"] in PEFT_WEIGHT_ADAPTERS:
             from peft import PeftModel
@@ -194,7 +214,7 @@ def _parser() -> argparse.ArgumentParser:
         "--adapter",
         action="append",
         default=[],
-        help="an exported soft_prompt/, bbt/, lora/, ia3/ or model/ (repeatable)",
+        help="an exported soft_prompt/, bbt/, prefix_tuning/, lora/, ia3/ or model/ (repeatable)",
     )
     p.add_argument("--template", help='override the task\'s template, e.g. "{sentence} {prompt} <mask> ."')
     p.add_argument(

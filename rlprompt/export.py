@@ -120,9 +120,16 @@ ADAPTER_META = "rlprompt_adapter.json"
 ADAPTER_DIRS = {
     "soft_prompt": "soft_prompt",
     "bbt": "bbt",
+    "prefix_tuning": "prefix_tuning",
     "lora": "lora",
     "ia3": "ia3",
     "full_finetune": "model",
+}
+PLACEMENT = {
+    "soft_prompt": "virtual tokens at the template's {prompt} slot",
+    "bbt": "virtual tokens at the template's {prompt} slot",
+    "prefix_tuning": "learned keys and values before the input in every layer; the template with the manual "
+    "prompt",
 }
 SOFT_PROMPT_METHODS = ("soft_prompt", "bbt")  # saved as PEFT prompt tuning, placed at the {prompt} slot
 PEFT_WEIGHT_ADAPTERS = ("lora", "ia3")  # saved by PEFT, merged into a copy of the model to evaluate
@@ -138,7 +145,7 @@ def save_adapter(
     * ``soft_prompt/``, ``bbt/``: PEFT prompt tuning (``PeftModel.from_pretrained(base, dir)`` loads
       it). Note that PEFT's own forward puts virtual tokens before the text; rlprompt places them at the
       template's ``{prompt}`` slot, as recorded in the metadata.
-    * ``lora/``, ``ia3/``: PEFT LoRA / IA3 adapters. * ``model/``: a whole fine-tuned model with its
+    * ``prefix_tuning/``, ``lora/``, ``ia3/``: PEFT adapters. * ``model/``: a whole fine-tuned model with its
       tokenizer.
 
     Written to a temporary directory and renamed into place: an interrupted export leaves nothing.
@@ -170,7 +177,7 @@ def save_adapter(
             with torch.no_grad():
                 peft_model.prompt_encoder["default"].embedding.weight.copy_(soft_prompt)
             peft_model.save_pretrained(tmp)
-        elif method in PEFT_WEIGHT_ADAPTERS:
+        elif method in PEFT_WEIGHT_ADAPTERS or method == "prefix_tuning":
             wrapper.save_pretrained(tmp)
         else:
             wrapper.save_pretrained(tmp)
@@ -181,8 +188,7 @@ def save_adapter(
             "class_names": list(task.class_names), "task": task.name, "task_source": config.task.name,
             "data_seed": config.task.seed, "seed": seed,
             "prompt": None if method in SOFT_PROMPT_METHODS else manual_prompt,
-            "placement": "virtual tokens at the template's {prompt} slot" if method in SOFT_PROMPT_METHODS
-            else "the template with the manual prompt",
+            "placement": PLACEMENT.get(method, "the template with the manual prompt"),
             "metrics": metrics or {}, "calibration": calibration, "library_version": __version__,
         }  # fmt: skip
         (tmp / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -201,9 +207,8 @@ def load_adapter_meta(path: str | Path) -> dict:
     path = Path(path)
     meta_file = path / ADAPTER_META
     if not path.is_dir():
-        raise RLPromptError(
-            f"{path}: not a directory (expected an exported soft_prompt/, bbt/, lora/, ia3/ or model/)"
-        )
+        expected = ", ".join(d + "/" for d in ADAPTER_DIRS.values())
+        raise RLPromptError(f"{path}: not a directory (expected an exported {expected})")
     if not meta_file.exists():
         raise RLPromptError(f"{path}: no {ADAPTER_META}; not a baseline exported by rlprompt.train")
     try:

@@ -32,6 +32,7 @@ from rlprompt.tasks import DEFAULT_SEED, load_task
 WEIGHT_METHODS = {
     "soft_prompt": "a soft prompt",
     "bbt": "a black-box-tuned soft prompt",
+    "prefix_tuning": "a prefix-tuning adapter",
     "lora": "a LoRA adapter",
     "ia3": "an IA3 adapter",
     "full_finetune": "fine-tuned weights",

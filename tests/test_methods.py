@@ -132,6 +132,7 @@ def _train(tiny_task, capsys, *settings: str, expect: int = 0) -> int:
         ("tiny-llama", "lora", 0.01),
         ("bert-tiny-splade", "lora", 0.01),
         ("tiny-llama", "ia3", 0.3),
+        ("smollm2-135m", "prefix_tuning", 0.03),
         ("bert-tiny-splade", "ia3", 0.3),
         ("tiny-gpt2", "full_finetune", 3e-3),
     ],
@@ -168,6 +169,7 @@ def test_each_gradient_method_lowers_its_training_loss(
         ("tiny-llama", "lora"),
         ("tiny-llama", "ia3"),
         ("tiny-bert", "ia3"),
+        ("tiny-llama", "prefix_tuning"),
         ("tiny-gpt2", "full_finetune"),
     ],
 )
@@ -187,7 +189,7 @@ def test_exports_load_back_and_evaluate_to_the_same_accuracy(
     if method == "soft_prompt":  # PEFT's own loader reads it
         loaded = PeftModel.from_pretrained(lm.model, artifact)
         assert loaded.prompt_encoder["default"].embedding.weight.shape[0] == 5
-    elif method in ("lora", "ia3"):
+    elif method in ("lora", "ia3", "prefix_tuning"):
         config = json.loads((artifact / "adapter_config.json").read_text())
         assert config["peft_type"] == method.upper()
         PeftModel.from_pretrained(__import__("copy").deepcopy(lm.model), artifact)

@@ -51,6 +51,9 @@ class Scorer(LabelScorer):
         prefix_cache_mb: memory for cached sentence key/values (causal LMs).
         prefix_group: examples whose prefixes are stacked together for one round of suffix batches.
         stats: counters to add to (shared by several scorers of one run); a fresh one if None.
+        prefix_model: a PEFT prefix-tuning model over ``lm.model`` (causal LMs): its learned keys and
+            values precede every input in every layer. Only the differentiable path (:meth:`label_logprobs`,
+            :meth:`evaluate_logprobs`) applies them; no sentence prefix can be reused under them.
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class Scorer(LabelScorer):
         prefix_cache_mb: float = 512,
         prefix_group: int = 64,
         stats: ScorerStats | None = None,
+        prefix_model=None,
     ):
         super().__init__(
             lm, template, verbalizers, prompt_budget=prompt_budget, reward_cache_size=reward_cache_size,
@@ -72,6 +76,7 @@ class Scorer(LabelScorer):
         )  # fmt: skip
         self.batch_tokens = batch_tokens
         self.prefix_group = prefix_group
+        self.prefix_model = prefix_model
         self._prefix_kv = _LRU(prefix_cache_mb * 2**20, size=lambda entry: _kv_bytes(entry.kv))
         self._device = next(lm.model.parameters()).device
         vids = self.encoder.verbalizer_ids
@@ -111,6 +116,7 @@ class Scorer(LabelScorer):
         self.encoder.check_prompt(tuple(range(prompt_embeds.shape[0])))
         encoded = [self._encoded_example(ex) for ex in examples]
         causal = self.lm.kind == "causal"
+        reuse_prefix = reuse_prefix and self.prefix_model is None  # learned keys/values come first
         if causal and reuse_prefix and prompt_embeds.shape[0] + min(len(e.tail) for e in encoded) > 0:
             return self._logprobs_after_prefix(examples, encoded, prompt_embeds)
         inputs, mask, label_pos = self.embedded_inputs(encoded, prompt_embeds)
@@ -118,8 +124,14 @@ class Scorer(LabelScorer):
         rows = torch.arange(len(encoded), device=self._device)
         self.stats.tokens_processed += int(mask.sum())
         if causal:
-            hidden = self.lm.model.base_model(
-                inputs_embeds=inputs, attention_mask=mask, position_ids=positions
+            body, extra = self.lm.model.base_model, {}
+            if self.prefix_model is not None:
+                n = self.prefix_model.active_peft_config.num_virtual_tokens
+                cache = self.prefix_model.get_prompt(len(encoded), max_cache_len=mask.shape[1] + n)
+                mask = torch.cat([mask.new_ones(len(encoded), n), mask], dim=1)
+                positions, extra = positions + n, with_cache(body, cache)
+            hidden = body(
+                inputs_embeds=inputs, attention_mask=mask, position_ids=positions, **extra
             ).last_hidden_state
             logits = self._lm_head(hidden[rows, label_pos])
         else:
@@ -213,6 +225,8 @@ class Scorer(LabelScorer):
 
     @torch.inference_mode()
     def _compute(self, pairs, example_by_uid, progress) -> dict:
+        if self.prefix_model is not None:  # the cached path knows no learned prefix: never score without it
+            raise RuntimeError("a prefix-tuned scorer scores through evaluate_logprobs / label_logprobs")
         bar = tqdm(total=len(pairs), desc="scoring", unit="pair", disable=not progress, leave=False)
         try:
             if self.lm.kind == "causal":

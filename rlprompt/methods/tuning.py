@@ -18,6 +18,7 @@ import torch
 
 from rlprompt.calibration import calibrate, reference_method, task_calibration
 from rlprompt.checkpoint import check_finite, parameters_sum, restore_rng, save_checkpoint
+from rlprompt.errors import RLPromptError
 from rlprompt.evaluate import make_scorer, prompt_budget, scored_result
 from rlprompt.export import save_adapter
 from rlprompt.methods.base import EvalLog, MethodContext, MethodResult, dev_accuracy, path_bytes
@@ -31,6 +32,10 @@ def run_soft_prompt(ctx: MethodContext) -> MethodResult:
 
 def run_lora(ctx: MethodContext) -> MethodResult:
     return run_tuning("lora", ctx)
+
+
+def run_prefix_tuning(ctx: MethodContext) -> MethodResult:
+    return run_tuning("prefix_tuning", ctx)
 
 
 def run_ia3(ctx: MethodContext) -> MethodResult:
@@ -73,6 +78,43 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
 
         def restore(state):
             soft.data.copy_(state)
+
+    elif name == "prefix_tuning":
+        from peft import PrefixTuningConfig, TaskType, get_peft_model
+
+        if lm.kind != "causal":
+            raise RLPromptError(f"prefix_tuning runs on causal models here; {lm.name} is a {lm.kind} model")
+        # The learned keys and values sit outside the model's weights, which stay frozen (a copy, since
+        # PEFT wraps the model it is given).
+        wrapper = get_peft_model(copy.deepcopy(lm.model), PrefixTuningConfig(
+            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=section.num_virtual_tokens))  # fmt: skip
+        params = [p for p in wrapper.parameters() if p.requires_grad]
+        adapted = dataclasses.replace(lm, name=f"{lm.name}+{name}", model=wrapper.get_base_model())
+        scorer = make_scorer(adapted, task, template, prompt_budget=budget, stats=stats, prefix_model=wrapper)
+        embed = lm.model.get_input_embeddings()
+        manual_ids = scorer.prompt_ids(manual)
+        with torch.no_grad():
+            manual_embeds = embed(
+                torch.tensor(list(manual_ids), dtype=torch.long, device=embed.weight.device)
+            )
+
+        def batch_logprobs(batch):
+            return scorer.label_logprobs(batch, prompt_ids=manual_ids, reuse_prefix=False)
+
+        def current_scorer():
+            return scorer  # nothing is cached under the learned prefix
+
+        def score_on(sc, inputs, progress=False):
+            return sc.evaluate_logprobs(inputs, manual_embeds, reuse_prefix=False, progress=progress)
+
+        def snapshot():
+            return {n: p.detach().clone() for n, p in wrapper.named_parameters() if p.requires_grad}
+
+        def restore(state):
+            with torch.no_grad():
+                for n, p in wrapper.named_parameters():
+                    if n in state:
+                        p.copy_(state[n])
 
     else:
         model = copy.deepcopy(lm.model)
@@ -180,7 +222,7 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
                 order += list(rng.permutation(len(train)))
             batch = [train[i] for i in order[: section.batch_size]]
             del order[: section.batch_size]
-            adapted.model.train(name != "soft_prompt")  # the frozen LM stays in eval mode
+            adapted.model.train(name not in PROMPT_ONLY)  # the frozen LM stays in eval mode
             logprobs = batch_logprobs(batch)
             labels = torch.tensor([labels_of[ex.uid] for ex in batch], device=logprobs.device)
             loss = torch.nn.functional.cross_entropy(logprobs, labels)
@@ -202,7 +244,9 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
 
     test = task.examples("test")
     test_scorer = ctx.test_scorer
-    if name != "soft_prompt":
+    if name == "prefix_tuning":
+        test_scorer = make_scorer(adapted, task, template, prompt_budget=budget, prefix_model=wrapper)
+    elif name != "soft_prompt":
         test_scorer = make_scorer(adapted, task, template, prompt_budget=budget)
     reference = task_calibration(reference_method(config.calibration), task)
     result = scored_result(
@@ -216,7 +260,10 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
     if key not in ctx.cache:
         ctx.cache[key] = perplexity(lm, sentences)
     # For the soft prompt ``adapted`` is the frozen LM itself, measured with the prompt before the text.
-    after = perplexity(adapted, sentences, soft_prompt=soft.detach() if name == "soft_prompt" else None)
+    if name == "prefix_tuning":  # through PEFT's own forward, which puts the learned prefix first
+        after = perplexity(dataclasses.replace(adapted, model=wrapper), sentences)
+    else:
+        after = perplexity(adapted, sentences, soft_prompt=soft.detach() if name == "soft_prompt" else None)
 
     artifact = save_adapter(
         name, ctx.run_dir, lm=lm, scorer=scorer, task=task, config=config, seed=ctx.seed,
@@ -228,9 +275,13 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
                  "best_step": best_step},
         calibration=config.calibration,
     )  # fmt: skip
-    learned = (
-        f"{section.num_virtual_tokens} virtual tokens" if name == "soft_prompt" else f"{trainable:,} weights"
-    )
+    if name in PROMPT_ONLY:
+        layers = getattr(lm.model.config, "num_hidden_layers", "?")
+        learned = f"{section.num_virtual_tokens} virtual tokens" + (
+            f" x {layers} layers" if name == "prefix_tuning" else ""
+        )
+    else:
+        learned = f"{trainable:,} weights"
     del optimizer
     return MethodResult(
         method=name, seed=ctx.seed, model=lm.name, task=task.name, dev_accuracy=log.best_accuracy,
@@ -245,6 +296,7 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
 
 
 PEFT_ADAPTERS = ("lora", "ia3")  # weight adapters PEFT injects into a copy of the model
+PROMPT_ONLY = ("soft_prompt", "prefix_tuning")  # the model's weights are not trained: it stays in eval mode
 
 
 def _peft_config(name: str, section, kind: str):
