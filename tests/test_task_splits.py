@@ -154,3 +154,20 @@ def test_parquet_and_saved_datasets_directories(tmp_path):
         (tmp_path / "empty").mkdir()
         (tmp_path / "e.yaml").write_text("train: empty\nverbalizers: {0: a, 1: b}\n")
         load_task(str(tmp_path / "e.yaml")).examples("train")
+
+
+def test_a_split_column_file_trains_from_python(tiny_gpt2, tmp_path):
+    import rlprompt
+    from rlprompt.models import register_model
+
+    register_model(tiny_gpt2)
+    splits = ["train", "train", "dev", "test"] * 2
+    rows = [(s, "pos", sp) for s, sp in zip(POSITIVE, splits, strict=True)]
+    rows += [(s, "neg", sp) for s, sp in zip(NEGATIVE, splits, strict=True)]
+    task = _write(tmp_path, rows, task_extra="split_column: split\n")
+    overrides = [TINY[i + 1] for i in range(0, len(TINY), 2)]
+    prompt = rlprompt.learn(model="tiny-gpt2", task=task, overrides=overrides, run_dir=tmp_path / "run",
+                            progress=False)  # fmt: skip
+    assert prompt.metrics["test_accuracy"] in {0.0, 0.25, 0.5, 0.75, 1.0}, "4 test rows in the file"
+    record = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert [len(record["splits"][s]) for s in ("train", "dev", "test")] == [8, 4, 4]
