@@ -78,16 +78,16 @@ def main() -> int:
     measure(f"in-process bfloat16 ({device})", load_task_model(args.model, device, "bfloat16"))
     if device.startswith("cuda"):
         measure(f"in-process float16 ({device})", load_task_model(args.model, device, "float16"))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)  # before the server, whose log goes there
     server = contextlib.nullcontext(args.server)
     if args.start_server:
-        server = vllm_server(_resolve_directory(args.model), log=Path(args.out) / "vllm-bench.log")
+        server = vllm_server(_resolve_directory(args.model), log=out / "vllm-bench.log")
     if args.server or args.start_server:
         with server as url:
             for route in ("label_ids", "echo"):
                 lm = load_task_model(f"openai:{url}#tokenizer={args.model}&route={route}")
                 measure(f"server ({route})", lm)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     cpu = torch.backends.cpu.get_cpu_capability() if device == "cpu" else torch.cuda.get_device_name()
     lines = [
         f"# Backends: {len(prompts)} prompts x {len(examples)} SST-2 sentences, {args.model} ({cpu})",
