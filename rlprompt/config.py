@@ -365,7 +365,7 @@ class TrainConfig:
     # Measured on the quickstart, seeds 0-4: the calibrated reward's prompts score 0.776 +- 0.036 calibrated
     # test accuracy against 0.737 +- 0.029 for the raw reward's (README, "Quickstart results").
     calibration: CalibrationName = "batch"
-    # Stop a method that queries a reward (rl, search) once this many (prompt, example) pairs were scored,
+    # Stop a method that queries a reward (rl, search, bbt) once this many (prompt, example) pairs are scored,
     # training and dev: one budget for all of them, since prompts written again cost nothing. None: no limit.
     max_reward_queries: int | None = None
     manual_prompt: str | None = None  # reference prompt for the summary; None: the task's
