@@ -27,8 +27,8 @@ from rlprompt.errors import RLPromptError
 from rlprompt.evaluate import make_scorer, prompt_budget, scored_result
 from rlprompt.export import save_adapter
 from rlprompt.methods.base import EvalLog, MethodContext, MethodResult, dev_accuracy, path_bytes
-from rlprompt.methods.tuning import initial_soft_prompt
-from rlprompt.perplexity import heldout_sentences, perplexity
+from rlprompt.methods.tuning import initial_soft_prompt, perplexity_before
+from rlprompt.perplexity import perplexity
 from rlprompt.scoring import ScorerStats
 
 
@@ -171,10 +171,7 @@ def run(ctx: MethodContext) -> MethodResult:
         test, reference, scorer, ctx.progress,
     )  # fmt: skip
     metrics = result.metrics if calibration.active else result.raw
-    sentences = heldout_sentences(config.heldout_sentences)
-    key = ("perplexity", lm.name, len(sentences))
-    if key not in ctx.cache:
-        ctx.cache[key] = perplexity(lm, sentences)
+    sentences, before = perplexity_before(ctx)
     after = perplexity(lm, sentences, soft_prompt=soft.float())
     artifact = save_adapter(
         "bbt", run_dir, lm=lm, scorer=scorer, task=task, config=config, seed=ctx.seed, manual_prompt=manual,
@@ -191,7 +188,7 @@ def run(ctx: MethodContext) -> MethodResult:
         train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=section.intrinsic_dim,
         artifact=artifact.name, artifact_bytes=path_bytes(artifact),
         learned=f"{section.num_virtual_tokens} virtual tokens from {section.intrinsic_dim} dimensions",
-        interpretable=False, transferable=False, perplexity_before=ctx.cache[key], perplexity_after=after,
+        interpretable=False, transferable=False, perplexity_before=before, perplexity_after=after,
         curve=log.curve, interrupted=interrupted, calibration=config.calibration,
         test_accuracy_raw=result.raw.accuracy, test_accuracy_calibrated=result.metrics.accuracy,
         calibrated_with=reference.method, reward_queries=reward_queries,

@@ -255,10 +255,7 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
     )  # fmt: skip
     metrics = result.metrics if calibration.active else result.raw
 
-    sentences = heldout_sentences(config.heldout_sentences)
-    key = ("perplexity", lm.name, len(sentences))
-    if key not in ctx.cache:
-        ctx.cache[key] = perplexity(lm, sentences)
+    sentences, before = perplexity_before(ctx)
     # For the soft prompt ``adapted`` is the frozen LM itself, measured with the prompt before the text.
     if name == "prefix_tuning":  # through PEFT's own forward, which puts the learned prefix first
         after = perplexity(dataclasses.replace(adapted, model=wrapper), sentences)
@@ -288,11 +285,21 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         test_accuracy=metrics.accuracy, test_macro_f1=metrics.macro_f1, steps=int(step),
         train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=trainable,
         artifact=artifact.name, artifact_bytes=path_bytes(artifact), learned=learned,
-        interpretable=False, transferable=False, perplexity_before=ctx.cache[key], perplexity_after=after,
+        interpretable=False, transferable=False, perplexity_before=before, perplexity_after=after,
         curve=log.curve, interrupted=interrupted, calibration=config.calibration,
         test_accuracy_raw=result.raw.accuracy, test_accuracy_calibrated=result.metrics.accuracy,
         calibrated_with=reference.method,
     )  # fmt: skip
+
+
+def perplexity_before(ctx: MethodContext) -> tuple[list[str], float]:
+    """The general held-out sentences and the frozen task LM's perplexity on them (computed once per
+    process): the "before" of every method's forgetting check."""
+    lm, sentences = ctx.lm, heldout_sentences(ctx.config.heldout_sentences)
+    key = ("perplexity", lm.name, len(sentences))
+    if key not in ctx.cache:
+        ctx.cache[key] = perplexity(lm, sentences)
+    return sentences, ctx.cache[key]
 
 
 PEFT_ADAPTERS = ("lora", "ia3")  # weight adapters PEFT injects into a copy of the model
