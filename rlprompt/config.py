@@ -294,6 +294,8 @@ class PrefixTuningSection(TuningConfig):
     (causal models here), read with the template and the manual prompt, as LoRA is."""
 
     num_virtual_tokens: int = 5  # as many as the RL prompt has tokens
+    init_text: str | None = None  # start from the keys and values the LM computes for these words (Li and
+    # Liang's initialisation with real words' activations); None: the task's manual prompt; "": PEFT's random
     learning_rate: float = 1e-2
 
 

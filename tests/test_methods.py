@@ -241,3 +241,28 @@ def test_an_interrupted_comparison_stops_and_reports_what_finished(tiny_task, ca
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["in_context__s0", "manual__s0"]
     report = (root / "report.md").read_text()
     assert "| manual | 0 |" in report and "| in_context | 0 |" in report and "(interrupted)" in report
+
+
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_gpt2"])
+def test_prefix_initialised_from_words_reads_as_those_words_written_first(model, request):
+    """Prefix tuning's default start: the keys and values the LM computes for the manual prompt, so the
+    untrained prefix reads the input exactly as the model reads the prompt followed by the input."""
+    import copy
+
+    from peft import PrefixTuningConfig, TaskType, get_peft_model
+
+    from rlprompt.methods.tuning import initial_prefix
+
+    lm = request.getfixturevalue(model)
+    words = lm.tokenizer("It was", add_special_tokens=False)["input_ids"]
+    text = lm.tokenizer(" a warm and funny film", add_special_tokens=False)["input_ids"]
+    n = len(words)
+    wrapper = get_peft_model(copy.deepcopy(lm.model), PrefixTuningConfig(
+        task_type=TaskType.CAUSAL_LM, num_virtual_tokens=n))  # fmt: skip
+    with torch.no_grad():
+        wrapper.prompt_encoder["default"].embedding.weight.copy_(initial_prefix(lm, words, n))
+        with_prefix = wrapper(input_ids=torch.tensor([text])).logits[0]
+        written = lm.model(input_ids=torch.tensor([words + text])).logits[0, n:]
+    torch.testing.assert_close(with_prefix, written, atol=1e-4, rtol=1e-4)
+    # Repeating the words fills a longer prefix; a shorter one keeps the first tokens.
+    assert initial_prefix(lm, words, 2 * n + 1).shape[0] == 2 * n + 1

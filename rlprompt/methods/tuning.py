@@ -18,6 +18,7 @@ import torch
 
 from rlprompt.calibration import calibrate, reference_method, task_calibration
 from rlprompt.checkpoint import check_finite, parameters_sum, restore_rng, save_checkpoint
+from rlprompt.compat import returned_cache
 from rlprompt.errors import RLPromptError
 from rlprompt.evaluate import make_scorer, prompt_budget, scored_result
 from rlprompt.export import save_adapter
@@ -91,6 +92,11 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         params = [p for p in wrapper.parameters() if p.requires_grad]
         adapted = dataclasses.replace(lm, name=f"{lm.name}+{name}", model=wrapper.get_base_model())
         scorer = make_scorer(adapted, task, template, prompt_budget=budget, stats=stats, prefix_model=wrapper)
+        init_text = manual if section.init_text is None else section.init_text
+        if init_text:
+            with torch.no_grad():
+                wrapper.prompt_encoder["default"].embedding.weight.copy_(
+                    initial_prefix(lm, scorer.prompt_ids(init_text), section.num_virtual_tokens))
         embed = lm.model.get_input_embeddings()
         manual_ids = scorer.prompt_ids(manual)
         with torch.no_grad():
@@ -320,6 +326,19 @@ def _peft_config(name: str, section, kind: str):
         target_modules=section.target_modules, feedforward_modules=section.feedforward_modules,
         task_type=task_type,
     )  # fmt: skip
+
+
+def initial_prefix(lm, ids, n: int) -> torch.Tensor:
+    """PEFT prefix-tuning rows for the keys and values ``lm`` computes on ``ids`` repeated to ``n`` tokens
+    (one sequence, so positions 0..n-1 are those the prefix stands at): the prefix starts as if those words
+    were written before the input. Row t holds, layer by layer, the key then the value of token t, each
+    heads x head_dim, the layout ``PeftModel.get_prompt`` unpacks."""
+    ids = (list(ids) * n)[:n]
+    with torch.inference_mode():
+        output = lm.model(input_ids=torch.tensor([ids], device=lm.model.device), use_cache=True)
+    cache = returned_cache(output)
+    rows = [tensor[0] for layer in cache.layers for tensor in (layer.keys, layer.values)]  # 2L x (H, n, D)
+    return torch.stack(rows).permute(2, 0, 1, 3).reshape(n, -1).float().clone()
 
 
 def initial_soft_prompt(lm, scorer, n: int, text: str, rng: np.random.Generator) -> torch.Tensor:
