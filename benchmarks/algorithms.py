@@ -34,7 +34,9 @@ def main() -> int:
     args = p.parse_args()
 
     from rlprompt.config import load_train_config
-    from rlprompt.train import train
+    from rlprompt.driver import train
+    from rlprompt.files import atomic_write_bytes
+    from rlprompt.tables import markdown_table
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -50,27 +52,25 @@ def main() -> int:
             metrics = Path(done["run_dir"]) / "metrics.jsonl"
             curve = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines()]
             rows.setdefault(algo, []).append((result, curve))
-            print(f"{algo} seed {seed}: best dev {result.dev_accuracy:.3f} test {result.test_accuracy:.3f} "
+            print(f"{algo} seed {seed}: best dev {result.dev_score:.3f} test {result.test_score:.3f} "
                   f"in {result.train_seconds:.0f} s", flush=True)  # fmt: skip
-    lines = [
-        f"# RL algorithms on the quickstart task ({args.queries:,} reward queries, seeds {args.seeds})",
-        "",
-        "| algo | best dev accuracy | test accuracy | steps | train time |",
-        "|---|---|---|---|---|",
-    ]
+    table = []
     for algo, runs in rows.items():
         results = [r for r, _ in runs]
 
         def stat(values):
             return f"{np.mean(values):.3f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.3f}"
 
-        dev, test = stat([r.dev_accuracy for r in results]), stat([r.test_accuracy for r in results])
+        dev, test = stat([r.dev_score for r in results]), stat([r.test_score for r in results])
         steps, seconds = np.mean([r.steps for r in results]), np.mean([r.train_seconds for r in results])
-        lines.append(f"| {algo} | {dev} | {test} | {steps:.0f} | {seconds:.0f} s |")
-    (out / "algorithms.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out / "algorithms.json").write_text(
-        json.dumps({a: [r.__dict__ for r, _ in rs] for a, rs in rows.items()}, indent=1), encoding="utf-8"
-    )
+        table.append([algo, dev, test, f"{steps:.0f}", f"{seconds:.0f} s"])
+    lines = [
+        f"# RL algorithms on the quickstart task ({args.queries:,} reward queries, seeds {args.seeds})", "",
+        markdown_table(["algo", "best dev accuracy", "test accuracy", "steps", "train time"], table),
+    ]  # fmt: skip
+    atomic_write_bytes(out / "algorithms.md", ("\n".join(lines) + "\n").encode("utf-8"))
+    document = json.dumps({a: [r.__dict__ for r, _ in rs] for a, rs in rows.items()}, indent=1)
+    atomic_write_bytes(out / "algorithms.json", document.encode("utf-8"))
     _plot(rows, out / "algorithms.png")
     print("\n".join(lines))
     return 0
@@ -86,7 +86,7 @@ def _plot(rows, path: Path) -> None:
     for i, (algo, runs) in enumerate(rows.items()):
         for j, (_, curve) in enumerate(runs):
             xs = [p["reward_queries"] for p in curve]
-            ax.plot(xs, [p["best_dev_accuracy"] for p in curve], color=f"C{i}", alpha=0.8,
+            ax.plot(xs, [p["best_dev_score"] for p in curve], color=f"C{i}", alpha=0.8,
                     label=algo if j == 0 else None)  # fmt: skip
     ax.set_xlabel("reward queries (prompt, example pairs scored)")
     ax.set_ylabel("best dev accuracy so far")

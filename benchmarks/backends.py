@@ -40,8 +40,10 @@ def main() -> int:
 
     from rlprompt.backends import load_task_model
     from rlprompt.backends.vllm_launcher import vllm_server
-    from rlprompt.evaluate import make_scorer
+    from rlprompt.evaluation import make_scorer
+    from rlprompt.files import atomic_write_bytes
     from rlprompt.models import _resolve_directory, resolve_device
+    from rlprompt.tables import markdown_table
     from rlprompt.tasks import load_task
     from rlprompt.vocab import action_vocabulary
 
@@ -92,14 +94,28 @@ def main() -> int:
     lines = [
         f"# Backends: {len(prompts)} prompts x {len(examples)} SST-2 sentences, {args.model} ({cpu})",
         "",
-        "| backend | cold pairs/s | warm pairs/s | max abs diff of label log-probs vs fp32 | same argmax |",
-        "|---|---|---|---|---|",
+        markdown_table(
+            [
+                "backend",
+                "cold pairs/s",
+                "warm pairs/s",
+                "max abs diff of label log-probs vs fp32",
+                "same argmax",
+            ],
+            [
+                [
+                    r["backend"],
+                    f"{r['cold_pairs_per_s']:.1f}",
+                    f"{r['warm_pairs_per_s']:.1f}",
+                    f"{r['max_abs_diff_vs_fp32']:.2g}",
+                    f"{r['same_argmax']:.3f}",
+                ]
+                for r in rows
+            ],
+        ),  # fmt: skip
     ]
-    for r in rows:
-        lines.append(f"| {r['backend']} | {r['cold_pairs_per_s']:.1f} | {r['warm_pairs_per_s']:.1f} | "
-                     f"{r['max_abs_diff_vs_fp32']:.2g} | {r['same_argmax']:.3f} |")  # fmt: skip
-    (out / "backends.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out / "backends.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    atomic_write_bytes(out / "backends.md", ("\n".join(lines) + "\n").encode("utf-8"))
+    atomic_write_bytes(out / "backends.json", (json.dumps(rows, indent=1) + "\n").encode("utf-8"))
     print("\n".join(lines))
     return 0
 

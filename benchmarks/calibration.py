@@ -35,9 +35,11 @@ def main() -> int:
 
     from rlprompt.backends import load_task_model
     from rlprompt.calibration import calibrate, scorer_prior, task_calibration
-    from rlprompt.evaluate import make_scorer, prompt_budget
+    from rlprompt.evaluation import make_scorer, prompt_budget
     from rlprompt.export import load_classification_prompt
+    from rlprompt.files import atomic_write_bytes
     from rlprompt.metrics import classification_metrics
+    from rlprompt.tables import markdown_table
     from rlprompt.tasks import load_task
 
     task = load_task(args.task, args.seed)
@@ -66,18 +68,18 @@ def main() -> int:
         f"# Calibration on {task.name} test ({len(test)} examples; priors from data seed {args.seed}; "
         f"{args.dtype})",
         "",
-        "| model | prompt | " + " | ".join(METHODS) + " |",
-        "|---|---|" + "---|" * len(METHODS),
     ]
+    table = []
     for model in dict.fromkeys(r["model"] for r in rows):
         for prompt in dict.fromkeys(r["prompt"] for r in rows if r["model"] == model):
             mine = [r for r in rows if (r["model"], r["prompt"]) == (model, prompt)]
             cells = {r["calibration"]: r["accuracy"] for r in mine}
-            lines.append(f"| {model} | {prompt} | " + " | ".join(f"{cells[m]:.3f}" for m in METHODS) + " |")
+            table.append([model, prompt, *(f"{cells[m]:.3f}" for m in METHODS)])
+    lines.append(markdown_table(["model", "prompt", *METHODS], table))
     text = "\n".join(lines) + "\n"
     stem = f"calibration_{task.name}" + ("" if args.dtype == "float32" else f"_{args.dtype}")
-    (out / f"{stem}.md").write_text(text, encoding="utf-8")
-    (out / f"{stem}.json").write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
+    atomic_write_bytes(out / f"{stem}.md", text.encode("utf-8"))
+    atomic_write_bytes(out / f"{stem}.json", (json.dumps(rows, indent=1) + "\n").encode("utf-8"))
     print(text)
     return 0
 

@@ -20,6 +20,7 @@ import yaml
 
 from rlprompt.errors import RLPromptError
 from rlprompt.export import LearnedPrompt
+from rlprompt.files import atomic_write_bytes
 from rlprompt.registry import METHODS
 
 Rows = Sequence[tuple[str, object]]
@@ -58,7 +59,7 @@ def learn(
         **settings: top-level config keys, e.g. ``total_timesteps=4000, seed=1``.
     """
     from rlprompt.config import load_train_config
-    from rlprompt.train import train
+    from rlprompt.driver import train
 
     if method not in PROMPT_METHODS:
         raise RLPromptError(
@@ -110,10 +111,10 @@ def write_examples_task(directory: Path, examples: Mapping[str, Rows], verbalize
                     f"examples[{split!r}][{i}]: expected a (text, label) pair, got {row!r}"
                 ) from None
             lines.append(json.dumps({"text": str(text), "label": str(label)}, ensure_ascii=False))
-        (directory / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        atomic_write_bytes(directory / f"{split}.jsonl", ("\n".join(lines) + "\n").encode("utf-8"))
         spec[split] = f"{split}.jsonl"
     path = directory / "task.yaml"
-    path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    atomic_write_bytes(path, yaml.safe_dump(spec, sort_keys=False, allow_unicode=True).encode("utf-8"))
     return path
 
 

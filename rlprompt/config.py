@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import types
 import typing
 from pathlib import Path
@@ -17,7 +18,8 @@ import yaml
 
 from rlprompt.errors import RLPromptError
 from rlprompt.files import read_yaml
-from rlprompt.registry import METHODS
+from rlprompt.registry import METHODS, TASK_KINDS
+from rlprompt.settings import at_least_one
 
 T = TypeVar("T")
 
@@ -167,6 +169,12 @@ class TaskConfig:
     name: str = "sst-2"  # a built-in task or a task YAML file
     seed: str = "16-100"  # few-shot data seed (built-in tasks)
     template: str | None = None  # None: the task's template for the model kind
+    kind: str | None = None  # the task kind (rlprompt.registry.TASK_KINDS); None: a built-in task's own, else
+    # classification
+
+    def __post_init__(self) -> None:
+        if self.kind is not None and self.kind not in TASK_KINDS:
+            raise RLPromptError(f"task.kind: {self.kind!r} is not one of {', '.join(TASK_KINDS)}")
 
 
 @dataclasses.dataclass
@@ -177,6 +185,10 @@ class EnvConfig:
     correct_scale: float = 200.0  # RLPrompt's gap reward: scale when the example is classified right
     wrong_scale: float = 180.0  # ... and when it is wrong
     normalize: bool = True  # z-score rewards within each batch of prompts
+
+    def __post_init__(self) -> None:
+        at_least_one("env", prompt_length=self.prompt_length, num_envs=self.num_envs,
+                     examples_per_reward=self.examples_per_reward)  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -190,136 +202,15 @@ class VocabConfig:
     size: int = 1000
     tokens: list[str] = dataclasses.field(default_factory=list)  # for kind "list"
 
+    def __post_init__(self) -> None:
+        at_least_one("vocab", size=self.size)
+
 
 @dataclasses.dataclass
 class PolicyConfig:
     backbone: str | None = None  # frozen LM that reads the prompt; None: the task model
     adapter_hidden: int = 2048  # RLPrompt's MLP adapter width
     value_hidden: int = 256
-
-
-@dataclasses.dataclass
-class RLConfig:
-    """Stable-Baselines3 hyperparameters, under SB3's own names."""
-
-    algo: typing.Literal["ppo", "a2c", "sql"] = "ppo"  # sql: soft Q-learning (rlprompt/sql.py)
-    learning_rate: float = 3e-4
-    n_steps: int = 5  # env steps per rollout and env: one prompt each
-    batch_size: int = 80  # PPO only
-    n_epochs: int = 4  # PPO only
-    clip_range: float = 0.2  # PPO only
-    gamma: float = 1.0  # one reward at the end of a short episode: no discount
-    gae_lambda: float = 1.0
-    ent_coef: float = 0.01
-    vf_coef: float = 0.5
-    max_grad_norm: float = 0.5
-    # After RL: policy-guided coordinate ascent on the training reward (see methods/rl.py polish_prompt);
-    # the prompts it accepts are candidates on dev like any other. 0 turns it off.
-    polish_rounds: int = 0
-    polish_top_k: int = 50
-    # SQL only (RLPrompt's values in brackets; learning_rate above: RLPrompt 5e-5): target-network Polyak
-    # rate (1e-3), sampling among the top-k Q-values (256; 0: all), replay of past prompt batches (off).
-    polyak: float = 1e-3
-    top_k: int = 256
-    replay_size: int = 0
-    replay_batches: int = 0
-    # SQL: rewards × this in the losses (the inverse soft-Q temperature). Measured on the quickstart (seed 0,
-    # 4,000 steps): 10 gave best dev 0.72 (test 0.79), 30 gave 0.69; with 1, training-batch accuracy stayed
-    # near 0.55 for 5,000 steps (z-scored rewards of about ±1 barely tilt a softmax over 1,000 tokens).
-    reward_scale: float = 10.0
-    # RL only: stop early once this many (prompt, example) pairs were scored (training and dev); overrides
-    # the top-level max_reward_queries, which applies to every method that queries a reward.
-    max_reward_queries: int | None = None
-
-
-@dataclasses.dataclass
-class SearchConfig:
-    """Evolutionary search over RL's action vocabulary and prompt length (rlprompt/methods/search.py): it
-    writes as many prompts as RL (total_timesteps / env.prompt_length) unless max_reward_queries stops it."""
-
-    population: int = 16  # prompts kept; each generation proposes as many children (RL's reward batch)
-    crossover: float = 0.5  # share of children that mix two parents (uniform crossover) before mutating
-    tournament: int = 2  # parents are the best of this many prompts drawn from the population
-
-
-@dataclasses.dataclass
-class BBTConfig:
-    """Black-Box Tuning (Sun et al., 2022; rlprompt/methods/bbt.py): CMA-ES over a low-dimensional vector
-    projected into soft-prompt embeddings, forward passes only. BBT's settings for RoBERTa-large were 50
-    virtual tokens, intrinsic dimension 500, population 20 and 8,000 API calls; here the prompt has RL's
-    length and the budget is max_reward_queries (or as many candidates as RL writes prompts)."""
-
-    num_virtual_tokens: int = 5  # as many as the RL prompt has tokens, at the same slot
-    intrinsic_dim: int = 500  # BBT's d
-    population: int = 20  # BBT's
-    sigma: float = 1.0  # CMA-ES's initial step size in the intrinsic space (BBT: 1)
-    init_text: str | None = None  # the prompt's starting embeddings; None: the task's manual prompt
-
-
-@dataclasses.dataclass
-class TuningConfig:
-    """Gradient training of a baseline: the cross-entropy of the Scorer's label log-probs (classes only)."""
-
-    steps: int = 60  # optimizer steps
-    batch_size: int = 16  # training examples per step
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-
-
-@dataclasses.dataclass
-class SoftPromptConfig(TuningConfig):
-    """PEFT prompt tuning; the virtual tokens sit at the template's {prompt} slot, where RL's prompt goes."""
-
-    num_virtual_tokens: int = 5  # as many as the RL prompt has tokens
-    init_text: str | None = None  # start from these words' embeddings; None: the task's manual prompt;
-    # "" : embeddings of random vocabulary tokens
-    learning_rate: float = 3e-3
-
-
-@dataclasses.dataclass
-class LoraSection(TuningConfig):
-    """PEFT LoRA on the task LM (PEFT's default target modules for the architecture unless given)."""
-
-    r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    target_modules: list[str] | None = None
-    learning_rate: float = 1e-3
-
-
-@dataclasses.dataclass
-class PrefixTuningSection(TuningConfig):
-    """PEFT prefix tuning (Li and Liang, 2021): learned keys and values before the input in every layer
-    (causal models here), read with the template and the manual prompt, as LoRA is."""
-
-    num_virtual_tokens: int = 5  # as many as the RL prompt has tokens
-    init_text: str | None = None  # start from the keys and values the LM computes for these words (Li and
-    # Liang's initialisation with real words' activations); None: the task's manual prompt; "": PEFT's random
-    learning_rate: float = 1e-2
-
-
-@dataclasses.dataclass
-class IA3Section(TuningConfig):
-    """PEFT IA3 (Liu et al., 2022): learned rescaling of keys, values and feed-forward activations, the
-    adapter family's smallest member (PEFT's default modules for the architecture unless given)."""
-
-    target_modules: list[str] | None = None
-    feedforward_modules: list[str] | None = None  # a subset of target_modules, scaled at their input
-    learning_rate: float = 1e-2  # scales start at 1 and few steps are run: larger than LoRA's
-
-
-@dataclasses.dataclass
-class FinetuneConfig(TuningConfig):
-    """Every weight of the task LM is trained."""
-
-    learning_rate: float = 2e-5
-
-
-@dataclasses.dataclass
-class InContextConfig:
-    k: int = 4  # demonstrations from the training split, balanced over classes, drawn by the run's seed
-    separator: str = "\n"
 
 
 @dataclasses.dataclass
@@ -336,6 +227,11 @@ class StyleConfig:
     dev_inputs: int = 32  # source-style sentences the prompt is chosen on
     test_inputs: int | None = None  # test sentences evaluated; None: all (yelp: 500, shakespeare: 1,462)
 
+    def __post_init__(self) -> None:
+        at_least_one("style", samples=self.samples, eval_samples=self.eval_samples, top_k=self.top_k,
+                     max_new_tokens=self.max_new_tokens, dev_inputs=self.dev_inputs,
+                     test_inputs=self.test_inputs)  # fmt: skip
+
 
 CalibrationName = typing.Literal["none", "batch", "contextual", "domain"]  # rlprompt.calibration's, for runs
 METHOD_NAMES = tuple(METHODS)
@@ -343,7 +239,9 @@ MethodName = typing.Literal[METHOD_NAMES]  # the registry's names (rlprompt/regi
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class CoreConfig:
+    """The settings every run has; :data:`TrainConfig` adds one section per method that has settings."""
+
     model: str = "smollm2-135m"  # the frozen task LM
     # Where the task LM and the policy's backbone run, and in what precision: auto is the first GPU in
     # bfloat16, else the CPU in float32 (see rlprompt.models.resolve_dtype). config.yaml records what
@@ -378,15 +276,6 @@ class TrainConfig:
     env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
     vocab: VocabConfig = dataclasses.field(default_factory=VocabConfig)
     policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
-    rl: RLConfig = dataclasses.field(default_factory=RLConfig)
-    search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
-    bbt: BBTConfig = dataclasses.field(default_factory=BBTConfig)
-    soft_prompt: SoftPromptConfig = dataclasses.field(default_factory=SoftPromptConfig)
-    lora: LoraSection = dataclasses.field(default_factory=LoraSection)
-    ia3: IA3Section = dataclasses.field(default_factory=IA3Section)
-    prefix_tuning: PrefixTuningSection = dataclasses.field(default_factory=PrefixTuningSection)
-    full_finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
-    in_context: InContextConfig = dataclasses.field(default_factory=InContextConfig)
     style: StyleConfig = dataclasses.field(default_factory=StyleConfig)
 
     @property
@@ -405,47 +294,28 @@ class TrainConfig:
         return list(dict.fromkeys(self.seeds or [self.seed]))
 
     def __post_init__(self) -> None:
-        positive = {
-            "total_timesteps": self.total_timesteps, "evaluations": self.evaluations,
-            "env.prompt_length": self.env.prompt_length, "env.num_envs": self.env.num_envs,
-            "env.examples_per_reward": self.env.examples_per_reward, "rl.n_steps": self.rl.n_steps,
-            "rl.batch_size": self.rl.batch_size, "rl.n_epochs": self.rl.n_epochs,
-            "vocab.size": self.vocab.size, "in_context.k": self.in_context.k,
-            "heldout_sentences": self.heldout_sentences, "style.samples": self.style.samples,
-            "style.eval_samples": self.style.eval_samples, "style.top_k": self.style.top_k,
-            "style.max_new_tokens": self.style.max_new_tokens, "style.dev_inputs": self.style.dev_inputs,
-        }  # fmt: skip
-        if self.style.test_inputs is not None:
-            positive["style.test_inputs"] = self.style.test_inputs
-        for section in ("soft_prompt", "prefix_tuning", "lora", "ia3", "full_finetune"):
-            tuning = getattr(self, section)
-            positive[f"{section}.steps"] = tuning.steps
-            positive[f"{section}.batch_size"] = tuning.batch_size
-            if tuning.learning_rate <= 0:
-                raise ValueError(f"'{section}.learning_rate' must be positive, got {tuning.learning_rate}")
-        positive["bbt.num_virtual_tokens"] = self.bbt.num_virtual_tokens
-        positive["bbt.intrinsic_dim"] = self.bbt.intrinsic_dim
-        positive["bbt.population"] = self.bbt.population
-        if self.bbt.sigma <= 0:
-            raise ValueError(f"'bbt.sigma' must be positive, got {self.bbt.sigma}")
-        positive["search.population"] = self.search.population
-        positive["search.tournament"] = self.search.tournament
-        if not 0 <= self.search.crossover <= 1:
-            raise ValueError(f"'search.crossover' must be between 0 and 1, got {self.search.crossover}")
-        for key, budget in (
-            ("max_reward_queries", self.max_reward_queries),
-            ("rl.max_reward_queries", self.rl.max_reward_queries),
-        ):
-            if budget is not None:
-                positive[key] = budget
-        positive["soft_prompt.num_virtual_tokens"] = self.soft_prompt.num_virtual_tokens
-        positive["lora.r"] = self.lora.r
-        positive["prefix_tuning.num_virtual_tokens"] = self.prefix_tuning.num_virtual_tokens
-        for key, value in positive.items():
-            if value < 1:
-                raise ValueError(f"'{key}' must be at least 1, got {value}")
-        if self.rl.learning_rate <= 0:
-            raise ValueError(f"'rl.learning_rate' must be positive, got {self.rl.learning_rate}")
+        at_least_one("", total_timesteps=self.total_timesteps, evaluations=self.evaluations,
+                     heldout_sentences=self.heldout_sentences,
+                     max_reward_queries=self.max_reward_queries)  # fmt: skip
+
+
+def _method_sections() -> list[tuple[str, type, dataclasses.Field]]:
+    """One field per method section the registry names, typed by the method module's settings class."""
+    fields = []
+    for spec in METHODS.values():
+        if spec.settings is None or any(name == spec.section for name, _, _ in fields):
+            continue
+        module, name = spec.settings.split(":")
+        cls = getattr(importlib.import_module(module), name)
+        fields.append((spec.section, cls, dataclasses.field(default_factory=cls)))
+    return fields
+
+
+# The run configuration: the core settings plus each method's section (rl, search, bbt, soft_prompt, ...),
+# whose dataclass lives in the method's own module and checks its own values.
+TrainConfig = dataclasses.make_dataclass("TrainConfig", _method_sections(), bases=(CoreConfig,))
+TrainConfig.__module__ = __name__
+TrainConfig.__doc__ = "The run configuration: core settings (CoreConfig) and one section per method."
 
 
 def _task_shorthand(data: dict) -> dict:
@@ -455,7 +325,7 @@ def _task_shorthand(data: dict) -> dict:
     return data
 
 
-def load_train_config(path: str | None, overrides: list[str] | None = None) -> TrainConfig:
+def load_train_config(path: str | None, overrides: list[str] | None = None) -> CoreConfig:
     """The run configuration from a YAML file (or the defaults) and ``--set`` overrides."""
     data = read_yaml(Path(path)) if path else {}
     data = _task_shorthand(apply_overrides(_task_shorthand(data), overrides or [], TrainConfig))

@@ -43,12 +43,16 @@ class LearnedPrompt:
     policy_model: str | None = None  # the policy's backbone, whose tokens the prompt was written in
     policy_token_ids: list[int] | None = None  # the prompt in the policy's tokenizer
     library_version: str = ""
+    task_kind: str | None = None  # rlprompt.registry.TASK_KINDS; None in files written before it was recorded
     format: str = FORMAT
     version: int = VERSION
 
     @property
     def is_rewriting(self) -> bool:
-        """A style-transfer prompt (it makes the model rewrite a sentence; no verbalizers)."""
+        """A style-transfer prompt (it makes the model rewrite a sentence). Files from before the kind was
+        recorded tell it by their empty verbalizers."""
+        if self.task_kind is not None:
+            return self.task_kind == "style"
         return not self.verbalizers
 
     def template_for(self, kind: str) -> str:

@@ -364,3 +364,8 @@ def _special_token_frame(tokenizer) -> tuple[list[int], list[int]]:
         if full[start : start + len(plain)] == plain:
             return full[:start], full[start + len(plain) :]
     return [], []
+
+
+def same_tokenizer(a: LanguageModel, b: LanguageModel) -> bool:
+    """Whether token ids of ``a`` mean the same text on ``b``."""
+    return a is b or a.tokenizer is b.tokenizer or a.tokenizer.get_vocab() == b.tokenizer.get_vocab()

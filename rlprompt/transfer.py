@@ -12,6 +12,7 @@ as reference rows. Writes ``transfer.md``, ``transfer.json`` and ``transfer.png`
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,11 @@ from rlprompt.backends import load_task_model
 from rlprompt.calibration import CALIBRATIONS, task_calibration
 from rlprompt.console import add_verbose_flag
 from rlprompt.errors import RLPromptError, run_cli
-from rlprompt.evaluate import evaluate_prompts, make_scorer, prompt_budget
+from rlprompt.evaluation import evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, load_classification_prompt
 from rlprompt.files import atomic_write_bytes
 from rlprompt.models import load_model
+from rlprompt.tables import markdown_table
 from rlprompt.tasks import DEFAULT_SEED, load_task
 
 # Artifacts of these methods are weights tied to one model's hidden size and vocabulary.
@@ -178,16 +180,10 @@ def markdown(result: dict) -> str:
     if method == "none":
         tables = tables[:1]
     for title, calibrated in tables:
-        lines += [
-            title,
-            "",
-            "| prompt | text | " + " | ".join(targets) + " |",
-            "|" + "---|" * (len(targets) + 2),
-        ]
-        for row in result["rows"]:
-            cells = [_cell_text(row["cells"][t], row["kind"] == "learned", calibrated) for t in targets]
-            lines.append(f"| {row['name']} | `{row['text']!r}` | " + " | ".join(cells) + " |")
-        lines.append("")
+        rows = [[row["name"], f"`{row['text']!r}`",
+                 *(_cell_text(row["cells"][t], row["kind"] == "learned", calibrated) for t in targets)]
+                for row in result["rows"]]  # fmt: skip
+        lines += [title, "", markdown_table(["prompt", "text", *targets], rows), ""]
     reasons = [
         f"- {row['name']} on {t}: {c['not_applicable']}"
         for row in result["rows"]
@@ -232,7 +228,9 @@ def heatmap(result: dict, path: Path) -> None:
                 ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
         ax.set_title(f"{title} {result['split']} accuracy", fontsize=10)
     fig.colorbar(image, ax=list(axes[0]), label=f"{result['split']} accuracy")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
     plt.close(fig)
 
 

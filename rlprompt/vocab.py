@@ -53,3 +53,21 @@ def common_words() -> list[str]:
     """Frequent English words, most frequent first (package data)."""
     path = files("rlprompt") / "data" / "common_words.txt"
     return [w for w in path.read_text(encoding="utf-8").split("\n") if w and not w.startswith("#")]
+
+
+DEFAULT_BACKBONE = "smollm2-135m"  # the policy's backbone when the task LM runs elsewhere (a server)
+TRANSLATION_ROOM = 4  # task-LM tokens reserved per policy token when the two tokenizers differ
+
+
+def default_backbone(model: str) -> str:
+    """The task LM itself when it runs in this process, else the default local backbone."""
+    from rlprompt.backends import backend_of
+
+    return model if backend_of(model).name == "hf" else DEFAULT_BACKBONE
+
+
+def policy_model(config) -> LanguageModel:
+    """The model whose tokens the policy (or the search) writes: ``policy.backbone``, else the default."""
+    from rlprompt.models import load_model
+
+    return load_model(config.policy.backbone or default_backbone(config.model), config.device, config.dtype)

@@ -66,7 +66,7 @@ def test_bbt_lowers_its_training_loss_without_a_backward_pass(tiny_task, capsys,
     out = capsys.readouterr().out
     assert done.value.code == 0
     (evaluated,) = json.loads(out)["results"]
-    assert evaluated["accuracy"] == pytest.approx(result.test_accuracy)
+    assert evaluated["accuracy"] == pytest.approx(result.test_score)
 
 
 @pytest.mark.parametrize("calibration", ["none", "batch"])

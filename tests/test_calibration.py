@@ -17,8 +17,8 @@ from rlprompt.calibration import (
     task_calibration,
 )
 from rlprompt.errors import RLPromptError, run_cli
-from rlprompt.evaluate import evaluate_prompts, make_scorer
 from rlprompt.evaluate import main as evaluate_main
+from rlprompt.evaluation import evaluate_prompts, make_scorer
 from rlprompt.metrics import classification_metrics
 from rlprompt.tasks import Example, load_task
 from tests.conftest import write_task
@@ -171,14 +171,16 @@ def test_a_calibrated_run_records_its_calibration_and_evaluate_follows_it(tiny_g
     prompt = load_prompt(run_dir / "prompt.json")
     result = MethodResult.load(run_dir / "result.json")
     assert prompt.calibration == "batch" and result.calibration == "batch" == result.calibrated_with
-    assert result.test_accuracy == result.test_accuracy_calibrated  # the headline is the calibrated one
+    assert (
+        result.test_score == result.test_metrics["accuracy_calibrated"]
+    )  # the headline is the calibrated one
     with pytest.raises(SystemExit) as done:
         run_cli(evaluate_main, ["--prompt-file", str(run_dir / "prompt.json"), "--json"])
     payload = json.loads(capsys.readouterr().out)
     assert done.value.code == 0 and payload["calibration"] == "batch", "the prompt file's own calibration"
-    assert payload["results"][0]["accuracy"] == pytest.approx(result.test_accuracy, abs=1 / len(ROWS) / 2)
+    assert payload["results"][0]["accuracy"] == pytest.approx(result.test_score, abs=1 / len(ROWS) / 2)
     assert payload["results"][0]["raw"]["accuracy"] == pytest.approx(
-        result.test_accuracy_raw, abs=0.5 / len(ROWS)
+        result.test_metrics["accuracy_raw"], abs=0.5 / len(ROWS)
     )
 
 

@@ -154,7 +154,7 @@ def test_each_gradient_method_lowers_its_training_loss(
     result = MethodResult.load(run_dir / "result.json")
     assert result.method == method and result.steps == 24 and result.trainable_params > 0
     assert result.perplexity_before is not None and result.perplexity_after is not None
-    assert result.dev_accuracy == max(r["dev_accuracy"] for r in records)
+    assert result.dev_score == max(r["dev_score"] for r in records)
     # The shared frozen models are untouched: methods that train weights work on a copy.
     after = [p.detach() for lm in shared for p in lm.model.parameters()]
     assert all(torch.equal(a, b) for a, b in zip(weights, after, strict=True))
@@ -200,7 +200,7 @@ def test_exports_load_back_and_evaluate_to_the_same_accuracy(
     out = capsys.readouterr().out
     assert done.value.code == 0
     (evaluated,) = json.loads(out)["results"]
-    assert evaluated["accuracy"] == pytest.approx(result.test_accuracy)
+    assert evaluated["accuracy"] == pytest.approx(result.test_score)
 
 
 def test_manual_method_keeps_the_best_prompt_on_dev(tiny_task, capsys, tiny_gpt2):

@@ -6,17 +6,23 @@ from dataclasses import replace
 
 import pytest
 
+from rlprompt.comparison import collect, report_markdown
 from rlprompt.errors import run_cli
 from rlprompt.methods import MethodResult
-from rlprompt.report import collect, report_markdown
 from rlprompt.report import main as report_main
 
+
+def _scores(accuracy: float, raw: float | None = None, calibrated: float | None = None) -> dict:
+    both = {} if raw is None else {"accuracy_raw": raw, "accuracy_calibrated": calibrated}
+    return {"accuracy": accuracy, "macro_f1": 0.7, **both}
+
+
 BASE = MethodResult(
-    method="rl", seed=0, model="m", task="sst-2", dev_accuracy=0.7, test_accuracy=0.7, test_macro_f1=0.7,
+    method="rl", seed=0, model="m", task="sst-2", dev_score=0.7, test_metrics=_scores(0.7),
     steps=100, train_seconds=10.0, lm_tokens=1000, trainable_params=500, artifact="prompt.json",
     artifact_bytes=2048, learned="great movie", interpretable=True, transferable=True,
-    curve=[{"step": 0, "lm_tokens": 10, "dev_accuracy": 0.5, "best_dev_accuracy": 0.5},
-           {"step": 100, "lm_tokens": 1000, "dev_accuracy": 0.7, "best_dev_accuracy": 0.7}],
+    curve=[{"step": 0, "lm_tokens": 10, "dev_score": 0.5, "best_dev_score": 0.5},
+           {"step": 100, "lm_tokens": 1000, "dev_score": 0.7, "best_dev_score": 0.7}],
 )  # fmt: skip
 
 
@@ -29,12 +35,13 @@ def _write(root, results):
 
 def test_report_table_aggregates_over_seeds(tmp_path):
     results = [
-        replace(BASE, seed=0, test_accuracy=0.70),
-        replace(BASE, seed=1, test_accuracy=0.80, learned="bad | film"),
-        replace(BASE, method="lora", seed=0, test_accuracy=0.6, interpretable=False, transferable=False,
-                trainable_params=2_000_000, artifact_bytes=3 * 2**20, perplexity_before=10.0,
-                perplexity_after=12.5),
-        replace(BASE, method="manual", seed=0, test_accuracy=0.5, curve=BASE.curve[:1], trainable_params=0),
+        replace(BASE, seed=0, test_metrics=_scores(0.70)),
+        replace(BASE, seed=1, test_metrics=_scores(0.80), learned="bad | film"),
+        replace(BASE, method="lora", seed=0, test_metrics=_scores(0.6), interpretable=False,
+                transferable=False, trainable_params=2_000_000, artifact_bytes=3 * 2**20,
+                perplexity_before=10.0, perplexity_after=12.5),
+        replace(BASE, method="manual", seed=0, test_metrics=_scores(0.5), curve=BASE.curve[:1],
+                trainable_params=0),
     ]  # fmt: skip
     _write(tmp_path / "cmp", results)
     loaded = collect([tmp_path / "cmp"])
@@ -77,13 +84,13 @@ def test_report_errors_name_the_directory(tmp_path, capsys, setup):
 def test_report_shows_raw_and_calibrated_accuracy_and_the_reference_rows(tmp_path):
     import json
 
+    from rlprompt.comparison import collect_references
     from rlprompt.methods import REFERENCES
-    from rlprompt.report import collect_references
 
     results = [
-        replace(BASE, seed=0, test_accuracy=0.70, test_accuracy_raw=0.70, test_accuracy_calibrated=0.74,
+        replace(BASE, seed=0, test_metrics=_scores(0.70, 0.70, 0.74),
                 calibrated_with="batch"),
-        replace(BASE, seed=1, test_accuracy=0.80, test_accuracy_raw=0.80, test_accuracy_calibrated=0.78,
+        replace(BASE, seed=1, test_metrics=_scores(0.80, 0.80, 0.78),
                 calibrated_with="batch"),
     ]  # fmt: skip
     _write(tmp_path / "cmp", results)

@@ -100,7 +100,7 @@ def rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-LEARNING = ("step", "dev_accuracy", "best_dev_accuracy", "train_loss", "greedy_prompt", "best_prompt",
+LEARNING = ("step", "dev_score", "best_dev_score", "train_loss", "greedy_prompt", "best_prompt",
             "reward_queries", "lm_tokens", "train_reward")  # fmt: skip
 
 
@@ -158,8 +158,8 @@ def test_sigkill_after_first_checkpoint_then_resume_ends_like_an_unbroken_run(
     steps = [r["step"] for r in rows(killed)]
     assert steps == sorted(set(steps)), f"duplicated or unordered steps: {steps}"
     assert_same_learning(killed, tmp_path / "unbroken", rel=1e-5)
-    assert resumed.dev_accuracy == unbroken.dev_accuracy
-    assert resumed.test_accuracy == unbroken.test_accuracy
+    assert resumed.dev_score == unbroken.dev_score
+    assert resumed.test_metrics == unbroken.test_metrics
     if method == "rl":
         prompt = load_prompt(killed / "prompt.json")
         assert prompt.token_ids == load_prompt(tmp_path / "unbroken" / "prompt.json").token_ids

@@ -62,7 +62,7 @@ def test_search_improves_its_training_reward_and_exports_its_best_dev_prompt(tin
     assert rewards == sorted(rewards) and rewards[-1] > rewards[0] + 1.0, rewards
     result = MethodResult.load(run_dir / "result.json")
     assert result.method == "search" and result.steps == 200 and result.trainable_params == 0
-    assert result.dev_accuracy == max(r["dev_accuracy"] for r in records)
+    assert result.dev_score == max(r["dev_score"] for r in records)
     prompt = load_prompt(run_dir / "prompt.json")
     assert prompt.method == "search" and len(prompt.token_ids) == 3
     assert prompt.metrics["reward_queries"] == records[-1]["reward_queries"] <= 200 * 8 + 5 * 4 * 8

@@ -14,7 +14,7 @@ from rlprompt.backends import load_task_model
 from rlprompt.backends.hf import Scorer
 from rlprompt.backends.vllm_launcher import free_port, vllm_server
 from rlprompt.errors import RLPromptError, run_cli
-from rlprompt.evaluate import make_scorer
+from rlprompt.evaluation import make_scorer
 from rlprompt.models import _resolve_directory
 from rlprompt.tasks import load_task
 from rlprompt.vocab import action_vocabulary
@@ -219,9 +219,9 @@ def test_style_transfer_generates_and_scores_fluency_through_the_server(vllm_url
     import json
 
     from rlprompt.config import load_train_config
+    from rlprompt.driver import train
     from rlprompt.perplexity import sentence_perplexities
     from rlprompt.style import Rewriter
-    from rlprompt.train import train
 
     server = load_task_model(server_name(vllm_url))
     rewriter = Rewriter(server, max_new_tokens=12)

@@ -202,8 +202,8 @@ def test_a_style_transfer_run_exports_its_prompt_and_a_test_report(tmp_path):
     import json
 
     from rlprompt.config import load_train_config
+    from rlprompt.driver import train
     from rlprompt.export import load_prompt
-    from rlprompt.train import train
 
     config = load_train_config(None, [
         "task.name=yelp-sentiment", "total_timesteps=16", "evaluations=2", "env.prompt_length=2",
@@ -253,7 +253,7 @@ def test_a_style_transfer_run_exports_its_prompt_and_a_test_report(tmp_path):
     assert prompt.data_seed is None, "yelp-sentiment has no data seed (the few-shot default must not leak in)"
     assert prompt.fill("the food was cold .") == f'{prompt.text.strip()} "the food was cold ." "'
     result = out["results"][0]
-    assert result.metric == "joint" and result.test_accuracy == pytest.approx(rows["learned"]["joint"] / 100)
+    assert result.metric == "joint" and result.test_score == pytest.approx(rows["learned"]["joint"] / 100)
     summary = (run / "summary.txt").read_text(encoding="utf-8")
     assert "| learned:" in summary and "learned - manual: joint " in summary
     assert not (run / "checkpoint.pt").exists()

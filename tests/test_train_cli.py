@@ -61,7 +61,7 @@ def test_train_smoke_run_writes_a_complete_run_directory(algo, tiny_gpt2, tiny_t
     assert "total_timesteps: 160" in resolved and "num_envs: 4" in resolved
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [4, 84, 160]
-    assert all(0 <= r["best_dev_accuracy"] <= 1 for r in records)
+    assert all(0 <= r["best_dev_score"] <= 1 for r in records)
 
     # The exported prompt round-trips and evaluates through the evaluate CLI.
     prompt = load_prompt(run_dir / "prompt.json")

@@ -127,7 +127,7 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
         return ["--run-dir", str(tmp_path / "taken")], f"{tmp_path / 'taken'}: run directory already exists"
     if case == "style task with a method that needs labels":
         return ["--set", "task.name=yelp-sentiment"], (
-            "method 'manual' does not apply to the style-transfer task 'yelp-sentiment'")  # fmt: skip
+            "method 'manual' does not apply to the style task 'yelp-sentiment'; its methods: rl")  # fmt: skip
     if case == "unknown style target":
         return ["--set", "task.name=yelp-sentiment", "--set", "style.target=formal"], (
             "style.target: yelp-sentiment has styles negative and positive, got 'formal'")  # fmt: skip

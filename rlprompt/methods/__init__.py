@@ -22,7 +22,7 @@ from rlprompt.methods.base import (  # noqa: F401 - the package's public names
     dev_accuracy,
     path_bytes,
 )
-from rlprompt.registry import METHODS, STYLE_NEEDS  # noqa: F401 - STYLE_NEEDS: read by the driver
+from rlprompt.registry import METHODS
 
 INTERPRETABLE = {name: spec.interpretable for name, spec in METHODS.items()}
 TRANSFERABLE = {name: spec.transferable for name, spec in METHODS.items()}

@@ -8,14 +8,15 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from rlprompt.checkpoint import StopRequest, truncate_metrics
-from rlprompt.config import TrainConfig
 from rlprompt.files import atomic_write_bytes
 from rlprompt.models import LanguageModel
+from rlprompt.registry import DEFAULT_KIND, TASK_KINDS, TaskKindSpec
 from rlprompt.scoring import LabelScorer
 from rlprompt.tasks import Task
 
@@ -27,7 +28,7 @@ REFERENCES = "references.json"
 class MethodContext:
     """What a method run gets from the driver."""
 
-    config: TrainConfig
+    config: Any  # rlprompt.config.TrainConfig (not imported: config reads the method modules)
     seed: int
     task: Task
     lm: LanguageModel  # the frozen task LM (shared: methods that train weights work on a copy)
@@ -39,6 +40,7 @@ class MethodContext:
     cache: dict = field(default_factory=dict)  # shared between runs of one process (perplexity before)
     stop: StopRequest = field(default_factory=StopRequest)  # polled: Ctrl-C or SIGTERM asks for a clean stop
     resume: dict | None = None  # the run directory's checkpoint, when resuming
+    kind: TaskKindSpec = field(default_factory=lambda: TASK_KINDS[DEFAULT_KIND])  # what the task asks for
 
     def checkpoint_due(self, step: int, last_checkpoint: int, evaluated_since: bool) -> bool:
         """Whether to write a checkpoint at ``step``: on a stop request, every ``checkpoint_every``
@@ -68,9 +70,11 @@ class MethodResult:
     seed: int
     model: str
     task: str
-    dev_accuracy: float
-    test_accuracy: float
-    test_macro_f1: float
+    dev_score: float  # the primary metric (``metric``) on dev of the chosen prompt or checkpoint
+    # The task kind's metrics on test (rlprompt.registry.TASK_KINDS): classification: accuracy and macro_f1
+    # as the run scored (raw or calibrated), and accuracy_raw and accuracy_calibrated both ways; style
+    # transfer: joint and j_csf (J(C,S,F)), as fractions.
+    test_metrics: dict[str, float]
     steps: int
     train_seconds: float
     lm_tokens: int  # task-LM tokens fed forward in training and dev evaluation (not test)
@@ -84,18 +88,22 @@ class MethodResult:
     perplexity_after: float | None = None
     curve: list[dict] = field(default_factory=list)  # per evaluation: step, lm_tokens, dev and best dev
     interrupted: bool = False
-    # What dev_accuracy and test_accuracy hold: "accuracy", or for style transfer "joint" (the joint score of
-    # content and style, as a fraction; test_macro_f1 then holds J(C,S,F) as a fraction).
-    metric: str = "accuracy"
-    # How the run scored for choosing on dev and for dev_accuracy / test_accuracy (rlprompt.calibration);
-    # the test accuracy both ways: raw, and calibrated with `calibrated_with` (the run's method, or batch).
+    metric: str = "accuracy"  # the task kind's primary metric: what dev_score and test_score hold
+    # How the run scored for choosing on dev and for the headline test metrics (rlprompt.calibration); the
+    # test accuracy is also given both ways, calibrated with `calibrated_with` (the run's method, or batch).
     calibration: str = "none"
-    test_accuracy_raw: float | None = None
-    test_accuracy_calibrated: float | None = None
     calibrated_with: str | None = None
     # (prompt, example) pairs scored in training and dev, for the methods that query a score (rl, search,
     # manual, in_context); the budget max_reward_queries counts these.
     reward_queries: int | None = None
+
+    @property
+    def test_score(self) -> float:
+        """The primary metric on test, as the run scored."""
+        return self.test_metrics[self.metric]
+
+    def test_metric(self, name: str) -> float | None:
+        return self.test_metrics.get(name)
 
     def save(self, run_dir: Path) -> None:
         text = json.dumps(asdict(self), indent=2) + "\n"
@@ -103,9 +111,45 @@ class MethodResult:
 
     @classmethod
     def load(cls, path: Path) -> MethodResult:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = _upgraded(json.loads(Path(path).read_text(encoding="utf-8")))
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _upgraded(data: dict) -> dict:
+    """A result.json written before the metrics mapping (its dev_accuracy, test_accuracy and test_macro_f1
+    held the kind's primary and secondary metric) in today's fields, so a comparison started by an earlier
+    version still resumes and reports."""
+    if "test_metrics" in data or "test_accuracy" not in data:
+        return data
+    data = dict(data)
+    primary = data.get("metric", "accuracy")
+    secondary = "macro_f1" if primary == "accuracy" else "j_csf"
+    data["dev_score"] = data.pop("dev_accuracy")
+    metrics = {primary: data.pop("test_accuracy"), secondary: data.pop("test_macro_f1", None)}
+    for old, new in (
+        ("test_accuracy_raw", "accuracy_raw"),
+        ("test_accuracy_calibrated", "accuracy_calibrated"),
+    ):
+        if data.get(old) is not None:
+            metrics[new] = data[old]
+        data.pop(old, None)
+    data["test_metrics"] = {k: v for k, v in metrics.items() if v is not None}
+    data["curve"] = [_curve_point(p) for p in data.get("curve", [])]
+    return data
+
+
+def _curve_point(point: dict) -> dict:
+    renamed = {"dev_accuracy": "dev_score", "best_dev_accuracy": "best_dev_score"}
+    return {renamed.get(k, k): v for k, v in point.items()}
+
+
+def classification_metrics_of(result, calibrated: bool) -> dict[str, float]:
+    """``MethodResult.test_metrics`` of a classification run from its test :class:`PromptResult`: the
+    headline as the run scored (calibrated or raw), and the accuracy both ways."""
+    headline = result.metrics if calibrated else result.raw
+    return {"accuracy": headline.accuracy, "macro_f1": headline.macro_f1,
+            "accuracy_raw": result.raw.accuracy, "accuracy_calibrated": result.metrics.accuracy}  # fmt: skip
 
 
 class EvalLog:
@@ -114,12 +158,13 @@ class EvalLog:
     def __init__(self, run_dir: Path, total: int, desc: str, progress: bool, resume: dict | None = None):
         """``resume``: a ``state()`` from a checkpoint; the log's rows after it are dropped."""
         self.curve: list[dict] = []
-        self.best_accuracy = -1.0
+        self.best_score = -1.0
         self.elapsed_before = 0.0  # seconds spent before a resume
         path = Path(run_dir) / "metrics.jsonl"
         if resume is not None:
             truncate_metrics(run_dir, resume["step"])
-            self.curve, self.best_accuracy = list(resume["curve"]), resume["best_accuracy"]
+            self.curve = [_curve_point(p) for p in resume["curve"]]  # (older checkpoints: old names)
+            self.best_score = resume.get("best_score", resume.get("best_accuracy"))
             self.elapsed_before = resume["elapsed"]
         else:
             path.unlink(missing_ok=True)  # a fresh start of this run: no rows from an earlier attempt
@@ -134,21 +179,21 @@ class EvalLog:
 
     def state(self, step: int) -> dict:
         """What a checkpoint at ``step`` needs to continue this log."""
-        return {"step": step, "curve": list(self.curve), "best_accuracy": self.best_accuracy,
+        return {"step": step, "curve": list(self.curve), "best_score": self.best_score,
                 "elapsed": self.elapsed}  # fmt: skip
 
-    def record(self, step: int, dev_accuracy: float, lm_tokens: int, **extra) -> bool:
-        """Log one dev evaluation; True when it is the best so far."""
-        improved = dev_accuracy > self.best_accuracy
-        self.best_accuracy = max(self.best_accuracy, dev_accuracy)
-        point = {"step": step, "lm_tokens": int(lm_tokens), "dev_accuracy": float(dev_accuracy),
-                 "best_dev_accuracy": float(self.best_accuracy)}  # fmt: skip
+    def record(self, step: int, dev_score: float, lm_tokens: int, **extra) -> bool:
+        """Log one dev evaluation (the task kind's primary metric); True when it is the best so far."""
+        improved = dev_score > self.best_score
+        self.best_score = max(self.best_score, dev_score)
+        point = {"step": step, "lm_tokens": int(lm_tokens), "dev_score": float(dev_score),
+                 "best_dev_score": float(self.best_score)}  # fmt: skip
         self.curve.append(point)
         row = {**point, "seconds": round(self.elapsed, 1), **extra}
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
         self.bar.update(step - self.bar.n)
-        self.bar.set_postfix_str(f"dev {dev_accuracy:.3f} best {self.best_accuracy:.3f}")
+        self.bar.set_postfix_str(f"dev {dev_score:.3f} best {self.best_score:.3f}")
         return improved
 
     def close(self) -> None:
@@ -169,11 +214,26 @@ def path_bytes(path: Path) -> int:
 
 
 @dataclass
-class TestResult:
-    """A learned prompt on test: the headline score (accuracy, or the style joint score as a fraction), a
-    secondary one (macro-F1; style: J(C,S,F) as a fraction), metrics for prompt.json and summary lines."""
+class Candidate:
+    """A prompt with its dev scores; compared by the primary metric (classification: accuracy), then by a
+    less noisy tie-breaker (the gap reward)."""
 
-    score: float
-    secondary: float
-    metrics: dict
+    ids: tuple[int, ...]
+    text: str
+    dev_score: float
+    dev_reward: float
+    step: int
+
+    @property
+    def key(self) -> tuple[float, float]:
+        return (self.dev_score, self.dev_reward)
+
+
+@dataclass
+class TestResult:
+    """A learned prompt on test: the task kind's metrics (``MethodResult.test_metrics``), the details for
+    ``prompt.json`` and the summary lines."""
+
+    scores: dict[str, float]
+    details: dict
     summary: str

@@ -19,17 +19,46 @@ exported as a PEFT prompt-tuning adapter (``bbt/``) that ``evaluate --adapter`` 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 from rlprompt.calibration import calibrate, reference_method, task_calibration
 from rlprompt.errors import RLPromptError
-from rlprompt.evaluate import make_scorer, prompt_budget, scored_result
+from rlprompt.evaluation import make_scorer, prompt_budget, scored_result
 from rlprompt.export import save_adapter
-from rlprompt.methods.base import EvalLog, MethodContext, MethodResult, dev_accuracy, path_bytes
+from rlprompt.methods.base import (
+    EvalLog,
+    MethodContext,
+    MethodResult,
+    classification_metrics_of,
+    dev_accuracy,
+    path_bytes,
+)
 from rlprompt.methods.tuning import initial_soft_prompt, perplexity_before
 from rlprompt.perplexity import perplexity
 from rlprompt.scoring import ScorerStats
+from rlprompt.settings import at_least_one, positive
+
+
+@dataclass
+class BBTConfig:
+    """Black-Box Tuning (Sun et al., 2022; rlprompt/methods/bbt.py): CMA-ES over a low-dimensional vector
+    projected into soft-prompt embeddings, forward passes only. BBT's settings for RoBERTa-large were 50
+    virtual tokens, intrinsic dimension 500, population 20 and 8,000 API calls; here the prompt has RL's
+    length and the budget is max_reward_queries (or as many candidates as RL writes prompts)."""
+
+    num_virtual_tokens: int = 5  # as many as the RL prompt has tokens, at the same slot
+    intrinsic_dim: int = 500  # BBT's d
+    population: int = 20  # BBT's
+    sigma: float = 1.0  # CMA-ES's initial step size in the intrinsic space (BBT: 1)
+    init_text: str | None = None  # the prompt's starting embeddings; None: the task's manual prompt
+
+    def __post_init__(self) -> None:
+        at_least_one("bbt", num_virtual_tokens=self.num_virtual_tokens, intrinsic_dim=self.intrinsic_dim,
+                     population=self.population)  # fmt: skip
+        positive("bbt", sigma=self.sigma)
 
 
 def projection(embeddings: torch.Tensor, tokens: int, dim: int, sigma: float, seed: int) -> np.ndarray:
@@ -183,13 +212,12 @@ def run(ctx: MethodContext) -> MethodResult:
         calibration=config.calibration,
     )  # fmt: skip
     return MethodResult(
-        method="bbt", seed=ctx.seed, model=lm.name, task=task.name, dev_accuracy=best_key[0],
-        test_accuracy=metrics.accuracy, test_macro_f1=metrics.macro_f1, steps=evaluated,
+        method="bbt", seed=ctx.seed, model=lm.name, task=task.name, dev_score=best_key[0],
+        test_metrics=classification_metrics_of(result, calibration.active), steps=evaluated,
         train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=section.intrinsic_dim,
         artifact=artifact.name, artifact_bytes=path_bytes(artifact),
         learned=f"{section.num_virtual_tokens} virtual tokens from {section.intrinsic_dim} dimensions",
         interpretable=False, transferable=False, perplexity_before=before, perplexity_after=after,
         curve=log.curve, interrupted=interrupted, calibration=config.calibration,
-        test_accuracy_raw=result.raw.accuracy, test_accuracy_calibrated=result.metrics.accuracy,
         calibrated_with=reference.method, reward_queries=reward_queries,
     )  # fmt: skip

@@ -8,16 +8,34 @@ by the run's seed, balanced over classes), as GPT-3-style few-shot prompting doe
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from rlprompt.calibration import calibrate, reference_method, scorer_prior, task_calibration
-from rlprompt.evaluate import evaluate_prompts, make_scorer, prompt_budget
+from rlprompt.evaluation import evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, save_prompt
-from rlprompt.methods.base import EvalLog, MethodContext, MethodResult, dev_accuracy, path_bytes
+from rlprompt.methods.base import (
+    EvalLog,
+    MethodContext,
+    MethodResult,
+    classification_metrics_of,
+    dev_accuracy,
+    path_bytes,
+)
 from rlprompt.scoring import ScorerStats
+from rlprompt.settings import at_least_one
 from rlprompt.templates import Template
 from rlprompt.version import __version__
+
+
+@dataclass
+class InContextConfig:
+    k: int = 4  # demonstrations from the training split, balanced over classes, drawn by the run's seed
+    separator: str = "\n"
+
+    def __post_init__(self) -> None:
+        at_least_one("in_context", k=self.k)
 
 
 def run_manual(ctx: MethodContext) -> MethodResult:
@@ -99,11 +117,10 @@ def _run_fixed(ctx: MethodContext, method: str, template: str | None, prompts: l
         f" + {cfg.in_context.k} demonstrations" if method == "in_context" else ""
     )
     return MethodResult(
-        method=method, seed=ctx.seed, model=lm.name, task=task.name, dev_accuracy=accuracies[best],
-        test_accuracy=headline.accuracy, test_macro_f1=headline.macro_f1, steps=0,
+        method=method, seed=ctx.seed, model=lm.name, task=task.name, dev_score=accuracies[best],
+        test_metrics=classification_metrics_of(result, calibration.active), steps=0,
         train_seconds=round(seconds, 1), lm_tokens=tokens, trainable_params=0, artifact="prompt.json",
         artifact_bytes=path_bytes(run_dir / "prompt.json"), learned=learned, interpretable=True,
         transferable=True, curve=log.curve, calibration=cfg.calibration,
-        test_accuracy_raw=result.raw.accuracy, test_accuracy_calibrated=result.metrics.accuracy,
         calibrated_with=reference.method, reward_queries=int(stats.pairs_scored),
     )  # fmt: skip

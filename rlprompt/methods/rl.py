@@ -1,7 +1,7 @@
 """The discrete prompt method: a token policy trained by RL (PPO, A2C or SQL) in a ``PromptVecEnv``.
 
-What the prompt is for lives in an objective: :class:`ClassificationObjective` (label scores through the
-Scorer) or :class:`rlprompt.style.StyleObjective` (rewrites for style transfer). It builds the env, scores
+What the prompt is for lives in the task kind's objective (:mod:`rlprompt.kinds`): label scores through the
+Scorer for classification, rewrites for style transfer. It builds the env, scores
 candidates on dev, and evaluates the chosen prompt on test; the policy, the tracker, the checkpoints and
 the export are shared.
 
@@ -14,41 +14,65 @@ still leaves a valid ``prompt.json``). The run directory gets ``metrics.jsonl``,
 
 from __future__ import annotations
 
+import io
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from rlprompt.calibration import calibrate, log_prior, reference_method, scorer_prior, task_calibration
 from rlprompt.checkpoint import check_finite, non_finite, parameters_sum, restore_rng, save_checkpoint
-from rlprompt.errors import RLPromptError
-from rlprompt.evaluate import evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, save_prompt
-from rlprompt.methods.base import EvalLog, MethodContext, MethodResult, TestResult, path_bytes
-from rlprompt.models import LanguageModel, load_model
+from rlprompt.files import atomic_write_bytes
+from rlprompt.kinds import kind_module
+from rlprompt.methods.base import Candidate, EvalLog, MethodContext, MethodResult, path_bytes
+from rlprompt.models import load_model
+from rlprompt.settings import at_least_one, positive
 from rlprompt.version import __version__
-from rlprompt.vocab import action_vocabulary
+from rlprompt.vocab import action_vocabulary, default_backbone
 
 
 @dataclass
-class Candidate:
-    """A prompt with its dev scores; compared by accuracy, then by the (less noisy) gap reward."""
+class RLConfig:
+    """Stable-Baselines3 hyperparameters, under SB3's own names."""
 
-    ids: tuple[int, ...]
-    text: str
-    dev_accuracy: float
-    dev_reward: float
-    step: int
+    algo: typing.Literal["ppo", "a2c", "sql"] = "ppo"  # sql: soft Q-learning (rlprompt/sql.py)
+    learning_rate: float = 3e-4
+    n_steps: int = 5  # env steps per rollout and env: one prompt each
+    batch_size: int = 80  # PPO only
+    n_epochs: int = 4  # PPO only
+    clip_range: float = 0.2  # PPO only
+    gamma: float = 1.0  # one reward at the end of a short episode: no discount
+    gae_lambda: float = 1.0
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    # After RL: policy-guided coordinate ascent on the training reward (see methods/rl.py polish_prompt);
+    # the prompts it accepts are candidates on dev like any other. 0 turns it off.
+    polish_rounds: int = 0
+    polish_top_k: int = 50
+    # SQL only (RLPrompt's values in brackets; learning_rate above: RLPrompt 5e-5): target-network Polyak
+    # rate (1e-3), sampling among the top-k Q-values (256; 0: all), replay of past prompt batches (off).
+    polyak: float = 1e-3
+    top_k: int = 256
+    replay_size: int = 0
+    replay_batches: int = 0
+    # SQL: rewards × this in the losses (the inverse soft-Q temperature). Measured on the quickstart (seed 0,
+    # 4,000 steps): 10 gave best dev 0.72 (test 0.79), 30 gave 0.69; with 1, training-batch accuracy stayed
+    # near 0.55 for 5,000 steps (z-scored rewards of about ±1 barely tilt a softmax over 1,000 tokens).
+    reward_scale: float = 10.0
+    # RL only: stop early once this many (prompt, example) pairs were scored (training and dev); overrides
+    # the top-level max_reward_queries, which applies to every method that queries a reward.
+    max_reward_queries: int | None = None
 
-    @property
-    def key(self) -> tuple[float, float]:
-        return (self.dev_accuracy, self.dev_reward)
+    def __post_init__(self) -> None:
+        at_least_one("rl", n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs,
+                     max_reward_queries=self.max_reward_queries)  # fmt: skip
+        positive("rl", learning_rate=self.learning_rate)
 
 
 def run(ctx: MethodContext) -> MethodResult:
     """Train the prompt policy; evaluate the best dev prompt (and the manual prompt) on test."""
-    from rlprompt.style import StyleTask
-
     config, task, lm, run_dir = ctx.config, ctx.task, ctx.lm, ctx.run_dir
     manual = ctx.manual_prompt
     backbone = config.policy.backbone or default_backbone(config.model)
@@ -56,16 +80,7 @@ def run(ctx: MethodContext) -> MethodResult:
     # The policy writes tokens of its own vocabulary; the task LM gets them as they are when the two share
     # a tokenizer, else as the decoded text (ClassificationObjective.task_prompt).
     vocab = action_vocabulary(policy_lm, config.vocab.kind, config.vocab.size, config.vocab.tokens)
-    if isinstance(task, StyleTask):
-        _check_same_tokenizer(lm, policy_lm)
-        objective = _style_objective(ctx)
-    else:
-        # Sentences get all the room but what the longest prompt scored here (learned or manual) needs; a
-        # prompt re-tokenized by another tokenizer may take a few times its length.
-        longest = config.env.prompt_length * (1 if same_tokenizer(lm, policy_lm) else TRANSLATION_ROOM)
-        budget = max(longest, prompt_budget(lm, [manual]))
-        scorer = make_scorer(lm, task, config.task.template, prompt_budget=budget)
-        objective = ClassificationObjective(scorer, task, config, policy_lm)
+    objective = kind_module(ctx.kind).objective(ctx, policy_lm)  # what the prompt is for
 
     env = objective.make_env(config, ctx.seed, vocab)
     model = _make_algorithm(config, ctx.seed, env, vocab, backbone, run_dir)
@@ -106,7 +121,9 @@ def run(ctx: MethodContext) -> MethodResult:
     train_seconds = tracker.log.elapsed
     # Only the trainable adapter, value head and logit gain (with their optimizer state) are saved; the
     # backbone is recorded by name in the policy's constructor arguments.
-    model.save(run_dir / "policy.zip")
+    buffer = io.BytesIO()
+    model.save(buffer)
+    atomic_write_bytes(run_dir / "policy.zip", buffer.getvalue())
 
     best = tracker.best
     if best is None:
@@ -117,8 +134,8 @@ def run(ctx: MethodContext) -> MethodResult:
     reward_queries = int(objective.stats.pairs_scored)
     test = objective.test(ctx, best, manual)
     metrics = {
-        f"dev_{objective.metric}": best.dev_accuracy,
-        **test.metrics,
+        f"dev_{objective.metric}": best.dev_score,
+        **test.details,
         "found_at_step": best.step,
         "steps": int(model.num_timesteps),
         "train_seconds": round(train_seconds, 1),
@@ -132,155 +149,16 @@ def run(ctx: MethodContext) -> MethodResult:
         f"{model.num_timesteps} steps in {train_seconds:.0f} s, {reward_queries} reward queries"
         + (" (interrupted)" if interrupted else "")
     )
-    (run_dir / "summary.txt").write_text(summary + "\n", encoding="utf-8")
+    atomic_write_bytes(run_dir / "summary.txt", (summary + "\n").encode("utf-8"))
     trainable = sum(p.numel() for p in model.policy.parameters() if p.requires_grad)
     return MethodResult(
-        method="rl", seed=ctx.seed, model=lm.name, task=task.name, dev_accuracy=best.dev_accuracy,
-        test_accuracy=test.score, test_macro_f1=test.secondary, steps=int(model.num_timesteps),
+        method="rl", seed=ctx.seed, model=lm.name, task=task.name, dev_score=best.dev_score,
+        test_metrics=test.scores, steps=int(model.num_timesteps),
         train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=int(trainable),
         artifact="prompt.json", artifact_bytes=path_bytes(run_dir / "prompt.json"), learned=best.text,
         interpretable=True, transferable=True, curve=tracker.log.curve, interrupted=interrupted,
         metric=objective.metric, calibration=config.calibration,
-        test_accuracy_raw=test.metrics.get("test_accuracy_raw"),
-        test_accuracy_calibrated=test.metrics.get("test_accuracy_calibrated"),
-        calibrated_with=test.metrics.get("calibrated_with"), reward_queries=reward_queries,
-    )  # fmt: skip
-
-
-class ClassificationObjective:
-    """Classification through the Scorer: the gap reward in training, dev accuracy (the gap reward breaks
-    ties) for choosing the prompt, and test accuracy of the best prompt and of the manual one."""
-
-    metric = "accuracy"
-
-    def __init__(self, scorer, task, config, policy_lm: LanguageModel | None = None):
-        self.scorer, self.task, self.config = scorer, task, config
-        self.policy_lm = policy_lm or scorer.lm
-        self.shared_tokenizer = same_tokenizer(scorer.lm, self.policy_lm)
-        self.train, self.dev_examples = task.examples("train"), task.examples("dev")
-        self.dev_labels = np.array([ex.label for ex in self.dev_examples])
-        self.calibration = task_calibration(config.calibration, task)
-
-    def task_prompt(self, policy_ids) -> tuple[int, ...] | str:
-        """What the task LM is given for a prompt the policy wrote: its ids when the two share a tokenizer,
-        else its text (re-tokenized by the task LM's tokenizer, or sent as text to a server)."""
-        if self.shared_tokenizer:
-            return tuple(policy_ids)
-        return self.policy_lm.decode(list(policy_ids)).strip()
-
-    def task_prompts(self, prompts) -> list:
-        return [self.task_prompt(p) for p in prompts]
-
-    def task_token_ids(self, policy_ids) -> list[int]:
-        """The task LM's token ids of a policy prompt (what its scores are cached under)."""
-        return list(self.scorer.prompt_ids(self.task_prompt(policy_ids)))
-
-    def reward_prior(self):
-        """How the training reward removes each prompt's label prior (None: raw scores). Batch calibration
-        takes it from the reward batch's own inputs, whose scores are at hand; the others from their
-        reference inputs."""
-        if not self.calibration.active:
-            return None
-        if self.calibration.method == "batch":
-            return lambda prompts, logprobs: log_prior(logprobs)
-        return lambda prompts, logprobs: scorer_prior(self.scorer, prompts, self.calibration)
-
-    def train_reward(self, prompts) -> np.ndarray:
-        """The gap reward of ``prompts`` on every training example, calibrated as in training."""
-        from rlprompt.envs.prompt_env import gap_reward
-
-        prompts = self.task_prompts(prompts)
-        logprobs = self.scorer.score(prompts, self.train)
-        prior = self.reward_prior()
-        if prior is not None:
-            logprobs = calibrate(logprobs, prior(prompts, logprobs))
-        labels = np.array([ex.label for ex in self.train])
-        return gap_reward(logprobs, labels, self.config.env.correct_scale, self.config.env.wrong_scale)
-
-    @property
-    def lm(self):
-        return self.scorer.lm
-
-    @property
-    def stats(self):
-        return self.scorer.stats
-
-    def cached_scores(self):
-        return self.scorer.cached_scores()
-
-    def load_cached_scores(self, state) -> None:
-        self.scorer.load_cached_scores(state)
-
-    def elite_scores(self, batch: dict) -> np.ndarray:
-        """What ranks a batch's prompts as dev candidates: the gap reward (comparable across batches)."""
-        return batch["rewards"]
-
-    def make_env(self, config, seed: int, vocab):
-        from rlprompt.envs.prompt_env import PromptVecEnv
-
-        env_cfg = config.env
-        return PromptVecEnv(
-            self.scorer, self.train, vocab, num_envs=env_cfg.num_envs, prompt_length=env_cfg.prompt_length,
-            examples_per_reward=env_cfg.examples_per_reward, correct_scale=env_cfg.correct_scale,
-            wrong_scale=env_cfg.wrong_scale, normalize=env_cfg.normalize, seed=seed,
-            reward_prior=self.reward_prior(), to_task=None if self.shared_tokenizer else self.task_prompt,
-            policy_lm=self.policy_lm,
-        )  # fmt: skip
-
-    def dev(self, prompts) -> tuple[np.ndarray, np.ndarray]:
-        """Dev accuracy and gap reward per prompt, calibrated with the prior from the unlabelled training
-        and dev inputs when the run calibrates."""
-        from rlprompt.envs.prompt_env import batch_accuracy, gap_reward
-
-        prompts = self.task_prompts(prompts)
-        logprobs = self.scorer.score(prompts, self.dev_examples)
-        logprobs = calibrate(logprobs, scorer_prior(self.scorer, prompts, self.calibration))
-        env = self.config.env
-        return (batch_accuracy(logprobs, self.dev_labels),
-                gap_reward(logprobs, self.dev_labels, env.correct_scale, env.wrong_scale))  # fmt: skip
-
-    def export_fields(self) -> dict:
-        return {"template": self.scorer.template.text, "verbalizers": list(self.task.verbalizers),
-                "class_names": list(self.task.class_names)}  # fmt: skip
-
-    def test(self, ctx: MethodContext, best: Candidate, manual: str) -> TestResult:
-        """The chosen prompt, the manual prompt and the empty prompt on test, raw and calibrated (with the
-        run's calibration, or batch calibration when the run uses none); the headline follows the run."""
-        examples = self.task.examples("test")
-        reference = task_calibration(reference_method(self.config.calibration), self.task)
-        learned, manual_result, empty_result = evaluate_prompts(
-            ctx.test_scorer, examples, [self.task_prompt(best.ids), manual, ""], ctx.progress, reference
-        )
-        headline = learned.metrics if self.calibration.active else learned.raw
-        metrics = {
-            "test_accuracy": headline.accuracy, "test_macro_f1": headline.macro_f1,
-            "test_accuracy_raw": learned.raw.accuracy, "test_accuracy_calibrated": learned.metrics.accuracy,
-            "calibrated_with": reference.method, "manual_prompt": manual,
-            "manual_test_accuracy": manual_result.raw.accuracy,
-            "manual_test_accuracy_calibrated": manual_result.metrics.accuracy,
-            "empty_test_accuracy": empty_result.raw.accuracy,
-            "empty_test_accuracy_calibrated": empty_result.metrics.accuracy,
-        }  # fmt: skip
-        scored = "calibrated" if self.calibration.active else "raw"
-        summary = "\n".join([
-            f"dev accuracy {best.dev_accuracy:.3f} ({scored})   "
-            f"test accuracy {headline.accuracy:.3f} ({scored})",
-            f"test accuracy, raw -> {reference.method}-calibrated:",
-            f"  learned prompt   {learned.raw.accuracy:.3f} -> {learned.metrics.accuracy:.3f}",
-            f"  manual {manual!r:<9} {manual_result.raw.accuracy:.3f} -> "
-            f"{manual_result.metrics.accuracy:.3f}",
-            f"  empty prompt     {empty_result.raw.accuracy:.3f} -> {empty_result.metrics.accuracy:.3f}",
-        ])  # fmt: skip
-        return TestResult(headline.accuracy, headline.macro_f1, metrics, summary)
-
-
-def _style_objective(ctx: MethodContext):
-    from rlprompt.style import StyleObjective
-
-    style = ctx.config.style
-    return StyleObjective(
-        ctx.lm, ctx.task, samples=style.samples, eval_samples=style.eval_samples, top_k=style.top_k,
-        max_new_tokens=style.max_new_tokens, seed=ctx.seed, test_inputs=style.test_inputs,
+        calibrated_with=test.details.get("calibrated_with"), reward_queries=reward_queries,
     )  # fmt: skip
 
 
@@ -335,33 +213,6 @@ def polish_prompt(
         if not improved:
             break
     return accepted
-
-
-DEFAULT_BACKBONE = "smollm2-135m"  # the policy's backbone when the task LM runs elsewhere (a server)
-
-
-def default_backbone(model: str) -> str:
-    """The task LM itself when it runs in this process, else the default local backbone."""
-    from rlprompt.backends import backend_of
-
-    return model if backend_of(model).name == "hf" else DEFAULT_BACKBONE
-
-
-TRANSLATION_ROOM = 4  # task-LM tokens reserved per policy token when the two tokenizers differ
-
-
-def same_tokenizer(a: LanguageModel, b: LanguageModel) -> bool:
-    return a is b or a.tokenizer is b.tokenizer or a.tokenizer.get_vocab() == b.tokenizer.get_vocab()
-
-
-def _check_same_tokenizer(task_lm: LanguageModel, backbone: LanguageModel) -> None:
-    """Style transfer still needs one tokenizer: its rewriter takes the policy's ids."""
-    if not same_tokenizer(task_lm, backbone):
-        raise RLPromptError(
-            f"policy.backbone {backbone.name!r} has a different tokenizer from the task model "
-            f"{task_lm.name!r}; style transfer hands the policy's token ids to the rewriter, so they must "
-            "share one"
-        )
 
 
 def _make_algorithm(config, seed: int, env, vocab, backbone: str, run_dir: Path):
@@ -489,6 +340,8 @@ class _Tracker:
             model._rng.bit_generator.state = state["sql_rng"]
             model.replay.extend(state.get("replay", []))
         best = state["best"]
+        if best and "dev_accuracy" in best:  # a checkpoint from before the kind-neutral name
+            best["dev_score"] = best.pop("dev_accuracy")
         self.best = Candidate(**{**best, "ids": tuple(best["ids"])}) if best else None
         self.last_eval_step = state["last_eval_step"]
         self.recent, self.rewards, self.accuracies = state["recent"], state["rewards"], state["accuracies"]
@@ -544,27 +397,27 @@ class _Tracker:
                 self.best, improved = cand, True
         if improved:  # export at once: an interrupted run keeps its best prompt
             save_prompt(
-                self.exported(self.best, {f"dev_{self.objective.metric}": self.best.dev_accuracy}),
+                self.exported(self.best, {f"dev_{self.objective.metric}": self.best.dev_score}),
                 self.run_dir / "prompt.json",
             )
         self.log.record(
-            step, max(c.dev_accuracy for c in found), self.objective.stats.tokens_processed,
+            step, max(c.dev_score for c in found), self.objective.stats.tokens_processed,
             train_reward=self.rewards[-1] if self.rewards else None,
             train_batch_accuracy=self.accuracies[-1] if self.accuracies else None,
-            greedy_prompt=found[0].text, greedy_dev_accuracy=found[0].dev_accuracy,
+            greedy_prompt=found[0].text, greedy_dev_score=found[0].dev_score,
             best_prompt=self.best.text, best_dev_reward=self.best.dev_reward, phase=label,
             reward_queries=int(self.objective.stats.pairs_scored),
         )  # fmt: skip
         logger = self.model.logger
-        logger.record("rlprompt/greedy_dev_accuracy", found[0].dev_accuracy)
-        logger.record("rlprompt/best_dev_accuracy", self.best.dev_accuracy)
+        logger.record("rlprompt/greedy_dev_score", found[0].dev_score)
+        logger.record("rlprompt/best_dev_score", self.best.dev_score)
         if self.rewards:
             logger.record("rlprompt/train_reward", self.rewards[-1])
             logger.record("rlprompt/train_batch_accuracy", self.accuracies[-1])
         logger.dump(step)
         self.log.bar.set_postfix_str(
             f"train {self.objective.metric} {self.accuracies[-1] if self.accuracies else 0:.3f} "
-            f"best dev {self.best.dev_accuracy:.3f} {self.best.text!r}"
+            f"best dev {self.best.dev_score:.3f} {self.best.text!r}"
         )
 
     def exported(self, best: Candidate, metrics: dict) -> LearnedPrompt:

@@ -14,22 +14,32 @@ the best by dev accuracy (then dev reward) is exported and evaluated on test, as
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from rlprompt.errors import RLPromptError
-from rlprompt.evaluate import make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, save_prompt
-from rlprompt.methods.base import EvalLog, MethodContext, MethodResult, path_bytes
-from rlprompt.methods.rl import (
-    TRANSLATION_ROOM,
-    Candidate,
-    ClassificationObjective,
-    default_backbone,
-    same_tokenizer,
-)
-from rlprompt.models import load_model
+from rlprompt.files import atomic_write_bytes
+from rlprompt.kinds import classification
+from rlprompt.methods.base import Candidate, EvalLog, MethodContext, MethodResult, path_bytes
+from rlprompt.settings import at_least_one, within
 from rlprompt.version import __version__
-from rlprompt.vocab import action_vocabulary
+from rlprompt.vocab import action_vocabulary, policy_model
+
+
+@dataclass
+class SearchConfig:
+    """Evolutionary search over RL's action vocabulary and prompt length (rlprompt/methods/search.py): it
+    writes as many prompts as RL (total_timesteps / env.prompt_length) unless max_reward_queries stops it."""
+
+    population: int = 16  # prompts kept; each generation proposes as many children (RL's reward batch)
+    crossover: float = 0.5  # share of children that mix two parents (uniform crossover) before mutating
+    tournament: int = 2  # parents are the best of this many prompts drawn from the population
+
+    def __post_init__(self) -> None:
+        at_least_one("search", population=self.population, tournament=self.tournament)
+        within("search", "crossover", self.crossover, 0, 1)
 
 
 class GeneticSearch:
@@ -86,20 +96,12 @@ class GeneticSearch:
 def run(ctx: MethodContext) -> MethodResult:
     """Search for a prompt; evaluate the best dev prompt (and the manual prompt) on test."""
     config, task, lm, run_dir = ctx.config, ctx.task, ctx.lm, ctx.run_dir
-    if not hasattr(task, "verbalizers") or not task.verbalizers:
-        raise RLPromptError(f"method 'search' needs a classification task; {task.name!r} is not one")
     manual = ctx.manual_prompt
     # The same search space as RL: its policy's action vocabulary (the task LM's, unless a policy backbone
     # with another tokenizer is named), the same prompt length.
-    vocab_lm = load_model(
-        config.policy.backbone or default_backbone(config.model), config.device, config.dtype
-    )
+    vocab_lm = policy_model(config)
     vocab = action_vocabulary(vocab_lm, config.vocab.kind, config.vocab.size, config.vocab.tokens)
-    longest = config.env.prompt_length * (1 if same_tokenizer(lm, vocab_lm) else TRANSLATION_ROOM)
-    scorer = make_scorer(
-        lm, task, config.task.template, prompt_budget=max(longest, prompt_budget(lm, [manual]))
-    )
-    objective = ClassificationObjective(scorer, task, config, vocab_lm)
+    objective = classification.objective(ctx, vocab_lm)  # the registry allows search on classification only
     search = GeneticSearch(vocab, config.env.prompt_length, config.search.population, config.search.crossover,
                            config.search.tournament, ctx.seed)  # fmt: skip
     if ctx.resume is not None:
@@ -128,13 +130,13 @@ def run(ctx: MethodContext) -> MethodResult:
                 best, improved = cand, True
         if improved:  # export at once: an interrupted run keeps its best prompt
             save_prompt(
-                _exported(ctx, objective, best, {"dev_accuracy": best.dev_accuracy}), run_dir / "prompt.json"
+                _exported(ctx, objective, best, {"dev_accuracy": best.dev_score}), run_dir / "prompt.json"
             )
-        log.record(step, max(c.dev_accuracy for c in found), objective.stats.tokens_processed,
+        log.record(step, max(c.dev_score for c in found), objective.stats.tokens_processed,
                    best_prompt=best.text, best_dev_reward=best.dev_reward,
                    train_reward=search.scores[search.members[0]], population_reward=search.mean_reward(),
                    reward_queries=int(objective.stats.pairs_scored))  # fmt: skip
-        log.bar.set_postfix_str(f"best dev {best.dev_accuracy:.3f} {best.text!r}")
+        log.bar.set_postfix_str(f"best dev {best.dev_score:.3f} {best.text!r}")
 
     # The budget holds exactly: a batch is cut to what leaves room for one more dev evaluation. Costs in
     # pairs, the largest seen so far (calibrations other than batch score extra reference inputs).
@@ -196,28 +198,27 @@ def run(ctx: MethodContext) -> MethodResult:
     train_seconds = log.elapsed
     lm_tokens, reward_queries = int(objective.stats.tokens_processed), int(objective.stats.pairs_scored)
     test = objective.test(ctx, best, manual)
-    metrics = {"dev_accuracy": best.dev_accuracy, **test.metrics, "found_at_step": best.step,
+    metrics = {"dev_accuracy": best.dev_score, **test.details, "found_at_step": best.step,
                "steps": written, "train_seconds": round(train_seconds, 1),
                "reward_queries": reward_queries}  # fmt: skip
     save_prompt(_exported(ctx, objective, best, metrics), run_dir / "prompt.json")
     summary = (f"run: {run_dir}\nprompt: {best.text!r}  (token ids {list(best.ids)})\n{test.summary}\n"
                f"{written} prompts in {train_seconds:.0f} s, {reward_queries} reward queries"
                + (" (interrupted)" if interrupted else ""))  # fmt: skip
-    (run_dir / "summary.txt").write_text(summary + "\n", encoding="utf-8")
+    atomic_write_bytes(run_dir / "summary.txt", (summary + "\n").encode("utf-8"))
     return MethodResult(
-        method="search", seed=ctx.seed, model=lm.name, task=task.name, dev_accuracy=best.dev_accuracy,
-        test_accuracy=test.score, test_macro_f1=test.secondary, steps=written,
+        method="search", seed=ctx.seed, model=lm.name, task=task.name, dev_score=best.dev_score,
+        test_metrics=test.scores, steps=written,
         train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=0,
         artifact="prompt.json", artifact_bytes=path_bytes(run_dir / "prompt.json"), learned=best.text,
         interpretable=True, transferable=True, curve=log.curve, interrupted=interrupted,
-        calibration=config.calibration, test_accuracy_raw=test.metrics.get("test_accuracy_raw"),
-        test_accuracy_calibrated=test.metrics.get("test_accuracy_calibrated"),
-        calibrated_with=test.metrics.get("calibrated_with"), reward_queries=reward_queries,
+        calibration=config.calibration, calibrated_with=test.details.get("calibrated_with"),
+        reward_queries=reward_queries,
     )  # fmt: skip
 
 
 def _exported(
-    ctx: MethodContext, objective: ClassificationObjective, best: Candidate, metrics: dict
+    ctx: MethodContext, objective: classification.ClassificationObjective, best: Candidate, metrics: dict
 ) -> LearnedPrompt:
     cfg, lm = ctx.config, objective.lm
     return LearnedPrompt(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -20,11 +22,107 @@ from rlprompt.calibration import calibrate, reference_method, task_calibration
 from rlprompt.checkpoint import check_finite, parameters_sum, restore_rng, save_checkpoint
 from rlprompt.compat import returned_cache
 from rlprompt.errors import RLPromptError
-from rlprompt.evaluate import make_scorer, prompt_budget, scored_result
+from rlprompt.evaluation import make_scorer, prompt_budget, scored_result
 from rlprompt.export import save_adapter
-from rlprompt.methods.base import EvalLog, MethodContext, MethodResult, dev_accuracy, path_bytes
+from rlprompt.methods.base import (
+    EvalLog,
+    MethodContext,
+    MethodResult,
+    classification_metrics_of,
+    dev_accuracy,
+    path_bytes,
+)
 from rlprompt.perplexity import heldout_sentences, perplexity
 from rlprompt.scoring import ScorerStats
+from rlprompt.settings import at_least_one, positive
+
+
+@dataclass
+class TuningConfig:
+    """Gradient training of a baseline: the cross-entropy of the Scorer's label log-probs (classes only)."""
+
+    section: ClassVar[str] = ""  # the config section (each method's subclass names its own)
+
+    steps: int = 60  # optimizer steps
+    batch_size: int = 16  # training examples per step
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        at_least_one(self.section, steps=self.steps, batch_size=self.batch_size)
+        positive(self.section, learning_rate=self.learning_rate)
+
+
+@dataclass
+class SoftPromptConfig(TuningConfig):
+    """PEFT prompt tuning; the virtual tokens sit at the template's {prompt} slot, where RL's prompt goes."""
+
+    section: ClassVar[str] = "soft_prompt"
+
+    num_virtual_tokens: int = 5  # as many as the RL prompt has tokens
+    init_text: str | None = None  # start from these words' embeddings; None: the task's manual prompt;
+    # "" : embeddings of random vocabulary tokens
+    learning_rate: float = 3e-3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least_one(self.section, num_virtual_tokens=self.num_virtual_tokens)
+
+
+@dataclass
+class LoraSection(TuningConfig):
+    """PEFT LoRA on the task LM (PEFT's default target modules for the architecture unless given)."""
+
+    section: ClassVar[str] = "lora"
+
+    r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    target_modules: list[str] | None = None
+    learning_rate: float = 1e-3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least_one(self.section, r=self.r)
+
+
+@dataclass
+class PrefixTuningSection(TuningConfig):
+    """PEFT prefix tuning (Li and Liang, 2021): learned keys and values before the input in every layer
+    (causal models here), read with the template and the manual prompt, as LoRA is."""
+
+    section: ClassVar[str] = "prefix_tuning"
+
+    num_virtual_tokens: int = 5  # as many as the RL prompt has tokens
+    init_text: str | None = None  # start from the keys and values the LM computes for these words (Li and
+    # Liang's initialisation with real words' activations); None: the task's manual prompt; "": PEFT's random
+    learning_rate: float = 1e-2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least_one(self.section, num_virtual_tokens=self.num_virtual_tokens)
+
+
+@dataclass
+class IA3Section(TuningConfig):
+    """PEFT IA3 (Liu et al., 2022): learned rescaling of keys, values and feed-forward activations, the
+    adapter family's smallest member (PEFT's default modules for the architecture unless given)."""
+
+    section: ClassVar[str] = "ia3"
+
+    target_modules: list[str] | None = None
+    feedforward_modules: list[str] | None = None  # a subset of target_modules, scaled at their input
+    learning_rate: float = 1e-2  # scales start at 1 and few steps are run: larger than LoRA's
+
+
+@dataclass
+class FinetuneConfig(TuningConfig):
+    """Every weight of the task LM is trained."""
+
+    section: ClassVar[str] = "full_finetune"
+
+    learning_rate: float = 2e-5
 
 
 def run_soft_prompt(ctx: MethodContext) -> MethodResult:
@@ -96,7 +194,8 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         if init_text:
             with torch.no_grad():
                 wrapper.prompt_encoder["default"].embedding.weight.copy_(
-                    initial_prefix(lm, scorer.prompt_ids(init_text), section.num_virtual_tokens))
+                    initial_prefix(lm, scorer.prompt_ids(init_text), section.num_virtual_tokens)
+                )
         embed = lm.model.get_input_embeddings()
         manual_ids = scorer.prompt_ids(manual)
         with torch.no_grad():
@@ -272,7 +371,7 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         name, ctx.run_dir, lm=lm, scorer=scorer, task=task, config=config, seed=ctx.seed,
         manual_prompt=manual, soft_prompt=soft.detach() if name == "soft_prompt" else None,
         wrapper=None if name == "soft_prompt" else wrapper,
-        metrics={"dev_accuracy": log.best_accuracy, "test_accuracy": metrics.accuracy,
+        metrics={"dev_accuracy": log.best_score, "test_accuracy": metrics.accuracy,
                  "test_accuracy_raw": result.raw.accuracy,
                  "test_accuracy_calibrated": result.metrics.accuracy, "calibrated_with": reference.method,
                  "best_step": best_step},
@@ -287,13 +386,12 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         learned = f"{trainable:,} weights"
     del optimizer
     return MethodResult(
-        method=name, seed=ctx.seed, model=lm.name, task=task.name, dev_accuracy=log.best_accuracy,
-        test_accuracy=metrics.accuracy, test_macro_f1=metrics.macro_f1, steps=int(step),
+        method=name, seed=ctx.seed, model=lm.name, task=task.name, dev_score=log.best_score,
+        test_metrics=classification_metrics_of(result, calibration.active), steps=int(step),
         train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=trainable,
         artifact=artifact.name, artifact_bytes=path_bytes(artifact), learned=learned,
         interpretable=False, transferable=False, perplexity_before=before, perplexity_after=after,
         curve=log.curve, interrupted=interrupted, calibration=config.calibration,
-        test_accuracy_raw=result.raw.accuracy, test_accuracy_calibrated=result.metrics.accuracy,
         calibrated_with=reference.method,
     )  # fmt: skip
 

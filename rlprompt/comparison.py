@@ -1,0 +1,201 @@
+"""The comparison report: every ``result.json`` under some run directories gathered into ``report.md`` (one
+row per method: test accuracy mean ± std over seeds, and the costs) and ``learning_curves.png`` (best dev
+score so far against task-LM tokens processed). The driver writes it at the end of a comparison;
+``python -m rlprompt.report`` (:mod:`rlprompt.report`) rebuilds it from run directories."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from rlprompt.errors import RLPromptError
+from rlprompt.files import atomic_write_bytes
+from rlprompt.methods import REFERENCES, MethodResult
+from rlprompt.registry import METHODS
+from rlprompt.tables import markdown_table, number
+
+ORDER = list(METHODS)  # the registry's order
+
+
+def collect(paths: list[str | Path]) -> list[MethodResult]:
+    """Every method result under ``paths`` (each a run directory or a directory of runs)."""
+    results = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise RLPromptError(f"{path}: no such run directory")
+        files = (
+            [path / "result.json"] if (path / "result.json").exists() else sorted(path.rglob("result.json"))
+        )
+        if not files:
+            raise RLPromptError(f"{path}: no result.json in it (is the run finished?)")
+        for file in files:
+            try:
+                results.append(MethodResult.load(file))
+            except (ValueError, TypeError) as err:
+                raise RLPromptError(f"{file}: not a valid result file ({err})") from None
+    return results
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _count(n: float) -> str:
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.0f}k"
+    return f"{n:.0f}"
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+
+
+def _grouped(results: list[MethodResult]) -> dict[str, list[MethodResult]]:
+    groups: dict[str, list[MethodResult]] = defaultdict(list)
+    for r in results:
+        groups[r.method].append(r)
+    return dict(sorted(groups.items(), key=lambda kv: (ORDER.index(kv[0]) if kv[0] in ORDER else 99, kv[0])))
+
+
+def _metric(results: list[MethodResult]) -> str:
+    """The primary metric the runs report (one task kind per report)."""
+    names = sorted({r.metric for r in results})
+    return " / ".join(names) if names else "accuracy"
+
+
+def collect_references(paths: list[str | Path]) -> list[dict]:
+    """The reference rows (manual and empty prompt, raw and calibrated) a comparison directory holds."""
+    found = []
+    for path in map(Path, paths):
+        file = path / REFERENCES
+        if file.is_file():
+            try:
+                found.append(json.loads(file.read_text(encoding="utf-8")))
+            except (ValueError, UnicodeDecodeError) as err:
+                raise RLPromptError(f"{file}: not valid JSON ({err})") from None
+    return found
+
+
+def _raw(r: MethodResult) -> float:
+    raw = r.test_metric("accuracy_raw")
+    return raw if raw is not None else r.test_score
+
+
+def report_markdown(results: list[MethodResult], references: list[dict] = ()) -> str:
+    """The comparison table (with the reference prompts' rows) and per-seed details as Markdown."""
+    groups = _grouped(results)
+    models = sorted({r.model for r in results})
+    tasks = sorted({r.task for r in results})
+    what = _metric(results)
+    calibrated_with = sorted({r.calibrated_with for r in results if r.calibrated_with} |
+                             {ref["calibrated_with"] for ref in references})  # fmt: skip
+    cal = "/".join(calibrated_with) or "batch"
+    lines = [
+        f"# Comparison: {', '.join(tasks)} on {', '.join(models)}",
+        "",
+        f"Test {what} of each method's best checkpoint by dev {what}, mean ± sample std over seeds, raw and "
+        f"calibrated ({cal}: each prompt's label prior on the model, estimated without labels, removed "
+        "before the argmax; see rlprompt/calibration.py). Scored: how the run scored dev (and so chose its "
+        "prompt or checkpoint). The manual and empty prompts are reference rows, both ways. "
+        "Train time: wall time of training and dev evaluations (not test). "
+        "Reward queries: (prompt, example) pairs scored in training and dev by the methods that query "
+        "scores (the budget max_reward_queries counts these). "
+        "LM tokens: task-LM tokens fed forward in training and dev evaluation (a backward pass costs about "
+        "twice a forward one on top, for the gradient methods). Forgetting: perplexity on general held-out "
+        "sentences before → after (a discrete prompt leaves the model unchanged).",
+        "",
+    ]
+    headers = ["method", "scored", f"test {what} raw", f"test {what} calibrated ({cal})", f"dev {what}",
+               "seeds", "trainable params", "artifact", "train time", "reward queries", "LM tokens",
+               "forgetting (ppl)", "interpretable", "transferable"]  # fmt: skip
+    rows = []
+    for method, rs in groups.items():
+        ppl = "none (model unchanged)"
+        if any(r.perplexity_after is not None for r in rs):
+            before = np.mean([r.perplexity_before for r in rs if r.perplexity_before is not None])
+            after = np.mean([r.perplexity_after for r in rs if r.perplexity_after is not None])
+            ppl = f"{before:.1f} → {after:.1f}"
+        mean = lambda field, rs=rs: np.mean([getattr(r, field) for r in rs])  # noqa: E731
+        calibrated = [r.test_metric("accuracy_calibrated") for r in rs]
+        spent = [r.reward_queries for r in rs]
+        rows.append([
+            method, "/".join(sorted({r.calibration for r in rs})), _mean_std([_raw(r) for r in rs]),
+            _mean_std(calibrated) if None not in calibrated else "—", _mean_std([r.dev_score for r in rs]),
+            len(rs), _count(mean("trainable_params")), _size(mean("artifact_bytes")),
+            f"{mean('train_seconds'):.0f} s", _count(np.mean(spent)) if None not in spent else "—",
+            _count(mean("lm_tokens")), ppl, "yes" if rs[0].interpretable else "no",
+            "yes" if rs[0].transferable else "no",
+        ])  # fmt: skip
+    for reference in references:
+        for row in reference["rows"]:
+            name = f"{row['name']} `{row['prompt']!r}` (reference)"
+            raw, calibrated = number(row["test_accuracy_raw"]), number(row["test_accuracy_calibrated"])
+            unchanged = "none (model unchanged)"
+            rows.append(
+                [name, "—", raw, calibrated, "—", "—", 0, "—", "—", "—", "—", unchanged, "yes", "yes"]
+            )
+    lines += [markdown_table(headers, rows), "", "## Per seed", ""]
+    per_seed = []
+    for method, rs in groups.items():
+        for r in sorted(rs, key=lambda r: r.seed):
+            flag = " (interrupted)" if r.interrupted else ""
+            calibrated = number(r.test_metric("accuracy_calibrated"))
+            per_seed.append([method, r.seed, number(r.dev_score), number(_raw(r)), calibrated,
+                             f"{r.steps}{flag}", r.learned])  # fmt: skip
+    lines.append(markdown_table(["method", "seed", "dev", "test raw", "test calibrated", "steps", "learned"],
+                                per_seed))  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(results: list[MethodResult], path: Path) -> None:
+    """Best dev score so far against LM tokens, averaged over seeds at each evaluation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (method, rs) in enumerate(_grouped(results).items()):
+        color = f"C{i}"  # one colour per method, lines and single points alike
+        length = min(len(r.curve) for r in rs)
+        if length == 0:
+            continue
+        tokens = np.mean([[max(p["lm_tokens"], 1) for p in r.curve[:length]] for r in rs], axis=0)
+        best = np.mean([[p["best_dev_score"] for p in r.curve[:length]] for r in rs], axis=0)
+        if length == 1:
+            ax.scatter(tokens, best, label=method, marker="s", zorder=3, color=color)
+        else:
+            ax.plot(tokens, best, marker=".", label=method, color=color)
+    ax.set_xscale("log")
+    ax.set_xlabel("task-LM tokens processed (training + dev evaluation)")
+    ax.set_ylabel(f"best dev {_metric(results)} so far (mean over seeds)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    atomic_write_bytes(path, buffer.getvalue())
+    plt.close(fig)
+
+
+def write_report(paths: list[str | Path], out_dir: str | Path) -> str:
+    """Write ``report.md`` and ``learning_curves.png`` into ``out_dir``; returns the Markdown."""
+    results = collect(paths)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = report_markdown(results, collect_references(paths))
+    atomic_write_bytes(out_dir / "report.md", text.encode("utf-8"))
+    plot_curves(results, out_dir / "learning_curves.png")
+    return text

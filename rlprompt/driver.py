@@ -1,0 +1,221 @@
+"""The driver behind ``python -m rlprompt.train`` and :func:`rlprompt.api.learn`: every configured method on
+every seed, in one run directory or a comparison directory (with the report), resumable, checked before
+anything runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from rlprompt.checkpoint import CHECKPOINT, StopRequest, load_checkpoint
+from rlprompt.config import TrainConfig, to_dict
+from rlprompt.errors import RLPromptError
+from rlprompt.files import atomic_write_bytes
+from rlprompt.kinds import kind_module
+from rlprompt.models import LanguageModel
+from rlprompt.registry import METHODS, task_kind
+from rlprompt.tasks import Task
+
+
+# What --resume --set may change: the step size, not what is learned or how it is scored.
+def train(
+    config: TrainConfig, progress: bool = True, run_dir: Path | None = None, resume: bool = False,
+    overwrite: bool = False, dry_run: bool = False,
+) -> dict:  # fmt: skip
+    """Run every configured method on every seed. Returns the run directory, the results and a summary
+    (one run: also ``prompt`` and ``metrics`` of the RL prompt, for scripts that want them).
+
+    ``run_dir``: where to write (default: a new directory under ``output_dir``); with ``resume``, runs that
+    finished there are kept, an interrupted one continues from its checkpoint and the rest start;
+    ``overwrite`` empties ``run_dir`` first (once the config has passed every check). ``dry_run``: check
+    everything a run would check, return (and print) the plan, write nothing."""
+    methods, seeds = config.method_list, config.seed_list
+    single = len(methods) == 1 and len(seeds) == 1
+    _check_methods(config, methods)
+    kind = task_kind(config.task.name, config.task.kind)
+    loaded = kind_module(kind).load(config)  # the kind's own checks first: they name the setting to fix
+    other = [m for m in methods if kind.methods is not None and m not in kind.methods]
+    if other:
+        raise RLPromptError(
+            f"method {other[0]!r} does not apply to the {kind.name} task {config.task.name!r}; its methods: "
+            f"{', '.join(kind.methods)}"
+        )
+    task, lm, config, test_scorer = loaded.task, loaded.lm, loaded.config, loaded.test_scorer
+    plan = None
+    if test_scorer is not None and (progress or dry_run) and not resume:
+        from rlprompt.plan import format_plan, plan_run, probe_speed
+
+        speed = probe_speed(test_scorer, task.examples("train"), len(lm.tokenizer), config.env.prompt_length)
+        plan = format_plan(plan_run(config, task, speed), speed)
+        print(plan, flush=True)
+    if dry_run:
+        return {"run_dir": None, "results": [], "interrupted": False, "plan": plan,
+                "summary": "dry run: every check passed; nothing was written"}  # fmt: skip
+    if run_dir is None:
+        root = _new_run_dir(
+            config, task, lm, methods[0] if single else "compare", seeds[0] if single else None
+        )
+    else:
+        root = Path(run_dir)
+        if overwrite:
+            shutil.rmtree(root)
+        root.mkdir(parents=True, exist_ok=True)
+    _write_config(config, root)  # when resuming: with any new learning rate
+    record = getattr(task, "split_record", None)
+    if record is not None:  # splits the task made itself (a split column, or carved): kept with the run
+        atomic_write_bytes(root / "split.json", (json.dumps(record, indent=1) + "\n").encode("utf-8"))
+    cache: dict = {}
+    results: list = []
+    with StopRequest() as stop:
+        try:
+            for seed in seeds:
+                for method in methods:
+                    result = _run_one(
+                        config, method, seed, task, lm, root, single, test_scorer, cache, progress, stop,
+                        resume,
+                    )  # fmt: skip
+                    results.append(result)
+                    if (result.interrupted or stop.requested) and not single:  # stop the comparison too
+                        raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            if single or not results:
+                raise
+            print("\ninterrupted: the report covers the runs that finished", flush=True)
+    unfinished = len(results) < len(seeds) * len(methods) or any(r.interrupted for r in results)
+    if not single and test_scorer is not None and results:
+        _write_references(config, task, test_scorer, root, progress)
+    out = {"run_dir": root, "results": results, "interrupted": unfinished}
+    if single:
+        summary_file = root / "summary.txt"
+        r = results[0]
+        out["summary"] = (
+            summary_file.read_text(encoding="utf-8").strip()
+            if summary_file.exists()
+            else f"run: {root}\n{r.method}: dev {r.metric} {r.dev_score:.3f}   "
+            f"test {r.metric} {r.test_score:.3f}"
+        )
+        if r.method in ("rl", "search"):  # what the run reports about its prompt (summary, --json)
+            from rlprompt.export import load_prompt
+
+            exported = load_prompt(root / "prompt.json")
+            out["prompt"], out["metrics"] = exported, exported.metrics
+    else:
+        from rlprompt.comparison import write_report
+
+        report = write_report([root], root)
+        out["summary"] = f"run: {root}\n\n{report}"
+    return out
+
+
+def _write_references(config: TrainConfig, task: Task, test_scorer, root: Path, progress: bool) -> None:
+    """The manual and empty prompts on test, raw and calibrated, for the comparison report (their scores
+    are in the shared test scorer's cache when a prompt method has run)."""
+    from rlprompt.calibration import reference_method
+    from rlprompt.evaluation import reference_results
+    from rlprompt.methods import REFERENCES
+
+    manual = config.manual_prompt if config.manual_prompt is not None else task.manual_prompt
+    references = reference_results(test_scorer, task, manual, reference_method(config.calibration), progress)
+    atomic_write_bytes(root / REFERENCES, (json.dumps(references, indent=2) + "\n").encode("utf-8"))
+
+
+def _check_methods(config: TrainConfig, methods: list[str]) -> None:
+    """Every method can run on the task LM's backend: one clear error before anything is loaded."""
+    from rlprompt.backends import Capability, require
+
+    kind = task_kind(config.task.name, config.task.kind)
+    for method in methods:
+        needed = Capability(0)
+        for name in kind.needs if kind.needs is not None else METHODS[method].needs:
+            needed |= Capability[name]
+        require(config.model, needed, f"method {method!r}" + (f" ({kind.name})" if kind.needs else ""))
+
+
+def _run_one(config, method, seed, task, lm, root: Path, single, test_scorer, cache, progress, stop, resume):
+    """One method on one seed, in its own run directory (the root one for a single run). When resuming,
+    a finished run is read back, an interrupted one continues from its checkpoint."""
+    from stable_baselines3.common.utils import set_random_seed
+
+    from rlprompt.methods import MethodContext, run_method
+
+    run_dir = root
+    if not single:
+        run_dir = root / f"{method}__s{seed}"
+        run_dir.mkdir(exist_ok=resume)
+        _write_config(dataclasses.replace(config, method=method, methods=[], seed=seed, seeds=[]), run_dir)
+    state = None
+    if resume:
+        finished = _finished_result(run_dir)
+        if finished is not None:
+            if single:
+                raise RLPromptError(f"{run_dir}: this run finished; nothing to resume")
+            print(f"{method} seed {seed}: finished before, kept", flush=True)
+            return finished
+        state = load_checkpoint(run_dir)
+        if state is not None and state.get("method") != method:
+            raise RLPromptError(
+                f"{run_dir}/{CHECKPOINT}: a checkpoint of {state.get('method')!r}, not {method!r}"
+            )
+        print(
+            f"{method} seed {seed}: " + (f"resuming at step {state['step']}" if state else "starting"),
+            flush=True,
+        )
+    set_random_seed(seed)
+    context = MethodContext(
+        config,
+        seed,
+        task,
+        lm,
+        run_dir,
+        test_scorer,
+        progress,
+        cache,
+        stop,
+        state,
+        task_kind(config.task.name, config.task.kind),
+    )
+    result = run_method(method, context)
+    print(
+        f"{method} seed {seed}: dev {result.dev_score:.3f} test {result.test_score:.3f} "
+        f"({result.learned}) in {result.train_seconds:.0f} s",
+        flush=True,
+    )
+    return result
+
+
+def _finished_result(run_dir: Path):
+    """The result of a run that finished (None for one interrupted, or whose result.json is unreadable)."""
+    from rlprompt.methods import MethodResult
+
+    try:
+        result = MethodResult.load(run_dir / "result.json")
+    except (OSError, ValueError, TypeError):
+        return None
+    return None if result.interrupted else result
+
+
+def _write_config(config: TrainConfig, run_dir: Path) -> None:
+    text = yaml.safe_dump(to_dict(config), sort_keys=False)
+    atomic_write_bytes(run_dir / "config.yaml", text.encode("utf-8"))  # --resume reads it back
+
+
+def _new_run_dir(config: TrainConfig, task: Task, lm: LanguageModel, method: str, seed: int | None) -> Path:
+    def clean(name: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name).name or name).strip("-") or "x"
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    seed_part = f"__s{seed}" if seed is not None else ""
+    name = f"{clean(task.name)}__{method}__{clean(lm.name)}{seed_part}__{stamp}"
+    run_dir = Path(config.output_dir) / name
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = Path(config.output_dir) / f"{name}-{suffix}"
+    run_dir.mkdir(parents=True)
+    return run_dir

@@ -1,0 +1,175 @@
+"""The classification task kind: a prompt makes a frozen LM label a sentence (or pair) through verbalizer
+words. Its tasks are the built-in few-shot benchmarks, task YAML files and data directories
+(:mod:`rlprompt.tasks`); the objective scores through the Scorer: the gap reward in training, dev accuracy
+to choose a prompt, and test accuracy (raw and calibrated) of the chosen, manual and empty prompts."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rlprompt.backends import load_task_model
+from rlprompt.calibration import calibrate, log_prior, reference_method, scorer_prior, task_calibration
+from rlprompt.evaluation import evaluate_prompts, make_scorer, prompt_budget
+from rlprompt.kinds import LoadedTask, resolved
+from rlprompt.methods.base import Candidate, MethodContext, TestResult, classification_metrics_of
+from rlprompt.models import LanguageModel, same_tokenizer
+from rlprompt.registry import METHODS
+from rlprompt.tasks import SPLITS, load_task
+from rlprompt.vocab import TRANSLATION_ROOM
+
+
+def load(config) -> LoadedTask:
+    """The task (every split read and checked), the task LM and the shared test scorer."""
+    task = load_task(config.task.name, config.task.seed)
+    for split in SPLITS:  # every split is read (and checked) before anything is written
+        task.examples(split)
+    lm = load_task_model(config.model, config.device, config.dtype)
+    config = resolved(config, lm)
+    manual = config.manual_prompt if config.manual_prompt is not None else task.manual_prompt
+    # One test scorer for the frozen LM with the task template: its sentence prefixes are computed once and
+    # shared by every method that leaves the model unchanged. Its prompt budget fits every method's prompt.
+    virtual = [getattr(getattr(config, spec.section), "num_virtual_tokens", 0)
+               for spec in METHODS.values() if spec.section]  # fmt: skip
+    budget = max(config.env.prompt_length, *virtual, prompt_budget(lm, [manual, *config.manual_prompts]))
+    # Built before the run directory: it checks the template, the verbalizers and the prompt budget.
+    test_scorer = make_scorer(lm, task, config.task.template, prompt_budget=budget, prefix_cache_mb=4096)
+    return LoadedTask(task, lm, config, test_scorer)
+
+
+def objective(ctx: MethodContext, policy_lm: LanguageModel) -> ClassificationObjective:
+    """The objective of a prompt written in ``policy_lm``'s tokens for the run's task LM."""
+    config, lm = ctx.config, ctx.lm
+    # Sentences get all the room but what the longest prompt scored here (learned or manual) needs; a
+    # prompt re-tokenized by another tokenizer may take a few times its length.
+    longest = config.env.prompt_length * (1 if same_tokenizer(lm, policy_lm) else TRANSLATION_ROOM)
+    budget = max(longest, prompt_budget(lm, [ctx.manual_prompt]))
+    scorer = make_scorer(lm, ctx.task, config.task.template, prompt_budget=budget)
+    return ClassificationObjective(scorer, ctx.task, config, policy_lm)
+
+
+class ClassificationObjective:
+    """Classification through the Scorer: the gap reward in training, dev accuracy (the gap reward breaks
+    ties) for choosing the prompt, and test accuracy of the best prompt and of the manual one."""
+
+    metric = "accuracy"
+
+    def __init__(self, scorer, task, config, policy_lm: LanguageModel | None = None):
+        self.scorer, self.task, self.config = scorer, task, config
+        self.policy_lm = policy_lm or scorer.lm
+        self.shared_tokenizer = same_tokenizer(scorer.lm, self.policy_lm)
+        self.train, self.dev_examples = task.examples("train"), task.examples("dev")
+        self.dev_labels = np.array([ex.label for ex in self.dev_examples])
+        self.calibration = task_calibration(config.calibration, task)
+
+    def task_prompt(self, policy_ids) -> tuple[int, ...] | str:
+        """What the task LM is given for a prompt the policy wrote: its ids when the two share a tokenizer,
+        else its text (re-tokenized by the task LM's tokenizer, or sent as text to a server)."""
+        if self.shared_tokenizer:
+            return tuple(policy_ids)
+        return self.policy_lm.decode(list(policy_ids)).strip()
+
+    def task_prompts(self, prompts) -> list:
+        return [self.task_prompt(p) for p in prompts]
+
+    def task_token_ids(self, policy_ids) -> list[int]:
+        """The task LM's token ids of a policy prompt (what its scores are cached under)."""
+        return list(self.scorer.prompt_ids(self.task_prompt(policy_ids)))
+
+    def reward_prior(self):
+        """How the training reward removes each prompt's label prior (None: raw scores). Batch calibration
+        takes it from the reward batch's own inputs, whose scores are at hand; the others from their
+        reference inputs."""
+        if not self.calibration.active:
+            return None
+        if self.calibration.method == "batch":
+            return lambda prompts, logprobs: log_prior(logprobs)
+        return lambda prompts, logprobs: scorer_prior(self.scorer, prompts, self.calibration)
+
+    def train_reward(self, prompts) -> np.ndarray:
+        """The gap reward of ``prompts`` on every training example, calibrated as in training."""
+        from rlprompt.envs.prompt_env import gap_reward
+
+        prompts = self.task_prompts(prompts)
+        logprobs = self.scorer.score(prompts, self.train)
+        prior = self.reward_prior()
+        if prior is not None:
+            logprobs = calibrate(logprobs, prior(prompts, logprobs))
+        labels = np.array([ex.label for ex in self.train])
+        return gap_reward(logprobs, labels, self.config.env.correct_scale, self.config.env.wrong_scale)
+
+    @property
+    def lm(self):
+        return self.scorer.lm
+
+    @property
+    def stats(self):
+        return self.scorer.stats
+
+    def cached_scores(self):
+        return self.scorer.cached_scores()
+
+    def load_cached_scores(self, state) -> None:
+        self.scorer.load_cached_scores(state)
+
+    def elite_scores(self, batch: dict) -> np.ndarray:
+        """What ranks a batch's prompts as dev candidates: the gap reward (comparable across batches)."""
+        return batch["rewards"]
+
+    def make_env(self, config, seed: int, vocab):
+        from rlprompt.envs.prompt_env import PromptVecEnv
+
+        env_cfg = config.env
+        return PromptVecEnv(
+            self.scorer, self.train, vocab, num_envs=env_cfg.num_envs, prompt_length=env_cfg.prompt_length,
+            examples_per_reward=env_cfg.examples_per_reward, correct_scale=env_cfg.correct_scale,
+            wrong_scale=env_cfg.wrong_scale, normalize=env_cfg.normalize, seed=seed,
+            reward_prior=self.reward_prior(), to_task=None if self.shared_tokenizer else self.task_prompt,
+            policy_lm=self.policy_lm,
+        )  # fmt: skip
+
+    def dev(self, prompts) -> tuple[np.ndarray, np.ndarray]:
+        """Dev accuracy and gap reward per prompt, calibrated with the prior from the unlabelled training
+        and dev inputs when the run calibrates."""
+        from rlprompt.envs.prompt_env import batch_accuracy, gap_reward
+
+        prompts = self.task_prompts(prompts)
+        logprobs = self.scorer.score(prompts, self.dev_examples)
+        logprobs = calibrate(logprobs, scorer_prior(self.scorer, prompts, self.calibration))
+        env = self.config.env
+        return (batch_accuracy(logprobs, self.dev_labels),
+                gap_reward(logprobs, self.dev_labels, env.correct_scale, env.wrong_scale))  # fmt: skip
+
+    def export_fields(self) -> dict:
+        task = self.task
+        return {"task_kind": "classification", "template": self.scorer.template.text,
+                "verbalizers": list(task.verbalizers), "class_names": list(task.class_names)}  # fmt: skip
+
+    def test(self, ctx: MethodContext, best: Candidate, manual: str) -> TestResult:
+        """The chosen prompt, the manual prompt and the empty prompt on test, raw and calibrated (with the
+        run's calibration, or batch calibration when the run uses none); the headline follows the run."""
+        examples = self.task.examples("test")
+        reference = task_calibration(reference_method(self.config.calibration), self.task)
+        learned, manual_result, empty_result = evaluate_prompts(
+            ctx.test_scorer, examples, [self.task_prompt(best.ids), manual, ""], ctx.progress, reference
+        )
+        headline = learned.metrics if self.calibration.active else learned.raw
+        metrics = {
+            "test_accuracy": headline.accuracy, "test_macro_f1": headline.macro_f1,
+            "test_accuracy_raw": learned.raw.accuracy, "test_accuracy_calibrated": learned.metrics.accuracy,
+            "calibrated_with": reference.method, "manual_prompt": manual,
+            "manual_test_accuracy": manual_result.raw.accuracy,
+            "manual_test_accuracy_calibrated": manual_result.metrics.accuracy,
+            "empty_test_accuracy": empty_result.raw.accuracy,
+            "empty_test_accuracy_calibrated": empty_result.metrics.accuracy,
+        }  # fmt: skip
+        scored = "calibrated" if self.calibration.active else "raw"
+        summary = "\n".join([
+            f"dev accuracy {best.dev_score:.3f} ({scored})   "
+            f"test accuracy {headline.accuracy:.3f} ({scored})",
+            f"test accuracy, raw -> {reference.method}-calibrated:",
+            f"  learned prompt   {learned.raw.accuracy:.3f} -> {learned.metrics.accuracy:.3f}",
+            f"  manual {manual!r:<9} {manual_result.raw.accuracy:.3f} -> "
+            f"{manual_result.metrics.accuracy:.3f}",
+            f"  empty prompt     {empty_result.raw.accuracy:.3f} -> {empty_result.metrics.accuracy:.3f}",
+        ])  # fmt: skip
+        return TestResult(classification_metrics_of(learned, self.calibration.active), metrics, summary)

@@ -1,0 +1,57 @@
+"""The style-transfer task kind (RLPrompt's second task family): a prompt makes a frozen causal LM rewrite a
+sentence into a target style. The data, scorers and objective live in :mod:`rlprompt.style`; this module
+loads a task with every setting checked and hands the RL method its objective."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from rlprompt.backends import load_task_model
+from rlprompt.errors import RLPromptError
+from rlprompt.kinds import LoadedTask, resolved
+from rlprompt.models import LanguageModel, same_tokenizer
+
+
+def load(config) -> LoadedTask:
+    """A style-transfer task and its causal task LM, with every setting checked before a run starts.
+    Calibration removes a label prior; rewriting has no labels, so style runs score raw (and say so)."""
+    from rlprompt.models import _bundle_directory
+    from rlprompt.style import ENCODER_BUNDLE, load_style_task
+
+    task = load_style_task(config.task.name, config.task.seed, config.style.target, config.style.dev_inputs)
+    _bundle_directory(ENCODER_BUNDLE)  # the content scorer's bundle is installed (else: how to install it)
+    try:
+        import sacrebleu  # noqa: F401 - the test report needs it; say so now, not after training
+    except ImportError:
+        raise RLPromptError("style transfer needs sacrebleu for BLEU: pip install sacrebleu") from None
+    if config.task.template is not None:
+        raise RLPromptError(
+            f"task.template does not apply to {config.task.name!r}: rewrites use RLPrompt's template "
+            '{prompt} "{sentence}" "'
+        )
+    if config.rl.polish_rounds:
+        raise RLPromptError("rl.polish_rounds applies to classification tasks only; set it to 0")
+    lm = load_task_model(config.model, config.device, config.dtype)
+    if lm.kind != "causal":
+        raise RLPromptError(
+            f"style transfer generates rewrites, so it needs a causal model; {lm.name} is a {lm.kind} model"
+        )
+    config = dataclasses.replace(resolved(config, lm), calibration="none")
+    return LoadedTask(task, lm, config, test_scorer=None)  # the objective generates and scores rewrites
+
+
+def objective(ctx, policy_lm: LanguageModel):
+    from rlprompt.style import StyleObjective
+
+    # The rewriter takes the policy's token ids: the two must share one tokenizer.
+    if not same_tokenizer(ctx.lm, policy_lm):
+        raise RLPromptError(
+            f"policy.backbone {policy_lm.name!r} has a different tokenizer from the task model "
+            f"{ctx.lm.name!r}; style transfer hands the policy's token ids to the rewriter, so they must "
+            "share one"
+        )
+    style = ctx.config.style
+    return StyleObjective(
+        ctx.lm, ctx.task, samples=style.samples, eval_samples=style.eval_samples, top_k=style.top_k,
+        max_new_tokens=style.max_new_tokens, seed=ctx.seed, test_inputs=style.test_inputs,
+    )  # fmt: skip
