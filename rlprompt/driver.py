@@ -100,7 +100,7 @@ def train(
             else f"run: {root}\n{r.method}: dev {r.metric} {r.dev_score:.3f}   "
             f"test {r.metric} {r.test_score:.3f}"
         )
-        if r.method in ("rl", "search"):  # what the run reports about its prompt (summary, --json)
+        if METHODS[r.method].writes_prompt:  # what the run reports about its prompt (summary, --json)
             from rlprompt.export import load_prompt
 
             exported = load_prompt(root / "prompt.json")

@@ -18,6 +18,7 @@ from rlprompt.export import (
 )
 from rlprompt.metrics import ClassificationMetrics, classification_metrics
 from rlprompt.models import LanguageModel, load_model, wrap_model
+from rlprompt.registry import METHODS
 from rlprompt.scoring import LabelScorer, PromptLike
 from rlprompt.tasks import Task
 
@@ -121,7 +122,7 @@ def evaluate_adapter(
             return scorer.evaluate_logprobs(inputs, soft, progress=progress)[None]
 
         name = f"soft prompt ({soft.shape[0]} virtual tokens)"
-    elif meta["method"] == "prefix_tuning":
+    elif METHODS[meta["method"]].artifact == "peft_prefix":
         import torch
         from peft import PeftModel
 

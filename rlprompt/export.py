@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rlprompt.errors import RLPromptError
 from rlprompt.files import atomic_write_bytes
+from rlprompt.registry import ARTIFACTS, METHODS, methods_with_artifact
 
 FORMAT = "rlprompt.prompt"
 # Version 2 added the policy's model and token ids (it may tokenize differently from the task model) and
@@ -121,22 +122,10 @@ def load_prompt(path: str | Path) -> LearnedPrompt:
 # -- weight artifacts: soft prompts, LoRA, fine-tuned models --------------------------------------------
 
 ADAPTER_META = "rlprompt_adapter.json"
-ADAPTER_DIRS = {
-    "soft_prompt": "soft_prompt",
-    "bbt": "bbt",
-    "prefix_tuning": "prefix_tuning",
-    "lora": "lora",
-    "ia3": "ia3",
-    "full_finetune": "model",
-}
-PLACEMENT = {
-    "soft_prompt": "virtual tokens at the template's {prompt} slot",
-    "bbt": "virtual tokens at the template's {prompt} slot",
-    "prefix_tuning": "learned keys and values before the input in every layer; the template with the manual "
-    "prompt",
-}
-SOFT_PROMPT_METHODS = ("soft_prompt", "bbt")  # saved as PEFT prompt tuning, placed at the {prompt} slot
-PEFT_WEIGHT_ADAPTERS = ("lora", "ia3")  # saved by PEFT, merged into a copy of the model to evaluate
+# Where each weight method's export goes in its run directory, and the formats (rlprompt.registry).
+ADAPTER_DIRS = {name: spec.export_dir for name, spec in METHODS.items() if spec.artifact != "prompt"}
+SOFT_PROMPT_METHODS = methods_with_artifact("peft_prompt")  # PEFT prompt tuning, placed at the {prompt} slot
+PEFT_WEIGHT_ADAPTERS = methods_with_artifact("peft_weights")  # merged into a copy of the model to evaluate
 
 
 def save_adapter(
@@ -181,7 +170,7 @@ def save_adapter(
             with torch.no_grad():
                 peft_model.prompt_encoder["default"].embedding.weight.copy_(soft_prompt)
             peft_model.save_pretrained(tmp)
-        elif method in PEFT_WEIGHT_ADAPTERS or method == "prefix_tuning":
+        elif METHODS[method].artifact in ("peft_weights", "peft_prefix"):
             wrapper.save_pretrained(tmp)
         else:
             wrapper.save_pretrained(tmp)
@@ -192,7 +181,7 @@ def save_adapter(
             "class_names": list(task.class_names), "task": task.name, "task_source": config.task.name,
             "data_seed": config.task.seed, "seed": seed,
             "prompt": None if method in SOFT_PROMPT_METHODS else manual_prompt,
-            "placement": PLACEMENT.get(method, "the template with the manual prompt"),
+            "placement": ARTIFACTS[METHODS[method].artifact].placement,
             "metrics": metrics or {}, "calibration": calibration, "library_version": __version__,
         }  # fmt: skip
         (tmp / ADAPTER_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

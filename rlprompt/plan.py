@@ -2,9 +2,8 @@
 
 Reward queries are (prompt, example) pairs scored; LM tokens are what the task LM reads. Speed is measured
 on this machine by a short probe (a few random prompts scored on the training examples, cold and warm),
-so the time is this machine's. For RL the upper bound counts every prompt the policy writes on every
-reward example; prompts written again cost nothing, and in the quickstart's runs (seeds 0-5, SST-2,
-SmolLM2) 22-36% of that bound was new, so the estimate takes 30%.
+so the time is this machine's. Each method module estimates its own cost (``estimate`` in the registry);
+gradient methods share :func:`gradient_estimate`.
 """
 
 from __future__ import annotations
@@ -14,9 +13,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RL_NEW_FRACTION = 0.30  # share of the RL upper bound that is new (measured on the quickstart, see above)
-RL_POLICY_FACTOR = 1.9  # training wall time / scoring time in RL (the policy's own work; measured likewise)
+from rlprompt.methods.base import Estimate
+
 GRADIENT_FACTOR = 3.0  # a forward and backward pass against a forward one
+
+
+@dataclass
+class Sizes:
+    """What a method's estimate needs to know of the task: examples per split, dev evaluations, and the
+    seconds the test evaluation of a prompt-like artifact takes (the chosen prompt and the manual one)."""
+
+    train: int
+    dev: int
+    test: int
+    evaluations: int
+    test_seconds: float
 
 
 @dataclass
@@ -69,44 +80,39 @@ def probe_speed(scorer, examples, vocab_size: int, prompt_length: int, seed: int
 
 
 def plan_run(config, task, speed: Speed) -> list[MethodPlan]:
-    """Per method, the estimated cost of one seed."""
+    """Per method, the estimated cost of one seed: the method module's ``estimate`` (named in the registry),
+    or the gradient methods' default."""
+    import importlib
+
+    from rlprompt.registry import METHODS
+
     train, dev, test = (len(task.examples(s)) for s in ("train", "dev", "test"))
-    evaluations = config.evaluations + 1
-    test_seconds = 2 * test / speed.cold  # the chosen prompt and the manual one (the empty one is cached)
+    sizes = Sizes(train, dev, test, config.evaluations + 1, 2 * test / speed.cold)
     plans = []
     for method in config.method_list:
-        if method == "rl":
-            prompts = config.total_timesteps // config.env.prompt_length
-            dev_pairs = evaluations * (1 + config.candidates_per_eval) * dev
-            bound = prompts * min(config.env.examples_per_reward, train) + dev_pairs
-            queries = int(RL_NEW_FRACTION * (bound - dev_pairs) + dev_pairs)
-            budget = config.reward_query_budget("rl")
-            if budget:
-                queries, bound = min(queries, budget), min(bound, budget)
-            seconds = queries / speed.warm * RL_POLICY_FACTOR + test_seconds
-        elif method in ("search", "bbt"):  # every candidate is new: the bound is what it spends
-            prompts = config.total_timesteps // config.env.prompt_length
-            per_eval = (
-                config.candidates_per_eval * dev if method == "search" else train + 2 * (dev + train + dev)
-            )
-            queries = bound = prompts * train + evaluations * per_eval
-            budget = config.reward_query_budget(method)
-            if budget:
-                queries = bound = min(queries, budget)
-            seconds = queries / speed.warm + test_seconds
-        elif method in ("manual", "in_context"):
-            candidates = len(config.manual_prompts) or 1
-            queries = bound = candidates * dev
-            context = 1 + config.in_context.k if method == "in_context" else 1
-            seconds = (queries / speed.cold + test / speed.cold) * context
+        spec = METHODS[method]
+        if spec.estimate is not None:
+            module, function = spec.estimate.split(":")
+            estimate = getattr(importlib.import_module(module), function)(method, config, sizes, speed)
         else:
-            section = getattr(config, method)
-            queries = bound = section.steps * section.batch_size + evaluations * dev
-            seconds = section.steps * section.batch_size / speed.cold * GRADIENT_FACTOR + test_seconds
-            seconds += evaluations * dev / speed.cold
-        plans.append(MethodPlan(method, len(config.seed_list), int(queries), int(bound),
-                                int(queries * speed.tokens_per_pair), seconds))  # fmt: skip
+            estimate = gradient_estimate(method, config, sizes, speed)
+        tokens = int(estimate.reward_queries * speed.tokens_per_pair)
+        plans.append(MethodPlan(method, len(config.seed_list), int(estimate.reward_queries),
+                                int(estimate.reward_queries_max), tokens, estimate.seconds))  # fmt: skip
     return plans
+
+
+def gradient_estimate(method: str, config, sizes: Sizes, speed: Speed) -> Estimate:
+    """A gradient method: its steps' batches forward and backward, and the dev evaluations."""
+    section = getattr(config, method)
+    examples = section.steps * section.batch_size
+    queries = examples + sizes.evaluations * sizes.dev
+    seconds = (
+        examples / speed.cold * GRADIENT_FACTOR
+        + sizes.test_seconds
+        + sizes.evaluations * sizes.dev / speed.cold
+    )
+    return Estimate(queries, queries, seconds)
 
 
 def format_plan(plans: list[MethodPlan], speed: Speed) -> str:

@@ -27,6 +27,15 @@ class MethodSpec:
     section: str | None = None  # its TrainConfig section, if it has settings
     reference: str = ""  # the paper it follows
     settings: str | None = None  # "module:Class": the section's dataclass (checks its values itself)
+    artifact: str = "prompt"  # what it exports: a key of ARTIFACTS (how it is saved, loaded and evaluated)
+    artifact_dir: str | None = None  # the export's directory in the run (weight artifacts); None: its name
+    estimate: str | None = (
+        None  # "module:function" estimating one seed's cost (rlprompt.plan); None: gradient
+    )
+
+    @property
+    def export_dir(self) -> str:
+        return self.artifact_dir or self.name
 
     @property
     def transferable(self) -> bool:
@@ -48,40 +57,72 @@ class MethodSpec:
         return f"{self.name:<14} {self.learns}; {'; '.join(facts)}{settings}{cite}"
 
 
+@dataclass(frozen=True)
+class ArtifactFormat:
+    description: str  # what the artifact is, for messages ("a LoRA adapter")
+    placement: str  # where it acts when evaluated
+    weights: bool  # weights tied to one model's hidden size and vocabulary (they do not transfer)
+
+
+# How learned things are saved and evaluated (rlprompt.export, rlprompt.evaluation): a method names one.
+_WITH_MANUAL = "the template with the manual prompt"
+ARTIFACTS: dict[str, ArtifactFormat] = {
+    "prompt": ArtifactFormat("a text prompt", "the template's {prompt} slot", False),
+    "peft_prompt": ArtifactFormat("a soft prompt (PEFT prompt tuning)",
+                                  "virtual tokens at the template's {prompt} slot", True),
+    "peft_prefix": ArtifactFormat(
+        "a prefix-tuning adapter (PEFT)",
+        f"learned keys and values before the input in every layer; {_WITH_MANUAL}", True),
+    "peft_weights": ArtifactFormat(
+        "a PEFT weight adapter, merged into a copy of the model", _WITH_MANUAL, True),
+    "model": ArtifactFormat("fine-tuned weights (a whole model)", _WITH_MANUAL, True),
+}  # fmt: skip
+
 _SCORES = ("LABEL_LOGPROBS",)
 _GRADIENTS = ("DIFFERENTIABLE",)
 _EMBEDDINGS = ("EMBEDDING_SCORES",)  # black-box tuning: no gradient, but it feeds prompt embeddings
 
 _GRIPS_EVOPROMPT = "in the spirit of GrIPS (Prasad et al., 2023) and EvoPrompt (Guo et al., 2024)"
 
+
+def _spec(name: str, module: str, learns: str, interpretable: bool, needs: tuple[str, ...],
+          **facts) -> MethodSpec:  # fmt: skip
+    """A method whose module is ``rlprompt.methods.<module>`` (runner ``run`` unless named)."""
+    runner = facts.pop("runner", "run")
+    for key in ("settings", "estimate"):
+        if facts.get(key) is not None:
+            facts[key] = f"rlprompt.methods.{module}:{facts[key]}"
+    return MethodSpec(name, f"rlprompt.methods.{module}:{runner}", learns, interpretable, needs, **facts)
+
+
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
-        MethodSpec("rl", "rlprompt.methods.rl:run", "a discrete prompt (token policy trained by RL)",
-                   True, _SCORES, "rl", "Deng et al., 2022, RLPrompt", "rlprompt.methods.rl:RLConfig"),
-        MethodSpec("search", "rlprompt.methods.search:run", "a discrete prompt (genetic token search)",
-                   True, _SCORES, "search", _GRIPS_EVOPROMPT, "rlprompt.methods.search:SearchConfig"),
-        MethodSpec("bbt", "rlprompt.methods.bbt:run", "a soft prompt found by CMA-ES, forward passes only",
-                   False, _EMBEDDINGS, "bbt", "Sun et al., 2022, Black-Box Tuning",
-                   "rlprompt.methods.bbt:BBTConfig"),
-        MethodSpec("soft_prompt", "rlprompt.methods.tuning:run_soft_prompt",
-                   "prompt embeddings at the {prompt} slot (PEFT)", False, _GRADIENTS, "soft_prompt",
-                   "Lester et al., 2021", "rlprompt.methods.tuning:SoftPromptConfig"),
-        MethodSpec("prefix_tuning", "rlprompt.methods.tuning:run_prefix_tuning",
-                   "keys and values before the input in every layer (PEFT)", False, _GRADIENTS,
-                   "prefix_tuning", "Li and Liang, 2021", "rlprompt.methods.tuning:PrefixTuningSection"),
-        MethodSpec("lora", "rlprompt.methods.tuning:run_lora", "low-rank weight updates (PEFT)",
-                   False, _GRADIENTS, "lora", "Hu et al., 2022", "rlprompt.methods.tuning:LoraSection"),
-        MethodSpec("ia3", "rlprompt.methods.tuning:run_ia3", "activation rescaling vectors (PEFT IA3)",
-                   False, _GRADIENTS, "ia3", "Liu et al., 2022", "rlprompt.methods.tuning:IA3Section"),
-        MethodSpec("full_finetune", "rlprompt.methods.tuning:run_full_finetune",
-                   "every weight of the task LM", False, _GRADIENTS, "full_finetune", "",
-                   "rlprompt.methods.tuning:FinetuneConfig"),
-        MethodSpec("manual", "rlprompt.methods.fixed:run_manual",
-                   "nothing: the best hand-written prompt on dev", True, _SCORES),
-        MethodSpec("in_context", "rlprompt.methods.fixed:run_in_context",
-                   "nothing: k labelled demonstrations before each input", True, _SCORES, "in_context",
-                   "Brown et al., 2020", "rlprompt.methods.fixed:InContextConfig"),
+        _spec("rl", "rl", "a discrete prompt (token policy trained by RL)", True, _SCORES, section="rl",
+              settings="RLConfig", estimate="estimate", reference="Deng et al., 2022, RLPrompt"),
+        _spec("search", "search", "a discrete prompt (genetic token search)", True, _SCORES, section="search",
+              settings="SearchConfig", estimate="estimate", reference=_GRIPS_EVOPROMPT),
+        _spec("bbt", "bbt", "a soft prompt found by CMA-ES, forward passes only", False, _EMBEDDINGS,
+              section="bbt", settings="BBTConfig", estimate="estimate", artifact="peft_prompt",
+              reference="Sun et al., 2022, Black-Box Tuning"),
+        _spec("soft_prompt", "tuning", "prompt embeddings at the {prompt} slot (PEFT)", False, _GRADIENTS,
+              runner="run_soft_prompt", section="soft_prompt", settings="SoftPromptConfig",
+              artifact="peft_prompt", reference="Lester et al., 2021"),
+        _spec("prefix_tuning", "tuning", "keys and values before the input in every layer (PEFT)", False,
+              _GRADIENTS, runner="run_prefix_tuning", section="prefix_tuning", settings="PrefixTuningSection",
+              artifact="peft_prefix", reference="Li and Liang, 2021"),
+        _spec("lora", "tuning", "low-rank weight updates (PEFT)", False, _GRADIENTS, runner="run_lora",
+              section="lora", settings="LoraSection", artifact="peft_weights", reference="Hu et al., 2022"),
+        _spec("ia3", "tuning", "activation rescaling vectors (PEFT IA3)", False, _GRADIENTS, runner="run_ia3",
+              section="ia3", settings="IA3Section", artifact="peft_weights", reference="Liu et al., 2022"),
+        _spec("full_finetune", "tuning", "every weight of the task LM", False, _GRADIENTS,
+              runner="run_full_finetune", section="full_finetune", settings="FinetuneConfig",
+              artifact="model", artifact_dir="model"),
+        _spec("manual", "fixed", "nothing: the best hand-written prompt on dev", True, _SCORES,
+              runner="run_manual", estimate="estimate"),
+        _spec("in_context", "fixed", "nothing: k labelled demonstrations before each input", True, _SCORES,
+              runner="run_in_context", section="in_context", settings="InContextConfig", estimate="estimate",
+              reference="Brown et al., 2020"),
     )
 }  # fmt: skip
 
@@ -127,5 +168,5 @@ def task_kind(task_name: str, declared: str | None = None) -> TaskKindSpec:
     return TASK_KINDS[DEFAULT_KIND]
 
 
-def method_names() -> tuple[str, ...]:
-    return tuple(METHODS)
+def methods_with_artifact(*formats: str) -> tuple[str, ...]:
+    return tuple(name for name, spec in METHODS.items() if spec.artifact in formats)

@@ -27,18 +27,9 @@ from rlprompt.evaluation import evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, load_classification_prompt
 from rlprompt.files import atomic_write_bytes
 from rlprompt.models import load_model
+from rlprompt.registry import ARTIFACTS, METHODS
 from rlprompt.tables import markdown_table
 from rlprompt.tasks import DEFAULT_SEED, load_task
-
-# Artifacts of these methods are weights tied to one model's hidden size and vocabulary.
-WEIGHT_METHODS = {
-    "soft_prompt": "a soft prompt",
-    "bbt": "a black-box-tuned soft prompt",
-    "prefix_tuning": "a prefix-tuning adapter",
-    "lora": "a LoRA adapter",
-    "ia3": "an IA3 adapter",
-    "full_finetune": "fine-tuned weights",
-}
 
 
 @dataclass
@@ -99,13 +90,14 @@ def run_transfer(
             targets.append(target)
             to_score, owners = [], []
             for row, prompt in zip(rows, prompts, strict=True):
-                if prompt.method in WEIGHT_METHODS and prompt.model != lm.name:
+                artifact = ARTIFACTS[METHODS[prompt.method].artifact] if prompt.method in METHODS else None
+                if artifact is not None and artifact.weights and prompt.model != lm.name:
                     row.cells[target] = {
-                        "not_applicable": f"{WEIGHT_METHODS[prompt.method]} is weights for {prompt.model} "
+                        "not_applicable": f"{artifact.description} is weights for {prompt.model} "
                         "(its hidden size and vocabulary); it cannot move to another model"
                     }
                     continue
-                if prompt.method in WEIGHT_METHODS:
+                if artifact is not None and artifact.weights:
                     row.cells[target] = {
                         "not_applicable": "weight artifacts are evaluated with rlprompt.evaluate"
                     }

@@ -237,3 +237,12 @@ class TestResult:
     scores: dict[str, float]
     details: dict
     summary: str
+
+
+@dataclass
+class Estimate:
+    """A method's cost for one seed, before it runs (``--dry-run``; each method's ``estimate`` function)."""
+
+    reward_queries: int
+    reward_queries_max: int  # upper bound
+    seconds: float  # training and test evaluation

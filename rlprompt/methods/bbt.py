@@ -29,6 +29,7 @@ from rlprompt.errors import RLPromptError
 from rlprompt.evaluation import make_scorer, prompt_budget, scored_result
 from rlprompt.export import save_adapter
 from rlprompt.methods.base import (
+    Estimate,
     EvalLog,
     MethodContext,
     MethodResult,
@@ -221,3 +222,15 @@ def run(ctx: MethodContext) -> MethodResult:
         curve=log.curve, interrupted=interrupted, calibration=config.calibration,
         calibrated_with=reference.method, reward_queries=reward_queries,
     )  # fmt: skip
+
+
+def estimate(method: str, config, sizes, speed):
+    """Every candidate is new; an evaluation scores the mean on train, then two candidates on dev and the
+    calibration's reference inputs (rlprompt.plan). One candidate per call: the cold speed."""
+    candidates = config.total_timesteps // config.env.prompt_length
+    per_eval = sizes.train + 2 * (sizes.dev + sizes.train + sizes.dev)
+    queries = candidates * sizes.train + sizes.evaluations * per_eval
+    budget = config.reward_query_budget(method)
+    if budget:
+        queries = min(queries, budget)
+    return Estimate(queries, queries, queries / speed.cold + sizes.test_seconds)

@@ -16,6 +16,7 @@ from rlprompt.calibration import calibrate, reference_method, scorer_prior, task
 from rlprompt.evaluation import evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, save_prompt
 from rlprompt.methods.base import (
+    Estimate,
     EvalLog,
     MethodContext,
     MethodResult,
@@ -124,3 +125,10 @@ def _run_fixed(ctx: MethodContext, method: str, template: str | None, prompts: l
         transferable=True, curve=log.curve, calibration=cfg.calibration,
         calibrated_with=reference.method, reward_queries=int(stats.pairs_scored),
     )  # fmt: skip
+
+
+def estimate(method: str, config, sizes, speed):
+    """The candidates on dev and the chosen one on test; demonstrations make every input that much longer."""
+    queries = (len(config.manual_prompts) or 1) * sizes.dev
+    context = 1 + config.in_context.k if method == "in_context" else 1
+    return Estimate(queries, queries, (queries + sizes.test) / speed.cold * context)

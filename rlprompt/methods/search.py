@@ -22,7 +22,7 @@ from rlprompt.errors import RLPromptError
 from rlprompt.export import LearnedPrompt, save_prompt
 from rlprompt.files import atomic_write_bytes
 from rlprompt.kinds import classification
-from rlprompt.methods.base import Candidate, EvalLog, MethodContext, MethodResult, path_bytes
+from rlprompt.methods.base import Candidate, Estimate, EvalLog, MethodContext, MethodResult, path_bytes
 from rlprompt.settings import at_least_one, within
 from rlprompt.version import __version__
 from rlprompt.vocab import action_vocabulary, policy_model
@@ -227,3 +227,13 @@ def _exported(
         data_seed=cfg.task.seed, task_source=cfg.task.name, method="search", seed=ctx.seed, metrics=metrics,
         library_version=__version__, calibration=cfg.calibration, **objective.export_fields(),
     )  # fmt: skip
+
+
+def estimate(method: str, config, sizes, speed):
+    """Every candidate is new: the bound is what it spends (rlprompt.plan)."""
+    prompts = config.total_timesteps // config.env.prompt_length
+    queries = prompts * sizes.train + sizes.evaluations * config.candidates_per_eval * sizes.dev
+    budget = config.reward_query_budget(method)
+    if budget:
+        queries = min(queries, budget)
+    return Estimate(queries, queries, queries / speed.warm + sizes.test_seconds)
