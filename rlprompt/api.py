@@ -47,7 +47,7 @@ def learn(
         model: the task LM (an alias, a local directory, a cached hub id or ``openai:<base URL>``).
         task: a built-in task name or a task YAML file; ignored when ``examples`` are given.
         method: a method that writes a text prompt: ``rl`` (default), ``search``, ``manual`` or
-            ``in_context`` (the weight methods run through :func:`rlprompt.train.train` or the
+            ``in_context`` (the weight methods run through :func:`rlprompt.driver.train` or the
             ``rlprompt train`` command).
         examples: an in-memory task: ``{"train": [(text, label), ...], "dev": [...], "test": [...]}``.
             They are written into the run directory (``task/``), so ``--resume`` works on it.
@@ -64,7 +64,7 @@ def learn(
     if method not in PROMPT_METHODS:
         raise RLPromptError(
             f"learn() returns a text prompt, and method {method!r} does not write one; choose one of "
-            f"{', '.join(PROMPT_METHODS)}, or run it with rlprompt.train.train(config) or `rlprompt train`"
+            f"{', '.join(PROMPT_METHODS)}, or run it with rlprompt.driver.train(config) or `rlprompt train`"
         )
     pairs = _override_list(overrides) + _override_list(settings)
     pairs += [f"model={model}", f"method={method}"]

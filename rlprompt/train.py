@@ -4,7 +4,7 @@ One method (``method: rl``, the default) on one seed writes one run directory,
 ``runs/<task>__<method>__<model>__s<seed>__<time>/``. Several methods (``methods: [rl, soft_prompt, ...]``)
 or seeds (``seeds: [0, 1, 2]``) write a comparison directory, ``runs/<task>__compare__<model>__<time>/``,
 with one sub-directory per method and seed, ``report.md`` and ``learning_curves.png``
-(see :mod:`rlprompt.report`). Every run directory holds its resolved ``config.yaml``, ``metrics.jsonl``
+(see :mod:`rlprompt.comparison`). Every run directory holds its resolved ``config.yaml``, ``metrics.jsonl``
 (one line per dev evaluation), its artifact, ``result.json`` and, for RL, ``summary.txt``. All methods share
 the data split, the evaluation schedule (``evaluations`` evenly spaced dev evaluations) and the Scorer; see
 :mod:`rlprompt.methods`.
