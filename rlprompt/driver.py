@@ -14,12 +14,13 @@ from pathlib import Path
 import yaml
 
 from rlprompt.checkpoint import CHECKPOINT, StopRequest, load_checkpoint
-from rlprompt.config import TrainConfig, to_dict
+from rlprompt.config import TrainConfig
 from rlprompt.errors import RLPromptError
 from rlprompt.files import atomic_write_bytes
 from rlprompt.kinds import kind_module
 from rlprompt.models import LanguageModel
 from rlprompt.registry import METHODS, task_kind
+from rlprompt.settings import to_dict
 from rlprompt.tasks import Task
 
 

@@ -1,8 +1,166 @@
-"""Checks for settings dataclasses, run in their own ``__post_init__`` (PEFT style): each raises
-``ValueError`` naming the dotted key as the user writes it (``search.population``); the config loader
-(:mod:`rlprompt.config`) adds the file name."""
+"""Settings as dataclasses: a small typed loader and the checks each settings class runs on itself.
+
+Dataclasses are the schema, YAML files and ``--set`` fill them. Unknown keys are errors with a "did you
+mean" suggestion; values are coerced to the field's type (PyYAML reads ``5e-5`` as a string, ``--set``
+values arrive as text); every error names the file and the key. Settings classes check their values in
+their own ``__post_init__`` (PEFT style) with :func:`at_least_one`, :func:`positive` and :func:`within`,
+naming the dotted key as the user writes it (``search.population``); the loader adds the file name. The
+run configuration's schema is :mod:`rlprompt.config`.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from typing import Any, TypeVar
+
+import yaml
+
+from rlprompt.errors import RLPromptError
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: Any, source: str, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys and coercing types."""
+    where = f"{source}: " if source else ""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RLPromptError(f"{where}'{prefix.rstrip('.') or '(top level)'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    values = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise RLPromptError(
+                f"{where}unknown key '{prefix}{key}'{_suggestion(str(key), list(fields), prefix)}"
+            )
+        values[key] = coerce(value, hints[key], source, f"{prefix}{key}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        raise RLPromptError(f"{where}{err}") from None
+
+
+def coerce(value: Any, annotation: Any, source: str, key: str) -> Any:
+    """``value`` as type ``annotation`` (scalars, optionals, lists, dicts, nested dataclasses)."""
+    where = f"{source}: " if source else ""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, option, source, key)
+            except RLPromptError as err:
+                errors.append(err)
+        raise errors[0]
+    if dataclasses.is_dataclass(annotation):
+        return from_dict(annotation, value, source, f"{key}.")
+    if origin is typing.Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise RLPromptError(f"{where}'{key}' must be one of {choices}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise RLPromptError(f"{where}'{key}' must be a list, got {value!r}")
+        return [coerce(v, args[0], source, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RLPromptError(f"{where}'{key}' must be a mapping, got {value!r}")
+        return dict(value)
+    if annotation is Any:
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes")
+        raise RLPromptError(f"{where}'{key}' must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise RLPromptError(f"{where}'{key}' must be an integer, got {value!r}")
+        try:
+            number = float(value) if isinstance(value, str) else value
+            if isinstance(number, (int, float)) and float(number).is_integer():
+                return int(number)
+        except (ValueError, OverflowError):
+            pass
+        raise RLPromptError(f"{where}'{key}' must be an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, bool):
+            raise RLPromptError(f"{where}'{key}' must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise RLPromptError(f"{where}'{key}' must be a number, got {value!r}") from None
+    if annotation is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise RLPromptError(f"{where}'{key}' must be a string, got {value!r}")
+        return str(value)
+    raise RLPromptError(f"{where}'{key}': unsupported type {annotation!r}")  # a schema bug, not user input
+
+
+def _suggestion(key: str, known: list[str], prefix: str) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean '{prefix}{close[0]}'?"
+    return f"; known keys: {', '.join(prefix + k for k in known)}"
+
+
+def apply_overrides(data: dict, overrides: list[str], cls: type) -> dict:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a config mapping, checking keys."""
+    data = dict(data)
+    for item in overrides:
+        if "=" not in item:
+            raise RLPromptError(f"--set {item!r}: expected key=value, e.g. rl.learning_rate=3e-4")
+        dotted, raw = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        _check_path(cls, parts, dotted)
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            node[part] = dict(child) if isinstance(child, dict) else {}
+            node = node[part]
+        node[parts[-1]] = value
+    return data
+
+
+def _check_path(cls: type, parts: list[str], dotted: str) -> None:
+    current: Any = cls
+    for depth, part in enumerate(parts):
+        prefix = ".".join(parts[:depth])
+        prefix = f"{prefix}." if prefix else ""
+        if not dataclasses.is_dataclass(current):
+            raise RLPromptError(f"--set {dotted}: '{prefix.rstrip('.')}' has no sub-keys")
+        hints = typing.get_type_hints(current)
+        if part not in hints:
+            names = [f.name for f in dataclasses.fields(current)]
+            raise RLPromptError(
+                f"--set {dotted}: unknown key '{prefix}{part}'{_suggestion(part, names, prefix)}"
+            )
+        current = hints[part]
+        args = [a for a in typing.get_args(current) if a is not type(None)]
+        if typing.get_origin(current) in (typing.Union, types.UnionType) and len(args) == 1:
+            current = args[0]
+
+
+def to_dict(config: Any) -> dict:
+    """A plain mapping of a config, for writing the resolved config of a run."""
+    return dataclasses.asdict(config)
+
+
+# -- the run configuration of python -m rlprompt.train ----------------------------------------------
 
 
 def at_least_one(section: str, **values) -> None:

@@ -132,3 +132,28 @@ def write_task(directory: Path, name: str, rows, verbalizers: str = "{0: terribl
     spec = f"name: {name}\ntrain: train.tsv\ndev: dev.tsv\ntest: test.tsv\nverbalizers: {verbalizers}\n"
     (directory / "task.yaml").write_text(spec, encoding="utf-8")
     return directory / "task.yaml"
+
+
+def train_cli(task_dir: Path, capsys, *settings: str, expect: int = 0) -> tuple[Path | None, list[dict]]:
+    """``python -m rlprompt.train --quiet`` on the task in ``task_dir`` (written by :func:`write_task` as
+    ``task.yaml``), runs under ``task_dir/runs``, each setting a ``--set``; asserts the exit code and
+    returns the run directory (None when it failed) and its ``metrics.jsonl`` rows."""
+    import json
+
+    from rlprompt.errors import run_cli
+    from rlprompt.train import main
+
+    argv = ["--quiet", "--set", f"task.name={task_dir / 'task.yaml'}",
+            "--set", f"output_dir={task_dir / 'runs'}", "--set", "heldout_sentences=4"]  # fmt: skip
+    for setting in settings:
+        argv += ["--set", setting]
+    with pytest.raises(SystemExit) as done:
+        run_cli(main, argv)
+    err = capsys.readouterr().err
+    assert done.value.code == expect, err
+    runs = sorted((task_dir / "runs").iterdir()) if (task_dir / "runs").exists() else []
+    if expect != 0 or len(runs) != 1:
+        return None, []
+    metrics = runs[0] / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
+    return runs[0], rows

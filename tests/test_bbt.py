@@ -12,8 +12,7 @@ from rlprompt.errors import run_cli
 from rlprompt.evaluate import main as evaluate_main
 from rlprompt.methods import MethodResult
 from rlprompt.models import register_model
-from rlprompt.train import main as train_main
-from tests.conftest import write_task
+from tests.conftest import train_cli, write_task
 from tests.test_methods import ROWS
 
 
@@ -24,19 +23,8 @@ def tiny_task(tmp_path):
 
 
 def _bbt(tiny_task, capsys, *settings: str) -> tuple:
-    argv = ["--quiet", "--set", f"task.name={tiny_task / 'task.yaml'}",
-            "--set", f"output_dir={tiny_task / 'runs'}", "--set", "model=tiny-llama", "--set", "method=bbt",
-            "--set", "heldout_sentences=4", "--set", "bbt.intrinsic_dim=50",
-            "--set", "bbt.population=10"]  # fmt: skip
-    for setting in settings:
-        argv += ["--set", setting]
-    with pytest.raises(SystemExit) as done:
-        run_cli(train_main, argv)
-    err = capsys.readouterr().err
-    assert done.value.code == 0, err
-    (run_dir,) = (tiny_task / "runs").iterdir()
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return run_dir, records
+    return train_cli(tiny_task, capsys, "model=tiny-llama", "method=bbt", "bbt.intrinsic_dim=50",
+                     "bbt.population=10", *settings)  # fmt: skip
 
 
 @pytest.mark.real_model

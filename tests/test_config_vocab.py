@@ -7,9 +7,9 @@ from typing import Literal
 
 import pytest
 
-from rlprompt.config import apply_overrides, from_dict
 from rlprompt.errors import RLPromptError
 from rlprompt.files import read_yaml
+from rlprompt.settings import apply_overrides, from_dict
 from rlprompt.vocab import action_vocabulary
 
 

@@ -16,8 +16,7 @@ from rlprompt.methods.fixed import in_context_template
 from rlprompt.models import register_model
 from rlprompt.perplexity import heldout_sentences, perplexity
 from rlprompt.tasks import Example
-from rlprompt.train import main as train_main
-from tests.conftest import write_task
+from tests.conftest import train_cli, write_task
 
 ROWS = [
     ("a gorgeous , witty , seductive movie .", 1),
@@ -112,15 +111,8 @@ def tiny_task(tmp_path):
 
 
 def _train(tiny_task, capsys, *settings: str, expect: int = 0) -> int:
-    argv = ["--quiet", "--set", f"task.name={tiny_task / 'task.yaml'}",
-            "--set", f"output_dir={tiny_task / 'runs'}", "--set", "heldout_sentences=4"]  # fmt: skip
-    for setting in settings:
-        argv += ["--set", setting]
-    with pytest.raises(SystemExit) as done:
-        run_cli(train_main, argv)
-    err = capsys.readouterr().err
-    assert done.value.code == expect, err
-    return done.value.code
+    train_cli(tiny_task, capsys, *settings, expect=expect)
+    return expect
 
 
 @pytest.mark.parametrize(

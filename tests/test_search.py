@@ -3,8 +3,6 @@ exports a prompt that evaluates like RL's."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
@@ -14,7 +12,7 @@ from rlprompt.methods import MethodResult
 from rlprompt.methods.search import GeneticSearch
 from rlprompt.models import register_model
 from rlprompt.train import main as train_main
-from tests.conftest import write_task
+from tests.conftest import train_cli, write_task
 from tests.test_methods import ROWS
 
 
@@ -25,18 +23,7 @@ def tiny_task(tmp_path):
 
 
 def _search(tiny_task, capsys, *settings: str) -> tuple:
-    argv = ["--quiet", "--set", f"task.name={tiny_task / 'task.yaml'}",
-            "--set", f"output_dir={tiny_task / 'runs'}", "--set", "model=tiny-gpt2",
-            "--set", "method=search", "--set", "calibration=none"]  # fmt: skip
-    for setting in settings:
-        argv += ["--set", setting]
-    with pytest.raises(SystemExit) as done:
-        run_cli(train_main, argv)
-    err = capsys.readouterr().err
-    assert done.value.code == 0, err
-    (run_dir,) = (tiny_task / "runs").iterdir()
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return run_dir, records
+    return train_cli(tiny_task, capsys, "model=tiny-gpt2", "method=search", "calibration=none", *settings)
 
 
 def test_children_are_new_and_the_population_keeps_the_best():

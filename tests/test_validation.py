@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 
 from rlprompt import models
 from rlprompt.checkpoint import CHECKPOINT
-from rlprompt.config import TrainConfig, from_dict, load_train_config
+from rlprompt.config import TrainConfig, load_train_config
 from rlprompt.errors import RLPromptError, run_cli
 from rlprompt.models import register_model
+from rlprompt.settings import from_dict
 from rlprompt.tasks import read_table, task_from_spec
 from rlprompt.train import main as train_main
 
