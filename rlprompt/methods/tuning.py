@@ -145,6 +145,181 @@ def run_full_finetune(ctx: MethodContext) -> MethodResult:
     return run_tuning("full_finetune", ctx)
 
 
+class Trainable:
+    """What one gradient baseline trains, and how its scores are computed: ``adapted`` is the task LM as the
+    run sees it (the frozen LM for a soft prompt, a copy with adapters or new weights otherwise), ``scorer``
+    scores training batches, ``params`` are what the optimizer moves."""
+
+    prompt_only = False  # the model's weights are not trained: it stays in eval mode
+    checkpoints = True  # whether a checkpoint holds its state (a whole model twice over with Adam does not)
+
+    def __init__(
+        self, ctx: MethodContext, section, budget: int, stats: ScorerStats, rng: np.random.Generator
+    ):
+        self.ctx, self.section, self.budget, self.stats = ctx, section, budget, stats
+        self.template = ctx.config.task.template
+
+    def batch_logprobs(self, batch) -> torch.Tensor:
+        return self.scorer.label_logprobs(batch, prompt_ids=self.manual_ids, reuse_prefix=False)
+
+    def current_scorer(self):
+        return self.scorer
+
+    def score_on(self, scorer, inputs, progress: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def snapshot(self):
+        return {n: p.detach().clone() for n, p in self.module.named_parameters() if p.requires_grad}
+
+    def restore(self, state) -> None:
+        with torch.no_grad():
+            for n, p in self.module.named_parameters():
+                if n in state:
+                    p.copy_(state[n])
+
+    def test_scorer(self):
+        return make_scorer(self.adapted, self.ctx.task, self.template, prompt_budget=self.budget)
+
+    def perplexity_after(self, sentences) -> float:
+        return perplexity(self.adapted, sentences)
+
+    def export(self) -> dict:
+        """``save_adapter``'s arguments for what was learned."""
+        return {"wrapper": self.wrapper}
+
+    def learned(self, trainable: int) -> str:
+        return f"{trainable:,} weights"
+
+
+class SoftPrompt(Trainable):
+    """PEFT prompt tuning: virtual tokens at the template's {prompt} slot of the frozen LM."""
+
+    prompt_only = True
+
+    def __init__(self, ctx, section, budget, stats, rng):
+        super().__init__(ctx, section, budget, stats, rng)
+        lm = self.adapted = ctx.lm
+        self.scorer = make_scorer(lm, ctx.task, self.template, prompt_budget=budget, stats=stats)
+        init_text = ctx.manual_prompt if section.init_text is None else section.init_text
+        self.soft = torch.nn.Parameter(
+            initial_soft_prompt(lm, self.scorer, section.num_virtual_tokens, init_text, rng)
+        )
+        self.params = [self.soft]
+
+    def batch_logprobs(self, batch):
+        return self.scorer.label_logprobs(batch, prompt_embeds=self.soft)
+
+    def score_on(self, scorer, inputs, progress=False):
+        return scorer.evaluate_logprobs(inputs, self.soft, progress=progress)
+
+    def snapshot(self):
+        return self.soft.detach().clone()
+
+    def restore(self, state):
+        self.soft.data.copy_(state)
+
+    def test_scorer(self):
+        return self.ctx.test_scorer  # the frozen LM's, shared: its sentence prefixes are computed once
+
+    def perplexity_after(self, sentences):
+        return perplexity(self.adapted, sentences, soft_prompt=self.soft.detach())
+
+    def export(self):
+        return {"soft_prompt": self.soft.detach()}
+
+    def learned(self, trainable):
+        return f"{self.section.num_virtual_tokens} virtual tokens"
+
+
+class PrefixTuning(Trainable):
+    """PEFT prefix tuning: learned keys and values before the input in every layer (causal LMs), read with
+    the template and the manual prompt. They sit outside the model's weights, which stay frozen (in a copy,
+    since PEFT wraps the model it is given)."""
+
+    prompt_only = True
+
+    def __init__(self, ctx, section, budget, stats, rng):
+        from peft import PrefixTuningConfig, TaskType, get_peft_model
+
+        super().__init__(ctx, section, budget, stats, rng)
+        lm = ctx.lm
+        if lm.kind != "causal":
+            raise RLPromptError(f"prefix_tuning runs on causal models here; {lm.name} is a {lm.kind} model")
+        self.wrapper = self.module = get_peft_model(copy.deepcopy(lm.model), PrefixTuningConfig(
+            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=section.num_virtual_tokens))  # fmt: skip
+        self.params = [p for p in self.wrapper.parameters() if p.requires_grad]
+        self.adapted = dataclasses.replace(
+            lm, name=f"{lm.name}+prefix_tuning", model=self.wrapper.get_base_model()
+        )
+        self.scorer = make_scorer(self.adapted, ctx.task, self.template, prompt_budget=budget, stats=stats,
+                                  prefix_model=self.wrapper)  # fmt: skip
+        init_text = ctx.manual_prompt if section.init_text is None else section.init_text
+        if init_text:
+            with torch.no_grad():
+                self.wrapper.prompt_encoder["default"].embedding.weight.copy_(
+                    initial_prefix(lm, self.scorer.prompt_ids(init_text), section.num_virtual_tokens)
+                )
+        embed = lm.model.get_input_embeddings()
+        self.manual_ids = self.scorer.prompt_ids(ctx.manual_prompt)
+        with torch.no_grad():
+            ids = torch.tensor(list(self.manual_ids), dtype=torch.long, device=embed.weight.device)
+            self.manual_embeds = embed(ids)
+
+    def score_on(self, scorer, inputs, progress=False):
+        return scorer.evaluate_logprobs(inputs, self.manual_embeds, reuse_prefix=False, progress=progress)
+
+    def test_scorer(self):
+        return make_scorer(self.adapted, self.ctx.task, self.template, prompt_budget=self.budget,
+                           prefix_model=self.wrapper)  # fmt: skip
+
+    def perplexity_after(self, sentences):
+        # Through PEFT's own forward, which puts the learned prefix first.
+        return perplexity(dataclasses.replace(self.adapted, model=self.wrapper), sentences)
+
+    def learned(self, trainable):
+        layers = getattr(self.ctx.lm.model.config, "num_hidden_layers", "?")
+        return f"{self.section.num_virtual_tokens} virtual tokens x {layers} layers"
+
+
+class Weights(Trainable):
+    """Weights of a copy of the task LM: PEFT adapters (LoRA, IA3) or every weight (full fine-tuning),
+    read with the template and the manual prompt."""
+
+    def __init__(self, ctx, section, budget, stats, rng):
+        super().__init__(ctx, section, budget, stats, rng)
+        lm, name = ctx.lm, section.section
+        model = copy.deepcopy(lm.model)
+        if name in PEFT_ADAPTERS:
+            from peft import get_peft_model
+
+            self.wrapper = get_peft_model(model, _peft_config(name, section, lm.kind))
+            model = self.wrapper.get_base_model()
+        else:
+            # Weights trained in half precision lose small updates: full fine-tuning trains an fp32 copy; a
+            # checkpoint would hold every weight twice over (Adam), so it restarts instead.
+            self.wrapper = model = model.float()
+            model.requires_grad_(True)
+            self.checkpoints = False
+        self.module = model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.adapted = dataclasses.replace(lm, name=f"{lm.name}+{name}", model=model)
+        self.scorer = make_scorer(self.adapted, ctx.task, self.template, prompt_budget=budget, stats=stats)
+        self.manual_ids = self.scorer.prompt_ids(ctx.manual_prompt)
+
+    def current_scorer(self):
+        # The weights changed: a fresh scorer, so no prefix computed by older weights is reused.
+        return make_scorer(
+            self.adapted, self.ctx.task, self.template, prompt_budget=self.budget, stats=self.stats
+        )
+
+    def score_on(self, scorer, inputs, progress=False):
+        return scorer.score([self.manual_ids], inputs, progress=progress)[0]
+
+
+TRAINABLES = {"soft_prompt": SoftPrompt, "prefix_tuning": PrefixTuning, "lora": Weights, "ia3": Weights,
+              "full_finetune": Weights}  # fmt: skip
+
+
 def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
     config, task, lm = ctx.config, ctx.task, ctx.lm
     section = getattr(config, name)
@@ -153,108 +328,11 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
     train, dev = task.examples("train"), task.examples("dev")
     manual = ctx.manual_prompt
     stats = ScorerStats()  # every scorer of this run adds its tokens here
-    template = config.task.template
     budget = max(prompt_budget(lm, [manual]), getattr(section, "num_virtual_tokens", 0))
-
-    if name == "soft_prompt":
-        adapted = lm
-        scorer = make_scorer(lm, task, template, prompt_budget=budget, stats=stats)
-        init_text = manual if section.init_text is None else section.init_text
-        soft = torch.nn.Parameter(initial_soft_prompt(lm, scorer, section.num_virtual_tokens, init_text, rng))
-        params = [soft]
-
-        def batch_logprobs(batch):
-            return scorer.label_logprobs(batch, prompt_embeds=soft)
-
-        def current_scorer():
-            return scorer
-
-        def score_on(sc, inputs, progress=False):
-            return sc.evaluate_logprobs(inputs, soft, progress=progress)
-
-        def snapshot():
-            return soft.detach().clone()
-
-        def restore(state):
-            soft.data.copy_(state)
-
-    elif name == "prefix_tuning":
-        from peft import PrefixTuningConfig, TaskType, get_peft_model
-
-        if lm.kind != "causal":
-            raise RLPromptError(f"prefix_tuning runs on causal models here; {lm.name} is a {lm.kind} model")
-        # The learned keys and values sit outside the model's weights, which stay frozen (a copy, since
-        # PEFT wraps the model it is given).
-        wrapper = get_peft_model(copy.deepcopy(lm.model), PrefixTuningConfig(
-            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=section.num_virtual_tokens))  # fmt: skip
-        params = [p for p in wrapper.parameters() if p.requires_grad]
-        adapted = dataclasses.replace(lm, name=f"{lm.name}+{name}", model=wrapper.get_base_model())
-        scorer = make_scorer(adapted, task, template, prompt_budget=budget, stats=stats, prefix_model=wrapper)
-        init_text = manual if section.init_text is None else section.init_text
-        if init_text:
-            with torch.no_grad():
-                wrapper.prompt_encoder["default"].embedding.weight.copy_(
-                    initial_prefix(lm, scorer.prompt_ids(init_text), section.num_virtual_tokens)
-                )
-        embed = lm.model.get_input_embeddings()
-        manual_ids = scorer.prompt_ids(manual)
-        with torch.no_grad():
-            manual_embeds = embed(
-                torch.tensor(list(manual_ids), dtype=torch.long, device=embed.weight.device)
-            )
-
-        def batch_logprobs(batch):
-            return scorer.label_logprobs(batch, prompt_ids=manual_ids, reuse_prefix=False)
-
-        def current_scorer():
-            return scorer  # nothing is cached under the learned prefix
-
-        def score_on(sc, inputs, progress=False):
-            return sc.evaluate_logprobs(inputs, manual_embeds, reuse_prefix=False, progress=progress)
-
-        def snapshot():
-            return {n: p.detach().clone() for n, p in wrapper.named_parameters() if p.requires_grad}
-
-        def restore(state):
-            with torch.no_grad():
-                for n, p in wrapper.named_parameters():
-                    if n in state:
-                        p.copy_(state[n])
-
-    else:
-        model = copy.deepcopy(lm.model)
-        if name in PEFT_ADAPTERS:
-            from peft import get_peft_model
-
-            wrapper = get_peft_model(model, _peft_config(name, section, lm.kind))
-            model = wrapper.get_base_model()
-        else:
-            # Weights trained in half precision lose small updates: full fine-tuning trains an fp32 copy.
-            wrapper = model = model.float()
-            model.requires_grad_(True)
-        params = [p for p in model.parameters() if p.requires_grad]
-        adapted = dataclasses.replace(lm, name=f"{lm.name}+{name}", model=model)
-        scorer = make_scorer(adapted, task, template, prompt_budget=budget, stats=stats)
-        manual_ids = scorer.prompt_ids(manual)
-
-        def batch_logprobs(batch):
-            return scorer.label_logprobs(batch, prompt_ids=manual_ids, reuse_prefix=False)
-
-        def current_scorer():
-            # The weights changed: a fresh scorer, so no prefix computed by older weights is reused.
-            return make_scorer(adapted, task, template, prompt_budget=budget, stats=stats)
-
-        def score_on(sc, inputs, progress=False):
-            return sc.score([manual_ids], inputs, progress=progress)[0]
-
-        def snapshot():
-            return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-        def restore(state):
-            with torch.no_grad():
-                for n, p in model.named_parameters():
-                    if n in state:
-                        p.copy_(state[n])
+    trained = TRAINABLES[name](ctx, section, budget, stats, rng)
+    params, adapted, scorer = trained.params, trained.adapted, trained.scorer
+    current_scorer, score_on, snapshot, restore = (
+        trained.current_scorer, trained.score_on, trained.snapshot, trained.restore)  # fmt: skip
 
     calibration = task_calibration(config.calibration, task)
 
@@ -278,8 +356,7 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
     best_state, best_step, losses = None, 0, []
     order: list[int] = []
     first = last_checkpoint = last_eval = 0
-    # A full fine-tuning checkpoint would hold every weight twice over (Adam): it restarts instead.
-    checkpoints = name != "full_finetune"
+    checkpoints = trained.checkpoints
     if resume:
         restore(resume["params"])
         optimizer.load_state_dict(resume["optimizer"])
@@ -327,8 +404,8 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
                 order += list(rng.permutation(len(train)))
             batch = [train[i] for i in order[: section.batch_size]]
             del order[: section.batch_size]
-            adapted.model.train(name not in PROMPT_ONLY)  # the frozen LM stays in eval mode
-            logprobs = batch_logprobs(batch)
+            adapted.model.train(not trained.prompt_only)  # the frozen LM stays in eval mode
+            logprobs = trained.batch_logprobs(batch)
             labels = torch.tensor([labels_of[ex.uid] for ex in batch], device=logprobs.device)
             loss = torch.nn.functional.cross_entropy(logprobs, labels)
             check_finite(loss, "the training loss", step, ctx.run_dir, last_checkpoint, hint)
@@ -348,11 +425,7 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
     restore(best_state)
 
     test = task.examples("test")
-    test_scorer = ctx.test_scorer
-    if name == "prefix_tuning":
-        test_scorer = make_scorer(adapted, task, template, prompt_budget=budget, prefix_model=wrapper)
-    elif name != "soft_prompt":
-        test_scorer = make_scorer(adapted, task, template, prompt_budget=budget)
+    test_scorer = trained.test_scorer()
     reference = task_calibration(reference_method(config.calibration), task)
     result = scored_result(
         name, lambda inputs, progress=False: score_on(test_scorer, inputs, progress)[None], test, reference,
@@ -361,29 +434,18 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
     metrics = result.metrics if calibration.active else result.raw
 
     sentences, before = perplexity_before(ctx)
-    # For the soft prompt ``adapted`` is the frozen LM itself, measured with the prompt before the text.
-    if name == "prefix_tuning":  # through PEFT's own forward, which puts the learned prefix first
-        after = perplexity(dataclasses.replace(adapted, model=wrapper), sentences)
-    else:
-        after = perplexity(adapted, sentences, soft_prompt=soft.detach() if name == "soft_prompt" else None)
+    after = trained.perplexity_after(sentences)
 
     artifact = save_adapter(
         name, ctx.run_dir, lm=lm, scorer=scorer, task=task, config=config, seed=ctx.seed,
-        manual_prompt=manual, soft_prompt=soft.detach() if name == "soft_prompt" else None,
-        wrapper=None if name == "soft_prompt" else wrapper,
+        manual_prompt=manual, **trained.export(),
         metrics={"dev_accuracy": log.best_score, "test_accuracy": metrics.accuracy,
                  "test_accuracy_raw": result.raw.accuracy,
                  "test_accuracy_calibrated": result.metrics.accuracy, "calibrated_with": reference.method,
                  "best_step": best_step},
         calibration=config.calibration,
     )  # fmt: skip
-    if name in PROMPT_ONLY:
-        layers = getattr(lm.model.config, "num_hidden_layers", "?")
-        learned = f"{section.num_virtual_tokens} virtual tokens" + (
-            f" x {layers} layers" if name == "prefix_tuning" else ""
-        )
-    else:
-        learned = f"{trainable:,} weights"
+    learned = trained.learned(trainable)
     del optimizer
     return MethodResult(
         method=name, seed=ctx.seed, model=lm.name, task=task.name, dev_score=log.best_score,
@@ -407,7 +469,6 @@ def perplexity_before(ctx: MethodContext) -> tuple[list[str], float]:
 
 
 PEFT_ADAPTERS = ("lora", "ia3")  # weight adapters PEFT injects into a copy of the model
-PROMPT_ONLY = ("soft_prompt", "prefix_tuning")  # the model's weights are not trained: it stays in eval mode
 
 
 def _peft_config(name: str, section, kind: str):
