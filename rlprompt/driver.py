@@ -24,7 +24,6 @@ from rlprompt.settings import to_dict
 from rlprompt.tasks import Task
 
 
-# What --resume --set may change: the step size, not what is learned or how it is scored.
 def train(
     config: TrainConfig, progress: bool = True, run_dir: Path | None = None, resume: bool = False,
     overwrite: bool = False, dry_run: bool = False,

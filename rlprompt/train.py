@@ -24,6 +24,7 @@ from rlprompt.console import add_verbose_flag
 from rlprompt.driver import train
 from rlprompt.errors import RLPromptError, run_cli
 
+# What --resume --set may change: the step size, not what is learned or how it is scored.
 RESUMABLE_KEYS = re.compile(r"(^|\.)(learning_rate|max_grad_norm)$")
 
 
