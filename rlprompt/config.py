@@ -9,7 +9,6 @@ import importlib
 import typing
 from pathlib import Path
 
-from rlprompt.errors import RLPromptError
 from rlprompt.files import read_yaml
 from rlprompt.registry import METHODS, TASK_KINDS
 from rlprompt.settings import apply_overrides, at_least_one, from_dict
@@ -25,7 +24,7 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         if self.kind is not None and self.kind not in TASK_KINDS:
-            raise RLPromptError(f"task.kind: {self.kind!r} is not one of {', '.join(TASK_KINDS)}")
+            raise ValueError(f"'task.kind' must be one of {', '.join(TASK_KINDS)}, got {self.kind!r}")
 
 
 @dataclasses.dataclass
@@ -176,8 +175,9 @@ def _task_shorthand(data: dict) -> dict:
     return data
 
 
-def load_train_config(path: str | None, overrides: list[str] | None = None) -> CoreConfig:
-    """The run configuration from a YAML file (or the defaults) and ``--set`` overrides."""
+def load_train_config(path: str | None, overrides: list[str] | None = None):
+    """The run configuration (a :data:`TrainConfig`) from a YAML file (or the defaults) and ``--set``
+    overrides."""
     data = read_yaml(Path(path)) if path else {}
     data = _task_shorthand(apply_overrides(_task_shorthand(data), overrides or [], TrainConfig))
     return from_dict(TrainConfig, data, path or "--set")

@@ -43,8 +43,9 @@ def train(
     other = [m for m in methods if kind.methods is not None and m not in kind.methods]
     if other:
         raise RLPromptError(
-            f"method {other[0]!r} does not apply to the {kind.name} task {config.task.name!r}; its methods: "
-            f"{', '.join(kind.methods)}"
+            f"method {other[0]!r} does not apply to the {kind.name} task {config.task.name!r}"
+            + (f": {kind.methods_note}" if kind.methods_note else "")
+            + f"; its methods: {', '.join(kind.methods)}"
         )
     task, lm, config, test_scorer = loaded.task, loaded.lm, loaded.config, loaded.test_scorer
     plan = None
@@ -195,7 +196,7 @@ def _finished_result(run_dir: Path):
 
     try:
         result = MethodResult.load(run_dir / "result.json")
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
     return None if result.interrupted else result
 

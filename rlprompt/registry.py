@@ -7,7 +7,7 @@ this table.
 
 A task kind is a module (``rlprompt.kinds.*``: how its tasks load, the objective the RL method optimises,
 the test report) plus one :class:`TaskKindSpec` below: its metrics with the primary one first, the
-methods it allows and the backend capabilities it needs. The driver, the RL method and the report read it.
+methods it allows and the backend capabilities it needs. The driver and the RL method read it.
 
 This module imports nothing of the package, so every layer may read it.
 """
@@ -68,14 +68,13 @@ class ArtifactFormat:
 _WITH_MANUAL = "the template with the manual prompt"
 ARTIFACTS: dict[str, ArtifactFormat] = {
     "prompt": ArtifactFormat("a text prompt", "the template's {prompt} slot", False),
-    "peft_prompt": ArtifactFormat("a soft prompt (PEFT prompt tuning)",
+    "peft_prompt": ArtifactFormat("a soft prompt",
                                   "virtual tokens at the template's {prompt} slot", True),
     "peft_prefix": ArtifactFormat(
-        "a prefix-tuning adapter (PEFT)",
+        "a prefix-tuning adapter",
         f"learned keys and values before the input in every layer; {_WITH_MANUAL}", True),
-    "peft_weights": ArtifactFormat(
-        "a PEFT weight adapter, merged into a copy of the model", _WITH_MANUAL, True),
-    "model": ArtifactFormat("fine-tuned weights (a whole model)", _WITH_MANUAL, True),
+    "peft_weights": ArtifactFormat("a PEFT weight adapter", _WITH_MANUAL, True),
+    "model": ArtifactFormat("a fine-tuned model", _WITH_MANUAL, True),
 }  # fmt: skip
 
 _SCORES = ("LABEL_LOGPROBS",)
@@ -136,7 +135,7 @@ class TaskKindSpec:
     builtin_tasks: tuple[str, ...] = ()  # the built-in task names of this kind (task.kind names others)
     methods: tuple[str, ...] | None = None  # the methods it allows (None: every method)
     needs: tuple[str, ...] | None = None  # capabilities every method needs on it (None: each method's own)
-    calibrates: bool = True  # its scores carry a label prior that calibration removes
+    methods_note: str = ""  # why other methods do not apply (for the error message)
 
     @property
     def primary(self) -> str:
@@ -151,7 +150,9 @@ TASK_KINDS: dict[str, TaskKindSpec] = {
         TaskKindSpec("style", "rlprompt.kinds.style", ("joint", "j_csf"),
                      "rewrite a sentence into a target style (RLPrompt's text style transfer)",
                      builtin_tasks=("yelp-sentiment", "shakespeare"), methods=("rl",),
-                     needs=("GENERATION", "SEQUENCE_LOGLIK"), calibrates=False),
+                     needs=("GENERATION", "SEQUENCE_LOGLIK"),
+                     methods_note="it has no labels to train on; the empty and manual prompts are evaluated "
+                     "with rl"),
     )
 }  # fmt: skip
 DEFAULT_KIND = "classification"  # task YAML files and data directories hold labelled examples

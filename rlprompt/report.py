@@ -3,7 +3,8 @@
 Reads every ``result.json`` under the given run directories (a comparison directory, single runs, or a
 mix) and writes ``report.md`` (one row per method: test accuracy mean ± std over seeds and the costs) and
 ``learning_curves.png`` (best dev accuracy so far against task-LM tokens processed, one line per method).
-``python -m rlprompt.train`` calls it at the end of a comparison run.
+The driver (:mod:`rlprompt.driver`) writes it at the end of a comparison run; the library side is
+:mod:`rlprompt.comparison`.
 """
 
 from __future__ import annotations

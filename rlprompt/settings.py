@@ -160,7 +160,7 @@ def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
 
-# -- the run configuration of python -m rlprompt.train ----------------------------------------------
+# -- the checks settings classes run on their own values ---------------------------------------------
 
 
 def at_least_one(section: str, **values) -> None:

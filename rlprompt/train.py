@@ -19,8 +19,6 @@ from pathlib import Path
 
 from rlprompt.config import load_train_config
 from rlprompt.console import add_verbose_flag
-
-# What --resume --set may change: the step size, not what is learned or how it is scored.
 from rlprompt.driver import train
 from rlprompt.errors import RLPromptError, run_cli
 

@@ -93,8 +93,8 @@ def run_transfer(
                 artifact = ARTIFACTS[METHODS[prompt.method].artifact] if prompt.method in METHODS else None
                 if artifact is not None and artifact.weights and prompt.model != lm.name:
                     row.cells[target] = {
-                        "not_applicable": f"{artifact.description} is weights for {prompt.model} "
-                        "(its hidden size and vocabulary); it cannot move to another model"
+                        "not_applicable": f"{prompt.method} ({artifact.description}) is weights for "
+                        f"{prompt.model} (its hidden size and vocabulary); it cannot move to another model"
                     }
                     continue
                 if artifact is not None and artifact.weights:

@@ -151,9 +151,10 @@ def train_cli(task_dir: Path, capsys, *settings: str, expect: int = 0) -> tuple[
         run_cli(main, argv)
     err = capsys.readouterr().err
     assert done.value.code == expect, err
-    runs = sorted((task_dir / "runs").iterdir()) if (task_dir / "runs").exists() else []
-    if expect != 0 or len(runs) != 1:
+    if expect != 0:
         return None, []
+    runs = sorted((task_dir / "runs").iterdir())
+    assert len(runs) == 1, runs
     metrics = runs[0] / "metrics.jsonl"
     rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
     return runs[0], rows

@@ -128,7 +128,8 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
         return ["--run-dir", str(tmp_path / "taken")], f"{tmp_path / 'taken'}: run directory already exists"
     if case == "style task with a method that needs labels":
         return ["--set", "task.name=yelp-sentiment"], (
-            "method 'manual' does not apply to the style task 'yelp-sentiment'; its methods: rl")  # fmt: skip
+            "method 'manual' does not apply to the style task 'yelp-sentiment': it has no labels to train "
+            "on; the empty and manual prompts are evaluated with rl; its methods: rl")  # fmt: skip
     if case == "unknown style target":
         return ["--set", "task.name=yelp-sentiment", "--set", "style.target=formal"], (
             "style.target: yelp-sentiment has styles negative and positive, got 'formal'")  # fmt: skip
@@ -136,11 +137,18 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
         return ["--set", "task.name=shakespeare", "--set", "model=bert-tiny-splade"], (
             "style transfer generates rewrites, so it needs a causal model; bert-tiny-splade is a masked"
         )
+    if case == "unknown task kind":
+        return ["--set", "task.kind=regression"], (
+            "'task.kind' must be one of classification, style, got 'regression'")  # fmt: skip
+    if case == "style kind declared for a classification task":
+        return ["--set", "task.kind=style"], (
+            "task.name 'sst-2': the style kind's tasks are yelp-sentiment, shakespeare")  # fmt: skip
     raise AssertionError(case)
 
 
 CASES = [
     "style task with a method that needs labels", "unknown style target", "style task on a masked model",
+    "unknown task kind", "style kind declared for a classification task",
     "unknown key", "unknown key in a file", "wrong type", "missing data file", "empty data file",
     "header only",
     "no text column", "no label column", "label without verbalizer",

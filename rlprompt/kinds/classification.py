@@ -13,7 +13,7 @@ from rlprompt.evaluation import evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.kinds import LoadedTask, resolved
 from rlprompt.methods.base import Candidate, MethodContext, TestResult, classification_metrics_of
 from rlprompt.models import LanguageModel, same_tokenizer
-from rlprompt.registry import METHODS
+from rlprompt.registry import METHODS, methods_with_artifact
 from rlprompt.tasks import SPLITS, load_task
 from rlprompt.vocab import TRANSLATION_ROOM
 
@@ -28,8 +28,9 @@ def load(config) -> LoadedTask:
     manual = config.manual_prompt if config.manual_prompt is not None else task.manual_prompt
     # One test scorer for the frozen LM with the task template: its sentence prefixes are computed once and
     # shared by every method that leaves the model unchanged. Its prompt budget fits every method's prompt.
-    virtual = [getattr(getattr(config, spec.section), "num_virtual_tokens", 0)
-               for spec in METHODS.values() if spec.section]  # fmt: skip
+    # Soft prompts sit at the {prompt} slot (a prefix's keys and values do not take the slot's room).
+    virtual = [getattr(config, METHODS[name].section).num_virtual_tokens
+               for name in methods_with_artifact("peft_prompt")]  # fmt: skip
     budget = max(config.env.prompt_length, *virtual, prompt_budget(lm, [manual, *config.manual_prompts]))
     # Built before the run directory: it checks the template, the verbalizers and the prompt budget.
     test_scorer = make_scorer(lm, task, config.task.template, prompt_budget=budget, prefix_cache_mb=4096)

@@ -16,8 +16,12 @@ def load(config) -> LoadedTask:
     """A style-transfer task and its causal task LM, with every setting checked before a run starts.
     Calibration removes a label prior; rewriting has no labels, so style runs score raw (and say so)."""
     from rlprompt.models import _bundle_directory
-    from rlprompt.style import ENCODER_BUNDLE, load_style_task
+    from rlprompt.style import ENCODER_BUNDLE, STYLE_TASKS, load_style_task
 
+    if config.task.name not in STYLE_TASKS:
+        raise RLPromptError(
+            f"task.name {config.task.name!r}: the style kind's tasks are {', '.join(STYLE_TASKS)}"
+        )
     task = load_style_task(config.task.name, config.task.seed, config.style.target, config.style.dev_inputs)
     _bundle_directory(ENCODER_BUNDLE)  # the content scorer's bundle is installed (else: how to install it)
     try:
