@@ -51,7 +51,8 @@ class MethodSpec:
             "interpretable" if self.interpretable else "opaque",
             "transferable" if self.transferable else "model-bound",
             "needs " + ", ".join(n.lower().replace("_", " ") for n in self.needs),
-            "exports " + ("prompt.json" if self.artifact == "prompt" else f"{self.export_dir}/")
+            "exports "
+            + ("prompt.json" if self.artifact == "prompt" else f"{self.export_dir}/")
             + f" ({ARTIFACTS[self.artifact].description})",
         ]
         settings = f"; settings: {self.section}.*" if self.section else ""

@@ -60,6 +60,23 @@ def test_server_label_logprobs_equal_the_in_process_scorer(route, vllm_url, smol
     assert np.array_equal(again, got) and remote.stats.pairs_scored == 16 * 32, "cached: nothing sent again"
 
 
+def test_replicas_fail_over_from_a_dead_address_to_the_real_server(vllm_url, capsys):
+    """Two replicas, the first a dead address: loading and scoring go to the live vLLM server at once, the
+    scores equal a single-server scorer's, and the dead replica is named once on stderr."""
+    task = load_task("sst-2")
+    examples = task.examples("train")[:8]
+    prompts = ["It was", "All in all", "Overall"]
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    fleet = load_task_model(server_name(f"{dead},{vllm_url}", route="label_ids"))
+    single = load_task_model(server_name(vllm_url, route="label_ids"))
+    got = make_scorer(fleet, task, prompt_budget=8).score(prompts, examples)
+    want = make_scorer(single, task, prompt_budget=8).score(prompts, examples)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert fleet.client.failovers >= 1 and fleet.client.answered[0] == 0 and fleet.client.answered[1] > 0
+    err = capsys.readouterr().err
+    assert err.count(f"server replica {dead} failed") == 1
+
+
 def test_rl_against_the_server_raises_its_training_reward(vllm_url, tmp_path, capsys):
     """An easy task: four upbeat sentences labelled "terrible". SmolLM2 calls them great, so the reward
     starts low; prompts with the right words flip them. The training reward of the last quarter of the

@@ -1,7 +1,11 @@
 """OpenAI-compatible completions servers (vLLM, SGLang, llama.cpp's server, hosted APIs) as the task LM.
 
 A model name ``openai:<base URL>[#key=value&...]`` names a server, e.g.
-``openai:http://127.0.0.1:8000/v1#model=smollm2``. Options after ``#`` (never sent to the server):
+``openai:http://127.0.0.1:8000/v1#model=smollm2``; several comma-separated base URLs name replicas of one
+model (``openai:http://gpu0:8000/v1,http://gpu1:8000/v1#model=smollm2``): each request goes to the replica
+with the fewest requests in flight, and a request that fails on one (unreachable, a 5xx, a timeout) is
+retried on another at once, with one line on stderr naming the replica; a failed replica rests for
+``FAILED_REST`` seconds before it gets requests again. Options after ``#`` (never sent to the server):
 
 * ``model``: the served model's name (default: the server's only model, from ``GET /models``);
 * ``tokenizer``: a local tokenizer identical to the served model's (an rlprompt alias, a local directory
@@ -39,6 +43,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -59,13 +64,14 @@ PREFIX = "openai:"
 ROUTES = ("auto", "label_ids", "echo", "chat")
 CHAT_TOP = 20  # the most top log-probs OpenAI's chat API returns per position
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+FAILED_REST = 30.0  # seconds a replica that failed a request gets no new ones (unless every replica failed)
 
 
 @dataclass(frozen=True)
 class ServerSpec:
     """A parsed server model name."""
 
-    base_url: str
+    base_urls: tuple[str, ...]  # one per replica of the served model
     model: str | None = None
     tokenizer: str | None = None
     key_env: str = "OPENAI_API_KEY"
@@ -73,16 +79,22 @@ class ServerSpec:
     concurrency: int = 4
     batch: int = 32
 
+    @property
+    def base_url(self) -> str:
+        """The server (or its replicas), for messages."""
+        return ", ".join(self.base_urls)
+
     @classmethod
     def parse(cls, name: str) -> ServerSpec:
         if not name.startswith(PREFIX):
             raise RLPromptError(f"{name!r} is not a server model name (openai:<base URL>[#options])")
-        url, _, fragment = name[len(PREFIX) :].partition("#")
-        parsed = urllib.parse.urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise RLPromptError(
-                f"model {name!r}: the base URL must be http(s)://host[:port]/..., got {url!r}"
-            )
+        urls, _, fragment = name[len(PREFIX) :].partition("#")
+        for url in urls.split(","):
+            parsed = urllib.parse.urlparse(url)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise RLPromptError(
+                    f"model {name!r}: the base URL must be http(s)://host[:port]/..., got {url!r}"
+                )
         options = dict(urllib.parse.parse_qsl(fragment, keep_blank_values=True))
         known = {"model", "tokenizer", "key_env", "route", "concurrency", "batch"}
         unknown = sorted(set(options) - known)
@@ -106,17 +118,25 @@ class ServerSpec:
                         f"model {name!r}: {key} must be a positive integer, got {options[key]!r}"
                     )
         return cls(
-            base_url=url.rstrip("/"), model=options.get("model"), tokenizer=options.get("tokenizer"),
+            base_urls=tuple(dict.fromkeys(u.rstrip("/") for u in urls.split(","))),
+            model=options.get("model"), tokenizer=options.get("tokenizer"),
             key_env=options.get("key_env", "OPENAI_API_KEY"), route=options.get("route", "auto"), **numbers,
         )  # fmt: skip
 
 
 class ServerClient:
-    """JSON over HTTP with retries: the only code here that talks to the server."""
+    """JSON over HTTP with retries and failover across replicas: the only code here that talks to servers."""
 
     def __init__(self, spec: ServerSpec, timeout: float = 300.0, retries: int = 5):
         self.spec, self.timeout, self.retries = spec, timeout, retries
         self.key = os.environ.get(spec.key_env) or None
+        n = len(spec.base_urls)
+        self._lock = threading.Lock()
+        self._in_flight = [0] * n
+        self._resting_until = [0.0] * n
+        self._reported: set[int] = set()
+        self.answered = [0] * n  # requests each replica answered
+        self.failovers = 0  # requests retried on another replica after one failed
 
     def get(self, path: str, retries: int | None = None) -> dict:
         return self._request("GET", path, None, retries)
@@ -124,37 +144,77 @@ class ServerClient:
     def post(self, path: str, payload: dict, retries: int | None = None) -> dict:
         return self._request("POST", path, payload, retries)
 
+    def _pick(self, avoid: set[int]) -> int:
+        """The replica with the fewest requests in flight, among those not resting and not failed for this
+        request (all of them when none is left), fewest answered breaking ties; counted as in flight."""
+        with self._lock:
+            now = time.monotonic()
+            everyone = range(len(self.spec.base_urls))
+            ready = [i for i in everyone if i not in avoid and self._resting_until[i] <= now]
+            choice = min(ready or [i for i in everyone if i not in avoid] or list(everyone),
+                         key=lambda i: (self._in_flight[i], self.answered[i], i))  # fmt: skip
+            self._in_flight[choice] += 1
+            return choice
+
+    def _done(self, replica: int, failed: str | None) -> None:
+        with self._lock:
+            self._in_flight[replica] -= 1
+            if failed is None:
+                self.answered[replica] += 1
+                self._resting_until[replica] = 0.0
+                return
+            self._resting_until[replica] = time.monotonic() + FAILED_REST
+            report = replica not in self._reported and len(self.spec.base_urls) > 1
+            self._reported.add(replica)
+        if report:
+            print(f"server replica {self.spec.base_urls[replica]} failed ({failed}); its requests go to the "
+                  "other replicas", file=sys.stderr, flush=True)  # fmt: skip
+
     def _request(self, method: str, path: str, payload: dict | None, retries: int | None) -> dict:
-        url = self.spec.base_url + path
         data = None if payload is None else json.dumps(payload).encode("utf-8")
         headers = {"Content-Type": "application/json"}
         if self.key:
             headers["Authorization"] = f"Bearer {self.key}"
         attempts = 1 + (self.retries if retries is None else retries)
+        failed_on: set[int] = set()  # replicas this request failed on since its last wait
         for attempt in range(attempts):
             last = attempt == attempts - 1
+            replica = self._pick(failed_on)
+            base = self.spec.base_urls[replica]
+            url = base + path
             try:
                 request = urllib.request.Request(url, data=data, headers=headers, method=method)
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.loads(response.read().decode("utf-8"))
+                    answer = json.loads(response.read().decode("utf-8"))
+                self._done(replica, None)
+                return answer
             except urllib.error.HTTPError as err:
                 body = _error_text(err)
+                retry = err.code in RETRY_STATUS
+                self._done(replica, f"HTTP {err.code}" if retry else None)
                 if err.code in (401, 403):
                     source = "from $" if self.key else "none sent: set $"
                     raise RLPromptError(
-                        f"the server at {self.spec.base_url} refused the API key "
+                        f"the server at {base} refused the API key "
                         f"({source}{self.spec.key_env}): HTTP {err.code} {body}"
                     ) from None
                 if err.code == 404 and "model" in body.lower():
-                    raise RLPromptError(f"the server at {self.spec.base_url}: {body}") from None
-                if err.code not in RETRY_STATUS or last:
+                    raise RLPromptError(f"the server at {base}: {body}") from None
+                if not retry or last:
                     raise RLPromptError(f"{method} {url}: HTTP {err.code} {body}") from None
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
+                reason = getattr(err, "reason", err)
+                self._done(replica, str(reason))
                 if last:
-                    reason = getattr(err, "reason", err)
                     raise RLPromptError(
                         f"cannot reach the server at {self.spec.base_url}: {reason}"
                     ) from None
+            failed_on.add(replica)
+            if len(failed_on) < len(self.spec.base_urls):
+                with self._lock:
+                    self.failovers += 1
+                continue  # another replica is left: at once
+            failed_on.clear()
             time.sleep(min(30.0, 0.5 * 2**attempt))
         raise AssertionError("unreachable")
 
