@@ -93,7 +93,21 @@ def _raw(r: MethodResult) -> float:
     return raw if raw is not None else r.test_score
 
 
-def report_markdown(results: list[MethodResult], references: list[dict] = ()) -> str:
+def collect_failures(paths: list[str | Path]) -> list[dict]:
+    """The runs of a grid that failed (their ``failure.json``), method and seed order."""
+    found = []
+    for path in map(Path, paths):
+        for file in sorted(path.glob("*/failure.json")) + sorted(path.glob("failure.json")):
+            try:
+                found.append(json.loads(file.read_text(encoding="utf-8")))
+            except (ValueError, UnicodeDecodeError):
+                found.append({"method": file.parent.name, "seed": "?", "error": f"{file}: unreadable"})
+    return found
+
+
+def report_markdown(
+    results: list[MethodResult], references: list[dict] = (), failures: list[dict] = ()
+) -> str:
     """The comparison table (with the reference prompts' rows) and per-seed details as Markdown."""
     groups = _grouped(results)
     models = sorted({r.model for r in results})
@@ -156,6 +170,11 @@ def report_markdown(results: list[MethodResult], references: list[dict] = ()) ->
                              f"{r.steps}{flag}", r.learned])  # fmt: skip
     lines.append(markdown_table(["method", "seed", "dev", "test raw", "test calibrated", "steps", "learned"],
                                 per_seed))  # fmt: skip
+    if failures:
+        lines += ["", "## Failed runs", "", "Not in the table above; `python -m rlprompt.train --resume DIR` "
+                  "runs them again once the cause is fixed.", "",
+                  markdown_table(["method", "seed", "error"], [[f["method"], f["seed"], f["error"]]
+                                                               for f in failures])]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -195,7 +214,7 @@ def write_report(paths: list[str | Path], out_dir: str | Path) -> str:
     results = collect(paths)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = report_markdown(results, collect_references(paths))
+    text = report_markdown(results, collect_references(paths), collect_failures(paths))
     atomic_write_bytes(out_dir / "report.md", text.encode("utf-8"))
     plot_curves(results, out_dir / "learning_curves.png")
     return text

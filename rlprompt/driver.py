@@ -73,14 +73,24 @@ def train(
         atomic_write_bytes(root / "split.json", (json.dumps(record, indent=1) + "\n").encode("utf-8"))
     cache: dict = {}
     results: list = []
+    failures: list[dict] = []
     with StopRequest() as stop:
         try:
             for seed in seeds:
                 for method in methods:
-                    result = _run_one(
-                        config, method, seed, task, lm, root, single, test_scorer, cache, progress, stop,
-                        resume,
-                    )  # fmt: skip
+                    try:
+                        result = _run_one(
+                            config, method, seed, task, lm, root, single, test_scorer, cache, progress, stop,
+                            resume,
+                        )  # fmt: skip
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except Exception as err:  # one failed run of a grid: recorded, and the grid goes on
+                        if single:
+                            raise
+                        failures.append(_record_failure(root / f"{method}__s{seed}", method, seed, err))
+                        print(f"{method} seed {seed}: FAILED: {failures[-1]['error']}", flush=True)
+                        continue
                     results.append(result)
                     if (result.interrupted or stop.requested) and not single:  # stop the comparison too
                         raise KeyboardInterrupt
@@ -88,10 +98,12 @@ def train(
             if single or not results:
                 raise
             print("\ninterrupted: the report covers the runs that finished", flush=True)
-    unfinished = len(results) < len(seeds) * len(methods) or any(r.interrupted for r in results)
+    unfinished = len(results) + len(failures) < len(seeds) * len(methods) or any(
+        r.interrupted for r in results
+    )
     if not single and test_scorer is not None and results:
         _write_references(config, task, test_scorer, root, progress)
-    out = {"run_dir": root, "results": results, "interrupted": unfinished}
+    out = {"run_dir": root, "results": results, "interrupted": unfinished, "failed": failures}
     if single:
         summary_file = root / "summary.txt"
         r = results[0]
@@ -167,6 +179,7 @@ def _run_one(config, method, seed, task, lm, root: Path, single, test_scorer, ca
             f"{method} seed {seed}: " + (f"resuming at step {state['step']}" if state else "starting"),
             flush=True,
         )
+    (run_dir / FAILURE).unlink(missing_ok=True)  # an earlier attempt's failure: this one starts afresh
     set_random_seed(seed)
     context = MethodContext(
         config,
@@ -188,6 +201,21 @@ def _run_one(config, method, seed, task, lm, root: Path, single, test_scorer, ca
         flush=True,
     )
     return result
+
+
+FAILURE = "failure.json"  # in a grid run's directory: why it failed (removed when it finishes)
+
+
+def _record_failure(run_dir: Path, method: str, seed: int, err: Exception) -> dict:
+    """Write ``failure.json`` (the error in one line, and the traceback) into the run's directory."""
+    import traceback
+
+    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    failure = {"method": method, "seed": seed, "error": f"{type(err).__name__}: {message}".rstrip(": "),
+               "traceback": "".join(traceback.format_exception(err))}  # fmt: skip
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / FAILURE, (json.dumps(failure, indent=2) + "\n").encode("utf-8"))
+    return failure
 
 
 def _finished_result(run_dir: Path):

@@ -91,6 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         dry_run=args.dry_run,
     )  # fmt: skip
     print(result["summary"])
+    if result.get("failed"):
+        names = ", ".join(f"{f['method']} seed {f['seed']}" for f in result["failed"])
+        print(
+            f"{len(result['failed'])} run(s) failed ({names}; see failure.json in each): fix the cause and "
+            f"rerun them with  python -m rlprompt.train --resume {result['run_dir']}",
+            file=sys.stderr,
+        )
+        return 1
     if result["interrupted"]:
         print(
             f"interrupted: continue with  python -m rlprompt.train --resume {result['run_dir']}",

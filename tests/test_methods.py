@@ -258,3 +258,49 @@ def test_prefix_initialised_from_words_reads_as_those_words_written_first(model,
     torch.testing.assert_close(with_prefix, written, atol=1e-4, rtol=1e-4)
     # Repeating the words fills a longer prefix; a shorter one keeps the first tokens.
     assert initial_prefix(lm, words, 2 * n + 1).shape[0] == 2 * n + 1
+
+
+def test_a_failed_run_is_recorded_and_the_grid_goes_on_then_resume_reruns_only_it(
+    tiny_task, capsys, tiny_gpt2, monkeypatch
+):
+    """A run that raises mid-grid writes failure.json, the other runs finish and the report lists the failure
+    (exit 1); once the fault is gone, --resume keeps the finished runs and runs the failed one."""
+    import rlprompt.methods as methods
+
+    register_model(tiny_gpt2)
+    real = methods.run_method
+
+    def broken_in_context_seed_0(name, ctx):
+        if name == "in_context" and ctx.seed == 0:
+            raise RuntimeError("demonstrations file vanished")
+        return real(name, ctx)
+
+    monkeypatch.setattr(methods, "run_method", broken_in_context_seed_0)
+    train_cli(tiny_task, capsys, "model=tiny-gpt2", "methods=[manual, in_context]", "seeds=[0, 1]", expect=1)
+    (root,) = (tiny_task / "runs").iterdir()
+    failure = json.loads((root / "in_context__s0" / "failure.json").read_text())
+    assert (
+        failure["error"] == "RuntimeError: demonstrations file vanished"
+        and "Traceback" in failure["traceback"]
+    )
+    assert not (root / "in_context__s0" / "result.json").exists()
+    assert all((root / f"{m}__s{s}" / "result.json").exists() for m, s in
+               [("manual", 0), ("manual", 1), ("in_context", 1)])  # fmt: skip
+    report = (root / "report.md").read_text()
+    assert "## Failed runs" in report and "demonstrations file vanished" in report
+    assert "| in_context | 1 |" in report and "| in_context | 0 |" not in report.split("## Failed runs")[0]
+    kept = (root / "manual__s0" / "result.json").stat().st_mtime_ns
+
+    monkeypatch.setattr(methods, "run_method", real)  # the fault is fixed
+    from rlprompt.train import main as train_main
+
+    with pytest.raises(SystemExit) as done:
+        run_cli(train_main, ["--quiet", "--resume", str(root)])
+    out = capsys.readouterr().out
+    assert done.value.code == 0, out
+    assert "manual seed 0: finished before, kept" in out and "in_context seed 0: starting" in out
+    assert (root / "in_context__s0" / "result.json").exists() and not (
+        root / "in_context__s0" / "failure.json"
+    ).exists()
+    assert (root / "manual__s0" / "result.json").stat().st_mtime_ns == kept
+    assert "## Failed runs" not in (root / "report.md").read_text()
