@@ -83,6 +83,21 @@ class StyleConfig:
                      test_inputs=self.test_inputs)  # fmt: skip
 
 
+@dataclasses.dataclass
+class RayConfig:
+    """``executor: ray``: where the Ray cluster is and what each run asks of it."""
+
+    address: str | None = None  # a running cluster (ray://host:10001, host:6379, auto); None: $RAY_ADDRESS,
+    # else a Ray instance started on this machine for the grid
+    num_cpus: int | None = None  # the CPUs a Ray instance started here may use; None: all of them
+    gpus_per_run: float = 0.0  # GPUs (or a fraction) each run asks for
+
+    def __post_init__(self) -> None:
+        at_least_one("ray", num_cpus=self.num_cpus)
+        if self.gpus_per_run < 0:
+            raise ValueError(f"'ray.gpus_per_run' must be at least 0, got {self.gpus_per_run}")
+
+
 CalibrationName = typing.Literal["none", "batch", "contextual", "domain"]  # rlprompt.calibration's, for runs
 METHOD_NAMES = tuple(METHODS)
 MethodName = typing.Literal[METHOD_NAMES]  # the registry's names (rlprompt/registry.py)
@@ -121,7 +136,14 @@ class CoreConfig:
     manual_prompt: str | None = None  # reference prompt for the summary; None: the task's
     manual_prompts: list[str] = dataclasses.field(default_factory=list)  # `manual` method: best on dev wins
     heldout_sentences: int = 200  # general sentences for the forgetting (perplexity) check
-    output_dir: str = "runs"
+    output_dir: str = "runs"  # on storage every Ray worker can reach when the grid runs on a cluster
+    # Where a grid's runs execute: "local" (one after another in this process) or "ray" (each run a Ray
+    # task, several at once; README "Grids on a cluster"; an optional extra: pip install 'rlprompt[ray]').
+    executor: typing.Literal["local", "ray"] = "local"
+    # torch threads each run uses (ray: the CPUs each task asks for); None: torch's default here, 1 on Ray.
+    # The same number gives the same results on either executor.
+    threads_per_run: int | None = None
+    ray: RayConfig = dataclasses.field(default_factory=RayConfig)
     task: TaskConfig = dataclasses.field(default_factory=TaskConfig)
     env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
     vocab: VocabConfig = dataclasses.field(default_factory=VocabConfig)
@@ -145,7 +167,7 @@ class CoreConfig:
 
     def __post_init__(self) -> None:
         at_least_one("", total_timesteps=self.total_timesteps, evaluations=self.evaluations,
-                     heldout_sentences=self.heldout_sentences,
+                     heldout_sentences=self.heldout_sentences, threads_per_run=self.threads_per_run,
                      max_reward_queries=self.max_reward_queries)  # fmt: skip
 
 

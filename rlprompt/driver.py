@@ -4,23 +4,21 @@ anything runs."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import shutil
 from datetime import datetime
 from pathlib import Path
 
-import yaml
-
-from rlprompt.checkpoint import CHECKPOINT, StopRequest, load_checkpoint
+from rlprompt.checkpoint import StopRequest
 from rlprompt.config import TrainConfig
 from rlprompt.errors import RLPromptError
+from rlprompt.executors import run_local, run_on_ray
 from rlprompt.files import atomic_write_bytes
 from rlprompt.kinds import kind_module
 from rlprompt.models import LanguageModel
 from rlprompt.registry import METHODS, task_kind
-from rlprompt.settings import to_dict
+from rlprompt.runs import run_one, write_config
 from rlprompt.tasks import Task
 
 
@@ -67,40 +65,36 @@ def train(
         if overwrite:
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
-    _write_config(config, root)  # when resuming: with any new learning rate
+    write_config(config, root)  # when resuming: with any new learning rate
     record = getattr(task, "split_record", None)
     if record is not None:  # splits the task made itself (a split column, or carved): kept with the run
         atomic_write_bytes(root / "split.json", (json.dumps(record, indent=1) + "\n").encode("utf-8"))
-    cache: dict = {}
+    jobs = [(method, seed) for seed in seeds for method in methods]
     results: list = []
     failures: list[dict] = []
-    with StopRequest() as stop:
+    import torch
+
+    threads_before = torch.get_num_threads()  # restored after the runs (a library call leaves it as it was)
+    if config.threads_per_run is not None and (single or config.executor == "local"):
+        torch.set_num_threads(config.threads_per_run)
+    with StopRequest() as stop, _restored_threads(threads_before):
         try:
-            for seed in seeds:
-                for method in methods:
-                    try:
-                        result = _run_one(
-                            config, method, seed, task, lm, root, single, test_scorer, cache, progress, stop,
-                            resume,
-                        )  # fmt: skip
-                    except (KeyboardInterrupt, SystemExit):
-                        raise
-                    except Exception as err:  # one failed run of a grid: recorded, and the grid goes on
-                        if single:
-                            raise
-                        failures.append(_record_failure(root / f"{method}__s{seed}", method, seed, err))
-                        print(f"{method} seed {seed}: FAILED: {failures[-1]['error']}", flush=True)
-                        continue
-                    results.append(result)
-                    if (result.interrupted or stop.requested) and not single:  # stop the comparison too
-                        raise KeyboardInterrupt
-        except KeyboardInterrupt:
+            if single:
+                results = [run_one(config, methods[0], seeds[0], task, lm, root, True, test_scorer, {},
+                                   progress, stop, resume)]  # fmt: skip
+            elif config.executor == "ray":
+                results, failures = run_on_ray(config, jobs, root, resume, stop)
+            else:
+                results, failures = run_local(
+                    config, jobs, task, lm, root, test_scorer, progress, stop, resume
+                )
+        except KeyboardInterrupt as stopped:  # a stopped grid still reports the runs that finished
+            results, failures = getattr(stopped, "results", []), getattr(stopped, "failures", [])
             if single or not results:
                 raise
             print("\ninterrupted: the report covers the runs that finished", flush=True)
-    unfinished = len(results) + len(failures) < len(seeds) * len(methods) or any(
-        r.interrupted for r in results
-    )
+    ended = len(results) + len(failures)  # runs that finished or failed; the rest were never reached
+    unfinished = ended < len(jobs) or any(r.interrupted for r in results)
     if not single and test_scorer is not None and results:
         _write_references(config, task, test_scorer, root, progress)
     out = {"run_dir": root, "results": results, "interrupted": unfinished, "failed": failures}
@@ -138,6 +132,16 @@ def _write_references(config: TrainConfig, task: Task, test_scorer, root: Path, 
     atomic_write_bytes(root / REFERENCES, (json.dumps(references, indent=2) + "\n").encode("utf-8"))
 
 
+@contextlib.contextmanager
+def _restored_threads(count: int):
+    import torch
+
+    try:
+        yield
+    finally:
+        torch.set_num_threads(count)
+
+
 def _check_methods(config: TrainConfig, methods: list[str]) -> None:
     """Every method can run on the task LM's backend: one clear error before anything is loaded."""
     from rlprompt.backends import Capability, require
@@ -148,90 +152,6 @@ def _check_methods(config: TrainConfig, methods: list[str]) -> None:
         for name in kind.needs if kind.needs is not None else METHODS[method].needs:
             needed |= Capability[name]
         require(config.model, needed, f"method {method!r}" + (f" ({kind.name})" if kind.needs else ""))
-
-
-def _run_one(config, method, seed, task, lm, root: Path, single, test_scorer, cache, progress, stop, resume):
-    """One method on one seed, in its own run directory (the root one for a single run). When resuming,
-    a finished run is read back, an interrupted one continues from its checkpoint."""
-    from stable_baselines3.common.utils import set_random_seed
-
-    from rlprompt.methods import MethodContext, run_method
-
-    run_dir = root
-    if not single:
-        run_dir = root / f"{method}__s{seed}"
-        run_dir.mkdir(exist_ok=resume)
-        _write_config(dataclasses.replace(config, method=method, methods=[], seed=seed, seeds=[]), run_dir)
-    state = None
-    if resume:
-        finished = _finished_result(run_dir)
-        if finished is not None:
-            if single:
-                raise RLPromptError(f"{run_dir}: this run finished; nothing to resume")
-            print(f"{method} seed {seed}: finished before, kept", flush=True)
-            return finished
-        state = load_checkpoint(run_dir)
-        if state is not None and state.get("method") != method:
-            raise RLPromptError(
-                f"{run_dir}/{CHECKPOINT}: a checkpoint of {state.get('method')!r}, not {method!r}"
-            )
-        print(
-            f"{method} seed {seed}: " + (f"resuming at step {state['step']}" if state else "starting"),
-            flush=True,
-        )
-    (run_dir / FAILURE).unlink(missing_ok=True)  # an earlier attempt's failure: this one starts afresh
-    set_random_seed(seed)
-    context = MethodContext(
-        config,
-        seed,
-        task,
-        lm,
-        run_dir,
-        test_scorer,
-        progress,
-        cache,
-        stop,
-        state,
-        task_kind(config.task.name, config.task.kind),
-    )
-    result = run_method(method, context)
-    print(
-        f"{method} seed {seed}: dev {result.dev_score:.3f} test {result.test_score:.3f} "
-        f"({result.learned}) in {result.train_seconds:.0f} s",
-        flush=True,
-    )
-    return result
-
-
-FAILURE = "failure.json"  # in a grid run's directory: why it failed (removed when it finishes)
-
-
-def _record_failure(run_dir: Path, method: str, seed: int, err: Exception) -> dict:
-    """Write ``failure.json`` (the error in one line, and the traceback) into the run's directory."""
-    import traceback
-
-    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    failure = {"method": method, "seed": seed, "error": f"{type(err).__name__}: {message}".rstrip(": "),
-               "traceback": "".join(traceback.format_exception(err))}  # fmt: skip
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_dir / FAILURE, (json.dumps(failure, indent=2) + "\n").encode("utf-8"))
-    return failure
-
-
-def _finished_result(run_dir: Path):
-    """The result of a run that finished (None for one interrupted, or whose result.json is unreadable)."""
-    from rlprompt.methods import MethodResult
-
-    try:
-        result = MethodResult.load(run_dir / "result.json")
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        return None
-    return None if result.interrupted else result
-
-
-def _write_config(config: TrainConfig, run_dir: Path) -> None:
-    text = yaml.safe_dump(to_dict(config), sort_keys=False)
-    atomic_write_bytes(run_dir / "config.yaml", text.encode("utf-8"))  # --resume reads it back
 
 
 def _new_run_dir(config: TrainConfig, task: Task, lm: LanguageModel, method: str, seed: int | None) -> Path:

@@ -22,8 +22,9 @@ from rlprompt.console import add_verbose_flag
 from rlprompt.driver import train
 from rlprompt.errors import RLPromptError, run_cli
 
-# What --resume --set may change: the step size, not what is learned or how it is scored.
-RESUMABLE_KEYS = re.compile(r"(^|\.)(learning_rate|max_grad_norm)$")
+# What --resume --set may change: the step size, and where the runs execute; not what is learned or how it
+# is scored.
+RESUMABLE_KEYS = re.compile(r"(^|\.)(learning_rate|max_grad_norm)$|^executor$|^ray\.")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,12 +47,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="with --run-dir: replace an existing directory")
     p.add_argument("--dry-run", action="store_true", help="check everything, print the plan, write nothing")
     p.add_argument("--list-methods", action="store_true", help="list the methods, what they learn and need")
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        help="where a grid's runs execute (the config's executor key; ray: README, grids on a cluster)",
+    )
     add_verbose_flag(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.executor:
+        args.set = [*args.set, f"executor={args.executor}"]
     if args.list_methods:
         from rlprompt.registry import METHODS
 
@@ -66,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         changed = [item for item in args.set if not RESUMABLE_KEYS.search(item.split("=", 1)[0].strip())]
         if changed:
             raise RLPromptError(
-                f"--resume --set {changed[0]}: only learning rates and gradient clipping "
-                "(keys ending in learning_rate or max_grad_norm) can change when a run resumes"
+                f"--resume --set {changed[0]}: only learning rates and gradient clipping (keys ending in "
+                "learning_rate or max_grad_norm) and where runs execute (executor, ray.*) can change when a "
+                "run resumes"
             )
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():

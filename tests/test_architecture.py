@@ -33,8 +33,8 @@ LAYERS = [
     ("task kinds", ["rlprompt.kinds", "rlprompt.style"]),
     ("methods", ["rlprompt.methods"]),
     # The config schema is assembled from the methods' own settings classes (rlprompt.registry).
-    ("orchestration", ["rlprompt.config", "rlprompt.plan", "rlprompt.comparison", "rlprompt.driver",
-                       "rlprompt.api"]),
+    ("orchestration", ["rlprompt.config", "rlprompt.runs", "rlprompt.executors", "rlprompt.plan",
+                       "rlprompt.comparison", "rlprompt.driver", "rlprompt.api"]),
     ("command lines", ["rlprompt.train", "rlprompt.evaluate", "rlprompt.transfer", "rlprompt.report",
                        "rlprompt.cli", "rlprompt.__main__"]),
 ]

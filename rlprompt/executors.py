@@ -1,0 +1,138 @@
+"""Where a grid's runs (methods x seeds) execute.
+
+* ``local`` (:func:`run_local`): one after another in this process, sharing the loaded task LM, its test
+  scorer and the forgetting check's "before" perplexity.
+* ``ray`` (:func:`run_on_ray`): each run a Ray task asking for ``threads_per_run`` CPUs (and
+  ``ray.gpus_per_run`` GPUs), on the cluster at ``ray.address`` or ``$RAY_ADDRESS``, or on a Ray instance
+  started here for the grid. A worker loads the task and its LM once and keeps them for the runs it gets;
+  it writes each run's directory itself, so the run directory must be on storage the workers share with
+  this machine (``output_dir`` or ``--run-dir``). Progress shows here as runs arrive.
+
+Either way a run that fails leaves ``failure.json`` and the grid goes on; the same ``threads_per_run``
+gives the same prompts and accuracies on both (tested).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from rlprompt.checkpoint import StopRequest
+from rlprompt.errors import RLPromptError
+from rlprompt.runs import record_failure, run_one
+from rlprompt.settings import to_dict
+
+
+def run_local(
+    config, jobs, task, lm, root: Path, test_scorer, progress: bool, stop: StopRequest, resume: bool
+):
+    """Run ``jobs`` ((method, seed) pairs) in order here; returns the results and the failures. A stop
+    request ends the grid after the run it interrupted (raised as KeyboardInterrupt, as before)."""
+    results, failures, cache = [], [], {}
+    for method, seed in jobs:
+        try:
+            result = run_one(config, method, seed, task, lm, root, False, test_scorer, cache, progress, stop,
+                             resume)  # fmt: skip
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as err:  # one failed run of a grid: recorded, and the grid goes on
+            failures.append(record_failure(root / f"{method}__s{seed}", method, seed, err))
+            print(f"{method} seed {seed}: FAILED: {failures[-1]['error']}", flush=True)
+            continue
+        results.append(result)
+        if result.interrupted or stop.requested:  # stop the grid too
+            raise _Stopped(results, failures)
+    return results, failures
+
+
+class _Stopped(KeyboardInterrupt):
+    """A stopped grid, with what finished before."""
+
+    def __init__(self, results, failures):
+        super().__init__()
+        self.results, self.failures = results, failures
+
+
+def run_on_ray(config, jobs, root: Path, resume: bool, stop: StopRequest):
+    """Run ``jobs`` as Ray tasks; returns the results (in ``jobs`` order) and the failures."""
+    try:
+        import ray
+    except ImportError:
+        raise RLPromptError("executor: ray needs Ray: pip install 'rlprompt[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        address = config.ray.address or os.environ.get("RAY_ADDRESS")
+        options = {"include_dashboard": False, "log_to_driver": False, "logging_level": "error"}
+        if address is None:
+            options["num_cpus"] = config.ray.num_cpus
+        try:
+            ray.init(address=address, **options)
+        except (ConnectionError, ValueError, RuntimeError) as err:
+            raise RLPromptError(f"cannot start or reach Ray (ray.address {address!r}): {err}") from None
+    threads = config.threads_per_run or 1
+    remote = ray.remote(_worker_run).options(
+        num_cpus=threads, num_gpus=config.ray.gpus_per_run, max_retries=0
+    )
+    payload = to_dict(config)
+    pending = {remote.remote(payload, method, seed, str(root), resume, threads): (method, seed)
+               for method, seed in jobs}  # fmt: skip
+    results, failures = {}, []
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            if stop.requested:
+                for ref in pending:
+                    ray.cancel(ref)
+                raise _Stopped([results[j] for j in jobs if j in results], failures)
+            for ref in done:
+                method, seed = pending.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except Exception as err:  # the worker died (out of memory, a node lost): its run failed
+                    outcome = {"failure": record_failure(root / f"{method}__s{seed}", method, seed, err)}
+                if "failure" in outcome:
+                    failures.append(outcome["failure"])
+                    line = f"FAILED: {outcome['failure']['error']}"
+                else:
+                    r = results[(method, seed)] = outcome["result"]
+                    line = (f"dev {r.dev_score:.3f} test {r.test_score:.3f} ({r.learned}) "
+                            f"in {r.train_seconds:.0f} s")  # fmt: skip
+                ended = len(results) + len(failures)
+                print(f"[{ended}/{len(jobs)} done, {len(failures)} failed, {len(pending)} running or queued] "
+                      f"{method} seed {seed}: {line}", flush=True)  # fmt: skip
+    finally:
+        if started_here:
+            ray.shutdown()
+    return [results[j] for j in jobs if j in results], failures
+
+
+_LOADED: dict[str, tuple] = {}  # per worker process: the task, its LM and test scorer, and a shared cache
+
+
+def _worker_run(payload: dict, method: str, seed: int, root: str, resume: bool, threads: int) -> dict:
+    """One run in a Ray worker: ``{"result": MethodResult}`` or ``{"failure": ...}`` (never raises)."""
+    import torch
+
+    from rlprompt.config import TrainConfig
+    from rlprompt.kinds import kind_module
+    from rlprompt.registry import task_kind
+    from rlprompt.settings import from_dict
+
+    torch.set_num_threads(threads)
+    run_dir = Path(root) / f"{method}__s{seed}"
+    try:
+        config = from_dict(TrainConfig, payload, "the grid's config")
+        key = json.dumps(
+            [payload["model"], payload["device"], payload["dtype"], payload["task"]], sort_keys=True
+        )
+        if key not in _LOADED:
+            _LOADED.clear()
+            loaded = kind_module(task_kind(config.task.name, config.task.kind)).load(config)
+            _LOADED[key] = (loaded, {})
+        loaded, cache = _LOADED[key]
+        result = run_one(loaded.config, method, seed, loaded.task, loaded.lm, Path(root), False,
+                         loaded.test_scorer, cache, False, StopRequest(), resume)  # fmt: skip
+        return {"result": result}
+    except Exception as err:
+        return {"failure": record_failure(run_dir, method, seed, err)}

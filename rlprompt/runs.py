@@ -1,0 +1,101 @@
+"""One run of a grid (a method on a seed) in its own directory: its config, its result or its failure, and
+reading back a finished one. The executors (:mod:`rlprompt.executors`) call :func:`run_one`, in this
+process or in a worker."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import yaml
+
+from rlprompt.checkpoint import CHECKPOINT, load_checkpoint
+from rlprompt.errors import RLPromptError
+from rlprompt.files import atomic_write_bytes
+from rlprompt.registry import task_kind
+from rlprompt.settings import to_dict
+
+
+def run_one(config, method, seed, task, lm, root: Path, single, test_scorer, cache, progress, stop, resume):
+    """One method on one seed, in its own run directory (the root one for a single run). When resuming,
+    a finished run is read back, an interrupted one continues from its checkpoint."""
+    from stable_baselines3.common.utils import set_random_seed
+
+    from rlprompt.methods import MethodContext, run_method
+
+    run_dir = root
+    if not single:
+        run_dir = root / f"{method}__s{seed}"
+        run_dir.mkdir(exist_ok=resume)
+        write_config(dataclasses.replace(config, method=method, methods=[], seed=seed, seeds=[]), run_dir)
+    state = None
+    if resume:
+        finished = finished_result(run_dir)
+        if finished is not None:
+            if single:
+                raise RLPromptError(f"{run_dir}: this run finished; nothing to resume")
+            print(f"{method} seed {seed}: finished before, kept", flush=True)
+            return finished
+        state = load_checkpoint(run_dir)
+        if state is not None and state.get("method") != method:
+            raise RLPromptError(
+                f"{run_dir}/{CHECKPOINT}: a checkpoint of {state.get('method')!r}, not {method!r}"
+            )
+        print(
+            f"{method} seed {seed}: " + (f"resuming at step {state['step']}" if state else "starting"),
+            flush=True,
+        )
+    (run_dir / FAILURE).unlink(missing_ok=True)  # an earlier attempt's failure: this one starts afresh
+    set_random_seed(seed)
+    context = MethodContext(
+        config,
+        seed,
+        task,
+        lm,
+        run_dir,
+        test_scorer,
+        progress,
+        cache,
+        stop,
+        state,
+        task_kind(config.task.name, config.task.kind),
+    )
+    result = run_method(method, context)
+    print(
+        f"{method} seed {seed}: dev {result.dev_score:.3f} test {result.test_score:.3f} "
+        f"({result.learned}) in {result.train_seconds:.0f} s",
+        flush=True,
+    )
+    return result
+
+
+FAILURE = "failure.json"  # in a grid run's directory: why it failed (removed when it finishes)
+
+
+def record_failure(run_dir: Path, method: str, seed: int, err: Exception) -> dict:
+    """Write ``failure.json`` (the error in one line, and the traceback) into the run's directory."""
+    import traceback
+
+    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    failure = {"method": method, "seed": seed, "error": f"{type(err).__name__}: {message}".rstrip(": "),
+               "traceback": "".join(traceback.format_exception(err))}  # fmt: skip
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / FAILURE, (json.dumps(failure, indent=2) + "\n").encode("utf-8"))
+    return failure
+
+
+def finished_result(run_dir: Path):
+    """The result of a run that finished (None for one interrupted, or whose result.json is unreadable)."""
+    from rlprompt.methods import MethodResult
+
+    try:
+        result = MethodResult.load(run_dir / "result.json")
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return None if result.interrupted else result
+
+
+def write_config(config, run_dir: Path) -> None:
+    text = yaml.safe_dump(to_dict(config), sort_keys=False)
+    atomic_write_bytes(run_dir / "config.yaml", text.encode("utf-8"))  # --resume reads it back

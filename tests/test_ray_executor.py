@@ -1,0 +1,117 @@
+"""Grids through a real local Ray instance (2 CPUs, started once for the module): the same prompts,
+accuracies and report as the local executor at the same thread count, and a failed run that the grid
+survives and --resume reruns once its fault is removed. Ray workers are other processes, so the task LM is
+a tiny GPT-2 saved to a directory (a model name any process can load)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from rlprompt.errors import run_cli
+from rlprompt.methods import MethodResult
+from rlprompt.train import main as train_main
+from tests.conftest import write_task
+from tests.test_methods import ROWS
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="error")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, tiny_gpt2):
+    directory = tmp_path_factory.mktemp("tiny-gpt2-model")
+    tiny_gpt2.model.save_pretrained(directory)
+    tiny_gpt2.tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture
+def grid_task(tmp_path):
+    return write_task(tmp_path, "task", ROWS)
+
+
+# A small RL run (40 prompts) and the manual prompt, on two seeds: four runs.
+GRID = ["methods=[manual, rl]", "seeds=[0, 1]", "total_timesteps=200", "evaluations=2", "env.num_envs=4",
+        "env.examples_per_reward=4", "rl.n_steps=5", "rl.batch_size=20", "vocab.size=50", "threads_per_run=1",
+        "heldout_sentences=4"]  # fmt: skip
+
+
+def _grid(task, model, out, capsys, *settings, expect=0):
+    argv = ["--quiet", "--set", f"task.name={task}", "--set", f"model={model}", "--set", f"output_dir={out}"]
+    for setting in [*GRID, *settings]:
+        argv += ["--set", setting]
+    with pytest.raises(SystemExit) as done:
+        run_cli(train_main, argv)
+    captured = capsys.readouterr()
+    assert done.value.code == expect, captured.err
+    (root,) = out.iterdir()
+    return root, captured.out
+
+
+def _without_times(report: str) -> str:
+    """The report with the train-time column blanked (timings differ between executors)."""
+    lines = []
+    for line in report.splitlines():
+        cells = line.split(" | ")
+        if line.startswith("| ") and len(cells) > 9 and cells[8].endswith(" s"):
+            cells[8] = "-"
+        lines.append(" | ".join(cells))
+    return "\n".join(lines)
+
+
+def test_ray_grid_matches_the_local_grid(ray_instance, tiny_dir, grid_task, tmp_path, capsys):
+    local, _ = _grid(grid_task, tiny_dir, tmp_path / "local", capsys)
+    remote, out = _grid(grid_task, tiny_dir, tmp_path / "ray", capsys, "executor=ray")
+    assert out.count("done, ") == 4 and "[4/4 done, 0 failed, 0 running or queued]" in out
+    for run in ("manual__s0", "manual__s1", "rl__s0", "rl__s1"):
+        a, b = (MethodResult.load(root / run / "result.json") for root in (local, remote))
+        assert (a.learned, a.dev_score, a.test_metrics, a.steps) == (
+            b.learned,
+            b.dev_score,
+            b.test_metrics,
+            b.steps,
+        )
+        prompt_a, prompt_b = (
+            json.loads((root / run / "prompt.json").read_text()) for root in (local, remote)
+        )
+        assert prompt_a["token_ids"] == prompt_b["token_ids"]
+    report_local, report_ray = ((root / "report.md").read_text() for root in (local, remote))
+    assert "| rl | 0 |" in report_ray
+    assert _without_times(report_local) == _without_times(report_ray)
+
+
+def test_a_failed_ray_run_is_reported_and_resume_reruns_it(
+    ray_instance, tiny_dir, grid_task, tmp_path, capsys
+):
+    backbone = tmp_path / "policy-backbone"  # missing: every RL run fails in its worker
+    root, out = _grid(grid_task, tiny_dir, tmp_path / "runs", capsys, "executor=ray",
+                      f"policy.backbone={backbone}", expect=1)  # fmt: skip
+    assert "[4/4 done, 2 failed, 0 running or queued]" in out
+    for seed in (0, 1):
+        failure = json.loads((root / f"rl__s{seed}" / "failure.json").read_text())
+        assert str(backbone) in failure["error"]
+        assert (root / f"manual__s{seed}" / "result.json").exists()
+    assert "## Failed runs" in (root / "report.md").read_text()
+    kept = (root / "manual__s0" / "result.json").stat().st_mtime_ns
+
+    shutil.copytree(tiny_dir, backbone)  # the fault is removed
+    with pytest.raises(SystemExit) as done:
+        run_cli(train_main, ["--quiet", "--resume", str(root), "--executor", "ray"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0, out
+    assert "[4/4 done, 0 failed, 0 running or queued]" in out
+    assert all((root / f"rl__s{seed}" / "result.json").exists() for seed in (0, 1))
+    assert not any(root.glob("*/failure.json"))
+    assert (root / "manual__s0" / "result.json").stat().st_mtime_ns == kept
+    assert "## Failed runs" not in (root / "report.md").read_text()
