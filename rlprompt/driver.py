@@ -4,6 +4,7 @@ anything runs."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
