@@ -158,3 +158,16 @@ def train_cli(task_dir: Path, capsys, *settings: str, expect: int = 0) -> tuple[
     metrics = runs[0] / "metrics.jsonl"
     rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
     return runs[0], rows
+
+
+def send_json(handler, payload) -> None:
+    """Answer an ``http.server`` request with ``payload`` as JSON (the stand-in servers of the server
+    tests)."""
+    import json
+
+    body = json.dumps(payload).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)

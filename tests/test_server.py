@@ -18,7 +18,7 @@ from rlprompt.evaluation import make_scorer
 from rlprompt.models import _resolve_directory
 from rlprompt.tasks import load_task
 from rlprompt.vocab import action_vocabulary
-from tests.conftest import write_task
+from tests.conftest import send_json, write_task
 
 pytestmark = pytest.mark.server
 KEY = "rlprompt-test-key"
@@ -150,12 +150,7 @@ class _NoLogprobs(BaseHTTPRequestHandler):
         self._send({"choices": [{"index": 0, "text": " great", "logprobs": None}]})
 
     def _send(self, payload):
-        body = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, payload)
 
     def log_message(self, *args):
         pass

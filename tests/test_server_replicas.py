@@ -4,7 +4,6 @@ failover against a real vLLM server is in test_server.py."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +14,7 @@ import pytest
 from rlprompt.backends.openai import ServerClient, ServerSpec
 from rlprompt.backends.vllm_launcher import free_port
 from rlprompt.errors import RLPromptError
+from tests.conftest import send_json
 
 
 class _Echo(BaseHTTPRequestHandler):
@@ -23,12 +23,7 @@ class _Echo(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802 - the http.server API
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         time.sleep(0.05)
-        body = json.dumps({"port": self.server.server_address[1]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, {"port": self.server.server_address[1]})
 
     def log_message(self, *args):
         pass
