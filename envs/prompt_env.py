@@ -9,7 +9,10 @@ the batch, as RLPrompt does.
 
 Observation: the prompt so far as token ids, padded with -1 to ``prompt_length`` (an int64 ``Box``; SB3
 would one-hot a ``MultiDiscrete``). Action: an index into the action vocabulary. Reward: 0 until the last
-token, then the shaped reward of the finished prompt on a batch of training examples.
+token, then the shaped reward of the finished prompt on a batch of training examples. An action vocabulary
+may end with ``BLANK`` (-2), a step that writes nothing: prompts then have up to ``prompt_length`` tokens
+(a warm start from a shorter prompt needs it, see ``rl.init_prompt``); the prompt scored is the tokens
+written, blanks left out.
 """
 
 from __future__ import annotations
@@ -25,6 +28,12 @@ from rlprompt.scoring import LabelScorer
 from rlprompt.tasks import Example
 
 PAD = -1
+BLANK = -2  # the action that writes no token
+
+
+def written(row) -> tuple[int, ...]:
+    """The prompt a row of actions' tokens spells: its token ids, blanks and padding left out."""
+    return tuple(int(t) for t in row if t >= 0)
 # A calibrated reward: (prompts, their log-probs on the reward batch (prompts, examples, classes)) -> each
 # prompt's log label prior (prompts, classes); see rlprompt.calibration.
 RewardPrior = Callable[[list[tuple[int, ...]], np.ndarray], np.ndarray]
@@ -68,7 +77,8 @@ class PromptWriterEnv(gym.Env):
         self.action_token_ids = np.asarray(action_token_ids, dtype=np.int64)
         self.prompt_length = prompt_length
         vocab_size = max(len(lm.tokenizer), int(self.action_token_ids.max()) + 1)
-        self.observation_space = gym.spaces.Box(PAD, vocab_size - 1, shape=(prompt_length,), dtype=np.int64)
+        low = BLANK if (self.action_token_ids == BLANK).any() else PAD  # as before blanks, when there are none
+        self.observation_space = gym.spaces.Box(low, vocab_size - 1, shape=(prompt_length,), dtype=np.int64)
         self.action_space = gym.spaces.Discrete(len(self.action_token_ids))
         self._prompt: list[int] = []
 
@@ -96,10 +106,11 @@ class PromptWriterEnv(gym.Env):
         self._prompt.append(int(self.action_token_ids[int(action)]))
         if len(self._prompt) < self.prompt_length:
             return self._observation(), 0.0, False, False, {}
-        reward, accuracy = self.score_prompts([tuple(self._prompt)], self.np_random)
+        prompt = written(self._prompt)
+        reward, accuracy = self.score_prompts([prompt], self.np_random)
         info = {
-            "prompt": self.decode(self._prompt),
-            "prompt_ids": list(self._prompt),
+            "prompt": self.decode(prompt),
+            "prompt_ids": list(prompt),
             "accuracy": float(accuracy[0]),
         }
         return self._observation(), float(reward[0]), True, False, info
@@ -233,7 +244,7 @@ class PromptVecEnv(VecEnv):
                 np.zeros(self.num_envs, dtype=bool),
                 [{} for _ in range(self.num_envs)],
             )
-        prompts = [tuple(int(t) for t in row) for row in self._prompts]
+        prompts = [written(row) for row in self._prompts]
         raw, accuracy = env.score_prompts(prompts, self.rng)
         rewards = raw
         if self.normalize:

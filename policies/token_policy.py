@@ -18,11 +18,13 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from rlprompt.envs.prompt_env import BLANK
 from rlprompt.models import load_model
 
 
 class BackboneFeatures(BaseFeaturesExtractor):
-    """Last hidden state of a frozen LM over ``<start> + prompt so far`` (observations padded with -1)."""
+    """Last hidden state of a frozen LM over ``<start> + prompt so far`` (observations padded with -1; blanks,
+    -2, are no token)."""
 
     def __init__(
         self, observation_space: gym.spaces.Box, backbone: str, dtype: str = "auto", device: str = "auto",
@@ -95,16 +97,21 @@ class ActionHead(nn.Module):
     Raw LM logits are so peaked that a policy starting from them writes the same prompt in every
     environment after a few updates, and within-batch reward normalisation then has nothing to compare.
     Standardised logits keep the LM's ranking of the tokens but start with a broad distribution; the gain
-    (initially 1) lets the policy sharpen as it learns.
+    (initially 1) lets the policy sharpen as it learns. A blank action (the vocabulary's last, see
+    ``envs.prompt_env.BLANK``) has no token embedding: it gets a trainable one, starting at zero.
     """
 
-    def __init__(self, embeddings: torch.Tensor):
+    def __init__(self, embeddings: torch.Tensor, blank: bool = False):
         super().__init__()
         self.register_buffer("embeddings", embeddings.detach().float().clone(), persistent=False)
         self.log_gain = nn.Parameter(torch.zeros(()))
+        if blank:  # only then: policies saved without a blank keep loading
+            self.blank = nn.Parameter(torch.zeros(1, embeddings.shape[1]))
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         logits = latent @ self.embeddings.T
+        if hasattr(self, "blank"):
+            logits = torch.cat([logits, latent @ self.blank.T], dim=-1)
         logits = (logits - logits.mean(-1, keepdim=True)) / (logits.std(-1, keepdim=True) + 1e-6)
         return logits * self.log_gain.exp()
 
@@ -114,7 +121,7 @@ class TokenPolicy(ActorCriticPolicy):
 
     Args (beyond SB3's):
         backbone: model name of the frozen LM that reads the prompt (its tokenizer must be the task LM's).
-        action_token_ids: token id of each action.
+        action_token_ids: token id of each action; a last ``BLANK`` (-2) is the action that writes nothing.
         adapter_hidden: hidden width of the adapter MLP (RLPrompt: 2048).
         value_hidden: hidden width of the value head.
         backbone_dtype: the backbone's precision (``auto``: see :func:`rlprompt.models.resolve_dtype`).
@@ -137,6 +144,8 @@ class TokenPolicy(ActorCriticPolicy):
     ):
         if not action_token_ids or len(action_token_ids) != action_space.n:
             raise ValueError("action_token_ids must give one token id per action")
+        if any(t < 0 for t in action_token_ids[:-1]) or action_token_ids[-1] < BLANK:
+            raise ValueError("action_token_ids: only the last action may be the blank (-2)")
         self.backbone = backbone
         self.action_token_ids = [int(t) for t in action_token_ids]
         self.adapter_hidden = adapter_hidden
@@ -157,7 +166,9 @@ class TokenPolicy(ActorCriticPolicy):
     def _build(self, lr_schedule) -> None:
         super()._build(lr_schedule)
         output = self.features_extractor.lm.model.get_output_embeddings().weight
-        self.action_net = ActionHead(output[self.action_token_ids])
+        blank = self.action_token_ids[-1] == BLANK
+        tokens = self.action_token_ids[:-1] if blank else self.action_token_ids
+        self.action_net = ActionHead(output[tokens], blank=blank)
         trainable = [p for p in self.parameters() if p.requires_grad]
         self.optimizer = self.optimizer_class(trainable, lr=lr_schedule(1), **self.optimizer_kwargs)
 

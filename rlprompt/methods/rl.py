@@ -27,7 +27,7 @@ from rlprompt.files import atomic_write_bytes
 from rlprompt.kinds import kind_module
 from rlprompt.methods.base import Candidate, Estimate, EvalLog, MethodContext, MethodResult, path_bytes
 from rlprompt.models import load_model
-from rlprompt.settings import at_least_one, positive
+from rlprompt.settings import at_least_one, positive, within
 from rlprompt.version import __version__
 from rlprompt.vocab import action_vocabulary, default_backbone
 
@@ -64,11 +64,21 @@ class RLConfig:
     # RL only: stop early once this many (prompt, example) pairs were scored (training and dev); overrides
     # the top-level max_reward_queries, which applies to every method that queries a reward.
     max_reward_queries: int | None = None
+    # Warm start: before RL, the policy is trained by behaviour cloning (cross-entropy on this prompt's
+    # tokens, teacher-forced) until its greedy prompt is this one and each of its tokens has at least
+    # init_confidence probability, and no further (see warm_start). Tokens not in the action vocabulary
+    # join it; a prompt shorter than env.prompt_length adds a blank action (writes nothing), so prompts
+    # have up to env.prompt_length tokens.
+    init_prompt: str | None = None
+    init_confidence: float = 0.5
 
     def __post_init__(self) -> None:
         at_least_one("rl", n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs,
                      max_reward_queries=self.max_reward_queries)  # fmt: skip
         positive("rl", learning_rate=self.learning_rate)
+        within("rl", "init_confidence", self.init_confidence, 0.0, 0.99)
+        if self.init_prompt is not None and not self.init_prompt.strip():
+            raise ValueError("'rl.init_prompt' is empty: give a prompt, or leave the key out for a cold start")
 
 
 def run(ctx: MethodContext) -> MethodResult:
@@ -80,12 +90,21 @@ def run(ctx: MethodContext) -> MethodResult:
     # The policy writes tokens of its own vocabulary; the task LM gets them as they are when the two share
     # a tokenizer, else as the decoded text (ClassificationObjective.task_prompt).
     vocab = action_vocabulary(policy_lm, config.vocab.kind, config.vocab.size, config.vocab.tokens)
+    start = None
+    if config.rl.init_prompt:
+        start = start_prompt_ids(policy_lm, config.rl.init_prompt, config.env.prompt_length)
+        vocab = with_start_prompt(vocab, start, config.env.prompt_length)
     objective = kind_module(ctx.kind).objective(ctx, policy_lm)  # what the prompt is for
 
     env = objective.make_env(config, ctx.seed, vocab)
     model = _make_algorithm(config, ctx.seed, env, vocab, backbone, run_dir)
     tracker = _Tracker(ctx, objective, env, model)
     done_steps = tracker.resume(ctx.resume) if ctx.resume else 0
+    warm = {}
+    if start is not None and not done_steps:  # (a resumed run has its warm-started policy back already)
+        steps, probs = warm_start(model, start, vocab, config.env.prompt_length, config.rl.init_confidence)
+        warm = {"warm_start": {"prompt": config.rl.init_prompt, "steps": steps,
+                               "probabilities": [round(p, 3) for p in probs]}}  # fmt: skip
     interrupted = False
     try:
         try:
@@ -140,6 +159,7 @@ def run(ctx: MethodContext) -> MethodResult:
         "steps": int(model.num_timesteps),
         "train_seconds": round(train_seconds, 1),
         "reward_queries": reward_queries,
+        **warm,
     }
     save_prompt(tracker.exported(best, metrics), run_dir / "prompt.json")
     summary = (
@@ -164,13 +184,66 @@ def run(ctx: MethodContext) -> MethodResult:
 
 def greedy_prompt(model, vocab, length: int) -> tuple[int, ...]:
     """The prompt a trained algorithm writes when it always takes its most likely token."""
-    from rlprompt.envs.prompt_env import PAD
+    from rlprompt.envs.prompt_env import PAD, written
 
     obs = np.full((1, length), PAD, dtype=np.int64)
     for t in range(length):
         action, _ = model.predict(obs, deterministic=True)
         obs[0, t] = vocab[int(action[0])]
-    return tuple(int(t) for t in obs[0])
+    return written(obs[0])
+
+
+def start_prompt_ids(policy_lm, text: str, length: int) -> tuple[int, ...]:
+    """``rl.init_prompt``'s tokens as the policy writes them (after the template's space, as a manual
+    prompt is read); at most ``length`` (``env.prompt_length``)."""
+    from rlprompt.errors import RLPromptError
+
+    ids = tuple(policy_lm.encode(" " + text.strip() if policy_lm.kind == "causal" else text.strip()))
+    if len(ids) > length:
+        raise RLPromptError(f"rl.init_prompt {text!r} is {len(ids)} tokens for {policy_lm.name}, more than "
+                            f"env.prompt_length ({length}): shorten it or raise env.prompt_length")  # fmt: skip
+    return ids
+
+
+def with_start_prompt(vocab: list[int], start: tuple[int, ...], length: int) -> list[int]:
+    """The action vocabulary with the start prompt's missing tokens added, and a blank action (last) when
+    the start prompt is shorter than ``length``."""
+    from rlprompt.envs.prompt_env import BLANK
+
+    vocab = list(vocab) + [t for t in dict.fromkeys(start) if t not in vocab]
+    return vocab + [BLANK] if len(start) < length else vocab
+
+
+def warm_start(model, start: tuple[int, ...], vocab, length: int, confidence: float,
+               max_steps: int = 1000, lr: float = 1e-3) -> tuple[int, list[float]]:  # fmt: skip
+    """Move the policy to the prompt ``start`` by behaviour cloning: Adam on the mean negative
+    log-probability of its tokens (then blanks up to ``length``), each given the prompt before it, until
+    every one has probability at least ``confidence`` (so the greedy prompt is ``start``) or
+    ``max_steps``. Stopping there keeps the rest of the distribution broad for exploration. Returns the
+    steps taken and the tokens' final probabilities."""
+    import torch
+
+    from rlprompt.envs.prompt_env import BLANK, PAD
+
+    index = {int(t): i for i, t in enumerate(vocab)}
+    actions = [index[t] for t in start] + [index[BLANK]] * (length - len(start))
+    obs = np.full((length, length), PAD, dtype=np.int64)
+    for t in range(1, length):
+        obs[t, :t] = [vocab[a] for a in actions[:t]]
+    policy = model.policy
+    obs_t, _ = policy.obs_to_tensor(obs)
+    targets = torch.as_tensor(actions)
+    optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=lr)
+    rows = torch.arange(length)
+    for step in range(max_steps + 1):
+        logp = policy.get_distribution(obs_t).distribution.logits[rows, targets]
+        if step == max_steps or bool((logp.exp() >= confidence).all()):
+            break
+        loss = -logp.mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return step, [float(p) for p in logp.detach().exp()]
 
 
 def polish_prompt(
@@ -201,6 +274,7 @@ def polish_prompt(
             with torch.no_grad():
                 logits = model.policy.get_distribution(obs_t).distribution.logits[0]
             top = torch.topk(logits, min(top_k, logits.shape[-1])).indices.cpu().numpy()
+            top = [a for a in top if vocab[a] >= 0]  # not the blank: polishing keeps the prompt's length
             options = [current[:pos] + (int(vocab[a]),) + current[pos + 1 :] for a in top]
             options = [o for o in dict.fromkeys(options) if o != current]
             if not options:

@@ -1,0 +1,126 @@
+"""Warm starts (``rl.init_prompt``) and the blank action that lets a policy write a shorter prompt."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from rlprompt.envs.prompt_env import BLANK, PAD, PromptEnv, PromptVecEnv
+from rlprompt.policies.token_policy import TokenPolicy
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from rlprompt.methods.rl import greedy_prompt, start_prompt_ids, warm_start, with_start_prompt
+from rlprompt.models import register_model
+from rlprompt.tasks import Example
+from tests.conftest import train_cli, write_task
+from tests.test_methods import ROWS
+
+
+class LengthScorer:
+    """A reward without an LM: the right label's log-prob grows with each token in its place of a target
+    prompt and falls with each token the prompt has too many or too few."""
+
+    def __init__(self, lm, target: tuple[int, ...]):
+        self.lm, self.target = lm, target
+        self.lengths: list[int] = []
+
+    def score(self, prompts, examples):
+        out = np.zeros((len(prompts), len(examples), 2), dtype=np.float32)
+        for i, prompt in enumerate(prompts):
+            self.lengths.append(len(prompt))
+            hits = sum(a == b for a, b in zip(prompt, self.target, strict=False))
+            out[i, :, 1] = -3.0 + 2.0 * hits - 2.0 * abs(len(prompt) - len(self.target))
+        return out
+
+
+def _ppo(env, vocab, seed=0):
+    torch.manual_seed(seed)
+    return PPO(
+        TokenPolicy, env, n_steps=3, batch_size=3 * env.num_envs, n_epochs=4, learning_rate=3e-3, gamma=1.0, gae_lambda=1.0,
+        ent_coef=0.0, seed=seed,
+        policy_kwargs={"backbone": "tiny-llama", "action_token_ids": vocab, "adapter_hidden": 64},
+    )  # fmt: skip
+
+
+def test_blank_steps_write_nothing_and_the_env_still_passes_the_checkers(tiny_llama):
+    vocab = [*tiny_llama.encode(" good bad movie"), BLANK]
+    env = PromptEnv(LengthScorer(tiny_llama, ()), [Example("e", "x", 1)], vocab, prompt_length=3, examples_per_reward=1)
+    sb3_check_env(env)
+    env.reset(seed=0)
+    env.step(3)  # blank
+    env.step(0)
+    _, _, done, _, info = env.step(3)
+    assert done and info["prompt_ids"] == [vocab[0]]  # one token written, blanks left out
+
+
+def test_ppo_with_a_blank_action_learns_a_prompt_shorter_than_its_length(tiny_llama):
+    register_model(tiny_llama)
+    words = tiny_llama.encode(" good bad movie film really plot acting story")
+    vocab = [*words, BLANK]
+    target = (words[5], words[2])
+    scorer = LengthScorer(tiny_llama, target)
+    env = PromptVecEnv(scorer, [Example(f"e{i}", "x", 1) for i in range(4)], vocab, num_envs=16,
+                       prompt_length=3, examples_per_reward=4, seed=0)  # fmt: skip
+    model = _ppo(env, vocab)
+    model.learn(total_timesteps=16 * 3 * 60)
+    assert greedy_prompt(model, vocab, 3) == target
+    assert min(scorer.lengths) < 3  # the blank was taken during training, not only at the end
+
+
+def test_warm_start_moves_the_greedy_prompt_to_the_start_prompt_and_no_further(tiny_llama):
+    register_model(tiny_llama)
+    vocab = tiny_llama.encode(" good bad movie film really plot acting story")
+    start = start_prompt_ids(tiny_llama, "It was", 4)
+    assert not set(start) & set(vocab)  # neither token is in the action vocabulary yet
+    vocab = with_start_prompt(vocab, start, 4)
+    assert vocab[-1] == BLANK and set(start) <= set(vocab)
+    env = PromptVecEnv(LengthScorer(tiny_llama, start), [Example("e", "x", 1)], vocab, num_envs=4, prompt_length=4,
+                       examples_per_reward=1, seed=0)  # fmt: skip
+    model = _ppo(env, vocab)
+    assert greedy_prompt(model, vocab, 4) != start
+    steps, probs = warm_start(model, start, vocab, 4, confidence=0.5)
+    assert 0 < steps < 1000 and min(probs) >= 0.5
+    assert greedy_prompt(model, vocab, 4) == start
+    # Stopped once each token reached the threshold: the policy still explores.
+    obs, _ = model.policy.obs_to_tensor(np.full((1, 4), PAD, dtype=np.int64))
+    with torch.no_grad():
+        first = model.policy.get_distribution(obs).distribution.probs[0]
+    assert float(first.max()) < 0.9
+
+
+def test_a_start_prompt_longer_than_the_prompt_length_is_refused_by_name(tiny_llama):
+    from rlprompt.errors import RLPromptError
+
+    with pytest.raises(RLPromptError, match=r"rl.init_prompt .* more than env.prompt_length \(2\)"):
+        start_prompt_ids(tiny_llama, "All in all the movie was", 2)
+
+
+@pytest.fixture
+def tiny_task(tmp_path):
+    write_task(tmp_path, "tiny", ROWS)
+    return tmp_path
+
+
+def test_a_warm_started_run_writes_the_start_prompt_first(tiny_task, capsys, tiny_gpt2):
+    """The greedy prompt at the first evaluation is the start prompt, scoring on dev what the manual
+    method gives that prompt."""
+    register_model(tiny_gpt2)
+    manual_dir = tiny_task / "manual"
+    manual_dir.mkdir()
+    write_task(manual_dir, "tiny", ROWS)
+    train_cli(manual_dir, capsys, "model=tiny-gpt2", "method=manual", 'manual_prompts=["It was"]')
+    (run,) = (manual_dir / "runs").iterdir()
+    manual_dev = json.loads((run / "prompt.json").read_text())["metrics"]["candidates"]["It was"]
+
+    run_dir, rows = train_cli(
+        tiny_task, capsys, "model=tiny-gpt2", "method=rl", "rl.init_prompt=It was", "total_timesteps=40",
+        "evaluations=2", "env.num_envs=4", "env.prompt_length=4", "rl.batch_size=20", "vocab.size=50",
+        "policy.adapter_hidden=16",
+    )  # fmt: skip
+    assert rows[0]["greedy_prompt"] == " It was"
+    assert rows[0]["greedy_dev_score"] == pytest.approx(manual_dev)
+    warm = json.loads((run_dir / "prompt.json").read_text())["metrics"]["warm_start"]
+    assert warm["prompt"] == "It was" and min(warm["probabilities"]) >= 0.5
