@@ -76,16 +76,108 @@ def _metric(results: list[MethodResult]) -> str:
 
 
 def collect_references(paths: list[str | Path]) -> list[dict]:
-    """The reference rows (manual and empty prompt, raw and calibrated) a comparison directory holds."""
+    """The reference rows (manual and empty prompt, raw and calibrated) a comparison directory holds (one
+    set per data split for a grid over splits)."""
     found = []
     for path in map(Path, paths):
-        file = path / REFERENCES
-        if file.is_file():
+        for file in sorted([path / REFERENCES] + list(path.glob(f"split-*/{REFERENCES}"))):
+            if not file.is_file():
+                continue
             try:
                 found.append(json.loads(file.read_text(encoding="utf-8")))
             except (ValueError, UnicodeDecodeError) as err:
                 raise RLPromptError(f"{file}: not valid JSON ({err})") from None
     return found
+
+
+def _reference_rows(references: list[dict]) -> list[dict]:
+    """The reference prompts' rows, one per prompt: test accuracy raw and calibrated, each as the list of its
+    values over data splits."""
+    rows: dict[tuple, dict] = {}
+    for reference in references:
+        for row in reference["rows"]:
+            merged = rows.setdefault((row["name"], row["prompt"]), {"name": row["name"], "prompt": row["prompt"],
+                                                                    "raw": [], "calibrated": []})  # fmt: skip
+            merged["raw"].append(row["test_accuracy_raw"])
+            merged["calibrated"].append(row["test_accuracy_calibrated"])
+    return list(rows.values())
+
+
+def _runs_key(r: MethodResult) -> tuple:
+    return (r.data_seed or "", r.seed)
+
+
+def paired_differences(results: list[MethodResult], baseline: str = "rl") -> list[dict]:
+    """``baseline`` against every other method, on the runs both have (same data split and seed): the mean
+    over those runs of the paired test accuracy difference (baseline − method, example by example), its
+    standard error from the test examples (per run sd(d)/sqrt(n), combined as sqrt(Σ se²)/runs: the
+    uncertainty of the test sample, not of the seeds), the spread of the per-run differences over runs,
+    and on how many runs the baseline was ahead. Runs without per-example results are left out."""
+    groups = _grouped(results)
+    if baseline not in groups:
+        return []
+    mine = {_runs_key(r): r for r in groups[baseline] if r.test_correct}
+    out = []
+    for method, rs in groups.items():
+        if method == baseline:
+            continue
+        diffs, ses = [], []
+        for r in rs:
+            other = mine.get(_runs_key(r))
+            if other is None or not r.test_correct or len(r.test_correct) != len(other.test_correct):
+                continue
+            d = (np.frombuffer(other.test_correct.encode(), np.uint8).astype(float)
+                 - np.frombuffer(r.test_correct.encode(), np.uint8).astype(float))  # fmt: skip
+            diffs.append(float(d.mean()))
+            ses.append(float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan"))
+        if not diffs:
+            continue
+        out.append({
+            "method": method, "runs": len(diffs), "difference": float(np.mean(diffs)),
+            "standard_error": float(np.sqrt(np.sum(np.square(ses))) / len(ses)),
+            "std_over_runs": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else None,
+            "baseline_ahead": int(sum(d > 0 for d in diffs)),
+        })  # fmt: skip
+    return out
+
+
+def _stats(values: list[float | None]) -> dict | None:
+    if not values or any(v is None for v in values):
+        return None
+    return {"mean": float(np.mean(values)),
+            "std": float(np.std(values, ddof=1)) if len(values) > 1 else None, "n": len(values)}  # fmt: skip
+
+
+def report_json(results: list[MethodResult], references: list[dict] = (), failures: list[dict] = (),
+                baseline: str = "rl") -> dict:  # fmt: skip
+    """The report's numbers, machine-readable (``report.json``): per method the test and dev scores over
+    runs (mean, sample std, count) and each run; the reference prompts; the paired differences of
+    ``baseline`` against each other method; the failed runs."""
+    methods = {}
+    for method, rs in _grouped(results).items():
+        methods[method] = {
+            "metric": rs[0].metric,
+            "calibration": sorted({r.calibration for r in rs}),
+            "test": _stats([r.test_score for r in rs]),
+            "test_raw": _stats([_raw(r) for r in rs]),
+            "test_calibrated": _stats([r.test_metric("accuracy_calibrated") for r in rs]),
+            "dev": _stats([r.dev_score for r in rs]),
+            "train_seconds": _stats([r.train_seconds for r in rs]),
+            "reward_queries": _stats([r.reward_queries for r in rs]),
+            "runs": [{"data_seed": r.data_seed, "seed": r.seed, "dev": r.dev_score, "test": r.test_score,
+                      "test_metrics": r.test_metrics, "learned": r.learned, "steps": r.steps,
+                      "train_seconds": r.train_seconds, "interrupted": r.interrupted}
+                     for r in sorted(rs, key=_runs_key)],
+        }  # fmt: skip
+    return {
+        "tasks": sorted({r.task for r in results}), "models": sorted({r.model for r in results}),
+        "data_seeds": sorted({r.data_seed for r in results if r.data_seed}),
+        "seeds": sorted({r.seed for r in results}), "methods": methods,
+        "references": [{"name": row["name"], "prompt": row["prompt"], "test_raw": _stats(row["raw"]),
+                        "test_calibrated": _stats(row["calibrated"])} for row in _reference_rows(references)],
+        "paired_differences": {"baseline": baseline, "against": paired_differences(results, baseline)},
+        "failures": [{k: f[k] for k in ("method", "seed", "error") if k in f} for f in failures],
+    }  # fmt: skip
 
 
 def _raw(r: MethodResult) -> float:
@@ -97,7 +189,8 @@ def collect_failures(paths: list[str | Path]) -> list[dict]:
     """The runs of a grid that failed (their ``failure.json``), method and seed order."""
     found = []
     for path in map(Path, paths):
-        for file in sorted(path.glob("*/failure.json")) + sorted(path.glob("failure.json")):
+        files = path.glob("*/failure.json"), path.glob("split-*/*/failure.json"), path.glob("failure.json")
+        for file in [f for group in files for f in sorted(group)]:
             try:
                 found.append(json.loads(file.read_text(encoding="utf-8")))
             except (ValueError, UnicodeDecodeError):
@@ -152,24 +245,39 @@ def report_markdown(
             _count(mean("lm_tokens")), ppl, "yes" if rs[0].interpretable else "no",
             "yes" if rs[0].transferable else "no",
         ])  # fmt: skip
-    for reference in references:
-        for row in reference["rows"]:
-            name = f"{row['name']} `{row['prompt']!r}` (reference)"
-            raw, calibrated = number(row["test_accuracy_raw"]), number(row["test_accuracy_calibrated"])
-            unchanged = "none (model unchanged)"
-            rows.append(
-                [name, "—", raw, calibrated, "—", "—", 0, "—", "—", "—", "—", unchanged, "yes", "yes"]
-            )
-    lines += [markdown_table(headers, rows), "", "## Per seed", ""]
+    for row in _reference_rows(references):
+        name = f"{row['name']} `{row['prompt']!r}` (reference)"
+        unchanged = "none (model unchanged)"
+        rows.append([name, "—", _mean_std(row["raw"]), _mean_std(row["calibrated"]), "—", "—", 0, "—", "—",
+                     "—", "—", unchanged, "yes", "yes"])  # fmt: skip
+    lines += [markdown_table(headers, rows)]
+    splits = sorted({r.data_seed for r in results if r.data_seed})
+    if len(splits) > 1:
+        lines += ["", f"Runs: {len(splits)} data splits ({', '.join(splits)}) x seeds; mean ± std over all."]
+    paired = paired_differences(results)
+    if paired:
+        lines += ["", "## RL against each method, example by example", "",
+                  f"Test {what} of rl minus the method's, on the same test examples, for each data split and "
+                  "seed both ran; the mean over those runs, its standard error from the test sample "
+                  "(sd of the per-example differences / √n per run, combined over runs), the spread over "
+                  "runs, and on how many runs rl was ahead.", "",
+                  markdown_table(["method", "runs", "rl − method", "standard error", "std over runs",
+                                  "rl ahead"],
+                                 [[p["method"], p["runs"], f"{p['difference']:+.3f}", f"{p['standard_error']:.3f}",
+                                   number(p["std_over_runs"]), f"{p['baseline_ahead']} of {p['runs']}"]
+                                  for p in paired])]  # fmt: skip
+    lines += ["", "## Per seed", ""]
     per_seed = []
     for method, rs in groups.items():
-        for r in sorted(rs, key=lambda r: r.seed):
+        for r in sorted(rs, key=_runs_key):
             flag = " (interrupted)" if r.interrupted else ""
             calibrated = number(r.test_metric("accuracy_calibrated"))
-            per_seed.append([method, r.seed, number(r.dev_score), number(_raw(r)), calibrated,
+            split = [r.data_seed or "—"] if len(splits) > 1 else []
+            per_seed.append([method, *split, r.seed, number(r.dev_score), number(_raw(r)), calibrated,
                              f"{r.steps}{flag}", r.learned])  # fmt: skip
-    lines.append(markdown_table(["method", "seed", "dev", "test raw", "test calibrated", "steps", "learned"],
-                                per_seed))  # fmt: skip
+    split_header = ["data split"] if len(splits) > 1 else []
+    lines.append(markdown_table(["method", *split_header, "seed", "dev", "test raw", "test calibrated", "steps",
+                                 "learned"], per_seed))  # fmt: skip
     if failures:
         lines += ["", "## Failed runs", "", "Not in the table above; `python -m rlprompt.train --resume DIR` "
                   "runs them again once the cause is fixed.", "",
@@ -210,11 +318,15 @@ def plot_curves(results: list[MethodResult], path: Path) -> None:
 
 
 def write_report(paths: list[str | Path], out_dir: str | Path) -> str:
-    """Write ``report.md`` and ``learning_curves.png`` into ``out_dir``; returns the Markdown."""
+    """Write ``report.md``, ``report.json`` and ``learning_curves.png`` into ``out_dir``; returns the
+    Markdown."""
     results = collect(paths)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = report_markdown(results, collect_references(paths), collect_failures(paths))
+    references, failures = collect_references(paths), collect_failures(paths)
+    text = report_markdown(results, references, failures)
     atomic_write_bytes(out_dir / "report.md", text.encode("utf-8"))
+    numbers = report_json(results, references, failures)
+    atomic_write_bytes(out_dir / "report.json", (json.dumps(numbers, indent=1) + "\n").encode("utf-8"))
     plot_curves(results, out_dir / "learning_curves.png")
     return text

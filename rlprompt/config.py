@@ -18,9 +18,16 @@ from rlprompt.settings import apply_overrides, at_least_one, from_dict
 class TaskConfig:
     name: str = "sst-2"  # a built-in task or a task YAML file
     seed: str = "16-100"  # few-shot data seed (built-in tasks)
+    # several data splits (RLPrompt's protocol: all five); each runs the grid in its own subdirectory and
+    # the report covers them all. Empty: just `seed`.
+    seeds: list[str] = dataclasses.field(default_factory=list)
     template: str | None = None  # None: the task's template for the model kind
     kind: str | None = None  # the task kind (rlprompt.registry.TASK_KINDS); None: a built-in task's own, else
     # classification
+
+    @property
+    def seed_list(self) -> list[str]:
+        return list(dict.fromkeys(self.seeds or [self.seed]))
 
     def __post_init__(self) -> None:
         if self.kind is not None and self.kind not in TASK_KINDS:

@@ -5,6 +5,7 @@ anything runs."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import shutil
@@ -34,6 +35,8 @@ def train(
     finished there are kept, an interrupted one continues from its checkpoint and the rest start;
     ``overwrite`` empties ``run_dir`` first (once the config has passed every check). ``dry_run``: check
     everything a run would check, return (and print) the plan, write nothing."""
+    if len(config.task.seed_list) > 1:
+        return _train_splits(config, progress, run_dir, resume, overwrite, dry_run)
     methods, seeds = config.method_list, config.seed_list
     single = len(methods) == 1 and len(seeds) == 1
     _check_methods(config, methods)
@@ -121,6 +124,44 @@ def train(
     return out
 
 
+def _train_splits(config: TrainConfig, progress: bool, run_dir: Path | None, resume: bool, overwrite: bool,
+                  dry_run: bool) -> dict:  # fmt: skip
+    """The grid on each data split (``task.seeds``) in its own subdirectory ``split-<seed>``, then one report
+    over all of them (mean ± std over splits and seeds)."""
+    splits = config.task.seed_list
+    if run_dir is None and not dry_run:
+        root = _new_dir(config.output_dir, f"{_clean(config.task.name)}__compare-splits__{_clean(config.model)}")
+    elif run_dir is not None:
+        root = Path(run_dir)
+        if overwrite and root.exists():
+            shutil.rmtree(root)
+    outs = []
+    for i, split in enumerate(splits):
+        split_config = dataclasses.replace(config, task=dataclasses.replace(config.task, seed=split, seeds=[]))
+        if dry_run:
+            if i == 0:  # every split costs the same: one plan, and every split's data checked
+                train(split_config, progress, dry_run=True)
+            else:
+                kind_module(task_kind(config.task.name, config.task.kind)).load(split_config)
+            continue
+        if i == 0:
+            root.mkdir(parents=True, exist_ok=True)
+            write_config(config, root)  # --resume ROOT comes back here, with every split
+        sub = root / f"split-{split}"
+        if progress:
+            print(f"data split {split} ({i + 1} of {len(splits)})", flush=True)
+        outs.append(train(split_config, progress, sub, resume and sub.exists(), False, False))
+    if dry_run:
+        return {"run_dir": None, "results": [], "interrupted": False,
+                "summary": f"dry run: every check passed on {len(splits)} data splits; nothing was written"}
+    from rlprompt.comparison import write_report
+
+    report = write_report([root], root)
+    return {"run_dir": root, "results": [r for out in outs for r in out["results"]],
+            "interrupted": any(out["interrupted"] for out in outs),
+            "failed": [f for out in outs for f in out.get("failed", [])], "summary": f"run: {root}\n\n{report}"}
+
+
 def _write_references(config: TrainConfig, task: Task, test_scorer, root: Path, progress: bool) -> None:
     """The manual and empty prompts on test, raw and calibrated, for the comparison report (their scores
     are in the shared test scorer's cache when a prompt method has run)."""
@@ -155,17 +196,22 @@ def _check_methods(config: TrainConfig, methods: list[str]) -> None:
         require(config.model, needed, f"method {method!r}" + (f" ({kind.name})" if kind.needs else ""))
 
 
-def _new_run_dir(config: TrainConfig, task: Task, lm: LanguageModel, method: str, seed: int | None) -> Path:
-    def clean(name: str) -> str:
-        return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name).name or name).strip("-") or "x"
+def _clean(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name).name or name).strip("-") or "x"
 
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+
+def _new_run_dir(config: TrainConfig, task: Task, lm: LanguageModel, method: str, seed: int | None) -> Path:
     seed_part = f"__s{seed}" if seed is not None else ""
-    name = f"{clean(task.name)}__{method}__{clean(lm.name)}{seed_part}__{stamp}"
-    run_dir = Path(config.output_dir) / name
+    return _new_dir(config.output_dir, f"{_clean(task.name)}__{method}__{_clean(lm.name)}{seed_part}")
+
+
+def _new_dir(output_dir: str, name: str) -> Path:
+    """A new directory ``output_dir/name__<time>`` (with a suffix if that exists)."""
+    name = f"{name}__{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(output_dir) / name
     suffix = 1
     while run_dir.exists():
         suffix += 1
-        run_dir = Path(config.output_dir) / f"{name}-{suffix}"
+        run_dir = Path(output_dir) / f"{name}-{suffix}"
     run_dir.mkdir(parents=True)
     return run_dir

@@ -13,6 +13,9 @@ class ClassificationMetrics:
     macro_f1: float
     per_class_accuracy: list[float]  # recall of each class (nan where the class has no examples)
     n: int
+    # Per example, in order: "1" where the prediction is right, "0" where not (paired comparisons of two
+    # methods on the same test set; rlprompt.comparison)
+    correct: str = ""
 
     def as_dict(self, class_names: list[str] | None = None) -> dict:
         names = class_names or [str(i) for i in range(len(self.per_class_accuracy))]
@@ -49,4 +52,5 @@ def classification_metrics(logprobs: np.ndarray, labels: np.ndarray) -> Classifi
         macro_f1=float(np.mean(f1s)),
         per_class_accuracy=per_class,
         n=int(len(labels)),
+        correct="".join("1" if right else "0" for right in predictions == labels),
     )

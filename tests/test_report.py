@@ -106,3 +106,58 @@ def test_report_shows_raw_and_calibrated_accuracy_and_the_reference_rows(tmp_pat
     assert "| manual prompt `'It was'` (reference) | — | 0.510 | 0.697 |" in table
     assert "| empty prompt `''` (reference) | — | 0.515 | 0.705 |" in table
     assert "| rl | 1 | 0.700 | 0.800 | 0.780 |" in text.split("## Per seed")[1]
+
+
+def _correct(right: int, n: int = 10) -> str:
+    return "1" * right + "0" * (n - right)
+
+
+def test_paired_differences_pair_runs_by_split_and_seed_and_give_the_test_sample_error(tmp_path):
+    import numpy as np
+
+    from rlprompt.comparison import paired_differences, report_json
+
+    rl = [replace(BASE, data_seed=d, seed=s, test_correct=c, test_metrics=_scores(c.count("1") / 10))
+          for d, s, c in (("16-13", 0, _correct(8)), ("16-21", 0, "0111111110"))]  # fmt: skip
+    lora = [replace(BASE, method="lora", data_seed=d, seed=s, test_correct=c)
+            for d, s, c in (("16-13", 0, _correct(6)), ("16-21", 0, _correct(9)),
+                            ("16-42", 0, _correct(5)))]  # a run rl does not have: not paired  # fmt: skip
+    manual = [replace(BASE, method="manual", data_seed="16-13", seed=0, test_correct=None)]  # an old run
+    (paired,) = paired_differences([*rl, *lora, *manual])
+    assert paired["method"] == "lora" and paired["runs"] == 2 and paired["baseline_ahead"] == 1
+    d1 = np.array([0] * 6 + [1, 1, 0, 0], float)  # 16-13: rl right on examples 6 and 7 where lora is not
+    d2 = np.array([-1] + [0] * 9, float)  # 16-21: rl wrong on example 0 where lora is right
+    assert paired["difference"] == pytest.approx((d1.mean() + d2.mean()) / 2)
+    se = np.sqrt((d1.std(ddof=1) ** 2 + d2.std(ddof=1) ** 2) / 10) / 2
+    assert paired["standard_error"] == pytest.approx(se)
+    numbers = report_json([*rl, *lora])
+    assert numbers["data_seeds"] == ["16-13", "16-21", "16-42"]
+    assert numbers["methods"]["rl"]["test"]["mean"] == pytest.approx(0.8)
+    assert [r["data_seed"] for r in numbers["methods"]["lora"]["runs"]] == ["16-13", "16-21", "16-42"]
+    assert numbers["paired_differences"]["against"][0]["method"] == "lora"
+
+
+def test_a_report_over_data_splits_averages_the_references_and_names_each_runs_split(tmp_path):
+    import json
+
+    from rlprompt.comparison import write_report
+    from rlprompt.methods import REFERENCES
+
+    for split, acc, manual in (("16-13", 0.7, 0.6), ("16-21", 0.8, 0.7)):
+        _write(tmp_path / f"split-{split}", [replace(BASE, data_seed=split, test_metrics=_scores(acc),
+                                                     test_correct=_correct(int(acc * 10)))])  # fmt: skip
+        _write(tmp_path / f"split-{split}", [replace(BASE, method="manual", data_seed=split,
+                                                     test_metrics=_scores(manual),
+                                                     test_correct=_correct(int(manual * 10)))])  # fmt: skip
+        rows = [{"name": "manual prompt", "prompt": "It was", "test_accuracy_raw": manual,
+                 "test_accuracy_calibrated": manual + 0.05}]  # fmt: skip
+        (tmp_path / f"split-{split}" / REFERENCES).write_text(json.dumps({"calibrated_with": "batch",
+                                                                         "rows": rows}))  # fmt: skip
+    text = write_report([tmp_path], tmp_path)
+    assert "| manual prompt `'It was'` (reference) | — | 0.650 ± 0.071 | 0.700 ± 0.071 |" in text
+    assert "2 data splits (16-13, 16-21)" in text
+    assert "| rl | 16-13 | 0 |" in text and "| rl | 16-21 | 0 |" in text
+    assert "| manual | 2 | +0.100 |" in text  # rl − manual on both splits
+    numbers = json.loads((tmp_path / "report.json").read_text())
+    assert numbers["methods"]["manual"]["test"]["mean"] == pytest.approx(0.65)
+    assert numbers["references"][0]["test_calibrated"]["mean"] == pytest.approx(0.70)

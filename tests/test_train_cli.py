@@ -187,3 +187,34 @@ def test_dry_run_checks_everything_prints_the_plan_and_writes_nothing(tiny_gpt2,
     assert "dry run: every check passed; nothing was written" in out and not out_dir.exists()
     code, _, err = run(train_main, [*base, "--set", "task.template=It was {sentence}"], capsys)
     assert code == 2 and "must contain {prompt} exactly once" in err, "the same checks as a run"
+
+
+def test_a_grid_over_data_splits_runs_each_split_and_reports_them_together(tiny_gpt2, tmp_path, capsys):
+    """RLPrompt's protocol as a config: task.seeds runs the grid on each few-shot split (the built-in
+    SST-2 here) in its own directory, and one report covers them all; --resume keeps what finished."""
+    import json
+
+    register_model(tiny_gpt2)
+    root = tmp_path / "protocol"
+    argv = ["--quiet", "--set", "model=tiny-gpt2", "--set", "task.seeds=[16-13, 16-21]",
+            "--set", "methods=[manual, in_context]", "--set", "seeds=[0]", "--run-dir", str(root)]  # fmt: skip
+    code, out, err = run(train_main, argv, capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["split-16-13", "split-16-21"]
+    results = sorted(root.glob("split-*/*/result.json"))
+    assert [json.loads(f.read_text())["data_seed"] for f in results] == ["16-13", "16-13", "16-21", "16-21"]
+    numbers = json.loads((root / "report.json").read_text())
+    assert numbers["data_seeds"] == ["16-13", "16-21"] and numbers["methods"]["manual"]["test"]["n"] == 2
+    # The manual prompt does not learn: the same raw test accuracy on both splits (calibrated, not: the
+    # label prior comes from each split's unlabelled inputs).
+    manual = [r["test_metrics"] for r in numbers["methods"]["manual"]["runs"]]
+    assert manual[0]["accuracy_raw"] == pytest.approx(manual[1]["accuracy_raw"])
+    assert manual[0]["accuracy_calibrated"] != manual[1]["accuracy_calibrated"]
+    for split in ("16-13", "16-21"):
+        assert f"seed: {split}" in (root / f"split-{split}" / "manual__s0" / "config.yaml").read_text()
+    assert len(numbers["references"]) == 2 and numbers["references"][0]["test_raw"]["n"] == 2
+    assert "| manual | 16-13 | 0 |" in (root / "report.md").read_text()
+    stamp = results[0].stat().st_mtime_ns
+    code, out, err = run(train_main, ["--quiet", "--resume", str(root)], capsys)
+    assert code == 0, err
+    assert results[0].stat().st_mtime_ns == stamp  # finished runs are kept

@@ -11,7 +11,13 @@ from rlprompt.backends import load_task_model
 from rlprompt.calibration import calibrate, log_prior, reference_method, scorer_prior, task_calibration
 from rlprompt.evaluation import evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.kinds import LoadedTask, resolved
-from rlprompt.methods.base import Candidate, MethodContext, TestResult, classification_metrics_of
+from rlprompt.methods.base import (
+    Candidate,
+    MethodContext,
+    TestResult,
+    classification_correct_of,
+    classification_metrics_of,
+)
 from rlprompt.models import LanguageModel, same_tokenizer
 from rlprompt.registry import METHODS, methods_with_artifact
 from rlprompt.tasks import SPLITS, load_task
@@ -173,4 +179,6 @@ class ClassificationObjective:
             f"{manual_result.metrics.accuracy:.3f}",
             f"  empty prompt     {empty_result.raw.accuracy:.3f} -> {empty_result.metrics.accuracy:.3f}",
         ])  # fmt: skip
-        return TestResult(classification_metrics_of(learned, self.calibration.active), metrics, summary)
+        active = self.calibration.active
+        return TestResult(classification_metrics_of(learned, active), metrics, summary,
+                          classification_correct_of(learned, active))  # fmt: skip

@@ -24,6 +24,7 @@ from rlprompt.methods.base import (  # noqa: F401 - the package's public names
     path_bytes,
 )
 from rlprompt.registry import METHODS
+from rlprompt.tasks import BUILTIN_TASKS
 
 INTERPRETABLE = {name: spec.interpretable for name, spec in METHODS.items()}
 TRANSFERABLE = {name: spec.transferable for name, spec in METHODS.items()}
@@ -35,6 +36,8 @@ def run_method(name: str, context: MethodContext) -> MethodResult:
     module, function = METHODS[name].runner.split(":")
     run = getattr(importlib.import_module(module), function)
     result = run(context)
+    if result.data_seed is None and context.config.task.name in BUILTIN_TASKS:
+        result.data_seed = context.config.task.seed  # a built-in task's few-shot split
     result.save(context.run_dir)
     if not result.interrupted:
         remove_checkpoint(context.run_dir)  # finished: result.json marks it; the checkpoint is dead weight

@@ -96,6 +96,11 @@ class MethodResult:
     # (prompt, example) pairs scored in training and dev, for the methods that query a score (rl, search,
     # manual, in_context); the budget max_reward_queries counts these.
     reward_queries: int | None = None
+    # The few-shot data split (built-in tasks' task.seed, e.g. "16-100") the run trained and chose on.
+    data_seed: str | None = None
+    # Classification: per test example in the test set's order, "1" where the headline prediction is right
+    # (the report's paired differences between methods on the same split and seed).
+    test_correct: str | None = None
 
     @property
     def test_score(self) -> float:
@@ -150,6 +155,12 @@ def classification_metrics_of(result, calibrated: bool) -> dict[str, float]:
     headline = result.metrics if calibrated else result.raw
     return {"accuracy": headline.accuracy, "macro_f1": headline.macro_f1,
             "accuracy_raw": result.raw.accuracy, "accuracy_calibrated": result.metrics.accuracy}  # fmt: skip
+
+
+def classification_correct_of(result, calibrated: bool) -> str:
+    """``MethodResult.test_correct`` of a classification run: per test example, whether the headline
+    prediction (calibrated or raw, as the run scored) is right."""
+    return (result.metrics if calibrated else result.raw).correct
 
 
 class EvalLog:
@@ -237,6 +248,7 @@ class TestResult:
     scores: dict[str, float]
     details: dict
     summary: str
+    correct: str | None = None  # classification: MethodResult.test_correct
 
 
 @dataclass

@@ -33,6 +33,7 @@ from rlprompt.methods.base import (
     EvalLog,
     MethodContext,
     MethodResult,
+    classification_correct_of,
     classification_metrics_of,
     dev_accuracy,
     path_bytes,
@@ -214,7 +215,8 @@ def run(ctx: MethodContext) -> MethodResult:
     )  # fmt: skip
     return MethodResult(
         method="bbt", seed=ctx.seed, model=lm.name, task=task.name, dev_score=best_key[0],
-        test_metrics=classification_metrics_of(result, calibration.active), steps=evaluated,
+        test_metrics=classification_metrics_of(result, calibration.active),
+        test_correct=classification_correct_of(result, calibration.active), steps=evaluated,
         train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=section.intrinsic_dim,
         artifact=artifact.name, artifact_bytes=path_bytes(artifact),
         learned=f"{section.num_virtual_tokens} virtual tokens from {section.intrinsic_dim} dimensions",

@@ -20,6 +20,7 @@ from rlprompt.methods.base import (
     EvalLog,
     MethodContext,
     MethodResult,
+    classification_correct_of,
     classification_metrics_of,
     dev_accuracy,
     path_bytes,
@@ -119,7 +120,8 @@ def _run_fixed(ctx: MethodContext, method: str, template: str | None, prompts: l
     )
     return MethodResult(
         method=method, seed=ctx.seed, model=lm.name, task=task.name, dev_score=accuracies[best],
-        test_metrics=classification_metrics_of(result, calibration.active), steps=0,
+        test_metrics=classification_metrics_of(result, calibration.active),
+        test_correct=classification_correct_of(result, calibration.active), steps=0,
         train_seconds=round(seconds, 1), lm_tokens=tokens, trainable_params=0, artifact="prompt.json",
         artifact_bytes=path_bytes(run_dir / "prompt.json"), learned=learned, interpretable=True,
         transferable=True, curve=log.curve, calibration=cfg.calibration,

@@ -179,6 +179,7 @@ def run(ctx: MethodContext) -> MethodResult:
         interpretable=True, transferable=True, curve=tracker.log.curve, interrupted=interrupted,
         metric=objective.metric, calibration=config.calibration,
         calibrated_with=test.details.get("calibrated_with"), reward_queries=reward_queries,
+        test_correct=test.correct,
     )  # fmt: skip
 
 

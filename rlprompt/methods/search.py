@@ -213,7 +213,7 @@ def run(ctx: MethodContext) -> MethodResult:
         artifact="prompt.json", artifact_bytes=path_bytes(run_dir / "prompt.json"), learned=best.text,
         interpretable=True, transferable=True, curve=log.curve, interrupted=interrupted,
         calibration=config.calibration, calibrated_with=test.details.get("calibrated_with"),
-        reward_queries=reward_queries,
+        reward_queries=reward_queries, test_correct=test.correct,
     )  # fmt: skip
 
 

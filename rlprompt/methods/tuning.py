@@ -28,6 +28,7 @@ from rlprompt.methods.base import (
     EvalLog,
     MethodContext,
     MethodResult,
+    classification_correct_of,
     classification_metrics_of,
     dev_accuracy,
     path_bytes,
@@ -449,7 +450,8 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
     del optimizer
     return MethodResult(
         method=name, seed=ctx.seed, model=lm.name, task=task.name, dev_score=log.best_score,
-        test_metrics=classification_metrics_of(result, calibration.active), steps=int(step),
+        test_metrics=classification_metrics_of(result, calibration.active),
+        test_correct=classification_correct_of(result, calibration.active), steps=int(step),
         train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=trainable,
         artifact=artifact.name, artifact_bytes=path_bytes(artifact), learned=learned,
         interpretable=False, transferable=False, perplexity_before=before, perplexity_after=after,
