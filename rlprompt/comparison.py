@@ -161,11 +161,14 @@ def report_json(results: list[MethodResult], references: list[dict] = (), failur
             "test": _stats([r.test_score for r in rs]),
             "test_raw": _stats([_raw(r) for r in rs]),
             "test_calibrated": _stats([r.test_metric("accuracy_calibrated") for r in rs]),
+            "test_top_k": _stats([r.test_top_k for r in rs]),
+            "top_k": sorted({r.top_k for r in rs if r.top_k}),
             "dev": _stats([r.dev_score for r in rs]),
             "train_seconds": _stats([r.train_seconds for r in rs]),
             "reward_queries": _stats([r.reward_queries for r in rs]),
             "runs": [{"data_seed": r.data_seed, "seed": r.seed, "dev": r.dev_score, "test": r.test_score,
-                      "test_metrics": r.test_metrics, "learned": r.learned, "steps": r.steps,
+                      "test_metrics": r.test_metrics, "test_top_k": r.test_top_k, "learned": r.learned,
+                      "steps": r.steps,
                       "train_seconds": r.train_seconds, "interrupted": r.interrupted}
                      for r in sorted(rs, key=_runs_key)],
         }  # fmt: skip
@@ -254,6 +257,15 @@ def report_markdown(
     splits = sorted({r.data_seed for r in results if r.data_seed})
     if len(splits) > 1:
         lines += ["", f"Runs: {len(splits)} data splits ({', '.join(splits)}) x seeds; mean ± std over all."]
+    top = {m: rs for m, rs in groups.items() if all(r.test_top_k is not None for r in rs)}
+    if top:
+        ks = "/".join(str(k) for k in sorted({r.top_k for rs in top.values() for r in rs}))
+        lines += ["", f"## The chosen prompt and the top-{ks} mean", "",
+                  f"RLPrompt reports the mean test {what} of the top 3 prompts by dev; the chosen prompt is the "
+                  f"best one. Both as the run scored.", "",
+                  markdown_table(["method", f"chosen prompt, test {what}", f"top-{ks} mean, test {what}"],
+                                 [[m, _mean_std([r.test_score for r in rs]), _mean_std([r.test_top_k for r in rs])]
+                                  for m, rs in top.items()])]  # fmt: skip
     paired = paired_differences(results)
     if paired:
         lines += ["", "## RL against each method, example by example", "",

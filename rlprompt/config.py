@@ -132,6 +132,9 @@ class CoreConfig:
     # None: after every dev evaluation. A stop request (Ctrl-C, SIGTERM) always writes one.
     checkpoint_every: int | None = None
     candidates_per_eval: int = 4  # rl: best training prompts since the last evaluation also tried on dev
+    # rl and search also report the mean test score of their top_k_report prompts by dev (RLPrompt reports
+    # the top 3's); the chosen prompt stays the best one. 1: only the chosen prompt is tested.
+    top_k_report: int = 3
     # Remove each prompt's label prior from its scores (rlprompt/calibration.py) in the RL reward, on dev
     # (choosing the prompt or checkpoint) and in the headline test figure; reports show raw and calibrated.
     # Measured on the quickstart, seeds 0-4: the calibrated reward's prompts score 0.776 +- 0.036 calibrated
@@ -175,7 +178,7 @@ class CoreConfig:
     def __post_init__(self) -> None:
         at_least_one("", total_timesteps=self.total_timesteps, evaluations=self.evaluations,
                      heldout_sentences=self.heldout_sentences, threads_per_run=self.threads_per_run,
-                     max_reward_queries=self.max_reward_queries)  # fmt: skip
+                     max_reward_queries=self.max_reward_queries, top_k_report=self.top_k_report)  # fmt: skip
 
 
 def _method_sections() -> list[tuple[str, type, dataclasses.Field]]:

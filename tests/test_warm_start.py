@@ -124,3 +124,30 @@ def test_a_warm_started_run_writes_the_start_prompt_first(tiny_task, capsys, tin
     assert rows[0]["greedy_dev_score"] == pytest.approx(manual_dev)
     warm = json.loads((run_dir / "prompt.json").read_text())["metrics"]["warm_start"]
     assert warm["prompt"] == "It was" and min(warm["probabilities"]) >= 0.5
+
+
+def test_the_top_k_mean_is_the_mean_test_accuracy_of_the_best_dev_prompts(tiny_task, capsys, tiny_gpt2):
+    """RLPrompt's top-3 figure: the k best distinct prompts seen on dev, each scored on test as the run
+    scores (batch-calibrated here), averaged; the chosen prompt is the first of them."""
+    from rlprompt.calibration import task_calibration
+    from rlprompt.evaluation import evaluate_prompts, make_scorer
+    from rlprompt.methods import MethodResult
+    from rlprompt.tasks import load_task
+
+    register_model(tiny_gpt2)
+    run_dir, _ = train_cli(
+        tiny_task, capsys, "model=tiny-gpt2", "method=rl", "total_timesteps=80", "evaluations=4",
+        "env.num_envs=4", "env.prompt_length=3", "rl.batch_size=20", "vocab.size=50", "policy.adapter_hidden=16",
+    )  # fmt: skip
+    exported = json.loads((run_dir / "prompt.json").read_text())
+    top = exported["metrics"]["top_k_prompts"]
+    result = MethodResult.load(run_dir / "result.json")
+    assert len(top) == result.top_k == 3 and len({tuple(p["token_ids"]) for p in top}) == 3
+    assert top[0]["token_ids"] == exported["token_ids"] and [p["dev"] for p in top] == sorted(
+        [p["dev"] for p in top], reverse=True)
+    task = load_task(str(tiny_task / "task.yaml"))
+    scorer = make_scorer(tiny_gpt2, task, prompt_budget=8)  # the sentences are short: none is cut
+    scored = evaluate_prompts(scorer, task.examples("test"), [tuple(p["token_ids"]) for p in top],
+                              calibration=task_calibration("batch", task))  # fmt: skip
+    assert result.test_top_k == pytest.approx(np.mean([r.metrics.accuracy for r in scored]))
+    assert scored[0].metrics.accuracy == pytest.approx(result.test_score)

@@ -101,6 +101,10 @@ class MethodResult:
     # Classification: per test example in the test set's order, "1" where the headline prediction is right
     # (the report's paired differences between methods on the same split and seed).
     test_correct: str | None = None
+    # rl and search: the mean primary test metric of the top_k_report best prompts by dev (RLPrompt's
+    # top-3 figure), and how many there were.
+    test_top_k: float | None = None
+    top_k: int | None = None
 
     @property
     def test_score(self) -> float:
@@ -238,6 +242,42 @@ class Candidate:
     @property
     def key(self) -> tuple[float, float]:
         return (self.dev_score, self.dev_reward)
+
+
+class TopCandidates:
+    """The ``k`` best distinct prompts seen on dev (by :attr:`Candidate.key`), best first."""
+
+    def __init__(self, k: int, items: list[dict] = ()):
+        self.k = k
+        self.items: list[Candidate] = [Candidate(**{**c, "ids": tuple(c["ids"])}) for c in items]
+
+    def add(self, candidates: list[Candidate]) -> None:
+        known = {c.ids: c for c in self.items}
+        for cand in candidates:
+            if cand.ids not in known or cand.key > known[cand.ids].key:
+                known[cand.ids] = cand
+        self.items = sorted(known.values(), key=lambda c: c.key, reverse=True)[: self.k]
+
+    def state(self) -> list[dict]:
+        return [asdict(c) for c in self.items]
+
+
+def top_k_prompts(objective, top: TopCandidates) -> list[dict]:
+    """The top prompts for ``prompt.json``: text, the task LM's token ids and dev score."""
+    return [{"text": c.text, "token_ids": list(objective.task_token_ids(c.ids)), "dev": c.dev_score}
+            for c in top.items]  # fmt: skip
+
+
+def top_k_score(
+    ctx: MethodContext, objective, top: TopCandidates, test: TestResult
+) -> tuple[float | None, int | None]:
+    """The mean primary test metric of the ``top`` prompts and their number (``MethodResult.test_top_k``,
+    ``top_k``); (None, None) where the objective has no such figure. One prompt: the chosen one's score."""
+    if not hasattr(objective, "test_top") or not top.items:
+        return None, None
+    if len(top.items) == 1:
+        return float(test.scores[objective.metric]), 1
+    return objective.test_top(ctx, top.items), len(top.items)
 
 
 @dataclass

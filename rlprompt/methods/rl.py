@@ -25,7 +25,17 @@ from rlprompt.checkpoint import check_finite, non_finite, parameters_sum, restor
 from rlprompt.export import LearnedPrompt, save_prompt
 from rlprompt.files import atomic_write_bytes
 from rlprompt.kinds import kind_module
-from rlprompt.methods.base import Candidate, Estimate, EvalLog, MethodContext, MethodResult, path_bytes
+from rlprompt.methods.base import (
+    Candidate,
+    Estimate,
+    EvalLog,
+    MethodContext,
+    MethodResult,
+    TopCandidates,
+    path_bytes,
+    top_k_prompts,
+    top_k_score,
+)
 from rlprompt.models import load_model
 from rlprompt.settings import at_least_one, positive, within
 from rlprompt.version import __version__
@@ -152,6 +162,7 @@ def run(ctx: MethodContext) -> MethodResult:
     lm_tokens = int(objective.stats.tokens_processed)  # training and dev; test scoring comes next
     reward_queries = int(objective.stats.pairs_scored)
     test = objective.test(ctx, best, manual)
+    top_k = top_k_score(ctx, objective, tracker.top, test)
     metrics = {
         f"dev_{objective.metric}": best.dev_score,
         **test.details,
@@ -159,7 +170,8 @@ def run(ctx: MethodContext) -> MethodResult:
         "steps": int(model.num_timesteps),
         "train_seconds": round(train_seconds, 1),
         "reward_queries": reward_queries,
-        **warm,
+        **warm, **({"test_top_k_mean": top_k[0], "top_k_prompts": top_k_prompts(objective, tracker.top)}
+                   if top_k[1] else {}),  # fmt: skip
     }
     save_prompt(tracker.exported(best, metrics), run_dir / "prompt.json")
     summary = (
@@ -179,7 +191,7 @@ def run(ctx: MethodContext) -> MethodResult:
         interpretable=True, transferable=True, curve=tracker.log.curve, interrupted=interrupted,
         metric=objective.metric, calibration=config.calibration,
         calibrated_with=test.details.get("calibrated_with"), reward_queries=reward_queries,
-        test_correct=test.correct,
+        test_correct=test.correct, test_top_k=top_k[0], top_k=top_k[1],
     )  # fmt: skip
 
 
@@ -341,6 +353,7 @@ class _Tracker:
         self.eval_every = max(1, config.total_timesteps // config.evaluations)
         self.vocab = env.template.action_token_ids
         self.best: Candidate | None = None
+        self.top = TopCandidates(config.top_k_report)  # for the report's top-k mean on test
         self.last_eval_step = -1
         self.recent: dict[tuple[int, ...], float] = {}  # training prompts since the last eval -> best reward
         self.rewards: list[float] = []
@@ -391,6 +404,7 @@ class _Tracker:
             "policy": model.policy.state_dict(), "optimizer": model.policy.optimizer.state_dict(),
             "env_rng": self.env.rng.bit_generator.state,
             "best": asdict(self.best) if self.best else None, "last_eval_step": self.last_eval_step,
+            "top": self.top.state(),
             "recent": dict(self.recent), "rewards": list(self.rewards), "accuracies": list(self.accuracies),
             "scorer_stats": (stats.pairs_scored, stats.tokens_processed), "log": self.log.state(step),
             "scores": self.objective.cached_scores(),
@@ -418,6 +432,7 @@ class _Tracker:
         if best and "dev_accuracy" in best:  # a checkpoint from before the kind-neutral name
             best["dev_score"] = best.pop("dev_accuracy")
         self.best = Candidate(**{**best, "ids": tuple(best["ids"])}) if best else None
+        self.top = TopCandidates(self.config.top_k_report, state.get("top", [state["best"]] if best else []))
         self.last_eval_step = state["last_eval_step"]
         self.recent, self.rewards, self.accuracies = state["recent"], state["rewards"], state["accuracies"]
         self.objective.stats.pairs_scored, self.objective.stats.tokens_processed = state["scorer_stats"]
@@ -466,6 +481,7 @@ class _Tracker:
             Candidate(p, lm.decode(list(p)), float(a), float(r), step)
             for p, a, r in zip(prompts, accuracy, reward, strict=True)
         ]
+        self.top.add(found)
         improved = False
         for cand in found:
             if self.best is None or cand.key > self.best.key:

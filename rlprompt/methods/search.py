@@ -22,7 +22,17 @@ from rlprompt.errors import RLPromptError
 from rlprompt.export import LearnedPrompt, save_prompt
 from rlprompt.files import atomic_write_bytes
 from rlprompt.kinds import classification
-from rlprompt.methods.base import Candidate, Estimate, EvalLog, MethodContext, MethodResult, path_bytes
+from rlprompt.methods.base import (
+    Candidate,
+    Estimate,
+    EvalLog,
+    MethodContext,
+    MethodResult,
+    TopCandidates,
+    path_bytes,
+    top_k_prompts,
+    top_k_score,
+)
 from rlprompt.settings import at_least_one, within
 from rlprompt.version import __version__
 from rlprompt.vocab import action_vocabulary, policy_model
@@ -112,6 +122,7 @@ def run(ctx: MethodContext) -> MethodResult:
     eval_points = ctx.eval_steps(total_prompts)  # in prompts written
     log = EvalLog(run_dir, total_prompts, f"search s{ctx.seed}", ctx.progress)
     best: Candidate | None = None
+    top = TopCandidates(config.top_k_report)  # for the report's top-k mean on test
     on_dev: set[tuple[int, ...]] = set()
     written, interrupted = 0, False
 
@@ -124,6 +135,7 @@ def run(ctx: MethodContext) -> MethodResult:
         accuracy, reward = objective.dev(fresh)
         found = [Candidate(p, vocab_lm.decode(list(p)), float(a), float(r), step)
                  for p, a, r in zip(fresh, accuracy, reward, strict=True)]  # fmt: skip
+        top.add(found)
         improved = False
         for cand in found:
             if best is None or cand.key > best.key:
@@ -198,9 +210,11 @@ def run(ctx: MethodContext) -> MethodResult:
     train_seconds = log.elapsed
     lm_tokens, reward_queries = int(objective.stats.tokens_processed), int(objective.stats.pairs_scored)
     test = objective.test(ctx, best, manual)
+    top_k = top_k_score(ctx, objective, top, test)
     metrics = {"dev_accuracy": best.dev_score, **test.details, "found_at_step": best.step,
                "steps": written, "train_seconds": round(train_seconds, 1),
-               "reward_queries": reward_queries}  # fmt: skip
+               "reward_queries": reward_queries, "test_top_k_mean": top_k[0],
+               "top_k_prompts": top_k_prompts(objective, top)}  # fmt: skip
     save_prompt(_exported(ctx, objective, best, metrics), run_dir / "prompt.json")
     summary = (f"run: {run_dir}\nprompt: {best.text!r}  (token ids {list(best.ids)})\n{test.summary}\n"
                f"{written} prompts in {train_seconds:.0f} s, {reward_queries} reward queries"
@@ -213,7 +227,7 @@ def run(ctx: MethodContext) -> MethodResult:
         artifact="prompt.json", artifact_bytes=path_bytes(run_dir / "prompt.json"), learned=best.text,
         interpretable=True, transferable=True, curve=log.curve, interrupted=interrupted,
         calibration=config.calibration, calibrated_with=test.details.get("calibrated_with"),
-        reward_queries=reward_queries, test_correct=test.correct,
+        reward_queries=reward_queries, test_correct=test.correct, test_top_k=top_k[0], top_k=top_k[1],
     )  # fmt: skip
 
 
