@@ -34,6 +34,8 @@ BLANK = -2  # the action that writes no token
 def written(row) -> tuple[int, ...]:
     """The prompt a row of actions' tokens spells: its token ids, blanks and padding left out."""
     return tuple(int(t) for t in row if t >= 0)
+
+
 # A calibrated reward: (prompts, their log-probs on the reward batch (prompts, examples, classes)) -> each
 # prompt's log label prior (prompts, classes); see rlprompt.calibration.
 RewardPrior = Callable[[list[tuple[int, ...]], np.ndarray], np.ndarray]
@@ -77,7 +79,9 @@ class PromptWriterEnv(gym.Env):
         self.action_token_ids = np.asarray(action_token_ids, dtype=np.int64)
         self.prompt_length = prompt_length
         vocab_size = max(len(lm.tokenizer), int(self.action_token_ids.max()) + 1)
-        low = BLANK if (self.action_token_ids == BLANK).any() else PAD  # as before blanks, when there are none
+        low = (
+            BLANK if (self.action_token_ids == BLANK).any() else PAD
+        )  # as before blanks, when there are none
         self.observation_space = gym.spaces.Box(low, vocab_size - 1, shape=(prompt_length,), dtype=np.int64)
         self.action_space = gym.spaces.Discrete(len(self.action_token_ids))
         self._prompt: list[int] = []

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import gymnasium as gym
 import torch
+from rlprompt.envs.prompt_env import BLANK
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-from rlprompt.envs.prompt_env import BLANK
 from rlprompt.models import load_model
 
 

@@ -96,8 +96,8 @@ def _reference_rows(references: list[dict]) -> list[dict]:
     rows: dict[tuple, dict] = {}
     for reference in references:
         for row in reference["rows"]:
-            merged = rows.setdefault((row["name"], row["prompt"]), {"name": row["name"], "prompt": row["prompt"],
-                                                                    "raw": [], "calibrated": []})  # fmt: skip
+            empty = {"name": row["name"], "prompt": row["prompt"], "raw": [], "calibrated": []}
+            merged = rows.setdefault((row["name"], row["prompt"]), empty)
             merged["raw"].append(row["test_accuracy_raw"])
             merged["calibrated"].append(row["test_accuracy_calibrated"])
     return list(rows.values())
@@ -261,10 +261,11 @@ def report_markdown(
     if top:
         ks = "/".join(str(k) for k in sorted({r.top_k for rs in top.values() for r in rs}))
         lines += ["", f"## The chosen prompt and the top-{ks} mean", "",
-                  f"RLPrompt reports the mean test {what} of the top 3 prompts by dev; the chosen prompt is the "
-                  f"best one. Both as the run scored.", "",
+                  f"RLPrompt reports the mean test {what} of the top 3 prompts by dev; the chosen prompt is "
+                  f"the best one. Both as the run scored.", "",
                   markdown_table(["method", f"chosen prompt, test {what}", f"top-{ks} mean, test {what}"],
-                                 [[m, _mean_std([r.test_score for r in rs]), _mean_std([r.test_top_k for r in rs])]
+                                 [[m, _mean_std([r.test_score for r in rs]),
+                                   _mean_std([r.test_top_k for r in rs])]
                                   for m, rs in top.items()])]  # fmt: skip
     paired = paired_differences(results)
     if paired:
@@ -275,8 +276,9 @@ def report_markdown(
                   "runs, and on how many runs rl was ahead.", "",
                   markdown_table(["method", "runs", "rl − method", "standard error", "std over runs",
                                   "rl ahead"],
-                                 [[p["method"], p["runs"], f"{p['difference']:+.3f}", f"{p['standard_error']:.3f}",
-                                   number(p["std_over_runs"]), f"{p['baseline_ahead']} of {p['runs']}"]
+                                 [[p["method"], p["runs"], f"{p['difference']:+.3f}",
+                                   f"{p['standard_error']:.3f}", number(p["std_over_runs"]),
+                                   f"{p['baseline_ahead']} of {p['runs']}"]
                                   for p in paired])]  # fmt: skip
     lines += ["", "## Per seed", ""]
     per_seed = []
@@ -288,8 +290,8 @@ def report_markdown(
             per_seed.append([method, *split, r.seed, number(r.dev_score), number(_raw(r)), calibrated,
                              f"{r.steps}{flag}", r.learned])  # fmt: skip
     split_header = ["data split"] if len(splits) > 1 else []
-    lines.append(markdown_table(["method", *split_header, "seed", "dev", "test raw", "test calibrated", "steps",
-                                 "learned"], per_seed))  # fmt: skip
+    headers = ["method", *split_header, "seed", "dev", "test raw", "test calibrated", "steps", "learned"]
+    lines.append(markdown_table(headers, per_seed))
     if failures:
         lines += ["", "## Failed runs", "", "Not in the table above; `python -m rlprompt.train --resume DIR` "
                   "runs them again once the cause is fixed.", "",

@@ -9,6 +9,7 @@ import importlib
 import typing
 from pathlib import Path
 
+from rlprompt.errors import RLPromptError
 from rlprompt.files import read_yaml
 from rlprompt.registry import METHODS, TASK_KINDS
 from rlprompt.settings import apply_overrides, at_least_one, from_dict
@@ -207,9 +208,36 @@ def _task_shorthand(data: dict) -> dict:
     return data
 
 
+def read_config_file(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A config file's mapping; ``base: other.yaml`` (relative to the file) starts from that file's settings,
+    which this file's keys then override (sections merged key by key)."""
+    path = Path(path)
+    if path.resolve() in seen:
+        raise RLPromptError(f"{path}: 'base' refers back to itself ({' -> '.join(map(str, seen))})")
+    data = read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise RLPromptError(f"{path}: 'base' must be the path of another config file, got {base!r}")
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise RLPromptError(f"{path}: base config {base_path} does not exist")
+    return _merged(read_config_file(base_path, (*seen, path.resolve())), data)
+
+
+def _merged(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = (
+            _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
 def load_train_config(path: str | None, overrides: list[str] | None = None):
     """The run configuration (a :data:`TrainConfig`) from a YAML file (or the defaults) and ``--set``
     overrides."""
-    data = read_yaml(Path(path)) if path else {}
+    data = read_config_file(Path(path)) if path else {}
     data = _task_shorthand(apply_overrides(_task_shorthand(data), overrides or [], TrainConfig))
     return from_dict(TrainConfig, data, path or "--set")

@@ -130,14 +130,18 @@ def _train_splits(config: TrainConfig, progress: bool, run_dir: Path | None, res
     over all of them (mean ± std over splits and seeds)."""
     splits = config.task.seed_list
     if run_dir is None and not dry_run:
-        root = _new_dir(config.output_dir, f"{_clean(config.task.name)}__compare-splits__{_clean(config.model)}")
+        root = _new_dir(
+            config.output_dir, f"{_clean(config.task.name)}__compare-splits__{_clean(config.model)}"
+        )
     elif run_dir is not None:
         root = Path(run_dir)
         if overwrite and root.exists():
             shutil.rmtree(root)
     outs = []
     for i, split in enumerate(splits):
-        split_config = dataclasses.replace(config, task=dataclasses.replace(config.task, seed=split, seeds=[]))
+        split_config = dataclasses.replace(
+            config, task=dataclasses.replace(config.task, seed=split, seeds=[])
+        )
         if dry_run:
             if i == 0:  # every split costs the same: one plan, and every split's data checked
                 train(split_config, progress, dry_run=True)
@@ -152,14 +156,22 @@ def _train_splits(config: TrainConfig, progress: bool, run_dir: Path | None, res
             print(f"data split {split} ({i + 1} of {len(splits)})", flush=True)
         outs.append(train(split_config, progress, sub, resume and sub.exists(), False, False))
     if dry_run:
-        return {"run_dir": None, "results": [], "interrupted": False,
-                "summary": f"dry run: every check passed on {len(splits)} data splits; nothing was written"}
+        return {
+            "run_dir": None,
+            "results": [],
+            "interrupted": False,
+            "summary": f"dry run: every check passed on {len(splits)} data splits; nothing was written",
+        }
     from rlprompt.comparison import write_report
 
     report = write_report([root], root)
-    return {"run_dir": root, "results": [r for out in outs for r in out["results"]],
-            "interrupted": any(out["interrupted"] for out in outs),
-            "failed": [f for out in outs for f in out.get("failed", [])], "summary": f"run: {root}\n\n{report}"}
+    return {
+        "run_dir": root,
+        "results": [r for out in outs for r in out["results"]],
+        "interrupted": any(out["interrupted"] for out in outs),
+        "failed": [f for out in outs for f in out.get("failed", [])],
+        "summary": f"run: {root}\n\n{report}",
+    }
 
 
 def _write_references(config: TrainConfig, task: Task, test_scorer, root: Path, progress: bool) -> None:

@@ -19,7 +19,10 @@ from rlprompt.errors import run_cli
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rlprompt.report", description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", help="run directories (comparison directories or single runs)")
-    p.add_argument("--out", help="where to write report.md and learning_curves.png (default: the first run); report.json is written beside them")
+    p.add_argument(
+        "--out",
+        help="where to write report.md, report.json and learning_curves.png (default: the first run)",
+    )
     add_verbose_flag(p)
     args = p.parse_args(argv)
     text = write_report(args.runs, args.out or args.runs[0])

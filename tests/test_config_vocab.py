@@ -96,3 +96,31 @@ def test_frequent_vocabulary_is_whole_single_token_words(smol, bert):
         action_vocabulary(smol, "list", tokens=["magnificently"])
     with pytest.raises(RLPromptError, match="vocab.kind must be"):
         action_vocabulary(smol, "rare")
+
+
+def test_a_config_file_may_start_from_a_base_file(tmp_path):
+    from rlprompt.config import load_train_config
+    from rlprompt.errors import RLPromptError
+
+    (tmp_path / "base.yaml").write_text("seeds: [0, 1]\nenv:\n  prompt_length: 3\n  num_envs: 8\n")
+    (tmp_path / "mine.yaml").write_text("base: base.yaml\nenv:\n  num_envs: 4\ntask:\n  seeds: [16-13]\n")
+    config = load_train_config(str(tmp_path / "mine.yaml"), ["env.prompt_length=2"])
+    assert config.seeds == [0, 1] and config.task.seeds == ["16-13"]
+    assert (config.env.prompt_length, config.env.num_envs) == (2, 4)  # --set, then the file, then its base
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(RLPromptError, match="loop.yaml: 'base' refers back to itself"):
+        load_train_config(str(tmp_path / "loop.yaml"))
+    (tmp_path / "lost.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(RLPromptError, match=r"lost.yaml: base config .*nowhere.yaml does not exist"):
+        load_train_config(str(tmp_path / "lost.yaml"))
+
+
+def test_the_protocol_config_is_the_comparison_on_five_splits():
+    from rlprompt.config import load_train_config
+
+    compare = load_train_config("configs/sst2_compare.yaml")
+    protocol = load_train_config("configs/sst2_protocol.yaml")
+    assert protocol.task.seed_list == ["16-13", "16-21", "16-42", "16-87", "16-100"]
+    assert protocol.task.seeds != compare.task.seeds
+    protocol.task = compare.task
+    assert protocol == compare

@@ -39,15 +39,17 @@ class LengthScorer:
 def _ppo(env, vocab, seed=0):
     torch.manual_seed(seed)
     return PPO(
-        TokenPolicy, env, n_steps=3, batch_size=3 * env.num_envs, n_epochs=4, learning_rate=3e-3, gamma=1.0, gae_lambda=1.0,
-        ent_coef=0.0, seed=seed,
+        TokenPolicy, env, n_steps=3, batch_size=3 * env.num_envs, n_epochs=4, learning_rate=3e-3, gamma=1.0,
+        gae_lambda=1.0, ent_coef=0.0, seed=seed,
         policy_kwargs={"backbone": "tiny-llama", "action_token_ids": vocab, "adapter_hidden": 64},
     )  # fmt: skip
 
 
 def test_blank_steps_write_nothing_and_the_env_still_passes_the_checkers(tiny_llama):
     vocab = [*tiny_llama.encode(" good bad movie"), BLANK]
-    env = PromptEnv(LengthScorer(tiny_llama, ()), [Example("e", "x", 1)], vocab, prompt_length=3, examples_per_reward=1)
+    env = PromptEnv(
+        LengthScorer(tiny_llama, ()), [Example("e", "x", 1)], vocab, prompt_length=3, examples_per_reward=1
+    )
     sb3_check_env(env)
     env.reset(seed=0)
     env.step(3)  # blank
@@ -77,8 +79,8 @@ def test_warm_start_moves_the_greedy_prompt_to_the_start_prompt_and_no_further(t
     assert not set(start) & set(vocab)  # neither token is in the action vocabulary yet
     vocab = with_start_prompt(vocab, start, 4)
     assert vocab[-1] == BLANK and set(start) <= set(vocab)
-    env = PromptVecEnv(LengthScorer(tiny_llama, start), [Example("e", "x", 1)], vocab, num_envs=4, prompt_length=4,
-                       examples_per_reward=1, seed=0)  # fmt: skip
+    env = PromptVecEnv(LengthScorer(tiny_llama, start), [Example("e", "x", 1)], vocab, num_envs=4,
+                       prompt_length=4, examples_per_reward=1, seed=0)  # fmt: skip
     model = _ppo(env, vocab)
     assert greedy_prompt(model, vocab, 4) != start
     steps, probs = warm_start(model, start, vocab, 4, confidence=0.5)
@@ -137,14 +139,16 @@ def test_the_top_k_mean_is_the_mean_test_accuracy_of_the_best_dev_prompts(tiny_t
     register_model(tiny_gpt2)
     run_dir, _ = train_cli(
         tiny_task, capsys, "model=tiny-gpt2", "method=rl", "total_timesteps=80", "evaluations=4",
-        "env.num_envs=4", "env.prompt_length=3", "rl.batch_size=20", "vocab.size=50", "policy.adapter_hidden=16",
+        "env.num_envs=4", "env.prompt_length=3", "rl.batch_size=20", "vocab.size=50",
+        "policy.adapter_hidden=16",
     )  # fmt: skip
     exported = json.loads((run_dir / "prompt.json").read_text())
     top = exported["metrics"]["top_k_prompts"]
     result = MethodResult.load(run_dir / "result.json")
     assert len(top) == result.top_k == 3 and len({tuple(p["token_ids"]) for p in top}) == 3
     assert top[0]["token_ids"] == exported["token_ids"] and [p["dev"] for p in top] == sorted(
-        [p["dev"] for p in top], reverse=True)
+        [p["dev"] for p in top], reverse=True
+    )
     task = load_task(str(tiny_task / "task.yaml"))
     scorer = make_scorer(tiny_gpt2, task, prompt_budget=8)  # the sentences are short: none is cut
     scored = evaluate_prompts(scorer, task.examples("test"), [tuple(p["token_ids"]) for p in top],

@@ -155,8 +155,10 @@ class ClassificationObjective:
         """The mean headline test accuracy (calibrated as the run scored) of ``top`` (the best prompts by
         dev; the chosen one's scores are cached from :meth:`test`)."""
         reference = task_calibration(reference_method(self.config.calibration), self.task)
-        results = evaluate_prompts(ctx.test_scorer, self.task.examples("test"),
-                                   [self.task_prompt(c.ids) for c in top], ctx.progress, reference)  # fmt: skip
+        prompts = [self.task_prompt(c.ids) for c in top]
+        results = evaluate_prompts(
+            ctx.test_scorer, self.task.examples("test"), prompts, ctx.progress, reference
+        )
         return float(np.mean([(r.metrics if self.calibration.active else r.raw).accuracy for r in results]))
 
     def test(self, ctx: MethodContext, best: Candidate, manual: str) -> TestResult:

@@ -88,7 +88,9 @@ class RLConfig:
         positive("rl", learning_rate=self.learning_rate)
         within("rl", "init_confidence", self.init_confidence, 0.0, 0.99)
         if self.init_prompt is not None and not self.init_prompt.strip():
-            raise ValueError("'rl.init_prompt' is empty: give a prompt, or leave the key out for a cold start")
+            raise ValueError(
+                "'rl.init_prompt' is empty: give a prompt, or leave the key out for a cold start"
+            )
 
 
 def run(ctx: MethodContext) -> MethodResult:
@@ -170,8 +172,12 @@ def run(ctx: MethodContext) -> MethodResult:
         "steps": int(model.num_timesteps),
         "train_seconds": round(train_seconds, 1),
         "reward_queries": reward_queries,
-        **warm, **({"test_top_k_mean": top_k[0], "top_k_prompts": top_k_prompts(objective, tracker.top)}
-                   if top_k[1] else {}),  # fmt: skip
+        **warm,
+        **(
+            {"test_top_k_mean": top_k[0], "top_k_prompts": top_k_prompts(objective, tracker.top)}
+            if top_k[1]
+            else {}
+        ),  # fmt: skip
     }
     save_prompt(tracker.exported(best, metrics), run_dir / "prompt.json")
     summary = (
@@ -213,8 +219,10 @@ def start_prompt_ids(policy_lm, text: str, length: int) -> tuple[int, ...]:
 
     ids = tuple(policy_lm.encode(" " + text.strip() if policy_lm.kind == "causal" else text.strip()))
     if len(ids) > length:
-        raise RLPromptError(f"rl.init_prompt {text!r} is {len(ids)} tokens for {policy_lm.name}, more than "
-                            f"env.prompt_length ({length}): shorten it or raise env.prompt_length")  # fmt: skip
+        raise RLPromptError(
+            f"rl.init_prompt {text!r} is {len(ids)} tokens for {policy_lm.name}, more than "
+            f"env.prompt_length ({length}): shorten it or raise env.prompt_length"
+        )
     return ids
 
 
