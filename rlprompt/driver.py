@@ -26,7 +26,7 @@ from rlprompt.tasks import Task
 
 def train(
     config: TrainConfig, progress: bool = True, run_dir: Path | None = None, resume: bool = False,
-    overwrite: bool = False, dry_run: bool = False,
+    overwrite: bool = False, dry_run: bool = False, splits: int = 1,
 ) -> dict:  # fmt: skip
     """Run every configured method on every seed. Returns the run directory, the results and a summary
     (one run: also ``prompt`` and ``metrics`` of the RL prompt, for scripts that want them).
@@ -34,7 +34,8 @@ def train(
     ``run_dir``: where to write (default: a new directory under ``output_dir``); with ``resume``, runs that
     finished there are kept, an interrupted one continues from its checkpoint and the rest start;
     ``overwrite`` empties ``run_dir`` first (once the config has passed every check). ``dry_run``: check
-    everything a run would check, return (and print) the plan, write nothing."""
+    everything a run would check, return (and print) the plan, write nothing. ``splits``: how many data
+    splits the grid runs on (``task.seeds``; the plan counts them all)."""
     if len(config.task.seed_list) > 1:
         return _train_splits(config, progress, run_dir, resume, overwrite, dry_run)
     methods, seeds = config.method_list, config.seed_list
@@ -55,7 +56,7 @@ def train(
         from rlprompt.plan import format_plan, plan_run, probe_speed
 
         speed = probe_speed(test_scorer, task.examples("train"), len(lm.tokenizer), config.env.prompt_length)
-        plan = format_plan(plan_run(config, task, speed), speed)
+        plan = format_plan(plan_run(config, task, speed), speed, config, splits)
         print(plan, flush=True)
     if dry_run:
         return {"run_dir": None, "results": [], "interrupted": False, "plan": plan,
@@ -144,7 +145,7 @@ def _train_splits(config: TrainConfig, progress: bool, run_dir: Path | None, res
         )
         if dry_run:
             if i == 0:  # every split costs the same: one plan, and every split's data checked
-                train(split_config, progress, dry_run=True)
+                train(split_config, progress, dry_run=True, splits=len(splits))
             else:
                 kind_module(task_kind(config.task.name, config.task.kind)).load(split_config)
             continue
@@ -154,7 +155,7 @@ def _train_splits(config: TrainConfig, progress: bool, run_dir: Path | None, res
         sub = root / f"split-{split}"
         if progress:
             print(f"data split {split} ({i + 1} of {len(splits)})", flush=True)
-        outs.append(train(split_config, progress, sub, resume and sub.exists(), False, False))
+        outs.append(train(split_config, progress, sub, resume and sub.exists(), False, False, len(splits)))
     if dry_run:
         return {
             "run_dir": None,

@@ -115,9 +115,26 @@ def gradient_estimate(method: str, config, sizes: Sizes, speed: Speed) -> Estima
     return Estimate(queries, queries, seconds)
 
 
-def format_plan(plans: list[MethodPlan], speed: Speed) -> str:
+def format_plan(plans: list[MethodPlan], speed: Speed, config=None, splits: int = 1) -> str:
+    """The plan's lines. With ``config``: ``executor: ray`` runs ``ray.num_cpus // threads_per_run`` runs
+    at a time here, each on ``threads_per_run`` threads (assumed to cost time in inverse proportion to
+    the threads the speed was probed with); ``splits`` data splits (``task.seeds``) multiply the grid."""
     total = sum(p.seconds * p.seeds for p in plans)
-    lines = [f"plan: ~{_minutes(total)} in all on this machine (scoring {speed.warm:.0f} pairs/s warm, "
+    how = "on this machine"
+    if config is not None and config.executor == "ray" and config.ray.address is None:
+        import os
+
+        import torch
+
+        threads = config.threads_per_run or 1
+        cpus = config.ray.num_cpus or os.cpu_count() or 1
+        at_once = max(1, cpus // threads)
+        total *= torch.get_num_threads() / threads / at_once
+        how = f"on this machine, {at_once} run(s) at a time of {threads} thread(s) each (Ray)"
+    if splits > 1:
+        how += f", {splits} data splits"
+        total *= splits
+    lines = [f"plan: ~{_minutes(total)} in all {how} (scoring {speed.warm:.0f} pairs/s warm, "
              f"{speed.cold:.0f} cold)"]  # fmt: skip
     lines += ["  " + p.line() for p in plans]
     return "\n".join(lines)

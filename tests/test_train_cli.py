@@ -218,3 +218,29 @@ def test_a_grid_over_data_splits_runs_each_split_and_reports_them_together(tiny_
     code, out, err = run(train_main, ["--quiet", "--resume", str(root)], capsys)
     assert code == 0, err
     assert results[0].stat().st_mtime_ns == stamp  # finished runs are kept
+
+
+def test_the_plan_counts_data_splits_and_runs_at_a_time_on_ray(tiny_gpt2, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from rlprompt.config import TrainConfig
+    from rlprompt.plan import MethodPlan, Speed, format_plan
+
+    plans = [MethodPlan("rl", 3, 1000, 2000, 5000, 600.0), MethodPlan("manual", 3, 32, 32, 100, 20.0)]
+    speed = Speed(80.0, 140.0, 6.0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the threads the speed was probed with
+    local = TrainConfig()
+    assert format_plan(plans, speed, local).startswith("plan: ~31.0 min in all on this machine (")
+    ray = TrainConfig(executor="ray", threads_per_run=1)
+    ray.ray.num_cpus = 8  # 8 runs of 1 thread at a time, each half as fast as on the probe's 2 threads
+    assert format_plan(plans, speed, ray, splits=5).startswith(
+        "plan: ~38.8 min in all on this machine, 8 run(s) at a time of 1 thread(s) each (Ray), 5 data splits"
+    )
+    monkeypatch.undo()
+    register_model(tiny_gpt2)
+    task = write_task(tmp_path, "dry", [("a joy .", 1), ("a mess .", 0)])
+    argv = ["--set", "model=tiny-gpt2", "--set", f"task={task}", "--set", "methods=[manual]", "--set",
+            "executor=ray", "--set", "threads_per_run=1", "--set", "ray.num_cpus=4", "--dry-run"]  # fmt: skip
+    code, out, err = run(train_main, argv, capsys)
+    assert code == 0, err
+    assert "4 run(s) at a time of 1 thread(s) each (Ray)" in out
