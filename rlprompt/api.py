@@ -74,8 +74,10 @@ def learn(
     if task is not None:
         pairs.append(f"task.name={task}")
     loaded = load_train_config(str(config) if config is not None else None, pairs)
-    if len(loaded.method_list) != 1 or len(loaded.seed_list) != 1:
-        raise RLPromptError("learn() runs one method on one seed; for a comparison use `rlprompt train`")
+    if len(loaded.method_list) != 1 or len(loaded.seed_list) != 1 or len(loaded.task.seed_list) != 1:
+        raise RLPromptError(
+            "learn() runs one method on one seed and data split; for a grid use `rlprompt train`"
+        )
     out = train(loaded, progress=progress, run_dir=Path(run_dir) if run_dir is not None else None)
     from rlprompt.export import load_prompt
 
