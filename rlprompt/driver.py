@@ -38,8 +38,60 @@ def train(
     splits the grid runs on (``task.seeds``; the plan counts them all)."""
     if len(config.task.seed_list) > 1:
         return _train_splits(config, progress, run_dir, resume, overwrite, dry_run)
+    grid = _prepare(config, progress, run_dir, resume, overwrite, dry_run, splits)
+    if isinstance(grid, dict):  # a dry run's answer
+        return grid
+    config, single, task, lm, root = grid.config, grid.single, grid.task, grid.lm, grid.root
+    results: list = []
+    failures: list[dict] = []
+    import torch
+
+    threads_before = torch.get_num_threads()  # restored after the runs (a library call leaves it as it was)
+    if config.threads_per_run is not None and (single or config.executor == "local"):
+        torch.set_num_threads(config.threads_per_run)
+    with StopRequest() as stop, _restored_threads(threads_before):
+        try:
+            if single:
+                results = [run_one(config, grid.methods[0], grid.seeds[0], task, lm, root, True,
+                                   grid.test_scorer, {}, progress, stop, resume)]  # fmt: skip
+            elif config.executor == "ray":
+                ((results, failures),) = run_on_ray([(config, root, grid.jobs)], resume, stop)
+            else:
+                results, failures = run_local(
+                    config, grid.jobs, task, lm, root, grid.test_scorer, progress, stop, resume
+                )
+        except KeyboardInterrupt as stopped:  # a stopped grid still reports the runs that finished
+            results, failures = getattr(stopped, "results", []), getattr(stopped, "failures", [])
+            if single or not results:
+                raise
+            print("\ninterrupted: the report covers the runs that finished", flush=True)
+    return _finish(grid, results, failures, progress)
+
+
+@dataclasses.dataclass
+class _Grid:
+    """A grid ready to run: its config as it will run, the loaded task and LM, and its directory."""
+
+    config: TrainConfig
+    task: Task
+    lm: LanguageModel
+    test_scorer: object
+    root: Path
+    methods: list[str]
+    seeds: list[int]
+    single: bool  # one method on one seed: the run directory is the root itself
+
+    @property
+    def jobs(self) -> list[tuple[str, int]]:
+        return [(method, seed) for seed in self.seeds for method in self.methods]
+
+
+def _prepare(config: TrainConfig, progress: bool, run_dir: Path | None, resume: bool, overwrite: bool,
+             dry_run: bool, splits: int = 1) -> _Grid | dict:  # fmt: skip
+    """Every check, the plan, the run directory and its config: a :class:`_Grid` (a dry run: its answer).
+    A grid over several data splits (``splits`` > 1) never makes a single-run directory."""
     methods, seeds = config.method_list, config.seed_list
-    single = len(methods) == 1 and len(seeds) == 1
+    single = len(methods) == 1 and len(seeds) == 1 and splits == 1
     _check_methods(config, methods)
     kind = task_kind(config.task.name, config.task.kind)
     loaded = kind_module(kind).load(config)  # the kind's own checks first: they name the setting to fix
@@ -74,34 +126,16 @@ def train(
     record = getattr(task, "split_record", None)
     if record is not None:  # splits the task made itself (a split column, or carved): kept with the run
         atomic_write_bytes(root / "split.json", (json.dumps(record, indent=1) + "\n").encode("utf-8"))
-    jobs = [(method, seed) for seed in seeds for method in methods]
-    results: list = []
-    failures: list[dict] = []
-    import torch
+    return _Grid(config, task, lm, test_scorer, root, methods, seeds, single)
 
-    threads_before = torch.get_num_threads()  # restored after the runs (a library call leaves it as it was)
-    if config.threads_per_run is not None and (single or config.executor == "local"):
-        torch.set_num_threads(config.threads_per_run)
-    with StopRequest() as stop, _restored_threads(threads_before):
-        try:
-            if single:
-                results = [run_one(config, methods[0], seeds[0], task, lm, root, True, test_scorer, {},
-                                   progress, stop, resume)]  # fmt: skip
-            elif config.executor == "ray":
-                results, failures = run_on_ray(config, jobs, root, resume, stop)
-            else:
-                results, failures = run_local(
-                    config, jobs, task, lm, root, test_scorer, progress, stop, resume
-                )
-        except KeyboardInterrupt as stopped:  # a stopped grid still reports the runs that finished
-            results, failures = getattr(stopped, "results", []), getattr(stopped, "failures", [])
-            if single or not results:
-                raise
-            print("\ninterrupted: the report covers the runs that finished", flush=True)
+
+def _finish(grid: _Grid, results: list, failures: list[dict], progress: bool) -> dict:
+    """The reference rows and the report (or a single run's summary) of a grid that ran."""
+    root, single = grid.root, grid.single
     ended = len(results) + len(failures)  # runs that finished or failed; the rest were never reached
-    unfinished = ended < len(jobs) or any(r.interrupted for r in results)
-    if not single and test_scorer is not None and results:
-        _write_references(config, task, test_scorer, root, progress)
+    unfinished = ended < len(grid.jobs) or any(r.interrupted for r in results)
+    if not single and grid.test_scorer is not None and results:
+        _write_references(grid.config, grid.task, grid.test_scorer, root, progress)
     out = {"run_dir": root, "results": results, "interrupted": unfinished, "failed": failures}
     if single:
         summary_file = root / "summary.txt"
@@ -128,48 +162,63 @@ def train(
 def _train_splits(config: TrainConfig, progress: bool, run_dir: Path | None, resume: bool, overwrite: bool,
                   dry_run: bool) -> dict:  # fmt: skip
     """The grid on each data split (``task.seeds``) in its own subdirectory ``split-<seed>``, then one report
-    over all of them (mean ± std over splits and seeds)."""
+    over all of them (mean ± std over splits and seeds). Locally the splits run one after another; on Ray
+    every run of every split is submitted at once."""
     splits = config.task.seed_list
-    if run_dir is None and not dry_run:
+    configs = [dataclasses.replace(config, task=dataclasses.replace(config.task, seed=s, seeds=[]))
+               for s in splits]  # fmt: skip
+    if dry_run:
+        train(configs[0], progress, dry_run=True, splits=len(splits))  # every split costs the same
+        for split_config in configs[1:]:  # ... and every split's data is checked
+            kind_module(task_kind(config.task.name, config.task.kind)).load(split_config)
+        summary = f"dry run: every check passed on {len(splits)} data splits; nothing was written"
+        return {"run_dir": None, "results": [], "interrupted": False, "summary": summary}
+    if run_dir is None:
         root = _new_dir(
             config.output_dir, f"{_clean(config.task.name)}__compare-splits__{_clean(config.model)}"
         )
-    elif run_dir is not None:
+    else:
         root = Path(run_dir)
         if overwrite and root.exists():
             shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    write_config(config, root)  # --resume ROOT comes back here, with every split
+    subs = [root / f"split-{s}" for s in splits]
     outs = []
-    for i, split in enumerate(splits):
-        split_config = dataclasses.replace(
-            config, task=dataclasses.replace(config.task, seed=split, seeds=[])
-        )
-        if dry_run:
-            if i == 0:  # every split costs the same: one plan, and every split's data checked
-                train(split_config, progress, dry_run=True, splits=len(splits))
-            else:
-                kind_module(task_kind(config.task.name, config.task.kind)).load(split_config)
-            continue
-        if i == 0:
-            root.mkdir(parents=True, exist_ok=True)
-            write_config(config, root)  # --resume ROOT comes back here, with every split
-        sub = root / f"split-{split}"
-        if progress:
-            print(f"data split {split} ({i + 1} of {len(splits)})", flush=True)
-        outs.append(train(split_config, progress, sub, resume and sub.exists(), False, False, len(splits)))
-    if dry_run:
-        return {
-            "run_dir": None,
-            "results": [],
-            "interrupted": False,
-            "summary": f"dry run: every check passed on {len(splits)} data splits; nothing was written",
-        }
+    if config.executor == "ray":
+        grids = [_prepare(c, progress and i == 0, sub, resume and sub.exists(), False, False, len(splits))
+                 for i, (c, sub) in enumerate(zip(configs, subs, strict=True))]  # fmt: skip
+        with StopRequest() as stop:
+            try:
+                per_grid = run_on_ray([(g.config, g.root, g.jobs) for g in grids], resume, stop)
+            except KeyboardInterrupt as stopped:
+                per_grid = getattr(stopped, "by_grid", None)
+                if not per_grid or not any(results for results, _ in per_grid):
+                    raise
+                print("\ninterrupted: the report covers the runs that finished", flush=True)
+        outs = [_finish(g, results, failures, progress)
+                for g, (results, failures) in zip(grids, per_grid, strict=True)]  # fmt: skip
+    else:
+        for i, (split, split_config, sub) in enumerate(zip(splits, configs, subs, strict=True)):
+            if progress:
+                print(f"data split {split} ({i + 1} of {len(splits)})", flush=True)
+            try:
+                outs.append(train(split_config, progress, sub, resume and sub.exists(), False, False,
+                                  len(splits)))  # fmt: skip
+            except KeyboardInterrupt:
+                if not outs:
+                    raise
+                print("\ninterrupted: the report covers the runs that finished", flush=True)
+                break
+            if outs[-1]["interrupted"]:
+                break
     from rlprompt.comparison import write_report
 
     report = write_report([root], root)
     return {
         "run_dir": root,
         "results": [r for out in outs for r in out["results"]],
-        "interrupted": any(out["interrupted"] for out in outs),
+        "interrupted": len(outs) < len(splits) or any(out["interrupted"] for out in outs),
         "failed": [f for out in outs for f in out.get("failed", [])],
         "summary": f"run: {root}\n\n{report}",
     }

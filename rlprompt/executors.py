@@ -1,4 +1,4 @@
-"""Where a grid's runs (methods x seeds) execute.
+"""Where a grid's runs (methods x seeds, and data splits on Ray) execute.
 
 * ``local`` (:func:`run_local`): one after another in this process, sharing the loaded task LM, its test
   scorer and the forgetting check's "before" perplexity.
@@ -49,17 +49,20 @@ def run_local(
 class _Stopped(KeyboardInterrupt):
     """A stopped grid, with what finished before."""
 
-    def __init__(self, results, failures):
+    def __init__(self, results, failures, by_grid=None):
         super().__init__()
-        self.results, self.failures = results, failures
+        self.results, self.failures, self.by_grid = results, failures, by_grid
 
 
-def run_on_ray(config, jobs, root: Path, resume: bool, stop: StopRequest):
-    """Run ``jobs`` as Ray tasks; returns the results (in ``jobs`` order) and the failures."""
+def run_on_ray(grids, resume: bool, stop: StopRequest) -> list[tuple[list, list[dict]]]:
+    """Run every job of ``grids`` ((config, root, jobs) each: a data split's grid, its directory and its
+    (method, seed) pairs) as Ray tasks at once; returns each grid's results (in jobs order) and failures.
+    The Ray settings are the first config's (the grids differ only in their data split)."""
     try:
         import ray
     except ImportError:
         raise RLPromptError("executor: ray needs Ray: pip install 'rlprompt[ray]'") from None
+    config = grids[0][0]
     started_here = not ray.is_initialized()
     if started_here:
         address = config.ray.address or os.environ.get("RAY_ADDRESS")
@@ -74,37 +77,53 @@ def run_on_ray(config, jobs, root: Path, resume: bool, stop: StopRequest):
     remote = ray.remote(_worker_run).options(
         num_cpus=threads, num_gpus=config.ray.gpus_per_run, max_retries=0
     )
-    payload = to_dict(config)
-    pending = {remote.remote(payload, method, seed, str(root), resume, threads): (method, seed)
-               for method, seed in jobs}  # fmt: skip
-    results, failures = {}, []
+    several = len(grids) > 1
+    pending = {}
+    for g, (grid_config, root, jobs) in enumerate(grids):
+        payload = to_dict(grid_config)
+        for method, seed in jobs:
+            pending[remote.remote(payload, method, seed, str(root), resume, threads)] = (g, method, seed)
+    total = len(pending)
+    results: list[dict] = [{} for _ in grids]
+    failures: list[list[dict]] = [[] for _ in grids]
+
+    def by_grid() -> list[tuple[list, list[dict]]]:
+        return [([found[j] for j in jobs if j in found], failed)
+                for (_, _, jobs), found, failed in zip(grids, results, failures, strict=True)]  # fmt: skip
+
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             if stop.requested:
                 for ref in pending:
                     ray.cancel(ref)
-                raise _Stopped([results[j] for j in jobs if j in results], failures)
+                split = by_grid()
+                raise _Stopped([r for rs, _ in split for r in rs], [f for _, fs in split for f in fs], split)
             for ref in done:
-                method, seed = pending.pop(ref)
+                g, method, seed = pending.pop(ref)
+                root = grids[g][1]
                 try:
                     outcome = ray.get(ref)
                 except Exception as err:  # the worker died (out of memory, a node lost): its run failed
-                    outcome = {"failure": record_failure(root / f"{method}__s{seed}", method, seed, err)}
+                    outcome = {
+                        "failure": record_failure(Path(root) / f"{method}__s{seed}", method, seed, err)
+                    }
                 if "failure" in outcome:
-                    failures.append(outcome["failure"])
+                    failures[g].append(outcome["failure"])
                     line = f"FAILED: {outcome['failure']['error']}"
                 else:
-                    r = results[(method, seed)] = outcome["result"]
+                    r = results[g][(method, seed)] = outcome["result"]
                     line = (f"dev {r.dev_score:.3f} test {r.test_score:.3f} ({r.learned}) "
                             f"in {r.train_seconds:.0f} s")  # fmt: skip
-                ended = len(results) + len(failures)
-                print(f"[{ended}/{len(jobs)} done, {len(failures)} failed, {len(pending)} running or queued] "
-                      f"{method} seed {seed}: {line}", flush=True)  # fmt: skip
+                failed = sum(map(len, failures))
+                ended = sum(map(len, results)) + failed
+                where = f"{Path(root).name} " if several else ""
+                print(f"[{ended}/{total} done, {failed} failed, {len(pending)} running or queued] "
+                      f"{where}{method} seed {seed}: {line}", flush=True)  # fmt: skip
     finally:
         if started_here:
             ray.shutdown()
-    return [results[j] for j in jobs if j in results], failures
+    return by_grid()
 
 
 _LOADED: dict[str, tuple] = {}  # per worker process: the task, its LM and test scorer, and a shared cache

@@ -115,3 +115,29 @@ def test_a_failed_ray_run_is_reported_and_resume_reruns_it(
     assert not any(root.glob("*/failure.json"))
     assert (root / "manual__s0" / "result.json").stat().st_mtime_ns == kept
     assert "## Failed runs" not in (root / "report.md").read_text()
+
+
+def test_a_grid_over_data_splits_on_ray_submits_every_split_at_once_and_reports_as_locally(
+    ray_instance, tiny_dir, tmp_path, capsys
+):
+    """task.seeds on Ray: the runs of both splits go out together (one progress count), and the splits'
+    results and the combined report are the local executor's."""
+    roots = {}
+    for executor in ("local", "ray"):
+        roots[executor] = tmp_path / executor
+        argv = ["--quiet", "--set", f"model={tiny_dir}", "--set", "task.seeds=[16-13, 16-21]",
+                "--set", "methods=[manual]", "--set", "seeds=[0, 1]", "--set", "threads_per_run=1",
+                "--set", f"executor={executor}", "--run-dir", str(roots[executor])]  # fmt: skip
+        with pytest.raises(SystemExit) as done:
+            run_cli(train_main, argv)
+        captured = capsys.readouterr()
+        assert done.value.code == 0, captured.err
+        if executor == "ray":
+            assert "[4/4 done, 0 failed, 0 running or queued]" in captured.out
+            assert "split-16-21 manual seed 1" in captured.out
+    reports = [json.loads((roots[e] / "report.json").read_text()) for e in ("local", "ray")]
+    for report in reports:
+        for run in report["methods"]["manual"]["runs"]:
+            run.pop("train_seconds")
+        report["methods"]["manual"].pop("train_seconds")
+    assert reports[0] == reports[1] and reports[0]["data_seeds"] == ["16-13", "16-21"]
