@@ -98,7 +98,7 @@ class ActionHead(nn.Module):
     environment after a few updates, and within-batch reward normalisation then has nothing to compare.
     Standardised logits keep the LM's ranking of the tokens but start with a broad distribution; the gain
     (initially 1) lets the policy sharpen as it learns. A blank action (the vocabulary's last, see
-    ``envs.prompt_env.BLANK``) has no token embedding: it gets a trainable one, starting at zero.
+    ``envs.prompt_env.BLANK``) has no token embedding: it gets a trainable one, starting at the mean.
     """
 
     def __init__(self, embeddings: torch.Tensor, blank: bool = False):
@@ -106,7 +106,9 @@ class ActionHead(nn.Module):
         self.register_buffer("embeddings", embeddings.detach().float().clone(), persistent=False)
         self.log_gain = nn.Parameter(torch.zeros(()))
         if blank:  # only then: policies saved without a blank keep loading
-            self.blank = nn.Parameter(torch.zeros(1, embeddings.shape[1]))
+            # The tokens' mean embedding: the blank starts with an average token's logit (0 once
+            # standardised), whatever the backbone's logit scale.
+            self.blank = nn.Parameter(embeddings.detach().float().mean(0, keepdim=True).clone())
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         logits = latent @ self.embeddings.T
@@ -144,8 +146,9 @@ class TokenPolicy(ActorCriticPolicy):
     ):
         if not action_token_ids or len(action_token_ids) != action_space.n:
             raise ValueError("action_token_ids must give one token id per action")
-        if any(t < 0 for t in action_token_ids[:-1]) or action_token_ids[-1] < BLANK:
-            raise ValueError("action_token_ids: only the last action may be the blank (-2)")
+        last = action_token_ids[-1]
+        if any(t < 0 for t in action_token_ids[:-1]) or (last < 0 and last != BLANK):
+            raise ValueError("action_token_ids: token ids, of which only the last may be the blank (-2)")
         self.backbone = backbone
         self.action_token_ids = [int(t) for t in action_token_ids]
         self.adapter_hidden = adapter_hidden

@@ -4,6 +4,7 @@ module (named in :data:`rlprompt.registry.METHODS`), filled from YAML and ``--se
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import typing
@@ -31,6 +32,8 @@ class TaskConfig:
         return list(dict.fromkeys(self.seeds or [self.seed]))
 
     def __post_init__(self) -> None:
+        if len(self.seed_list) == 1:  # one split in the list: it is the split
+            self.seed, self.seeds = self.seed_list[0], []
         if self.kind is not None and self.kind not in TASK_KINDS:
             raise ValueError(f"'task.kind' must be one of {', '.join(TASK_KINDS)}, got {self.kind!r}")
 
@@ -214,7 +217,7 @@ def read_config_file(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     path = Path(path)
     if path.resolve() in seen:
         raise RLPromptError(f"{path}: 'base' refers back to itself ({' -> '.join(map(str, seen))})")
-    data = read_yaml(path)
+    data = _task_shorthand(read_yaml(path))
     base = data.pop("base", None)
     if base is None:
         return data
@@ -226,8 +229,16 @@ def read_config_file(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return _merged(read_config_file(base_path, (*seen, path.resolve())), data)
 
 
+# A key that names one of something replaces the base's list of them (a file that says `method: rl` over a
+# base with `methods: [...]` means one method), and the other way round.
+_ONE_OR_MANY = {"method": "methods", "seed": "seeds", "methods": "method", "seeds": "seed"}
+
+
 def _merged(base: dict, over: dict) -> dict:
     out = dict(base)
+    for key in over:
+        if key in _ONE_OR_MANY and _ONE_OR_MANY[key] not in over:
+            out.pop(_ONE_OR_MANY[key], None)
     for key, value in over.items():
         out[key] = (
             _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
@@ -238,6 +249,20 @@ def _merged(base: dict, over: dict) -> dict:
 def load_train_config(path: str | None, overrides: list[str] | None = None):
     """The run configuration (a :data:`TrainConfig`) from a YAML file (or the defaults) and ``--set``
     overrides."""
-    data = read_config_file(Path(path)) if path else {}
-    data = _task_shorthand(apply_overrides(_task_shorthand(data), overrides or [], TrainConfig))
+    data = _one_wins(read_config_file(Path(path)) if path else {}, overrides or [])
+    for item in overrides or []:  # one at a time: `task=my.yaml` then `task.seeds=...` keeps the name
+        data = _task_shorthand(apply_overrides(data, [item], TrainConfig))
     return from_dict(TrainConfig, data, path or "--set")
+
+
+def _one_wins(data: dict, overrides: list[str]) -> dict:
+    """``--set seed=1`` (``method``, ``task.seed``) over a file's list of them (``seeds``...) means that one:
+    the list is dropped unless it is set too."""
+    keys = {o.split("=", 1)[0].strip() for o in overrides}
+    data = copy.deepcopy(data)
+    for one, many in (("seed", "seeds"), ("method", "methods")):
+        if one in keys and many not in keys:
+            data.pop(many, None)
+    if "task.seed" in keys and "task.seeds" not in keys and isinstance(data.get("task"), dict):
+        data["task"].pop("seeds", None)
+    return data

@@ -21,7 +21,7 @@ from rlprompt.kinds import kind_module
 from rlprompt.models import LanguageModel
 from rlprompt.registry import METHODS, task_kind
 from rlprompt.runs import run_one, write_config
-from rlprompt.tasks import Task
+from rlprompt.tasks import BUILTIN_TASKS, FEW_SHOT_SEEDS, Task
 
 
 def train(
@@ -165,6 +165,11 @@ def _train_splits(config: TrainConfig, progress: bool, run_dir: Path | None, res
     over all of them (mean ± std over splits and seeds). Locally the splits run one after another; on Ray
     every run of every split is submitted at once."""
     splits = config.task.seed_list
+    if config.task.name not in BUILTIN_TASKS:
+        raise RLPromptError(
+            f"task.seeds: data splits are the built-in tasks' few-shot seeds ({', '.join(FEW_SHOT_SEEDS)}); "
+            f"task {config.task.name!r} has one set of splits"
+        )
     configs = [dataclasses.replace(config, task=dataclasses.replace(config.task, seed=s, seeds=[]))
                for s in splits]  # fmt: skip
     if dry_run:

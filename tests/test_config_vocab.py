@@ -105,8 +105,17 @@ def test_a_config_file_may_start_from_a_base_file(tmp_path):
     (tmp_path / "base.yaml").write_text("seeds: [0, 1]\nenv:\n  prompt_length: 3\n  num_envs: 8\n")
     (tmp_path / "mine.yaml").write_text("base: base.yaml\nenv:\n  num_envs: 4\ntask:\n  seeds: [16-13]\n")
     config = load_train_config(str(tmp_path / "mine.yaml"), ["env.prompt_length=2"])
-    assert config.seeds == [0, 1] and config.task.seeds == ["16-13"]
+    assert config.seeds == [0, 1]
+    assert (config.task.seed, config.task.seeds) == ("16-13", [])  # a one-split list is that split
     assert (config.env.prompt_length, config.env.num_envs) == (2, 4)  # --set, then the file, then its base
+    # One of something over the base's list of them means that one; so does --set over the file's list.
+    (tmp_path / "one.yaml").write_text("base: base.yaml\nseed: 3\ntask: cr\n")
+    config = load_train_config(str(tmp_path / "one.yaml"))
+    assert (config.seed_list, config.task.name) == ([3], "cr")
+    config = load_train_config(str(tmp_path / "base.yaml"), ["seed=5"])
+    assert config.seed_list == [5]
+    protocol = load_train_config("configs/sst2_protocol.yaml", ["task.seed=16-42"])
+    assert protocol.task.seed_list == ["16-42"]
     (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
     with pytest.raises(RLPromptError, match="loop.yaml: 'base' refers back to itself"):
         load_train_config(str(tmp_path / "loop.yaml"))
@@ -116,11 +125,12 @@ def test_a_config_file_may_start_from_a_base_file(tmp_path):
 
 
 def test_the_protocol_config_is_the_comparison_on_five_splits():
+    from dataclasses import replace
+
     from rlprompt.config import load_train_config
 
     compare = load_train_config("configs/sst2_compare.yaml")
     protocol = load_train_config("configs/sst2_protocol.yaml")
-    assert protocol.task.seed_list == ["16-13", "16-21", "16-42", "16-87", "16-100"]
-    assert protocol.task.seeds != compare.task.seeds
-    protocol.task = compare.task
-    assert protocol == compare
+    splits = ["16-13", "16-21", "16-42", "16-87", "16-100"]
+    assert protocol.task.seed_list == splits
+    assert protocol == replace(compare, task=replace(compare.task, seeds=splits))

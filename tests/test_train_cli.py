@@ -244,3 +244,10 @@ def test_the_plan_counts_data_splits_and_runs_at_a_time_on_ray(tiny_gpt2, tmp_pa
     code, out, err = run(train_main, argv, capsys)
     assert code == 0, err
     assert "4 run(s) at a time of 1 thread(s) each (Ray)" in out
+
+
+def test_data_splits_are_refused_for_a_task_with_one_set_of_splits(tmp_path, capsys):
+    task = write_task(tmp_path, "mine", [("a joy .", 1), ("a mess .", 0)])
+    argv = ["--set", f"task={task}", "--set", "task.seeds=[16-13, 16-21]", "--dry-run"]
+    code, _, err = run(train_main, argv, capsys)
+    assert code == 2 and "task.seeds: data splits are the built-in tasks' few-shot seeds" in err

@@ -36,6 +36,16 @@ class LengthScorer:
         return out
 
 
+class _Objective:
+    """What start_prompt_ids needs of an objective: a text prompt in the policy's tokens."""
+
+    def __init__(self, lm):
+        self.lm = lm
+
+    def policy_prompt_ids(self, text):
+        return tuple(self.lm.encode(" " + text))
+
+
 def _ppo(env, vocab, seed=0):
     torch.manual_seed(seed)
     return PPO(
@@ -75,7 +85,7 @@ def test_ppo_with_a_blank_action_learns_a_prompt_shorter_than_its_length(tiny_ll
 def test_warm_start_moves_the_greedy_prompt_to_the_start_prompt_and_no_further(tiny_llama):
     register_model(tiny_llama)
     vocab = tiny_llama.encode(" good bad movie film really plot acting story")
-    start = start_prompt_ids(tiny_llama, "It was", 4)
+    start = start_prompt_ids(_Objective(tiny_llama), tiny_llama, "It was", 4)
     assert not set(start) & set(vocab)  # neither token is in the action vocabulary yet
     vocab = with_start_prompt(vocab, start, 4)
     assert vocab[-1] == BLANK and set(start) <= set(vocab)
@@ -97,7 +107,7 @@ def test_a_start_prompt_longer_than_the_prompt_length_is_refused_by_name(tiny_ll
     from rlprompt.errors import RLPromptError
 
     with pytest.raises(RLPromptError, match=r"rl.init_prompt .* more than env.prompt_length \(2\)"):
-        start_prompt_ids(tiny_llama, "All in all the movie was", 2)
+        start_prompt_ids(_Objective(tiny_llama), tiny_llama, "All in all the movie was", 2)
 
 
 @pytest.fixture
@@ -155,3 +165,58 @@ def test_the_top_k_mean_is_the_mean_test_accuracy_of_the_best_dev_prompts(tiny_t
                               calibration=task_calibration("batch", task))  # fmt: skip
     assert result.test_top_k == pytest.approx(np.mean([r.metrics.accuracy for r in scored]))
     assert scored[0].metrics.accuracy == pytest.approx(result.test_score)
+
+
+def test_only_the_last_action_may_be_the_blank(tiny_llama):
+    register_model(tiny_llama)
+    words = tiny_llama.encode(" good bad movie")
+    for vocab in ([BLANK, *words], [*words, PAD]):
+        env = PromptVecEnv(LengthScorer(tiny_llama, ()), [Example("e", "x", 1)], vocab, num_envs=2,
+                           prompt_length=2, examples_per_reward=1)  # fmt: skip
+        with pytest.raises(ValueError, match="only the last may be the blank"):
+            _ppo(env, vocab)
+
+
+def test_a_policy_with_a_blank_saves_loads_and_polishes(tiny_llama, tmp_path):
+    """policy.zip round trip with the blank's embedding; polishing a prompt shorter than the observation
+    (blanks written) changes its tokens, not its length."""
+    from rlprompt.methods.rl import polish_prompt
+
+    register_model(tiny_llama)
+    words = tiny_llama.encode(" good bad movie film really plot")
+    vocab = [*words, BLANK]
+    env = PromptVecEnv(LengthScorer(tiny_llama, (words[1], words[3])), [Example("e", "x", 1)], vocab,
+                       num_envs=4, prompt_length=3, examples_per_reward=1, seed=0)  # fmt: skip
+    model = _ppo(env, vocab)
+    model.learn(4 * 3 * 4)
+    model.save(tmp_path / "policy.zip")
+    loaded = PPO.load(tmp_path / "policy.zip", env=env)
+    assert torch.equal(loaded.policy.action_net.blank, model.policy.action_net.blank)
+    probe = np.array([[PAD, PAD, PAD], [words[0], BLANK, PAD], [BLANK, BLANK, PAD]])
+    assert (loaded.predict(probe, deterministic=True)[0] == model.predict(probe, deterministic=True)[0]).all()
+
+    def reward(prompts):
+        return np.array([sum(a == b for a, b in zip(p, (words[1], words[3]), strict=False)) for p in prompts],
+                        dtype=float)  # fmt: skip
+
+    accepted = polish_prompt(model, reward, (words[0], words[0]), vocab, rounds=3, top_k=7, length=3)
+    assert accepted and accepted[-1] == (words[1], words[3])
+    assert all(len(p) == 2 for p in accepted)
+
+
+def test_sql_warm_start_moves_the_target_network_too(tiny_llama, tmp_path):
+    from rlprompt.sql import SQL
+
+    register_model(tiny_llama)
+    words = tiny_llama.encode(" good bad movie film")
+    vocab = [*words, BLANK]
+    env = PromptVecEnv(LengthScorer(tiny_llama, ()), [Example("e", "x", 1)], vocab, num_envs=4,
+                       prompt_length=3, examples_per_reward=1, seed=0)  # fmt: skip
+    kwargs = {"backbone": "tiny-llama", "action_token_ids": vocab, "adapter_hidden": 16}
+    model = SQL(TokenPolicy, env, learning_rate=1e-2, polyak=1e-3, top_k=0, seed=0, policy_kwargs=kwargs)
+    warm_start(model, (words[2],), vocab, 3, confidence=0.5)
+    for online, target in ((model.policy.action_net, model.target_head),
+                           (model.policy.mlp_extractor, model.target_extractor)):  # fmt: skip
+        for a, b in zip(online.parameters(), target.parameters(), strict=True):
+            assert torch.equal(a, b)
+    assert greedy_prompt(model, vocab, 3) == (words[2],)

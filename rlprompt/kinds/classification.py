@@ -75,6 +75,14 @@ class ClassificationObjective:
             return tuple(policy_ids)
         return self.policy_lm.decode(list(policy_ids)).strip()
 
+    def policy_prompt_ids(self, text: str) -> tuple[int, ...]:
+        """A text prompt in the policy's tokens: as the template encodes a manual prompt when the two
+        share a tokenizer, else the policy's own encoding of it after a space (a masked LM: as it is)."""
+        if self.shared_tokenizer:
+            return tuple(self.scorer.prompt_ids(text))
+        policy = self.policy_lm
+        return tuple(policy.encode(" " + text.strip() if policy.kind == "causal" else text.strip()))
+
     def task_prompts(self, prompts) -> list:
         return [self.task_prompt(p) for p in prompts]
 

@@ -86,7 +86,7 @@ class RLConfig:
         at_least_one("rl", n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs,
                      max_reward_queries=self.max_reward_queries)  # fmt: skip
         positive("rl", learning_rate=self.learning_rate)
-        within("rl", "init_confidence", self.init_confidence, 0.0, 0.99)
+        within("rl", "init_confidence", self.init_confidence, 0.5, 0.99)  # >= 0.5: each token is the argmax
         if self.init_prompt is not None and not self.init_prompt.strip():
             raise ValueError(
                 "'rl.init_prompt' is empty: give a prompt, or leave the key out for a cold start"
@@ -102,21 +102,23 @@ def run(ctx: MethodContext) -> MethodResult:
     # The policy writes tokens of its own vocabulary; the task LM gets them as they are when the two share
     # a tokenizer, else as the decoded text (ClassificationObjective.task_prompt).
     vocab = action_vocabulary(policy_lm, config.vocab.kind, config.vocab.size, config.vocab.tokens)
+    objective = kind_module(ctx.kind).objective(ctx, policy_lm)  # what the prompt is for
     start = None
     if config.rl.init_prompt:
-        start = start_prompt_ids(policy_lm, config.rl.init_prompt, config.env.prompt_length)
+        start = start_prompt_ids(objective, policy_lm, config.rl.init_prompt, config.env.prompt_length)
         vocab = with_start_prompt(vocab, start, config.env.prompt_length)
-    objective = kind_module(ctx.kind).objective(ctx, policy_lm)  # what the prompt is for
 
     env = objective.make_env(config, ctx.seed, vocab)
     model = _make_algorithm(config, ctx.seed, env, vocab, backbone, run_dir)
     tracker = _Tracker(ctx, objective, env, model)
     done_steps = tracker.resume(ctx.resume) if ctx.resume else 0
-    warm = {}
     if start is not None and not done_steps:  # (a resumed run has its warm-started policy back already)
         steps, probs = warm_start(model, start, vocab, config.env.prompt_length, config.rl.init_confidence)
-        warm = {"warm_start": {"prompt": config.rl.init_prompt, "steps": steps,
-                               "probabilities": [round(p, 3) for p in probs]}}  # fmt: skip
+        tracker.warm = {"prompt": config.rl.init_prompt, "steps": steps,
+                        "probabilities": [round(p, 3) for p in probs]}  # fmt: skip
+        if min(probs) < config.rl.init_confidence:
+            print(f"warning: the warm start reached token probabilities {min(probs):.2f}, not "
+                  f"rl.init_confidence {config.rl.init_confidence}, in {steps} steps", flush=True)  # fmt: skip
     interrupted = False
     try:
         try:
@@ -141,7 +143,7 @@ def run(ctx: MethodContext) -> MethodResult:
         if not interrupted and config.rl.polish_rounds and tracker.best is not None:
             polished = polish_prompt(
                 model, objective.train_reward, tracker.best.ids, vocab, config.rl.polish_rounds,
-                config.rl.polish_top_k,
+                config.rl.polish_top_k, config.env.prompt_length,
             )  # fmt: skip
             tracker.evaluate(model.num_timesteps, extra=polished, label="polish")
     except KeyboardInterrupt:
@@ -172,7 +174,7 @@ def run(ctx: MethodContext) -> MethodResult:
         "steps": int(model.num_timesteps),
         "train_seconds": round(train_seconds, 1),
         "reward_queries": reward_queries,
-        **warm,
+        **({"warm_start": tracker.warm} if tracker.warm else {}),
         **(
             {"test_top_k_mean": top_k[0], "top_k_prompts": top_k_prompts(objective, tracker.top)}
             if top_k[1]
@@ -212,12 +214,14 @@ def greedy_prompt(model, vocab, length: int) -> tuple[int, ...]:
     return written(obs[0])
 
 
-def start_prompt_ids(policy_lm, text: str, length: int) -> tuple[int, ...]:
-    """``rl.init_prompt``'s tokens as the policy writes them (after the template's space, as a manual
-    prompt is read); at most ``length`` (``env.prompt_length``)."""
+def start_prompt_ids(objective, policy_lm, text: str, length: int) -> tuple[int, ...]:
+    """``rl.init_prompt``'s tokens as the policy writes them (the objective encodes it as it reads a manual
+    prompt); at most ``length`` (``env.prompt_length``)."""
     from rlprompt.errors import RLPromptError
 
-    ids = tuple(policy_lm.encode(" " + text.strip() if policy_lm.kind == "causal" else text.strip()))
+    ids = tuple(objective.policy_prompt_ids(text))
+    if not ids:
+        raise RLPromptError(f"rl.init_prompt {text!r} has no tokens for {policy_lm.name}")
     if len(ids) > length:
         raise RLPromptError(
             f"rl.init_prompt {text!r} is {len(ids)} tokens for {policy_lm.name}, more than "
@@ -253,6 +257,7 @@ def warm_start(model, start: tuple[int, ...], vocab, length: int, confidence: fl
         obs[t, :t] = [vocab[a] for a in actions[:t]]
     policy = model.policy
     obs_t, _ = policy.obs_to_tensor(obs)
+    target = getattr(model, "target_head", None)  # SQL: its target network follows the policy from here
     targets = torch.as_tensor(actions)
     optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=lr)
     rows = torch.arange(length)
@@ -264,11 +269,20 @@ def warm_start(model, start: tuple[int, ...], vocab, length: int, confidence: fl
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+    if target is not None:
+        model.target_extractor.load_state_dict(policy.mlp_extractor.state_dict())
+        target.load_state_dict(policy.action_net.state_dict())
     return step, [float(p) for p in logp.detach().exp()]
 
 
 def polish_prompt(
-    model, rewards, start: tuple[int, ...], vocab: np.ndarray, rounds: int, top_k: int
+    model,
+    rewards,
+    start: tuple[int, ...],
+    vocab: np.ndarray,
+    rounds: int,
+    top_k: int,
+    length: int | None = None,
 ) -> list[tuple[int, ...]]:
     """Policy-guided coordinate ascent on the training reward, after RL has converged.
 
@@ -285,11 +299,11 @@ def polish_prompt(
     current = tuple(start)
     best_reward = float(rewards([current])[0])
     accepted = []
-    length = len(current)
+    width = length or len(current)  # the policy's observation: env.prompt_length (a blank leaves it longer)
     for _ in range(rounds):
         improved = False
-        for pos in range(length):
-            obs = np.full((1, length), PAD, dtype=np.int64)
+        for pos in range(len(current)):
+            obs = np.full((1, width), PAD, dtype=np.int64)
             obs[0, :pos] = current[:pos]
             obs_t, _ = model.policy.obs_to_tensor(obs)
             with torch.no_grad():
@@ -362,6 +376,7 @@ class _Tracker:
         self.vocab = env.template.action_token_ids
         self.best: Candidate | None = None
         self.top = TopCandidates(config.top_k_report)  # for the report's top-k mean on test
+        self.warm: dict | None = None  # how the warm start went (rl.init_prompt), for prompt.json
         self.last_eval_step = -1
         self.recent: dict[tuple[int, ...], float] = {}  # training prompts since the last eval -> best reward
         self.rewards: list[float] = []
@@ -412,7 +427,7 @@ class _Tracker:
             "policy": model.policy.state_dict(), "optimizer": model.policy.optimizer.state_dict(),
             "env_rng": self.env.rng.bit_generator.state,
             "best": asdict(self.best) if self.best else None, "last_eval_step": self.last_eval_step,
-            "top": self.top.state(),
+            "top": self.top.state(), "warm": self.warm,
             "recent": dict(self.recent), "rewards": list(self.rewards), "accuracies": list(self.accuracies),
             "scorer_stats": (stats.pairs_scored, stats.tokens_processed), "log": self.log.state(step),
             "scores": self.objective.cached_scores(),
@@ -441,6 +456,7 @@ class _Tracker:
             best["dev_score"] = best.pop("dev_accuracy")
         self.best = Candidate(**{**best, "ids": tuple(best["ids"])}) if best else None
         self.top = TopCandidates(self.config.top_k_report, state.get("top", [state["best"]] if best else []))
+        self.warm = state.get("warm")
         self.last_eval_step = state["last_eval_step"]
         self.recent, self.rewards, self.accuracies = state["recent"], state["rewards"], state["accuracies"]
         self.objective.stats.pairs_scored, self.objective.stats.tokens_processed = state["scorer_stats"]

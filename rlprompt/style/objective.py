@@ -64,6 +64,10 @@ class StyleObjective:
     def task_token_ids(self, policy_ids) -> list[int]:
         return list(policy_ids)
 
+    def policy_prompt_ids(self, text: str) -> tuple[int, ...]:
+        """A text prompt in the policy's tokens, as the rewriter reads a manual instruction."""
+        return self.rewriter.prompt_ids(text)
+
     def _next_seed(self) -> int:
         self._calls += 1
         return self.seed * 1_000_003 + self._calls
