@@ -117,8 +117,10 @@ def run(ctx: MethodContext) -> MethodResult:
         tracker.warm = {"prompt": config.rl.init_prompt, "steps": steps,
                         "probabilities": [round(p, 3) for p in probs]}  # fmt: skip
         if min(probs) < config.rl.init_confidence:
-            print(f"warning: the warm start reached token probabilities {min(probs):.2f}, not "
-                  f"rl.init_confidence {config.rl.init_confidence}, in {steps} steps", flush=True)  # fmt: skip
+            reached = f"{min(probs):.2f}, not rl.init_confidence {config.rl.init_confidence}"
+            print(
+                f"warning: the warm start reached token probabilities {reached}, in {steps} steps", flush=True
+            )
     interrupted = False
     try:
         try:
