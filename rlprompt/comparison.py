@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rlprompt.errors import RLPromptError
-from rlprompt.files import atomic_write_bytes
+from rlprompt.files import atomic_write_bytes, read_yaml
 from rlprompt.methods import REFERENCES, MethodResult
 from rlprompt.registry import METHODS
 from rlprompt.tables import markdown_table, number
@@ -34,10 +34,24 @@ def collect(paths: list[str | Path]) -> list[MethodResult]:
             raise RLPromptError(f"{path}: no result.json in it (is the run finished?)")
         for file in files:
             try:
-                results.append(MethodResult.load(file))
+                result = MethodResult.load(file)
             except (ValueError, TypeError) as err:
                 raise RLPromptError(f"{file}: not a valid result file ({err})") from None
+            if result.data_seed is None:  # written before results named their split
+                result.data_seed = _data_seed_of(file.parent)
+            results.append(result)
     return results
+
+
+def _data_seed_of(run_dir: Path) -> str | None:
+    """The few-shot split a run's ``config.yaml`` names (a built-in task's), or None."""
+    from rlprompt.tasks import BUILTIN_TASKS
+
+    try:
+        task = read_yaml(run_dir / "config.yaml").get("task") or {}
+    except RLPromptError:
+        return None
+    return str(task["seed"]) if isinstance(task, dict) and task.get("name") in BUILTIN_TASKS else None
 
 
 def _size(n: int) -> str:
@@ -77,27 +91,29 @@ def _metric(results: list[MethodResult]) -> str:
 
 def collect_references(paths: list[str | Path]) -> list[dict]:
     """The reference rows (manual and empty prompt, raw and calibrated) a comparison directory holds (one
-    set per data split for a grid over splits)."""
+    set per data split for a grid over splits); each set is marked with the directory given (``grid``):
+    only one grid's splits are averaged together."""
     found = []
     for path in map(Path, paths):
         for file in sorted([path / REFERENCES] + list(path.glob(f"split-*/{REFERENCES}"))):
             if not file.is_file():
                 continue
             try:
-                found.append(json.loads(file.read_text(encoding="utf-8")))
+                found.append({**json.loads(file.read_text(encoding="utf-8")), "grid": str(path)})
             except (ValueError, UnicodeDecodeError) as err:
                 raise RLPromptError(f"{file}: not valid JSON ({err})") from None
     return found
 
 
 def _reference_rows(references: list[dict]) -> list[dict]:
-    """The reference prompts' rows, one per prompt: test accuracy raw and calibrated, each as the list of its
-    values over data splits."""
+    """The reference prompts' rows, one per prompt and grid: test accuracy raw and calibrated, each as the
+    list of its values over the grid's data splits."""
     rows: dict[tuple, dict] = {}
     for reference in references:
         for row in reference["rows"]:
             empty = {"name": row["name"], "prompt": row["prompt"], "raw": [], "calibrated": []}
-            merged = rows.setdefault((row["name"], row["prompt"]), empty)
+            key = (reference.get("grid"), reference.get("calibrated_with"), row["name"], row["prompt"])
+            merged = rows.setdefault(key, empty)
             merged["raw"].append(row["test_accuracy_raw"])
             merged["calibrated"].append(row["test_accuracy_calibrated"])
     return list(rows.values())
@@ -108,11 +124,12 @@ def _runs_key(r: MethodResult) -> tuple:
 
 
 def paired_differences(results: list[MethodResult], baseline: str = "rl") -> list[dict]:
-    """``baseline`` against every other method, on the runs both have (same data split and seed): the mean
-    over those runs of the paired test accuracy difference (baseline − method, example by example), its
-    standard error from the test examples (per run sd(d)/sqrt(n), combined as sqrt(Σ se²)/runs: the
-    uncertainty of the test sample, not of the seeds), the spread of the per-run differences over runs,
-    and on how many runs the baseline was ahead. Runs without per-example results are left out."""
+    """``baseline`` against every other method, on the runs both have (same data split and seed), all on one
+    test set (a built-in task's test set is every split's): per test example, the difference of being
+    right (baseline − method) averaged over those runs; their mean (the accuracy difference), its
+    standard error over the test examples (sd / √n: the test sample's uncertainty; the runs share the
+    examples, so they are not independent samples of it), the spread of the per-run differences, and on
+    how many runs the baseline was ahead. Runs without per-example results are left out."""
     groups = _grouped(results)
     if baseline not in groups:
         return []
@@ -121,24 +138,40 @@ def paired_differences(results: list[MethodResult], baseline: str = "rl") -> lis
     for method, rs in groups.items():
         if method == baseline:
             continue
-        diffs, ses = [], []
+        rows = []
         for r in rs:
             other = mine.get(_runs_key(r))
             if other is None or not r.test_correct or len(r.test_correct) != len(other.test_correct):
                 continue
-            d = (np.frombuffer(other.test_correct.encode(), np.uint8).astype(float)
-                 - np.frombuffer(r.test_correct.encode(), np.uint8).astype(float))  # fmt: skip
-            diffs.append(float(d.mean()))
-            ses.append(float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan"))
-        if not diffs:
+            rows.append(_correct(other) - _correct(r))
+        rows = [d for d in rows if len(d) == len(rows[0])] if rows else []
+        if not rows:
             continue
+        diffs = np.stack(rows)  # (runs, test examples)
+        per_run, per_example = diffs.mean(1), diffs.mean(0)
+        n = diffs.shape[1]
         out.append({
-            "method": method, "runs": len(diffs), "difference": float(np.mean(diffs)),
-            "standard_error": float(np.sqrt(np.sum(np.square(ses))) / len(ses)),
-            "std_over_runs": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else None,
-            "baseline_ahead": int(sum(d > 0 for d in diffs)),
+            "method": method, "runs": len(rows), "difference": float(per_run.mean()),
+            "standard_error": float(per_example.std(ddof=1) / np.sqrt(n)) if n > 1 else None,
+            "std_over_runs": float(per_run.std(ddof=1)) if len(rows) > 1 else None,
+            "baseline_ahead": int((per_run > 0).sum()), "test_examples": n,
         })  # fmt: skip
     return out
+
+
+def _correct(r: MethodResult) -> np.ndarray:
+    return np.frombuffer(r.test_correct.encode(), np.uint8).astype(float) - ord("0")
+
+
+def _finite(value):
+    """``value`` with NaN and infinities as None (JSON has neither)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _stats(values: list[float | None]) -> dict | None:
@@ -166,10 +199,18 @@ def report_json(results: list[MethodResult], references: list[dict] = (), failur
             "dev": _stats([r.dev_score for r in rs]),
             "train_seconds": _stats([r.train_seconds for r in rs]),
             "reward_queries": _stats([r.reward_queries for r in rs]),
-            "runs": [{"data_seed": r.data_seed, "seed": r.seed, "dev": r.dev_score, "test": r.test_score,
-                      "test_metrics": r.test_metrics, "test_top_k": r.test_top_k, "learned": r.learned,
-                      "steps": r.steps,
-                      "train_seconds": r.train_seconds, "interrupted": r.interrupted}
+            "lm_tokens": _stats([r.lm_tokens for r in rs]),
+            "trainable_params": _stats([r.trainable_params for r in rs]),
+            "artifact_bytes": _stats([r.artifact_bytes for r in rs]),
+            "perplexity_before": _stats([r.perplexity_before for r in rs]),
+            "perplexity_after": _stats([r.perplexity_after for r in rs]),
+            "interpretable": rs[0].interpretable, "transferable": rs[0].transferable,
+            "runs": [{"data_seed": r.data_seed, "seed": r.seed, "calibration": r.calibration,
+                      "dev": r.dev_score, "test": r.test_score, "test_metrics": r.test_metrics,
+                      "test_top_k": r.test_top_k,
+                      "learned": r.learned, "steps": r.steps, "train_seconds": r.train_seconds,
+                      "reward_queries": r.reward_queries, "lm_tokens": r.lm_tokens,
+                      "interrupted": r.interrupted}
                      for r in sorted(rs, key=_runs_key)],
         }  # fmt: skip
     return {
@@ -179,7 +220,7 @@ def report_json(results: list[MethodResult], references: list[dict] = (), failur
         "references": [{"name": row["name"], "prompt": row["prompt"], "test_raw": _stats(row["raw"]),
                         "test_calibrated": _stats(row["calibrated"])} for row in _reference_rows(references)],
         "paired_differences": {"baseline": baseline, "against": paired_differences(results, baseline)},
-        "failures": [{k: f[k] for k in ("method", "seed", "error") if k in f} for f in failures],
+        "failures": [{k: f[k] for k in ("split", "method", "seed", "error") if k in f} for f in failures],
     }  # fmt: skip
 
 
@@ -189,15 +230,19 @@ def _raw(r: MethodResult) -> float:
 
 
 def collect_failures(paths: list[str | Path]) -> list[dict]:
-    """The runs of a grid that failed (their ``failure.json``), method and seed order."""
+    """The runs of a grid that failed (their ``failure.json``), method and seed order; a grid over data
+    splits names each one's split (``split``)."""
     found = []
     for path in map(Path, paths):
         files = path.glob("*/failure.json"), path.glob("split-*/*/failure.json"), path.glob("failure.json")
         for file in [f for group in files for f in sorted(group)]:
             try:
-                found.append(json.loads(file.read_text(encoding="utf-8")))
+                failure = json.loads(file.read_text(encoding="utf-8"))
             except (ValueError, UnicodeDecodeError):
-                found.append({"method": file.parent.name, "seed": "?", "error": f"{file}: unreadable"})
+                failure = {"method": file.parent.name, "seed": "?", "error": f"{file}: unreadable"}
+            if file.parent.parent.name.startswith("split-"):
+                failure["split"] = file.parent.parent.name.removeprefix("split-")
+            found.append(failure)
     return found
 
 
@@ -270,14 +315,14 @@ def report_markdown(
     paired = paired_differences(results)
     if paired:
         lines += ["", "## RL against each method, example by example", "",
-                  f"Test {what} of rl minus the method's, on the same test examples, for each data split and "
-                  "seed both ran; the mean over those runs, its standard error from the test sample "
-                  "(sd of the per-example differences / √n per run, combined over runs), the spread over "
-                  "runs, and on how many runs rl was ahead.", "",
+                  f"Test {what} of rl minus the method's, on the same test examples, over the data splits "
+                  "and seeds both ran: the mean difference, its standard error from the test sample (sd "
+                  "over the n test examples of each one's difference averaged over the runs, / √n), the "
+                  "spread of the per-run differences, and on how many runs rl was ahead.", "",
                   markdown_table(["method", "runs", "rl − method", "standard error", "std over runs",
                                   "rl ahead"],
                                  [[p["method"], p["runs"], f"{p['difference']:+.3f}",
-                                   f"{p['standard_error']:.3f}", number(p["std_over_runs"]),
+                                   number(p["standard_error"]), number(p["std_over_runs"]),
                                    f"{p['baseline_ahead']} of {p['runs']}"]
                                   for p in paired])]  # fmt: skip
     lines += ["", "## Per seed", ""]
@@ -295,8 +340,9 @@ def report_markdown(
     if failures:
         lines += ["", "## Failed runs", "", "Not in the table above; `python -m rlprompt.train --resume DIR` "
                   "runs them again once the cause is fixed.", "",
-                  markdown_table(["method", "seed", "error"], [[f["method"], f["seed"], f["error"]]
-                                                               for f in failures])]  # fmt: skip
+                  markdown_table(["method", "seed", "error"],
+                                 [[f["method"] + (f" (split {f['split']})" if "split" in f else ""),
+                                   f["seed"], f["error"]] for f in failures])]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -341,6 +387,7 @@ def write_report(paths: list[str | Path], out_dir: str | Path) -> str:
     text = report_markdown(results, references, failures)
     atomic_write_bytes(out_dir / "report.md", text.encode("utf-8"))
     numbers = report_json(results, references, failures)
-    atomic_write_bytes(out_dir / "report.json", (json.dumps(numbers, indent=1) + "\n").encode("utf-8"))
+    dumped = json.dumps(_finite(numbers), indent=1, allow_nan=False)
+    atomic_write_bytes(out_dir / "report.json", (dumped + "\n").encode("utf-8"))
     plot_curves(results, out_dir / "learning_curves.png")
     return text

@@ -26,7 +26,7 @@ from rlprompt.tasks import BUILTIN_TASKS, FEW_SHOT_SEEDS, Task
 
 def train(
     config: TrainConfig, progress: bool = True, run_dir: Path | None = None, resume: bool = False,
-    overwrite: bool = False, dry_run: bool = False, splits: int = 1,
+    overwrite: bool = False, dry_run: bool = False, splits: int = 1, show_plan: bool = True,
 ) -> dict:  # fmt: skip
     """Run every configured method on every seed. Returns the run directory, the results and a summary
     (one run: also ``prompt`` and ``metrics`` of the RL prompt, for scripts that want them).
@@ -35,10 +35,11 @@ def train(
     finished there are kept, an interrupted one continues from its checkpoint and the rest start;
     ``overwrite`` empties ``run_dir`` first (once the config has passed every check). ``dry_run``: check
     everything a run would check, return (and print) the plan, write nothing. ``splits``: how many data
-    splits the grid runs on (``task.seeds``; the plan counts them all)."""
+    splits the grid runs on (``task.seeds``; the plan counts them all); ``show_plan``: print the plan (when
+    showing progress)."""
     if len(config.task.seed_list) > 1:
         return _train_splits(config, progress, run_dir, resume, overwrite, dry_run)
-    grid = _prepare(config, progress, run_dir, resume, overwrite, dry_run, splits)
+    grid = _prepare(config, progress and show_plan, run_dir, resume, overwrite, dry_run, splits)
     if isinstance(grid, dict):  # a dry run's answer
         return grid
     config, single, task, lm, root = grid.config, grid.single, grid.task, grid.lm, grid.root
@@ -151,11 +152,13 @@ def _finish(grid: _Grid, results: list, failures: list[dict], progress: bool) ->
 
             exported = load_prompt(root / "prompt.json")
             out["prompt"], out["metrics"] = exported, exported.metrics
-    else:
+    elif results:
         from rlprompt.comparison import write_report
 
         report = write_report([root], root)
         out["summary"] = f"run: {root}\n\n{report}"
+    else:  # every run failed, or none started (a grid over splits stopped before this one)
+        out["summary"] = f"run: {root}\n\nno run finished"
     return out
 
 
@@ -209,7 +212,7 @@ def _train_splits(config: TrainConfig, progress: bool, run_dir: Path | None, res
                 print(f"data split {split} ({i + 1} of {len(splits)})", flush=True)
             try:
                 outs.append(train(split_config, progress, sub, resume and sub.exists(), False, False,
-                                  len(splits)))  # fmt: skip
+                                  len(splits), show_plan=i == 0))  # fmt: skip
             except KeyboardInterrupt:
                 if not outs:
                     raise
@@ -219,7 +222,8 @@ def _train_splits(config: TrainConfig, progress: bool, run_dir: Path | None, res
                 break
     from rlprompt.comparison import write_report
 
-    report = write_report([root], root)
+    finished = any(out["results"] for out in outs)
+    report = write_report([root], root) if finished else "no run finished"
     return {
         "run_dir": root,
         "results": [r for out in outs for r in out["results"]],

@@ -119,18 +119,22 @@ def format_plan(plans: list[MethodPlan], speed: Speed, config=None, splits: int 
     """The plan's lines. With ``config``: ``executor: ray`` runs ``ray.num_cpus // threads_per_run`` runs
     at a time here, each on ``threads_per_run`` threads (assumed to cost time in inverse proportion to
     the threads the speed was probed with); ``splits`` data splits (``task.seeds``) multiply the grid."""
+    import os
+
+    import torch
+
     total = sum(p.seconds * p.seeds for p in plans)
+    runs = sum(p.seeds for p in plans) * splits
     how = "on this machine"
-    if config is not None and config.executor == "ray" and config.ray.address is None:
-        import os
-
-        import torch
-
+    probed_with = torch.get_num_threads()
+    if config is not None and config.executor == "ray" and config.ray.address is None and runs > 1:
         threads = config.threads_per_run or 1
         cpus = config.ray.num_cpus or os.cpu_count() or 1
-        at_once = max(1, cpus // threads)
-        total *= torch.get_num_threads() / threads / at_once
+        at_once = min(runs, max(1, cpus // threads))
+        total *= probed_with / threads / at_once
         how = f"on this machine, {at_once} run(s) at a time of {threads} thread(s) each (Ray)"
+    elif config is not None and config.threads_per_run:
+        total *= probed_with / config.threads_per_run
     if splits > 1:
         how += f", {splits} data splits"
         total *= splits

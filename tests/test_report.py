@@ -128,8 +128,9 @@ def test_paired_differences_pair_runs_by_split_and_seed_and_give_the_test_sample
     d1 = np.array([0] * 6 + [1, 1, 0, 0], float)  # 16-13: rl right on examples 6 and 7 where lora is not
     d2 = np.array([-1] + [0] * 9, float)  # 16-21: rl wrong on example 0 where lora is right
     assert paired["difference"] == pytest.approx((d1.mean() + d2.mean()) / 2)
-    se = np.sqrt((d1.std(ddof=1) ** 2 + d2.std(ddof=1) ** 2) / 10) / 2
-    assert paired["standard_error"] == pytest.approx(se)
+    # Both runs score the same 10 test examples: the error is over examples, of their run-averaged difference.
+    assert paired["standard_error"] == pytest.approx(((d1 + d2) / 2).std(ddof=1) / np.sqrt(10))
+    assert paired["std_over_runs"] == pytest.approx(np.std([d1.mean(), d2.mean()], ddof=1))
     numbers = report_json([*rl, *lora])
     assert numbers["data_seeds"] == ["16-13", "16-21", "16-42"]
     assert numbers["methods"]["rl"]["test"]["mean"] == pytest.approx(0.8)
@@ -161,3 +162,22 @@ def test_a_report_over_data_splits_averages_the_references_and_names_each_runs_s
     numbers = json.loads((tmp_path / "report.json").read_text())
     assert numbers["methods"]["manual"]["test"]["mean"] == pytest.approx(0.65)
     assert numbers["references"][0]["test_calibrated"]["mean"] == pytest.approx(0.70)
+
+
+def test_results_written_before_they_named_their_split_get_it_from_their_config(tmp_path):
+    import json
+
+    from rlprompt.comparison import report_json
+
+    old = replace(BASE, test_correct=None)  # a result.json of an earlier version: no data_seed
+    _write(tmp_path / "cmp", [old])
+    (tmp_path / "cmp" / "rl__s0" / "config.yaml").write_text("task:\n  name: sst-2\n  seed: 16-42\n")
+    (loaded,) = collect([tmp_path / "cmp"])
+    assert loaded.data_seed == "16-42"
+    numbers = report_json([replace(loaded, test_metrics=_scores(float("nan")))])
+    assert numbers["methods"]["rl"]["runs"][0]["test"] != numbers["methods"]["rl"]["runs"][0]["test"]
+    from rlprompt.comparison import _finite
+
+    assert (
+        json.loads(json.dumps(_finite(numbers), allow_nan=False))["methods"]["rl"]["runs"][0]["test"] is None
+    )

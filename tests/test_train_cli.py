@@ -239,11 +239,15 @@ def test_the_plan_counts_data_splits_and_runs_at_a_time_on_ray(tiny_gpt2, tmp_pa
     monkeypatch.undo()
     register_model(tiny_gpt2)
     task = write_task(tmp_path, "dry", [("a joy .", 1), ("a mess .", 0)])
-    argv = ["--set", "model=tiny-gpt2", "--set", f"task={task}", "--set", "methods=[manual]", "--set",
-            "executor=ray", "--set", "threads_per_run=1", "--set", "ray.num_cpus=4", "--dry-run"]  # fmt: skip
+    argv = ["--set", "model=tiny-gpt2", "--set", f"task={task}", "--set", "methods=[manual, in_context]",
+            "--set", "executor=ray", "--set", "threads_per_run=1", "--set", "ray.num_cpus=4",
+            "--dry-run"]  # fmt: skip
     code, out, err = run(train_main, argv, capsys)
     assert code == 0, err
-    assert "4 run(s) at a time of 1 thread(s) each (Ray)" in out
+    assert "2 run(s) at a time of 1 thread(s) each (Ray)" in out  # no more at once than the grid has runs
+    code, out, err = run(train_main, [*argv[:4], "--set", "method=manual", *argv[6:]], capsys)
+    assert code == 0, err
+    assert "(Ray)" not in out  # one run runs here, not on Ray
 
 
 def test_data_splits_are_refused_for_a_task_with_one_set_of_splits(tmp_path, capsys):
