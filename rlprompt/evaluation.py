@@ -37,6 +37,10 @@ class PromptResult:
         if self.raw is None:
             self.raw = self.metrics
 
+    def scored(self, calibrated: bool) -> ClassificationMetrics:
+        """The metrics as a run scores: calibrated (when its calibration is active) or raw."""
+        return self.metrics if calibrated else self.raw
+
 
 def evaluate_prompts(
     scorer: LabelScorer, examples, prompts: list[PromptLike], progress: bool = False,

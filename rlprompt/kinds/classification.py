@@ -167,7 +167,7 @@ class ClassificationObjective:
         results = evaluate_prompts(
             ctx.test_scorer, self.task.examples("test"), prompts, ctx.progress, reference
         )
-        return float(np.mean([(r.metrics if self.calibration.active else r.raw).accuracy for r in results]))
+        return float(np.mean([r.scored(self.calibration.active).accuracy for r in results]))
 
     def test(self, ctx: MethodContext, best: Candidate, manual: str) -> TestResult:
         """The chosen prompt, the manual prompt and the empty prompt on test, raw and calibrated (with the
@@ -177,7 +177,7 @@ class ClassificationObjective:
         learned, manual_result, empty_result = evaluate_prompts(
             ctx.test_scorer, examples, [self.task_prompt(best.ids), manual, ""], ctx.progress, reference
         )
-        headline = learned.metrics if self.calibration.active else learned.raw
+        headline = learned.scored(self.calibration.active)
         metrics = {
             "test_accuracy": headline.accuracy, "test_macro_f1": headline.macro_f1,
             "test_accuracy_raw": learned.raw.accuracy, "test_accuracy_calibrated": learned.metrics.accuracy,

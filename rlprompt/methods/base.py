@@ -156,7 +156,7 @@ def _curve_point(point: dict) -> dict:
 def classification_metrics_of(result, calibrated: bool) -> dict[str, float]:
     """``MethodResult.test_metrics`` of a classification run from its test :class:`PromptResult`: the
     headline as the run scored (calibrated or raw), and the accuracy both ways."""
-    headline = result.metrics if calibrated else result.raw
+    headline = result.scored(calibrated)
     return {"accuracy": headline.accuracy, "macro_f1": headline.macro_f1,
             "accuracy_raw": result.raw.accuracy, "accuracy_calibrated": result.metrics.accuracy}  # fmt: skip
 
@@ -164,7 +164,7 @@ def classification_metrics_of(result, calibrated: bool) -> dict[str, float]:
 def classification_correct_of(result, calibrated: bool) -> str:
     """``MethodResult.test_correct`` of a classification run: per test example, whether the headline
     prediction (calibrated or raw, as the run scored) is right."""
-    return (result.metrics if calibrated else result.raw).correct
+    return result.scored(calibrated).correct
 
 
 class EvalLog:

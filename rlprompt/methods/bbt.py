@@ -201,7 +201,7 @@ def run(ctx: MethodContext) -> MethodResult:
         "bbt", lambda inputs, progress=False: scorer.evaluate_logprobs(inputs, soft, progress=progress)[None],
         test, reference, scorer, ctx.progress,
     )  # fmt: skip
-    metrics = result.metrics if calibration.active else result.raw
+    metrics = result.scored(calibration.active)
     sentences, before = perplexity_before(ctx)
     after = perplexity(lm, sentences, soft_prompt=soft.float())
     artifact = save_adapter(

@@ -102,7 +102,7 @@ def _run_fixed(ctx: MethodContext, method: str, template: str | None, prompts: l
     cfg = ctx.config
     reference = task_calibration(reference_method(cfg.calibration), task)
     (result,) = evaluate_prompts(test_scorer, task.examples("test"), [prompts[best]], ctx.progress, reference)
-    headline = result.metrics if calibration.active else result.raw
+    headline = result.scored(calibration.active)
     exported = LearnedPrompt(
         text=prompts[best], token_ids=list(scorer.prompt_ids(prompts[best])), model=lm.name,
         model_kind=lm.kind, template=scorer.template.text, verbalizers=list(task.verbalizers),

@@ -215,6 +215,8 @@ def run(ctx: MethodContext) -> MethodResult:
                "steps": written, "train_seconds": round(train_seconds, 1),
                "reward_queries": reward_queries, "test_top_k_mean": top_k[0],
                "top_k_prompts": top_k_prompts(objective, top)}  # fmt: skip
+    if top_k[1] is None:
+        del metrics["test_top_k_mean"], metrics["top_k_prompts"]
     save_prompt(_exported(ctx, objective, best, metrics), run_dir / "prompt.json")
     summary = (f"run: {run_dir}\nprompt: {best.text!r}  (token ids {list(best.ids)})\n{test.summary}\n"
                f"{written} prompts in {train_seconds:.0f} s, {reward_queries} reward queries"

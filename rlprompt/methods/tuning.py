@@ -432,7 +432,7 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         name, lambda inputs, progress=False: score_on(test_scorer, inputs, progress)[None], test, reference,
         test_scorer, ctx.progress,
     )  # fmt: skip
-    metrics = result.metrics if calibration.active else result.raw
+    metrics = result.scored(calibration.active)
 
     sentences, before = perplexity_before(ctx)
     after = trained.perplexity_after(sentences)
