@@ -268,6 +268,14 @@ def top_k_prompts(objective, top: TopCandidates) -> list[dict]:
             for c in top.items]  # fmt: skip
 
 
+def top_k_metrics(objective, top: TopCandidates, top_k: tuple[float | None, int | None]) -> dict:
+    """What ``prompt.json``'s metrics record of the top-k figure (``top_k``: :func:`top_k_score`'s answer);
+    nothing where there is none."""
+    if top_k[1] is None:
+        return {}
+    return {"test_top_k_mean": top_k[0], "top_k_prompts": top_k_prompts(objective, top)}
+
+
 def top_k_score(
     ctx: MethodContext, objective, top: TopCandidates, test: TestResult
 ) -> tuple[float | None, int | None]:

@@ -33,7 +33,7 @@ from rlprompt.methods.base import (
     MethodResult,
     TopCandidates,
     path_bytes,
-    top_k_prompts,
+    top_k_metrics,
     top_k_score,
 )
 from rlprompt.models import load_model
@@ -177,11 +177,7 @@ def run(ctx: MethodContext) -> MethodResult:
         "train_seconds": round(train_seconds, 1),
         "reward_queries": reward_queries,
         **({"warm_start": tracker.warm} if tracker.warm else {}),
-        **(
-            {"test_top_k_mean": top_k[0], "top_k_prompts": top_k_prompts(objective, tracker.top)}
-            if top_k[1]
-            else {}
-        ),  # fmt: skip
+        **top_k_metrics(objective, tracker.top, top_k),
     }
     save_prompt(tracker.exported(best, metrics), run_dir / "prompt.json")
     summary = (

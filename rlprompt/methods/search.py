@@ -30,7 +30,7 @@ from rlprompt.methods.base import (
     MethodResult,
     TopCandidates,
     path_bytes,
-    top_k_prompts,
+    top_k_metrics,
     top_k_score,
 )
 from rlprompt.settings import at_least_one, within
@@ -213,10 +213,7 @@ def run(ctx: MethodContext) -> MethodResult:
     top_k = top_k_score(ctx, objective, top, test)
     metrics = {"dev_accuracy": best.dev_score, **test.details, "found_at_step": best.step,
                "steps": written, "train_seconds": round(train_seconds, 1),
-               "reward_queries": reward_queries, "test_top_k_mean": top_k[0],
-               "top_k_prompts": top_k_prompts(objective, top)}  # fmt: skip
-    if top_k[1] is None:
-        del metrics["test_top_k_mean"], metrics["top_k_prompts"]
+               "reward_queries": reward_queries, **top_k_metrics(objective, top, top_k)}  # fmt: skip
     save_prompt(_exported(ctx, objective, best, metrics), run_dir / "prompt.json")
     summary = (f"run: {run_dir}\nprompt: {best.text!r}  (token ids {list(best.ids)})\n{test.summary}\n"
                f"{written} prompts in {train_seconds:.0f} s, {reward_queries} reward queries"
