@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -44,6 +45,22 @@ def test_differentiable_scores_equal_cached_scores(model, reuse_prefix, request,
     with torch.no_grad():
         as_ids = scorer.label_logprobs(examples, prompt_ids=ids, reuse_prefix=reuse_prefix).numpy()
     np.testing.assert_allclose(as_ids, cached, atol=2e-4)
+
+
+@pytest.mark.parametrize("model", ["tiny_gpt2", "tiny_gpt2_eager", "tiny_llama", "tiny_bert"])
+def test_soft_prompts_scored_together_equal_one_at_a_time(model, request, examples):
+    # BBT scores a generation in one call (packed behind each sentence's cached prefix on causal LMs);
+    # a small token budget splits the candidates over several rows and batches.
+    lm = request.getfixturevalue(model)
+    template = "{sentence} {prompt}" if lm.kind == "causal" else "{sentence} {prompt} <mask> ."
+    scorer = Scorer(lm, template, ["bad", "good"], prompt_budget=8, batch_tokens=64, prefix_group=3)
+    torch.manual_seed(0)
+    softs = torch.randn(7, 3, lm.model.config.hidden_size) * 0.05
+    together = scorer.evaluate_soft_prompts(examples, softs)
+    assert together.shape == (7, len(examples), 2)
+    one_at_a_time = np.stack([scorer.evaluate_logprobs(examples, s, reuse_prefix=False) for s in softs])
+    np.testing.assert_allclose(together, one_at_a_time, atol=2e-4)
+    assert np.abs(together[0] - together[1]).max() > 1e-4  # the prompts matter: no row scored another's
 
 
 @pytest.mark.parametrize("reuse_prefix", [True, False])
@@ -102,6 +119,33 @@ def test_in_context_template_is_balanced_and_seeded(examples):
     again = in_context_template("{sentence} {prompt}", "causal", train, ["bad", "good"], "It was", 4, "\n", 0)
     other = in_context_template("{sentence} {prompt}", "causal", train, ["bad", "good"], "It was", 4, "\n", 1)
     assert text == again and text != other
+
+
+@pytest.mark.parametrize("model", ["tiny_gpt2", "tiny_gpt2_eager", "tiny_llama"])
+def test_a_shared_template_start_is_computed_once_with_the_same_scores(model, request, examples, monkeypatch):
+    # In-context demonstrations precede every sentence: their keys/values are computed once and each
+    # example continues from them. Scores: as if each head ran whole; tokens: the demonstrations once.
+    import rlprompt.backends.hf as hf
+
+    lm = request.getfixturevalue(model)
+    train = [Example(f"x/{i}", s, y) for i, (s, y) in enumerate(ROWS)]
+    template = in_context_template(
+        "{sentence} {prompt}", "causal", train, ["bad", "good"], "It was", 2, "\n", 0
+    )
+    prompts = [" It was", " Overall"]
+    shared = Scorer(lm, template, ["bad", "good"], prompt_budget=8, batch_tokens=256)
+    heads = [shared.encoder.encode_example(ex.text).head for ex in examples]
+    lead = len(os.path.commonprefix(heads))
+    assert lead >= len(lm.encode(template.split("\n")[0])) + 2  # at least the first demonstration
+    together = shared.score(prompts, examples)
+    tokens = shared.stats.tokens_processed
+    soft = lm.model.get_input_embeddings()(torch.tensor(shared.prompt_ids(prompts[0]))).detach()
+    soft_scores = shared.evaluate_logprobs(examples, soft)
+    monkeypatch.setattr(hf, "SHARED_HEAD_MIN", 10**9)
+    whole = Scorer(lm, template, ["bad", "good"], prompt_budget=8, batch_tokens=256)
+    np.testing.assert_allclose(together, whole.score(prompts, examples), atol=2e-4)
+    np.testing.assert_allclose(soft_scores, together[0], atol=2e-4)
+    assert whole.stats.tokens_processed - tokens == (len(examples) - 1) * lead
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ the statistics are the backend-neutral :class:`rlprompt.scoring.LabelScorer`'s.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,10 @@ from rlprompt.models import LanguageModel
 from rlprompt.scoring import _LRU, LabelScorer, ScorerStats
 from rlprompt.tasks import Example
 from rlprompt.templates import EncodedExample
+
+# A start all heads share that is shorter than this is not worth a forward pass of its own (and, computed
+# with each sentence as before, keeps the usual templates' numbers as they were).
+SHARED_HEAD_MIN = 8
 
 
 def _kv_bytes(kv) -> int:
@@ -88,6 +93,7 @@ class Scorer(LabelScorer):
         self._dtype = next(lm.model.parameters()).dtype
         self._blocks: dict[int, torch.Tensor] = {}
         self.segment_tokens = max(1, batch_tokens // 8)  # most suffix tokens packed behind one prefix
+        self._shared: tuple | None = None  # see _shared_lead
 
     # -- differentiable scoring (soft prompts, LoRA, fine-tuning) ------------------------------------
 
@@ -221,6 +227,62 @@ class Scorer(LabelScorer):
         bar.close()
         return out
 
+    def evaluate_soft_prompts(
+        self, examples: Sequence[Example], prompts: torch.Tensor, progress: bool = False
+    ) -> np.ndarray:
+        """:meth:`evaluate_logprobs` for several soft prompts ``(prompts, tokens, hidden)`` at once:
+        ``(prompts, examples, classes)``, without gradients. On a causal LM each example's sentence
+        prefix is computed once and all prompts' suffixes are packed behind it (as for discrete prompts),
+        so a population of candidates costs about what its suffix tokens cost; otherwise one
+        :meth:`evaluate_logprobs` per prompt. Same numbers within float tolerance (a test checks it)."""
+        prompts = prompts.detach()
+        packable = self.lm.kind == "causal" and self.prefix_model is None and not self._multi
+        if not packable or not all(self._encoded_example(ex).head for ex in examples):
+            return np.stack([self.evaluate_logprobs(examples, p, progress=progress) for p in prompts])
+        out = np.empty((len(prompts), len(examples), self.num_classes), dtype=np.float32)
+        bar = tqdm(total=len(examples) * len(prompts), desc="scoring", unit="pair", disable=not progress,
+                   leave=False)  # fmt: skip
+        embed = self.lm.model.get_input_embeddings()
+        n = prompts.shape[1]
+        with torch.inference_mode():
+            prompts = prompts.to(device=self._device, dtype=embed.weight.dtype)
+            for start in range(0, len(examples), self.prefix_group):
+                group = list(examples[start : start + self.prefix_group])
+                prefix = self._stacked_prefix(group)
+                # A segment is one example's tail after each of a run of prompts, packed in one row.
+                segments = []
+                for i, ex in enumerate(group):
+                    tail = self._encoded_example(ex).tail
+                    per = max(1, self.segment_tokens // (n + len(tail)))
+                    for first in range(0, len(prompts), per):
+                        chosen = range(first, min(first + per, len(prompts)))
+                        segments.append((start + i, ex.uid, tail, chosen))
+                segments.sort(key=lambda seg: len(seg[3]) * (n + len(seg[2])))
+                share = prefix.width // 4
+                cost = lambda seg, share=share: len(seg[3]) * (n + len(seg[2])) + share  # noqa: E731
+                for batch in _batches(segments, cost, self.batch_tokens):
+                    pieces = [[(n + len(tail))] * len(chosen) for _, _, tail, chosen in batch]
+                    rows = torch.tensor([prefix.index[uid] for _, uid, _, _ in batch], dtype=torch.long)
+                    positions, mask, ends = self._packed_layout(prefix, rows, pieces)
+                    inputs = embed.weight.new_zeros((len(batch), positions.shape[1], embed.weight.shape[1]))
+                    for b, (_, _, tail, chosen) in enumerate(batch):
+                        tail_embeds = embed(torch.tensor(tail, dtype=torch.long, device=self._device))
+                        block = torch.cat([prompts[list(chosen)], tail_embeds.expand(len(chosen), -1, -1)], 1)
+                        inputs[b, : block.shape[0] * block.shape[1]] = block.reshape(-1, block.shape[-1])
+                    hidden = self._run_over_prefix(prefix, rows, positions, mask, inputs_embeds=inputs)
+                    index = torch.tensor(ends, dtype=torch.long)
+                    logits = self._lm_head(hidden[index[:, 0], index[:, 1]])
+                    logprobs = torch.log_softmax(logits, dim=-1)[:, self._single_ids.to(self._device)]
+                    logprobs = logprobs.cpu().numpy()
+                    at = 0
+                    for example, _, _, chosen in batch:
+                        out[list(chosen), example] = logprobs[at : at + len(chosen)]
+                        at += len(chosen)
+                    self.stats.tokens_processed += sum(map(sum, pieces))
+                    bar.update(sum(len(seg[3]) for seg in batch))
+        bar.close()
+        return out
+
     # -- internals ---------------------------------------------------------------------------------
 
     @torch.inference_mode()
@@ -323,68 +385,123 @@ class Scorer(LabelScorer):
     def _stacked_prefix(self, examples: list[Example]) -> _StackedPrefix:
         """Key/values of every example's head, left-padded into one batch, with the log-probs of each
         verbalizer's first token right after the head (what an empty prompt would predict)."""
+        from transformers import DynamicCache
+
         heads = {ex.uid: self._encoded_example(ex).head for ex in examples}
         entries = {ex.uid: self._prefix_kv.get_fresh(ex.uid) for ex in examples}
         # Similar lengths share a batch, so little compute goes to left padding.
         todo = sorted((ex for ex in examples if entries[ex.uid] is None), key=lambda ex: len(heads[ex.uid]))
         self.stats.prefix_hits += len(entries) - len(todo)
         self.stats.prefix_misses += len(todo)
+        shared, shared_kv = self._shared_lead([heads[ex.uid] for ex in todo])
         for batch in _batches(todo, lambda ex: len(heads[ex.uid]), self.batch_tokens, max_padding=0.25):
-            width = max(len(heads[ex.uid]) for ex in batch)
+            # The template's fixed start (in-context demonstrations, an instruction) is computed once; the
+            # causal model's keys/values for its first tokens do not depend on what follows (exact).
+            lead = min(shared, min(len(heads[ex.uid]) for ex in batch) - 1)
+            rests = [heads[ex.uid][lead:] for ex in batch]
+            width = max(map(len, rests))
             input_ids = torch.full((len(batch), width), self.lm.pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for i, ex in enumerate(batch):
-                head = heads[ex.uid]
-                input_ids[i, width - len(head) :] = torch.tensor(head)
-                mask[i, width - len(head) :] = 1
+            for i, rest in enumerate(rests):
+                input_ids[i, width - len(rest) :] = torch.tensor(rest)
+                mask[i, width - len(rest) :] = 1
             # Explicit positions: left padding must not shift the real tokens' positions.
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = self.lm.model.base_model(
+            positions = lead + (mask.cumsum(-1) - 1).clamp(min=0)
+            self.stats.tokens_processed += int(mask.sum())
+            base, extra = self.lm.model.base_model, {"use_cache": True}
+            if lead:
+                rows = (len(batch), -1, -1, -1)
+                past = DynamicCache(
+                    ddp_cache_data=[
+                        (k[None, :, :lead].expand(rows), v[None, :, :lead].expand(rows)) for k, v in shared_kv
+                    ]
+                )
+                mask = torch.cat([mask.new_ones(len(batch), lead), mask], dim=1)
+                extra = with_cache(base, past)
+            out = base(
                 input_ids=input_ids.to(self._device),
                 attention_mask=mask.to(self._device),
                 position_ids=positions.to(self._device),
-                use_cache=True,
+                **extra,
             )
-            self.stats.tokens_processed += int(mask.sum())
             layers = [(layer[0], layer[1]) for layer in returned_cache(out)]
             last = torch.log_softmax(self._lm_head(out.last_hidden_state[:, -1]), dim=-1)
             first = last[:, self._first_ids.to(self._device)].cpu()
-            for i, ex in enumerate(batch):
-                n = len(heads[ex.uid])
-                kv = [(k[i, :, width - n :].clone(), v[i, :, width - n :].clone()) for k, v in layers]
+            for i, (ex, rest) in enumerate(zip(batch, rests, strict=True)):
+                start = lead + width - len(rest)  # the example's own tokens after the padding
+                kv = [(_own(k[i], lead, start), _own(v[i], lead, start)) for k, v in layers]
                 entries[ex.uid] = _Prefix(kv, first[i])
                 self._prefix_kv.put(ex.uid, entries[ex.uid])
         return _StackedPrefix.build(
             [ex.uid for ex in examples], entries, [len(heads[ex.uid]) for ex in examples]
         )
 
+    def _shared_lead(self, heads: list[tuple[int, ...]]) -> tuple[int, list | None]:
+        """How many first tokens all ``heads`` share (in-context demonstrations, an instruction), with
+        the keys/values of at least those tokens, when there are ``SHARED_HEAD_MIN`` or more; else
+        ``(0, None)``. One set of keys/values is kept and reused while the heads keep sharing them."""
+        common = os.path.commonprefix(heads) if heads else ()
+        if len(common) < SHARED_HEAD_MIN:
+            return 0, None
+        ids, kv = self._shared if self._shared is not None else ((), None)
+        lead = len(os.path.commonprefix([ids, common]))
+        if lead < SHARED_HEAD_MIN:
+            out = self.lm.model.base_model(
+                input_ids=torch.tensor([common], device=self._device), use_cache=True
+            )
+            self.stats.tokens_processed += len(common)
+            kv = [(layer[0][0], layer[1][0]) for layer in returned_cache(out)]
+            self._shared, lead = (tuple(common), kv), len(common)
+        return lead, kv
+
     def _forward_packed(self, segments: list[list[_CausalRow]], prefix: _StackedPrefix) -> list:
         """Run packed suffixes over their example's cached prefix; per row, the single-token
         verbalizers' log-probs (an extension row: the summed log-prob of its verbalizer)."""
-        from transformers import DynamicCache
-
-        n, head_width = len(segments), prefix.width
         example_rows = torch.tensor([prefix.index[seg[0].uid] for seg in segments], dtype=torch.long)
-        width = max(map(_suffix_tokens, segments))
-        input_ids = torch.full((n, width), self.lm.pad_id, dtype=torch.long)
+        lengths = [[len(r.suffix) for r in seg] for seg in segments]
+        positions, mask, _ = self._packed_layout(prefix, example_rows, lengths)
+        input_ids = torch.full(positions.shape, self.lm.pad_id, dtype=torch.long)
+        needed: list[tuple[int, int]] = []  # (row, column) of every position whose logits are read
+        spans = []
+        for i, seg in enumerate(segments):
+            col = 0
+            for row in seg:
+                m = len(row.suffix)
+                input_ids[i, col : col + m] = torch.tensor(row.suffix)
+                reads = min(m, self._reads(row))
+                spans.append((len(needed), reads))
+                needed.extend((i, col + m - reads + j) for j in range(reads))
+                col += m
+        hidden = self._run_over_prefix(prefix, example_rows, positions, mask, input_ids=input_ids)
+        self.stats.tokens_processed += sum(map(_suffix_tokens, segments))
+        index = torch.tensor(needed, dtype=torch.long)
+        hidden = hidden[index[:, 0], index[:, 1]]
+        logprobs = torch.log_softmax(self._lm_head(hidden), dim=-1)
+        rows = [r for seg in segments for r in seg]
+        return [
+            self._row_logprobs(row, prefix, logprobs[at : at + k])
+            for row, (at, k) in zip(rows, spans, strict=True)
+        ]
+
+    def _packed_layout(self, prefix: _StackedPrefix, example_rows: torch.Tensor, pieces: list[list[int]]):
+        """Positions and attention mask for rows that each pack several suffixes (``pieces[i]``: their
+        lengths) behind example ``example_rows[i]``'s cached prefix: each suffix sees the prefix and
+        itself, causally. Also the (row, column) of each suffix's last token."""
+        n, head_width = len(pieces), prefix.width
+        width = max(sum(p) for p in pieces)
         positions = torch.zeros((n, width), dtype=torch.long)
         # allowed[i, q, k]: may query q of row i attend to key k (prefix keys first, then the suffix)?
         allowed = torch.zeros((n, width, head_width + width), dtype=torch.bool)
         allowed[:, :, :head_width] = prefix.mask[example_rows].bool()[:, None, :]
         allowed[:, torch.arange(width), head_width + torch.arange(width)] = True  # padding attends to itself
-        needed: list[tuple[int, int]] = []  # (row, column) of every position whose logits are read
-        spans = []
-        for i, seg in enumerate(segments):
+        ends = []
+        for i, lengths in enumerate(pieces):
             col, start = 0, int(prefix.lengths[example_rows[i]])
-            for row in seg:
-                m = len(row.suffix)
-                input_ids[i, col : col + m] = torch.tensor(row.suffix)
+            for m in lengths:
                 positions[i, col : col + m] = torch.arange(start, start + m)
                 allowed[i, col : col + m, head_width + col : head_width + col + m] = self._causal_block(m)
-                reads = min(m, self._reads(row))
-                spans.append((len(needed), reads))
-                needed.extend((i, col + m - reads + j) for j in range(reads))
                 col += m
+                ends.append((i, col - 1))
         if self.lm.model.config._attn_implementation == "sdpa":
             mask = allowed[:, None]
         else:  # eager attention adds the mask to the scores
@@ -392,26 +509,26 @@ class Scorer(LabelScorer):
                 ~allowed, torch.finfo(self._dtype).min
             )
             mask = mask[:, None]
+        return positions, mask, ends
+
+    def _run_over_prefix(self, prefix: _StackedPrefix, example_rows, positions, mask, **inputs):
+        """The base model's last hidden states for packed rows (``input_ids`` or ``inputs_embeds``) over
+        their examples' cached prefixes."""
+        from transformers import DynamicCache
+
         # No config: plain layers that never crop to a sliding window (sequences fit in it: see max_length).
         past = DynamicCache(
             ddp_cache_data=[(k[example_rows], v[example_rows]) for k, v in prefix.keys_values]
         )
         base = self.lm.model.base_model
+        inputs = {key: value.to(self._device) for key, value in inputs.items()}
         out = base(
-            input_ids=input_ids.to(self._device),
             attention_mask=mask.to(self._device),
             position_ids=positions.to(self._device),
+            **inputs,
             **with_cache(base, past),
         )
-        self.stats.tokens_processed += sum(map(_suffix_tokens, segments))
-        index = torch.tensor(needed, dtype=torch.long)
-        hidden = out.last_hidden_state[index[:, 0], index[:, 1]]
-        logprobs = torch.log_softmax(self._lm_head(hidden), dim=-1)
-        rows = [r for seg in segments for r in seg]
-        return [
-            self._row_logprobs(row, prefix, logprobs[at : at + k])
-            for row, (at, k) in zip(rows, spans, strict=True)
-        ]
+        return out.last_hidden_state
 
     def _reads(self, row: _CausalRow) -> int:
         """How many final positions of a row predict label tokens."""
@@ -500,6 +617,12 @@ class _StackedPrefix:
         index = {uid: i for i, uid in enumerate(uids)}
         first_logprobs = torch.stack([entries[uid].first_logprobs for uid in uids])
         return cls(index, keys_values, mask, torch.tensor(lengths, dtype=torch.long), width, first_logprobs)
+
+
+def _own(layer: torch.Tensor, lead: int, start: int) -> torch.Tensor:
+    """One example's keys (or values) ``(heads, length, dim)``: the shared lead, then its own tokens from
+    ``start`` on (what lies between is left padding)."""
+    return torch.cat([layer[:, :lead], layer[:, start:]], 1)
 
 
 def _suffix_tokens(segment: list[_CausalRow]) -> int:

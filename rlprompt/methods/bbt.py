@@ -7,7 +7,8 @@ distribution whose scale makes ``A z`` as large as the embeddings themselves for
 (std ``sigma_e / (sqrt(d) * sigma)``, ``sigma_e`` the embedding matrix's std). CMA-ES (the ``cmaes``
 package) searches ``z`` by the cross-entropy of the label log-probs on the training examples (the loss
 the gradient methods minimise, here only evaluated), a population of ``bbt.population`` candidates per
-generation. The prompt sits at the template's ``{prompt}`` slot, as RL's and the soft prompt's do.
+generation, scored in one call that packs them behind each training sentence's cached prefix. The
+prompt sits at the template's ``{prompt}`` slot, as RL's and the soft prompt's do.
 
 Its cost is counted like RL's: (prompt, example) pairs scored in training and dev. It evaluates as many
 candidates as RL writes prompts (``total_timesteps / env.prompt_length``) and stops before
@@ -103,10 +104,13 @@ def run(ctx: MethodContext) -> MethodResult:
         spent["pairs"] += len(inputs)
         return scorer.evaluate_logprobs(inputs, soft, progress=progress)
 
-    def train_loss(z: np.ndarray) -> float:
-        logprobs = torch.from_numpy(score(prompt_of(z), train))
+    def train_losses(zs: list[np.ndarray]) -> list[float]:
+        # One call for a whole generation: the scorer packs the candidates behind each sentence.
+        spent["pairs"] += len(train) * len(zs)
+        prompts = torch.stack([prompt_of(z) for z in zs])
+        logprobs = torch.from_numpy(scorer.evaluate_soft_prompts(train, prompts))
         logprobs = logprobs - torch.logsumexp(logprobs, -1, keepdim=True)  # over the classes, as CE does
-        return float(-logprobs[np.arange(len(labels)), labels].mean())
+        return (-logprobs[:, np.arange(len(labels)), labels].mean(1)).tolist()
 
     def dev_scores(z: np.ndarray) -> float:
         soft = prompt_of(z)
@@ -137,7 +141,7 @@ def run(ctx: MethodContext) -> MethodResult:
     def evaluate(step: int) -> None:
         nonlocal best_z, best_key
         mean = optimizer.mean.copy()
-        candidates = [(mean, train_loss(mean))]
+        candidates = [(mean, train_losses([mean])[0])]
         if recent[1] is not None:
             candidates.append((recent[1], recent[0]))
         accuracies = []
@@ -165,11 +169,9 @@ def run(ctx: MethodContext) -> MethodResult:
                 room = (budget - spent["pairs"] - evaluation_cost()) // len(train) if budget else total
                 if min(total - evaluated, room) < optimizer.population_size:
                     break
-                solutions = []
-                for _ in range(optimizer.population_size):
-                    z = optimizer.ask()
-                    loss = train_loss(z)
-                    solutions.append((z, loss))
+                population = [optimizer.ask() for _ in range(optimizer.population_size)]
+                solutions = list(zip(population, train_losses(population), strict=True))
+                for z, loss in solutions:
                     if loss < recent[0]:
                         recent[:] = [loss, z]
                 optimizer.tell(solutions)
