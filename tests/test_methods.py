@@ -52,15 +52,18 @@ def test_soft_prompts_scored_together_equal_one_at_a_time(model, request, exampl
     # BBT scores a generation in one call (packed behind each sentence's cached prefix on causal LMs);
     # a small token budget splits the candidates over several rows and batches.
     lm = request.getfixturevalue(model)
-    template = "{sentence} {prompt}" if lm.kind == "causal" else "{sentence} {prompt} <mask> ."
+    template = "{sentence} {prompt} It was" if lm.kind == "causal" else "{sentence} {prompt} <mask> ."
     scorer = Scorer(lm, template, ["bad", "good"], prompt_budget=8, batch_tokens=64, prefix_group=3)
+    assert scorer.encoder.encode_example(examples[0].text).tail  # tokens after the prompt, too
     torch.manual_seed(0)
-    softs = torch.randn(7, 3, lm.model.config.hidden_size) * 0.05
+    softs = torch.randn(7, 3, lm.model.config.hidden_size)  # far apart: each prompt gives its own scores
     together = scorer.evaluate_soft_prompts(examples, softs)
     assert together.shape == (7, len(examples), 2)
     one_at_a_time = np.stack([scorer.evaluate_logprobs(examples, s, reuse_prefix=False) for s in softs])
     np.testing.assert_allclose(together, one_at_a_time, atol=2e-4)
-    assert np.abs(together[0] - together[1]).max() > 1e-4  # the prompts matter: no row scored another's
+    # The prompts matter, so no packed row scored another's prompt (a tiny random BERT's mask barely
+    # notices a prompt; its path is the one-at-a-time loop anyway).
+    assert np.abs(together[0] - together[1]).max() > (1e-2 if lm.kind == "causal" else 1e-4)
 
 
 @pytest.mark.parametrize("reuse_prefix", [True, False])
@@ -141,11 +144,21 @@ def test_a_shared_template_start_is_computed_once_with_the_same_scores(model, re
     tokens = shared.stats.tokens_processed
     soft = lm.model.get_input_embeddings()(torch.tensor(shared.prompt_ids(prompts[0]))).detach()
     soft_scores = shared.evaluate_logprobs(examples, soft)
+    # Soft prompts packed behind the shared start, in two calls whose heads differ: the second reuses
+    # the kept start (cut to what both calls share) and computes only its own examples' rest.
+    softs = torch.randn(3, 2, lm.model.config.hidden_size)
+    split = Scorer(lm, template, ["bad", "good"], prompt_budget=8, batch_tokens=256)
+    parts = [split.evaluate_soft_prompts(examples[:2], softs)]
+    kept = split._shared[0]
+    parts.append(split.evaluate_soft_prompts(examples[2:], softs))
+    assert split._shared[0] == kept and len(kept) >= lead  # computed once, reused by the second call
     monkeypatch.setattr(hf, "SHARED_HEAD_MIN", 10**9)
     whole = Scorer(lm, template, ["bad", "good"], prompt_budget=8, batch_tokens=256)
     np.testing.assert_allclose(together, whole.score(prompts, examples), atol=2e-4)
     np.testing.assert_allclose(soft_scores, together[0], atol=2e-4)
     assert whole.stats.tokens_processed - tokens == (len(examples) - 1) * lead
+    expected = np.stack([whole.evaluate_logprobs(examples, s, reuse_prefix=False) for s in softs])
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), expected, atol=2e-4)
 
 
 @pytest.fixture

@@ -237,7 +237,8 @@ class Scorer(LabelScorer):
         :meth:`evaluate_logprobs` per prompt. Same numbers within float tolerance (a test checks it)."""
         prompts = prompts.detach()
         packable = self.lm.kind == "causal" and self.prefix_model is None and not self._multi
-        if not packable or not all(self._encoded_example(ex).head for ex in examples):
+        heads = all(self._encoded_example(ex).head for ex in examples)
+        if not packable or not heads or prompts.shape[1] == 0:
             return np.stack([self.evaluate_logprobs(examples, p, progress=progress) for p in prompts])
         out = np.empty((len(prompts), len(examples), self.num_classes), dtype=np.float32)
         bar = tqdm(total=len(examples) * len(prompts), desc="scoring", unit="pair", disable=not progress,
@@ -397,7 +398,7 @@ class Scorer(LabelScorer):
         for batch in _batches(todo, lambda ex: len(heads[ex.uid]), self.batch_tokens, max_padding=0.25):
             # The template's fixed start (in-context demonstrations, an instruction) is computed once; the
             # causal model's keys/values for its first tokens do not depend on what follows (exact).
-            lead = min(shared, min(len(heads[ex.uid]) for ex in batch) - 1)
+            lead = max(0, min(shared, min(len(heads[ex.uid]) for ex in batch) - 1))
             rests = [heads[ex.uid][lead:] for ex in batch]
             width = max(map(len, rests))
             input_ids = torch.full((len(batch), width), self.lm.pad_id, dtype=torch.long)
@@ -409,7 +410,7 @@ class Scorer(LabelScorer):
             positions = lead + (mask.cumsum(-1) - 1).clamp(min=0)
             self.stats.tokens_processed += int(mask.sum())
             base, extra = self.lm.model.base_model, {"use_cache": True}
-            if lead:
+            if lead > 0:
                 rows = (len(batch), -1, -1, -1)
                 past = DynamicCache(
                     ddp_cache_data=[
@@ -440,12 +441,13 @@ class Scorer(LabelScorer):
         """How many first tokens all ``heads`` share (in-context demonstrations, an instruction), with
         the keys/values of at least those tokens, when there are ``SHARED_HEAD_MIN`` or more; else
         ``(0, None)``. One set of keys/values is kept and reused while the heads keep sharing them."""
-        common = os.path.commonprefix(heads) if heads else ()
-        if len(common) < SHARED_HEAD_MIN:
-            return 0, None
+        # Each head keeps at least its last token to compute (its first-token log-probs come from it).
+        common = os.path.commonprefix(heads)[: min(map(len, heads)) - 1] if heads else ()
         ids, kv = self._shared if self._shared is not None else ((), None)
         lead = len(os.path.commonprefix([ids, common]))
         if lead < SHARED_HEAD_MIN:
+            if len(heads) < 2 or len(common) < SHARED_HEAD_MIN:  # a lone head shares with nothing new
+                return 0, None
             out = self.lm.model.base_model(
                 input_ids=torch.tensor([common], device=self._device), use_cache=True
             )
