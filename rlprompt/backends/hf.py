@@ -9,6 +9,11 @@ How it stays fast on a CPU:
 * **Packed suffixes (causal LMs).** All of an example's prompts are packed into one sequence behind its
   cached prefix, with a block attention mask that keeps each prompt to the prefix and itself: the
   prefix is never copied per prompt, and no compute goes to padding between prompts.
+* **A shared start computed once (causal LMs).** When every head to compute starts with the same
+  tokens (in-context demonstrations, an instruction before the sentence), their keys/values are computed
+  once and each head continues from them.
+* **Soft-prompt populations packed (causal LMs).** :meth:`Scorer.evaluate_soft_prompts` packs many soft
+  prompts behind each cached sentence prefix, as discrete prompts are (black-box tuning's generations).
 * **Batching.** All missing (prompt, example) pairs of a call go through the model in batches bounded
   by a token budget, with explicit position ids so padding never shifts positions.
 * **Only the logits needed**: the output layer runs at the label positions only.
