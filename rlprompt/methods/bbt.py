@@ -230,7 +230,8 @@ def run(ctx: MethodContext) -> MethodResult:
 
 def estimate(method: str, config, sizes, speed):
     """Every candidate is new; an evaluation scores the mean on train, then two candidates on dev and the
-    calibration's reference inputs (rlprompt.plan). One candidate per call: the cold speed."""
+    calibration's reference inputs (rlprompt.plan). At the cold speed, which overestimates since a
+    generation is one packed call (the comparison's BBT: 309 s a seed measured, about 415 s estimated)."""
     candidates = config.total_timesteps // config.env.prompt_length
     per_eval = sizes.train + 2 * (sizes.dev + sizes.train + sizes.dev)
     queries = candidates * sizes.train + sizes.evaluations * per_eval
