@@ -149,9 +149,9 @@ def test_a_shared_template_start_is_computed_once_with_the_same_scores(model, re
     softs = torch.randn(3, 2, lm.model.config.hidden_size)
     split = Scorer(lm, template, ["bad", "good"], prompt_budget=8, batch_tokens=256)
     parts = [split.evaluate_soft_prompts(examples[:2], softs)]
-    kept = split._shared[0]
+    kept = split._shared
     parts.append(split.evaluate_soft_prompts(examples[2:], softs))
-    assert split._shared[0] == kept and len(kept) >= lead  # computed once, reused by the second call
+    assert split._shared is kept and len(kept[0]) >= lead  # computed once, reused by the second call
     monkeypatch.setattr(hf, "SHARED_HEAD_MIN", 10**9)
     whole = Scorer(lm, template, ["bad", "good"], prompt_budget=8, batch_tokens=256)
     np.testing.assert_allclose(together, whole.score(prompts, examples), atol=2e-4)

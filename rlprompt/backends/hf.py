@@ -242,8 +242,8 @@ class Scorer(LabelScorer):
         :meth:`evaluate_logprobs` per prompt. Same numbers within float tolerance (a test checks it)."""
         prompts = prompts.detach()
         packable = self.lm.kind == "causal" and self.prefix_model is None and not self._multi
-        heads = all(self._encoded_example(ex).head for ex in examples)
-        if not packable or not heads or prompts.shape[1] == 0:
+        every_head = all(self._encoded_example(ex).head for ex in examples)
+        if not packable or not every_head or prompts.shape[1] == 0:
             return np.stack([self.evaluate_logprobs(examples, p, progress=progress) for p in prompts])
         out = np.empty((len(prompts), len(examples), self.num_classes), dtype=np.float32)
         bar = tqdm(total=len(examples) * len(prompts), desc="scoring", unit="pair", disable=not progress,
