@@ -35,6 +35,12 @@ SETTINGS = {
     "rl": ["--set", "total_timesteps=1200", "--set", "evaluations=6", "--set", "env.num_envs=4",
            "--set", "env.examples_per_reward=8", "--set", "rl.batch_size=20",
            "--set", "policy.adapter_hidden=32"],
+    # rl with restarts whenever 2 prompt batches held fewer than 90% new prompts: the restart state (prompts
+    # seen, the window, the best training prompt) is in the checkpoint
+    "rl_restarts": ["--set", "total_timesteps=1200", "--set", "evaluations=6", "--set", "env.num_envs=4",
+                    "--set", "env.examples_per_reward=8", "--set", "rl.batch_size=20",
+                    "--set", "policy.adapter_hidden=32", "--set", "rl.restart_window=2",
+                    "--set", "rl.restart_new_fraction=0.9"],
     "soft_prompt": ["--set", "method=soft_prompt", "--set", "soft_prompt.steps=150", "--set", "evaluations=6",
                     "--set", "soft_prompt.batch_size=4"],
     "lora": ["--set", "method=lora", "--set", "lora.steps=150", "--set", "evaluations=6",
@@ -126,7 +132,7 @@ def assert_same_learning(a: Path, b: Path, rel: float) -> None:
                 assert x == y, (key, row_a, row_b)
 
 
-@pytest.mark.parametrize("method", ["rl", "soft_prompt", "lora"])
+@pytest.mark.parametrize("method", ["rl", "rl_restarts", "soft_prompt", "lora"])
 def test_sigkill_after_first_checkpoint_then_resume_ends_like_an_unbroken_run(
     method, common, tmp_path, capsys
 ):
@@ -160,10 +166,13 @@ def test_sigkill_after_first_checkpoint_then_resume_ends_like_an_unbroken_run(
     assert_same_learning(killed, tmp_path / "unbroken", rel=1e-5)
     assert resumed.dev_score == unbroken.dev_score
     assert resumed.test_metrics == unbroken.test_metrics
-    if method == "rl":
+    if method.startswith("rl"):
         prompt = load_prompt(killed / "prompt.json")
-        assert prompt.token_ids == load_prompt(tmp_path / "unbroken" / "prompt.json").token_ids
+        unbroken_prompt = load_prompt(tmp_path / "unbroken" / "prompt.json")
+        assert prompt.token_ids == unbroken_prompt.token_ids
         assert prompt.metrics["steps"] == 1200
+        assert prompt.metrics.get("restarts") == unbroken_prompt.metrics.get("restarts")
+        assert bool(prompt.metrics.get("restarts")) == (method == "rl_restarts")
 
 
 def test_sigterm_stops_cleanly_with_a_checkpoint_and_the_run_resumes(common, tmp_path, capsys):

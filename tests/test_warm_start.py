@@ -103,6 +103,18 @@ def test_warm_start_moves_the_greedy_prompt_to_the_start_prompt_and_no_further(t
     assert float(first.max()) < 0.9
 
 
+def test_a_start_prompt_as_long_as_the_prompt_length_needs_no_blank(tiny_llama):
+    register_model(tiny_llama)
+    vocab = tiny_llama.encode(" good bad movie film really plot acting story")
+    start = tuple(vocab[2:5])
+    env = PromptVecEnv(LengthScorer(tiny_llama, start), [Example("e", "x", 1)], vocab, num_envs=4,
+                       prompt_length=3, examples_per_reward=1, seed=0)  # fmt: skip
+    model = _ppo(env, vocab)
+    assert with_start_prompt(vocab, start, 3) == vocab  # no blank added
+    steps, probs = warm_start(model, start, vocab, 3, confidence=0.5)
+    assert min(probs) >= 0.5 and greedy_prompt(model, vocab, 3) == start
+
+
 def test_a_start_prompt_longer_than_the_prompt_length_is_refused_by_name(tiny_llama):
     from rlprompt.errors import RLPromptError
 
@@ -220,3 +232,56 @@ def test_sql_warm_start_moves_the_target_network_too(tiny_llama, tmp_path):
         for a, b in zip(online.parameters(), target.parameters(), strict=True):
             assert torch.equal(a, b)
     assert greedy_prompt(model, vocab, 3) == (words[2],)
+
+
+def test_a_settled_policy_restarts_from_the_best_training_prompt(tiny_llama):
+    """rl.restart_window: due once fewer than restart_new_fraction of the window's prompts were new; the
+    restart puts back the initial weights, clears the optimizer and clones the best training prompt."""
+    from rlprompt.methods.rl import RLConfig, _Restarts
+
+    register_model(tiny_llama)
+    vocab = tiny_llama.encode(" good bad movie film really plot acting story")
+    env = PromptVecEnv(LengthScorer(tiny_llama, ()), [Example("e", "x", 1)], vocab, num_envs=4,
+                       prompt_length=3, examples_per_reward=1, seed=0)  # fmt: skip
+    model = _ppo(env, vocab)
+    restarts = _Restarts(RLConfig(restart_window=3, restart_new_fraction=0.5), model)
+    model.learn(4 * 3 * 6)  # trained: weights and Adam state away from the start
+    assert model.policy.optimizer.state
+    a, b, c, d = [(vocab[i], vocab[j], vocab[k]) for i, j, k in ((0, 1, 2), (3, 4, 5), (6, 7, 0), (1, 1, 1))]
+    restarts.observe([a, b, c, a], [1.0, 5.0, 2.0, 1.0])  # 3 new of 4
+    restarts.observe([b, b, b, b], [5.0] * 4)
+    assert not restarts.due  # the window is not full yet
+    restarts.observe([d, b, b, b], [0.0, 5.0, 5.0, 5.0])  # 4 new of 12: under half
+    assert restarts.due and restarts.best == (5.0, b)
+    assert greedy_prompt(model, vocab, 3) != b
+
+    restarts.apply(model, vocab, 3, step=72)
+    assert not restarts.due and restarts.steps == [72] and not restarts.new
+    assert not model.policy.optimizer.state
+    assert greedy_prompt(model, vocab, 3) == b
+    initial = restarts.initial
+    for name, value in model.policy.state_dict().items():  # only cloning moved it from the initial weights
+        if "value" in name:
+            assert torch.equal(value, initial[name]), name
+    obs, _ = model.policy.obs_to_tensor(np.full((1, 3), PAD, dtype=np.int64))
+    with torch.no_grad():
+        assert float(model.policy.get_distribution(obs).distribution.probs.max()) < 0.9  # still exploring
+    # Settled again on known prompts: due again; new prompts in the window keep it from being due.
+    for _ in range(3):
+        restarts.observe([b, b, b, b], [5.0] * 4)
+    assert restarts.due
+    restarts.observe([(vocab[i],) * 3 for i in (2, 3, 4, 5)], [0.0] * 4)
+    assert restarts.due  # 4 new of 12
+    restarts.observe([(vocab[6],) * 3, (vocab[7],) * 3, (vocab[0], vocab[2], vocab[4]), c], [0.0] * 4)
+    assert not restarts.due  # 7 new of 12
+
+
+def test_restarts_refuse_sql_and_a_negative_window():
+    from rlprompt.methods.rl import RLConfig
+
+    with pytest.raises(ValueError, match="'rl.restart_window' applies to ppo and a2c"):
+        RLConfig(algo="sql", restart_window=10)
+    with pytest.raises(ValueError, match="'rl.restart_window' must be 0"):
+        RLConfig(restart_window=-1)
+    with pytest.raises(ValueError, match="'rl.restart_new_fraction' must be between 0 and 1"):
+        RLConfig(restart_window=10, restart_new_fraction=1.5)

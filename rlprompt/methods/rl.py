@@ -81,12 +81,32 @@ class RLConfig:
     # have up to env.prompt_length tokens.
     init_prompt: str | None = None
     init_confidence: float = 0.5
+    # Restarts (PPO and A2C): PPO settles on one prompt and then mostly writes it again, which costs nothing
+    # and teaches nothing (z-scored rewards of equal prompts are all 0). When fewer than restart_new_fraction
+    # of the prompts written over the last restart_window prompt batches were new (never scored before), the
+    # policy goes back to its initial weights, its optimizer state is cleared, and it is moved by behaviour
+    # cloning (as the warm start, to restart_confidence) to the best training prompt so far: it then samples
+    # variations of that prompt, and PPO climbs from there. 0 turns restarts off.
+    restart_window: int = 0
+    restart_new_fraction: float = 0.1
+    restart_confidence: float = 0.5
 
     def __post_init__(self) -> None:
         at_least_one("rl", n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs,
                      max_reward_queries=self.max_reward_queries)  # fmt: skip
         positive("rl", learning_rate=self.learning_rate)
         within("rl", "init_confidence", self.init_confidence, 0.5, 0.99)  # >= 0.5: each token is the argmax
+        within("rl", "restart_confidence", self.restart_confidence, 0.5, 0.99)
+        within("rl", "restart_new_fraction", self.restart_new_fraction, 0, 1)
+        if self.restart_window < 0:
+            raise ValueError(
+                f"'rl.restart_window' must be 0 (no restarts) or more, not {self.restart_window}"
+            )
+        if self.restart_window and self.algo == "sql":
+            raise ValueError(
+                "'rl.restart_window' applies to ppo and a2c, not sql (its replay and target "
+                "network would keep the settled prompt)"
+            )
         if self.init_prompt is not None and not self.init_prompt.strip():
             raise ValueError(
                 "'rl.init_prompt' is empty: give a prompt, or leave the key out for a cold start"
@@ -177,6 +197,7 @@ def run(ctx: MethodContext) -> MethodResult:
         "train_seconds": round(train_seconds, 1),
         "reward_queries": reward_queries,
         **({"warm_start": tracker.warm} if tracker.warm else {}),
+        **({"restarts": tracker.restart.steps} if tracker.restart is not None else {}),
         **top_k_metrics(objective, tracker.top, top_k),
     }
     save_prompt(tracker.exported(best, metrics), run_dir / "prompt.json")
@@ -249,7 +270,8 @@ def warm_start(model, start: tuple[int, ...], vocab, length: int, confidence: fl
     from rlprompt.envs.prompt_env import BLANK, PAD
 
     index = {int(t): i for i, t in enumerate(vocab)}
-    actions = [index[t] for t in start] + [index[BLANK]] * (length - len(start))
+    # (the blank is looked up only when needed: a full-length prompt's vocabulary has none)
+    actions = [index[t] for t in start] + [index[BLANK] for _ in range(length - len(start))]
     obs = np.full((length, length), PAD, dtype=np.int64)
     for t in range(1, length):
         obs[t, :t] = [vocab[a] for a in actions[:t]]
@@ -363,6 +385,55 @@ def _make_algorithm(config, seed: int, env, vocab, backbone: str, run_dir: Path)
     return A2C(TokenPolicy, env, **common)
 
 
+class _Restarts:
+    """When the policy has settled (rl.restart_window), start it again from the best training prompt."""
+
+    def __init__(self, rl: RLConfig, model):
+        import collections
+
+        self.window, self.threshold = rl.restart_window, rl.restart_new_fraction
+        self.confidence = rl.restart_confidence
+        # The initial weights (before any warm start): captured before a resume loads a checkpoint.
+        self.initial = {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+        self.seen: set[tuple[int, ...]] = set()
+        self.new = collections.deque(maxlen=self.window)  # per batch: (new prompts, prompts)
+        self.best: tuple[float, tuple[int, ...]] | None = None
+        self.steps: list[int] = []  # where restarts happened
+        self.due = False
+
+    def observe(self, prompts, rewards) -> None:
+        """One scored batch: count its new prompts; decide whether the policy has settled."""
+        fresh = {p for p in prompts if p not in self.seen}
+        self.seen.update(fresh)
+        self.new.append((len(fresh), len(prompts)))
+        for ids, reward in zip(prompts, rewards, strict=True):
+            if self.best is None or reward > self.best[0]:
+                self.best = (float(reward), tuple(ids))
+        if len(self.new) == self.window:
+            new, total = map(sum, zip(*self.new, strict=True))
+            self.due = new < self.threshold * total
+
+    def apply(self, model, vocab, length: int, step: int) -> None:
+        """Initial weights, a cleared optimizer, then behaviour cloning to the best training prompt."""
+        model.policy.load_state_dict(self.initial)
+        model.policy.optimizer.state.clear()  # Adam's moments belong to the settled policy
+        # (a prompt shorter than env.prompt_length was written with the blank action: it is in the vocab)
+        warm_start(model, self.best[1], vocab, length, self.confidence)
+        self.steps.append(step)
+        self.new.clear()
+        self.due = False
+
+    def state(self) -> dict:
+        return {"seen": list(self.seen), "new": list(self.new), "best": self.best, "steps": list(self.steps),
+                "due": self.due}  # fmt: skip
+
+    def load(self, state: dict) -> None:
+        self.seen = {tuple(p) for p in state["seen"]}
+        self.new.extend(tuple(n) for n in state["new"])
+        self.best = (state["best"][0], tuple(state["best"][1])) if state["best"] else None
+        self.steps, self.due = list(state["steps"]), state["due"]
+
+
 class _Tracker:
     """Evaluates on dev at fixed intervals, keeps the best prompt, logs metrics and shows progress."""
 
@@ -383,6 +454,9 @@ class _Tracker:
         self.last_checkpoint = 0
         self.stopping = False
         self._rng_to_restore: dict | None = None
+        # Restarts (rl.restart_window): the policy's initial weights, every training prompt written, how
+        # many of each recent batch's prompts were new, and the best training prompt (reward, ids).
+        self.restart = _Restarts(config.rl, model) if config.rl.restart_window else None
         log_state = ctx.resume["log"] if ctx.resume else None
         self.log = EvalLog(ctx.run_dir, config.total_timesteps, f"rl s{ctx.seed}", ctx.progress, log_state)
 
@@ -412,6 +486,8 @@ class _Tracker:
                      "Lower rl.learning_rate.")  # fmt: skip
         if self.env._length:  # mid-prompt (rl.n_steps is not a multiple of the prompt length): not here
             return
+        if self.restart is not None and self.restart.due:  # the buffer is empty: no update mixes policies
+            self.restart.apply(self.model, self.vocab, self.config.env.prompt_length, step)
         if self.ctx.checkpoint_due(step, self.last_checkpoint, self.last_eval_step > self.last_checkpoint):
             self.save_checkpoint(step)
             self.stopping = self.ctx.stop.requested
@@ -429,6 +505,7 @@ class _Tracker:
             "recent": dict(self.recent), "rewards": list(self.rewards), "accuracies": list(self.accuracies),
             "scorer_stats": (stats.pairs_scored, stats.tokens_processed), "log": self.log.state(step),
             "scores": self.objective.cached_scores(),
+            "restart": self.restart.state() if self.restart is not None else None,
         }  # fmt: skip
         if hasattr(model, "target_head"):  # SQL's target network and sampler
             state["target"] = (model.target_extractor.state_dict(), model.target_head.state_dict())
@@ -459,6 +536,8 @@ class _Tracker:
         self.recent, self.rewards, self.accuracies = state["recent"], state["rewards"], state["accuracies"]
         self.objective.stats.pairs_scored, self.objective.stats.tokens_processed = state["scorer_stats"]
         self.objective.load_cached_scores(state["scores"])
+        if self.restart is not None and state.get("restart"):
+            self.restart.load(state["restart"])
         self.last_checkpoint = state["step"]
         self._rng_to_restore = state
         return state["step"]
@@ -480,8 +559,11 @@ class _Tracker:
             batch = self.env.last_batch
             check_finite(batch["rewards"], "the reward", step, self.run_dir, self.last_checkpoint,
                          "The task model's scores overflowed; check the model and its dtype.")  # fmt: skip
-            for ids, reward in zip(batch["prompt_ids"], self.objective.elite_scores(batch), strict=True):
+            elite = self.objective.elite_scores(batch)
+            for ids, reward in zip(batch["prompt_ids"], elite, strict=True):
                 self.recent[ids] = max(reward, self.recent.get(ids, -np.inf))
+            if self.restart is not None:
+                self.restart.observe(batch["prompt_ids"], elite)
             self.rewards.append(float(np.mean(batch["rewards"])))
             self.accuracies.append(float(np.mean(batch["accuracy"])))
         if self.last_eval_step < 0 or step - self.last_eval_step >= self.eval_every:
@@ -520,6 +602,7 @@ class _Tracker:
             greedy_prompt=found[0].text, greedy_dev_score=found[0].dev_score,
             best_prompt=self.best.text, best_dev_reward=self.best.dev_reward, phase=label,
             reward_queries=int(self.objective.stats.pairs_scored),
+            **({"restarts": len(self.restart.steps)} if self.restart is not None else {}),
         )  # fmt: skip
         logger = self.model.logger
         logger.record("rlprompt/greedy_dev_score", found[0].dev_score)
