@@ -53,6 +53,9 @@ class Speed:
     cold: float  # pairs/s with the sentences' prefixes computed in the call
     warm: float  # pairs/s once they are cached, as in training
     tokens_per_pair: float
+    # pairs/s when each pair is computed whole, nothing shared with another prompt: the gradient methods that
+    # change the model (or, for prefix tuning, what every layer reads) compute each sequence so
+    full: float | None = None
 
 
 def _minutes(seconds: float) -> str:
@@ -76,7 +79,12 @@ def probe_speed(scorer, examples, vocab_size: int, prompt_length: int, seed: int
     scorer.score(prompts(), examples)
     warm = time.perf_counter() - start
     pairs = 8 * len(examples)
-    return Speed(pairs / cold, pairs / warm, (scorer.stats.tokens_processed - tokens) / (2 * pairs))
+    full = None
+    if hasattr(scorer, "evaluate_logprobs"):  # a local model: the gradient methods' case
+        start = time.perf_counter()
+        scorer.evaluate_logprobs(examples, reuse_prefix=False)
+        full = len(examples) / (time.perf_counter() - start)
+    return Speed(pairs / cold, pairs / warm, (scorer.stats.tokens_processed - tokens) / (2 * pairs), full)
 
 
 def plan_run(config, task, speed: Speed) -> list[MethodPlan]:
@@ -103,14 +111,21 @@ def plan_run(config, task, speed: Speed) -> list[MethodPlan]:
 
 
 def gradient_estimate(method: str, config, sizes: Sizes, speed: Speed) -> Estimate:
-    """A gradient method: its steps' batches forward and backward, and the dev evaluations."""
+    """A gradient method: its steps' batches forward and backward, the dev evaluations, the test evaluation
+    and the forgetting perplexity on the held-out sentences.
+
+    Only the soft prompt, at the template's slot after the sentence, reuses the frozen model's sentence
+    prefixes; the others compute every sequence whole (``speed.full``)."""
     section = getattr(config, method)
     examples = section.steps * section.batch_size
     queries = examples + sizes.evaluations * sizes.dev
+    rate = speed.cold if method == "soft_prompt" or speed.full is None else speed.full
+    whole = speed.full or speed.cold
     seconds = (
-        examples / speed.cold * GRADIENT_FACTOR
-        + sizes.test_seconds
-        + sizes.evaluations * sizes.dev / speed.cold
+        examples / rate * GRADIENT_FACTOR
+        + sizes.evaluations * sizes.dev / rate
+        + sizes.test / rate
+        + config.heldout_sentences / whole
     )
     return Estimate(queries, queries, seconds)
 
@@ -138,7 +153,8 @@ def format_plan(plans: list[MethodPlan], speed: Speed, config=None, splits: int 
     if splits > 1:
         how += f", {splits} data splits"
         total *= splits
+    whole = f", {speed.full:.0f} whole" if speed.full else ""
     lines = [f"plan: ~{_minutes(total)} in all {how} (scoring {speed.warm:.0f} pairs/s warm, "
-             f"{speed.cold:.0f} cold)"]  # fmt: skip
+             f"{speed.cold:.0f} cold{whole})"]  # fmt: skip
     lines += ["  " + p.line() for p in plans]
     return "\n".join(lines)

@@ -255,3 +255,31 @@ def test_data_splits_are_refused_for_a_task_with_one_set_of_splits(tmp_path, cap
     argv = ["--set", f"task={task}", "--set", "task.seeds=[16-13, 16-21]", "--dry-run"]
     code, _, err = run(train_main, argv, capsys)
     assert code == 2 and "task.seeds: data splits are the built-in tasks' few-shot seeds" in err
+
+
+def test_the_plan_prices_weight_training_at_whole_sequences_and_the_soft_prompt_at_cached_ones():
+    """LoRA and the other weight or prefix methods compute every sequence whole (speed.full), for training,
+    dev, test and the forgetting perplexity; the soft prompt reuses the frozen model's sentence prefixes
+    (speed.cold) except in the perplexity, which reads whole held-out sentences."""
+    from rlprompt.config import TrainConfig
+    from rlprompt.plan import GRADIENT_FACTOR, Sizes, Speed, gradient_estimate
+
+    config = TrainConfig(heldout_sentences=200)
+    sizes = Sizes(train=32, dev=32, test=100, evaluations=17, test_seconds=0.0)
+    speed = Speed(cold=80.0, warm=140.0, tokens_per_pair=6.0, full=20.0)
+    for method, rate in (
+        ("lora", 20.0),
+        ("prefix_tuning", 20.0),
+        ("full_finetune", 20.0),
+        ("soft_prompt", 80.0),
+    ):
+        section = getattr(config, method)
+        examples = section.steps * section.batch_size
+        expected = (examples * GRADIENT_FACTOR + 17 * 32 + 100) / rate + 200 / 20.0
+        assert gradient_estimate(method, config, sizes, speed).seconds == pytest.approx(expected), method
+    # A backend without whole-sequence scoring (a server): the probe's cold speed stands in.
+    no_full = Speed(cold=80.0, warm=140.0, tokens_per_pair=6.0)
+    assert (
+        gradient_estimate("lora", config, sizes, no_full).seconds
+        < gradient_estimate("lora", config, sizes, speed).seconds
+    )
