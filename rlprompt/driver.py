@@ -106,9 +106,10 @@ def _prepare(config: TrainConfig, progress: bool, run_dir: Path | None, resume: 
     task, lm, config, test_scorer = loaded.task, loaded.lm, loaded.config, loaded.test_scorer
     plan = None
     if test_scorer is not None and (progress or dry_run) and not resume:
-        from rlprompt.plan import format_plan, plan_run, probe_speed
+        from rlprompt.plan import format_plan, needs_whole_speed, plan_run, probe_speed
 
-        speed = probe_speed(test_scorer, task.examples("train"), len(lm.tokenizer), config.env.prompt_length)
+        speed = probe_speed(test_scorer, task.examples("train"), len(lm.tokenizer), config.env.prompt_length,
+                            whole=needs_whole_speed(config))  # fmt: skip
         plan = format_plan(plan_run(config, task, speed), speed, config, splits)
         print(plan, flush=True)
     if dry_run:

@@ -62,8 +62,11 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def probe_speed(scorer, examples, vocab_size: int, prompt_length: int, seed: int = 0) -> Speed:
-    """Score 8 random prompts on ``examples`` with a fresh scorer (cold), then 8 others (warm)."""
+def probe_speed(
+    scorer, examples, vocab_size: int, prompt_length: int, seed: int = 0, whole: bool = False
+) -> Speed:
+    """Score 8 random prompts on ``examples`` with a fresh scorer (cold), then 8 others (warm); with
+    ``whole`` (see :func:`needs_whole_speed`) also every example computed whole, once."""
     rng = np.random.default_rng(seed)
     ids = scorer.lm.encode(" the movie was a very good and bad story of")
     pool = sorted(set(ids)) or list(range(min(vocab_size, 100)))
@@ -80,11 +83,19 @@ def probe_speed(scorer, examples, vocab_size: int, prompt_length: int, seed: int
     warm = time.perf_counter() - start
     pairs = 8 * len(examples)
     full = None
-    if hasattr(scorer, "evaluate_logprobs"):  # a local model: the gradient methods' case
+    if whole and hasattr(scorer, "evaluate_logprobs"):  # a local model: the gradient methods' case
         start = time.perf_counter()
         scorer.evaluate_logprobs(examples, reuse_prefix=False)
         full = len(examples) / (time.perf_counter() - start)
     return Speed(pairs / cold, pairs / warm, (scorer.stats.tokens_processed - tokens) / (2 * pairs), full)
+
+
+def needs_whole_speed(config) -> bool:
+    """Whether a method of the run is priced by :func:`gradient_estimate` (the only user of ``Speed.full``):
+    the probe's whole-sequence pass costs start-up time only then."""
+    from rlprompt.registry import METHODS
+
+    return any(METHODS[m].estimate is None for m in config.method_list)
 
 
 def plan_run(config, task, speed: Speed) -> list[MethodPlan]:

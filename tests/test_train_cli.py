@@ -277,6 +277,11 @@ def test_the_plan_prices_weight_training_at_whole_sequences_and_the_soft_prompt_
         examples = section.steps * section.batch_size
         expected = (examples * GRADIENT_FACTOR + 17 * 32 + 100) / rate + 200 / 20.0
         assert gradient_estimate(method, config, sizes, speed).seconds == pytest.approx(expected), method
+    # The probe's whole-sequence pass runs only for a run that has such a method.
+    from rlprompt.plan import needs_whole_speed
+
+    assert not needs_whole_speed(TrainConfig(methods=["rl", "search", "bbt", "manual", "in_context"]))
+    assert needs_whole_speed(TrainConfig(methods=["rl", "soft_prompt"]))
     # A backend without whole-sequence scoring (a server): the probe's cold speed stands in.
     no_full = Speed(cold=80.0, warm=140.0, tokens_per_pair=6.0)
     assert (
