@@ -152,7 +152,8 @@ def test_a_warm_started_run_writes_the_start_prompt_first(tiny_task, capsys, tin
 
 def test_the_top_k_mean_is_the_mean_test_accuracy_of_the_best_dev_prompts(tiny_task, capsys, tiny_gpt2):
     """RLPrompt's top-3 figure: the k best distinct prompts seen on dev, each scored on test as the run
-    scores (batch-calibrated here), averaged; the chosen prompt is the first of them."""
+    scores (batch-calibrated here; each one's score in prompt.json), averaged; the chosen prompt is the
+    first of them."""
     from rlprompt.calibration import task_calibration
     from rlprompt.evaluation import evaluate_prompts, make_scorer
     from rlprompt.methods import MethodResult
@@ -176,6 +177,7 @@ def test_the_top_k_mean_is_the_mean_test_accuracy_of_the_best_dev_prompts(tiny_t
     scored = evaluate_prompts(scorer, task.examples("test"), [tuple(p["token_ids"]) for p in top],
                               calibration=task_calibration("batch", task))  # fmt: skip
     assert result.test_top_k == pytest.approx(np.mean([r.metrics.accuracy for r in scored]))
+    assert [p["test"] for p in top] == pytest.approx([r.metrics.accuracy for r in scored])
     assert scored[0].metrics.accuracy == pytest.approx(result.test_score)
 
 

@@ -159,15 +159,15 @@ class ClassificationObjective:
         return {"task_kind": "classification", "template": self.scorer.template.text,
                 "verbalizers": list(task.verbalizers), "class_names": list(task.class_names)}  # fmt: skip
 
-    def test_top(self, ctx: MethodContext, top: list[Candidate]) -> float:
-        """The mean headline test accuracy (calibrated as the run scored) of ``top`` (the best prompts by
-        dev; the chosen one's scores are cached from :meth:`test`)."""
+    def test_top(self, ctx: MethodContext, top: list[Candidate]) -> list[float]:
+        """The headline test accuracy (calibrated as the run scored) of each of ``top`` (the best prompts
+        by dev; the chosen one's scores are cached from :meth:`test`)."""
         reference = task_calibration(reference_method(self.config.calibration), self.task)
         prompts = [self.task_prompt(c.ids) for c in top]
         results = evaluate_prompts(
             ctx.test_scorer, self.task.examples("test"), prompts, ctx.progress, reference
         )
-        return float(np.mean([r.scored(self.calibration.active).accuracy for r in results]))
+        return [float(r.scored(self.calibration.active).accuracy) for r in results]
 
     def test(self, ctx: MethodContext, best: Candidate, manual: str) -> TestResult:
         """The chosen prompt, the manual prompt and the empty prompt on test, raw and calibrated (with the

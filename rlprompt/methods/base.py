@@ -262,30 +262,43 @@ class TopCandidates:
         return [asdict(c) for c in self.items]
 
 
-def top_k_prompts(objective, top: TopCandidates) -> list[dict]:
-    """The top prompts for ``prompt.json``: text, the task LM's token ids and dev score."""
-    return [{"text": c.text, "token_ids": list(objective.task_token_ids(c.ids)), "dev": c.dev_score}
-            for c in top.items]  # fmt: skip
+@dataclass
+class TopK:
+    """The top-k prompts' test figure: their mean primary test metric, their number and each one's score
+    (None where the objective has no such figure)."""
+
+    mean: float | None = None
+    k: int | None = None
+    scores: list[float] | None = None
 
 
-def top_k_metrics(objective, top: TopCandidates, top_k: tuple[float | None, int | None]) -> dict:
+def top_k_prompts(objective, top: TopCandidates, test_scores: list[float] | None = None) -> list[dict]:
+    """The top prompts for ``prompt.json``: text, the task LM's token ids, dev score and, where measured,
+    test score."""
+    scores = test_scores or [None] * len(top.items)
+    return [{"text": c.text, "token_ids": list(objective.task_token_ids(c.ids)), "dev": c.dev_score,
+             **({"test": s} if s is not None else {})}
+            for c, s in zip(top.items, scores, strict=True)]  # fmt: skip
+
+
+def top_k_metrics(objective, top: TopCandidates, top_k: TopK) -> dict:
     """What ``prompt.json``'s metrics record of the top-k figure (``top_k``: :func:`top_k_score`'s answer);
     nothing where there is none."""
-    if top_k[1] is None:
+    if top_k.k is None:
         return {}
-    return {"test_top_k_mean": top_k[0], "top_k_prompts": top_k_prompts(objective, top)}
+    return {"test_top_k_mean": top_k.mean, "top_k_prompts": top_k_prompts(objective, top, top_k.scores)}
 
 
-def top_k_score(
-    ctx: MethodContext, objective, top: TopCandidates, test: TestResult
-) -> tuple[float | None, int | None]:
-    """The mean primary test metric of the ``top`` prompts and their number (``MethodResult.test_top_k``,
-    ``top_k``); (None, None) where the objective has no such figure. One prompt: the chosen one's score."""
+def top_k_score(ctx: MethodContext, objective, top: TopCandidates, test: TestResult) -> TopK:
+    """The ``top`` prompts' primary test metric (``MethodResult.test_top_k``, ``top_k``, and each prompt's
+    in ``prompt.json``). One prompt: the chosen one's score."""
     if not hasattr(objective, "test_top") or not top.items:
-        return None, None
+        return TopK()
     if len(top.items) == 1:
-        return float(test.scores[objective.metric]), 1
-    return objective.test_top(ctx, top.items), len(top.items)
+        score = float(test.scores[objective.metric])
+        return TopK(score, 1, [score])
+    scores = objective.test_top(ctx, top.items)
+    return TopK(float(np.mean(scores)), len(scores), scores)
 
 
 @dataclass

@@ -218,7 +218,7 @@ def run(ctx: MethodContext) -> MethodResult:
         interpretable=True, transferable=True, curve=tracker.log.curve, interrupted=interrupted,
         metric=objective.metric, calibration=config.calibration,
         calibrated_with=test.details.get("calibrated_with"), reward_queries=reward_queries,
-        test_correct=test.correct, test_top_k=top_k[0], top_k=top_k[1],
+        test_correct=test.correct, test_top_k=top_k.mean, top_k=top_k.k,
     )  # fmt: skip
 
 

@@ -226,7 +226,7 @@ def run(ctx: MethodContext) -> MethodResult:
         artifact="prompt.json", artifact_bytes=path_bytes(run_dir / "prompt.json"), learned=best.text,
         interpretable=True, transferable=True, curve=log.curve, interrupted=interrupted,
         calibration=config.calibration, calibrated_with=test.details.get("calibrated_with"),
-        reward_queries=reward_queries, test_correct=test.correct, test_top_k=top_k[0], top_k=top_k[1],
+        reward_queries=reward_queries, test_correct=test.correct, test_top_k=top_k.mean, top_k=top_k.k,
     )  # fmt: skip
 
 
