@@ -32,6 +32,7 @@ class MethodSpec:
     estimate: str | None = (
         None  # "module:function" estimating one seed's cost (rlprompt.plan); None: gradient
     )
+    writes_tokens: bool = False  # writes prompts in the tokens of the policy's backbone (policy.backbone)
 
     @property
     def export_dir(self) -> str:
@@ -101,9 +102,11 @@ METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
         _spec("rl", "rl", "a discrete prompt (token policy trained by RL)", True, _SCORES, section="rl",
-              settings="RLConfig", estimate="estimate", reference="Deng et al., 2022, RLPrompt"),
+              settings="RLConfig", estimate="estimate", writes_tokens=True,
+              reference="Deng et al., 2022, RLPrompt"),
         _spec("search", "search", "a discrete prompt (genetic token search)", True, _SCORES, section="search",
-              settings="SearchConfig", estimate="estimate", reference=_GRIPS_EVOPROMPT),
+              settings="SearchConfig", estimate="estimate", writes_tokens=True,
+              reference=_GRIPS_EVOPROMPT),
         _spec("bbt", "bbt", "a soft prompt found by CMA-ES, forward passes only", False, _EMBEDDINGS,
               section="bbt", settings="BBTConfig", estimate="estimate", artifact="peft_prompt",
               reference="Sun et al., 2022, Black-Box Tuning"),

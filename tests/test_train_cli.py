@@ -288,3 +288,16 @@ def test_the_plan_prices_weight_training_at_whole_sequences_and_the_soft_prompt_
         gradient_estimate("lora", config, sizes, no_full).seconds
         < gradient_estimate("lora", config, sizes, speed).seconds
     )
+
+
+def test_a_missing_policy_backbone_fails_before_any_method_runs(tiny_gpt2, tiny_task, tmp_path, capsys):
+    """A comparison whose RL runs last must not run the others first and then fail on policy.backbone."""
+    register_model(tiny_gpt2)
+    missing = tmp_path / "no-such-model"
+    for extra in (["--dry-run"], []):
+        argv = ["--set", f"task.name={tiny_task}", "--set", "model=tiny-gpt2",
+                "--set", "methods=[manual, rl]", "--set", f"policy.backbone={missing}",
+                "--set", f"output_dir={tmp_path / 'runs'}", *extra]  # fmt: skip
+        code, _, err = run(train_main, argv, capsys)
+        assert code == 2 and str(missing) in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()  # nothing ran, nothing was written
