@@ -1,0 +1,105 @@
+"""How well would other rules have chosen among a run's best prompts? A look back at finished RL or search
+runs of a classification task, run with ``top_k_report`` of about 10 (``prompt.json``'s
+``metrics.top_k_prompts`` then holds the 10 best prompts by dev accuracy, each with its test accuracy).
+
+For each run the top prompts are scored again on the training and dev examples (cheap: 10 prompts x 64
+examples), calibrated as the run was, and each rule picks one of them:
+
+- ``dev``: the run's own choice (dev accuracy, then the dev gap reward), the first prompt;
+- ``dev_reward``: the highest dev gap reward (less coarse than accuracy on 32 examples);
+- ``dev_ll``: the highest mean log-probability of the right label on dev;
+- ``pooled``: accuracy on training and dev examples together (then both gap rewards);
+- ``train``: training accuracy alone (what the reward optimised: biased upwards);
+
+and beside them the top-3 mean (RLPrompt's figure), the mean of all of them (top_all) and the best (an oracle).
+Look at development splits with it, not at the split of the final table.
+
+    .venv/bin/python benchmarks/selection_rules.py RUN_DIR [RUN_DIR ...]
+
+RUN_DIR is a comparison directory (its ``rl__s*`` and ``search__s*`` runs) or one run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from rlprompt.envs.prompt_env import batch_accuracy, gap_reward
+
+from rlprompt.backends import load_task_model
+from rlprompt.calibration import calibrate, scorer_prior, task_calibration
+from rlprompt.config import load_train_config
+from rlprompt.evaluation import make_scorer
+from rlprompt.tasks import load_task
+
+RULES = ("dev", "dev_reward", "dev_ll", "pooled", "train")
+
+
+def split_scores(scorer, prompts, examples, calibration, env) -> dict[str, np.ndarray]:
+    labels = np.array([ex.label for ex in examples])
+    logprobs = scorer.score(prompts, examples)
+    logprobs = calibrate(logprobs, scorer_prior(scorer, prompts, calibration))
+    normalised = logprobs - np.logaddexp.reduce(logprobs, axis=-1, keepdims=True)
+    return {
+        "accuracy": batch_accuracy(logprobs, labels),
+        "reward": gap_reward(logprobs, labels, env.correct_scale, env.wrong_scale),
+        "loglik": normalised[:, np.arange(len(labels)), labels].mean(-1),
+        "n": np.full(len(prompts), len(examples)),
+    }
+
+
+def choices(train: dict, dev: dict) -> dict[str, int]:
+    n = len(dev["accuracy"])
+    pooled = (train["accuracy"] * train["n"] + dev["accuracy"] * dev["n"]) / (train["n"] + dev["n"])
+    return {
+        "dev": 0,
+        "dev_reward": int(np.argmax(dev["reward"])),
+        "dev_ll": int(np.argmax(dev["loglik"])),
+        "pooled": max(range(n), key=lambda i: (pooled[i], train["reward"][i] + dev["reward"][i])),
+        "train": max(range(n), key=lambda i: (train["accuracy"][i], train["reward"][i])),
+    }
+
+
+def main(paths: list[str]) -> None:
+    runs = []
+    for path in map(Path, paths):
+        runs += [path] if (path / "prompt.json").exists() else sorted(path.glob("*__s*"))
+    picked: dict[str, list[float]] = {}
+    for run in runs:
+        if not (run / "prompt.json").exists():
+            continue
+        top = json.loads((run / "prompt.json").read_text())["metrics"].get("top_k_prompts", [])
+        if len(top) < 2 or "test" not in top[0]:
+            print(f"{run}: no top-k prompts with test scores (run with --set top_k_report=10)")
+            continue
+        config = load_train_config(str(run / "config.yaml"))
+        task = load_task(config.task.name, config.task.seed)
+        lm = load_task_model(config.model, "cpu", "float32")
+        scorer = make_scorer(lm, task, config.task.template, prompt_budget=config.env.prompt_length * 4)
+        calibration = task_calibration(config.calibration, task)
+        prompts = [tuple(p["token_ids"]) for p in top]
+        train, dev = (split_scores(scorer, prompts, task.examples(s), calibration, config.env)
+                      for s in ("train", "dev"))  # fmt: skip
+        test = np.array([p["test"] for p in top])
+        row = {rule: float(test[i]) for rule, i in choices(train, dev).items()}
+        row |= {
+            "top3": float(test[:3].mean()),
+            "top_all": float(test.mean()),
+            "best": float(test.max()),
+        }
+        for rule, value in row.items():
+            picked.setdefault(rule, []).append(value)
+        print(f"{run}: " + "  ".join(f"{rule} {value:.3f}" for rule, value in row.items()))
+    if picked:
+        print(f"mean over {len(picked['dev'])} runs: "
+              + "  ".join(f"{rule} {np.mean(values):.3f}" for rule, values in picked.items()))  # fmt: skip
+        gains = np.array(picked["dev_reward"]) - np.array(picked["dev"])
+        if len(gains) > 1:
+            error = gains.std(ddof=1) / np.sqrt(len(gains))
+            print(f"dev_reward - dev: {gains.mean():+.3f} +- {error:.3f} (standard error over runs)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
