@@ -11,7 +11,8 @@ examples), calibrated as the run was, and each rule picks one of them:
 - ``pooled``: accuracy on training and dev examples together (then both gap rewards);
 - ``train``: training accuracy alone (what the reward optimised: biased upwards);
 
-and beside them the top-3 mean (RLPrompt's figure), the mean of all of them (top_all) and the best (an oracle).
+and beside them the top-3 mean (RLPrompt's figure), the mean of all of them (top_all) and the best
+(an oracle).
 Look at development splits with it, not at the split of the final table.
 
     .venv/bin/python benchmarks/selection_rules.py RUN_DIR [RUN_DIR ...]

@@ -142,9 +142,9 @@ def _worker_run(payload: dict, method: str, seed: int, root: str, resume: bool, 
     run_dir = Path(root) / f"{method}__s{seed}"
     try:
         config = from_dict(TrainConfig, payload, "the grid's config")
-        key = json.dumps(
-            [payload["model"], payload["device"], payload["dtype"], payload["task"]], sort_keys=True
-        )
+        # The whole config, not just the model and task: a worker outlives a grid (one Ray instance, several
+        # drivers or a --resume with a new learning rate) and must not run it with the config it loaded first.
+        key = json.dumps(payload, sort_keys=True)
         if key not in _LOADED:
             _LOADED.clear()
             loaded = kind_module(task_kind(config.task.name, config.task.kind)).load(config)
