@@ -35,8 +35,6 @@ from rlprompt.config import load_train_config
 from rlprompt.evaluation import make_scorer
 from rlprompt.tasks import load_task
 
-RULES = ("dev", "dev_reward", "dev_ll", "pooled", "train")
-
 
 def split_scores(scorer, prompts, examples, calibration, env) -> dict[str, np.ndarray]:
     labels = np.array([ex.label for ex in examples])
