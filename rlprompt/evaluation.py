@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlprompt.backends import make_label_scorer
-from rlprompt.calibration import Calibration, calibrate, scorer_prior, task_calibration
+from rlprompt.calibration import Calibration, calibrate, normalised, scorer_prior, task_calibration
 from rlprompt.errors import RLPromptError
 from rlprompt.export import (
     PEFT_WEIGHT_ADAPTERS,
@@ -32,6 +32,10 @@ class PromptResult:
     metrics: ClassificationMetrics
     raw: ClassificationMetrics | None = None
     calibration: str = "none"
+    # (examples, classes): the scores ``metrics`` and ``raw`` were computed from, for ensembles of prompts
+    # (ensemble_accuracies)
+    scores: np.ndarray | None = None
+    raw_scores: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.raw is None:
@@ -40,6 +44,10 @@ class PromptResult:
     def scored(self, calibrated: bool) -> ClassificationMetrics:
         """The metrics as a run scores: calibrated (when its calibration is active) or raw."""
         return self.metrics if calibrated else self.raw
+
+    def scored_matrix(self, calibrated: bool) -> np.ndarray | None:
+        """The (examples, classes) scores behind :meth:`scored`."""
+        return self.scores if calibrated else self.raw_scores
 
 
 def evaluate_prompts(
@@ -59,8 +67,17 @@ def evaluate_prompts(
         text = prompt if isinstance(prompt, str) else scorer.lm.decode(ids)
         raw = classification_metrics(lp, labels)
         metrics = classification_metrics(cal, labels) if prior is not None else raw
-        results.append(PromptResult(text, ids, metrics, raw, method))
+        results.append(PromptResult(text, ids, metrics, raw, method, cal if prior is not None else lp, lp))
     return results
+
+
+def ensemble_accuracies(scores: list[np.ndarray], labels, sizes=(3, 5, 10)) -> dict[int, float]:
+    """Accuracy of the ensemble of the first k prompts (best by dev first), for each k in ``sizes`` up to
+    ``len(scores)``: each example's class is the argmax of the k prompts' mean normalised label
+    log-probabilities (``scores``: each (examples, classes), calibrated where the run calibrates)."""
+    labels = np.asarray(labels)
+    stacked = np.stack([normalised(s) for s in scores])
+    return {k: float(np.mean(stacked[:k].mean(0).argmax(-1) == labels)) for k in sizes if k <= len(scores)}
 
 
 def reference_results(

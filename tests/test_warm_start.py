@@ -179,6 +179,11 @@ def test_the_top_k_mean_is_the_mean_test_accuracy_of_the_best_dev_prompts(tiny_t
     assert result.test_top_k == pytest.approx(np.mean([r.metrics.accuracy for r in scored]))
     assert [p["test"] for p in top] == pytest.approx([r.metrics.accuracy for r in scored])
     assert scored[0].metrics.accuracy == pytest.approx(result.test_score)
+    # The ensemble of the 3: each test sentence's class is the argmax of their mean calibrated label
+    # probabilities (log-softmax of each prompt's calibrated scores, averaged)
+    labels = np.array([ex.label for ex in task.examples("test")])
+    mean = np.mean([r.scores - np.log(np.exp(r.scores).sum(-1, keepdims=True)) for r in scored], axis=0)
+    assert exported["metrics"]["test_ensemble_top_3"] == pytest.approx(np.mean(mean.argmax(-1) == labels))
 
 
 def test_only_the_last_action_may_be_the_blank(tiny_llama):
@@ -287,3 +292,42 @@ def test_restarts_refuse_sql_and_a_negative_window():
         RLConfig(restart_window=-1)
     with pytest.raises(ValueError, match="'rl.restart_new_fraction' must be between 0 and 1"):
         RLConfig(restart_window=10, restart_new_fraction=1.5)
+
+
+def test_imitation_raises_the_elite_prompts_likelihood_with_the_policys_optimizer(tiny_llama):
+    """rl.imitate_top: a few steps on the elite prompts' negative log-likelihood make them likelier, a
+    shorter elite prompt is imitated with its blank, and the steps go through PPO's own optimizer."""
+    from rlprompt.methods.rl import _action_logprobs, _teacher_forced, imitate
+
+    register_model(tiny_llama)
+    words = tiny_llama.encode(" good bad movie film really plot acting story")
+    vocab = [*words, BLANK]
+    env = PromptVecEnv(LengthScorer(tiny_llama, ()), [Example("e", "x", 1)], vocab, num_envs=4,
+                       prompt_length=3, examples_per_reward=1, seed=0)  # fmt: skip
+    model = _ppo(env, vocab)
+    elite = [(words[0], words[1], words[2]), (words[0], words[3])]  # the second writes a blank last
+    obs, targets = _teacher_forced(model.policy, elite, vocab, 3)
+    assert targets.tolist() == [0, 1, 2, 0, 3, len(vocab) - 1]
+    with torch.no_grad():
+        before = _action_logprobs(model.policy, obs, targets)
+    assert not model.policy.optimizer.state
+    first = imitate(model, elite, vocab, 3, steps=1)
+    last = imitate(model, elite, vocab, 3, steps=20)
+    with torch.no_grad():
+        after = _action_logprobs(model.policy, obs, targets)
+    assert model.policy.optimizer.state  # Adam's moments: the policy's optimizer took the steps
+    assert last < first
+    assert float(after.mean()) > float(before.mean()) + 0.5
+    # Both elite prompts start with words[0]: imitation makes it the greedy first token.
+    assert greedy_prompt(model, vocab, 3)[0] == words[0]
+
+
+def test_imitation_refuses_sql_and_bad_sizes():
+    from rlprompt.methods.rl import RLConfig
+
+    with pytest.raises(ValueError, match="'rl.imitate_top' applies to ppo and a2c"):
+        RLConfig(algo="sql", imitate_top=8)
+    with pytest.raises(ValueError, match="'rl.imitate_top' must be 0"):
+        RLConfig(imitate_top=-1)
+    with pytest.raises(ValueError, match="'rl.imitate_steps' at least 1"):
+        RLConfig(imitate_top=8, imitate_steps=0)

@@ -9,7 +9,7 @@ import numpy as np
 
 from rlprompt.backends import load_task_model
 from rlprompt.calibration import calibrate, log_prior, reference_method, scorer_prior, task_calibration
-from rlprompt.evaluation import evaluate_prompts, make_scorer, prompt_budget
+from rlprompt.evaluation import ensemble_accuracies, evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.kinds import LoadedTask, resolved
 from rlprompt.methods.base import (
     Candidate,
@@ -159,15 +159,18 @@ class ClassificationObjective:
         return {"task_kind": "classification", "template": self.scorer.template.text,
                 "verbalizers": list(task.verbalizers), "class_names": list(task.class_names)}  # fmt: skip
 
-    def test_top(self, ctx: MethodContext, top: list[Candidate]) -> list[float]:
+    def test_top(self, ctx: MethodContext, top: list[Candidate]) -> tuple[list[float], dict[int, float]]:
         """The headline test accuracy (calibrated as the run scored) of each of ``top`` (the best prompts
-        by dev; the chosen one's scores are cached from :meth:`test`)."""
+        by dev; the chosen one's scores are cached from :meth:`test`), and the accuracy of ensembles of the
+        first 3, 5 and 10 of them (:func:`ensemble_accuracies`)."""
         reference = task_calibration(reference_method(self.config.calibration), self.task)
         prompts = [self.task_prompt(c.ids) for c in top]
-        results = evaluate_prompts(
-            ctx.test_scorer, self.task.examples("test"), prompts, ctx.progress, reference
-        )
-        return [float(r.scored(self.calibration.active).accuracy) for r in results]
+        examples = self.task.examples("test")
+        results = evaluate_prompts(ctx.test_scorer, examples, prompts, ctx.progress, reference)
+        active = self.calibration.active
+        labels = [ex.label for ex in examples]
+        ensembles = ensemble_accuracies([r.scored_matrix(active) for r in results], labels)
+        return [float(r.scored(active).accuracy) for r in results], ensembles
 
     def test(self, ctx: MethodContext, best: Candidate, manual: str) -> TestResult:
         """The chosen prompt, the manual prompt and the empty prompt on test, raw and calibrated (with the

@@ -270,6 +270,7 @@ class TopK:
     mean: float | None = None
     k: int | None = None
     scores: list[float] | None = None
+    ensembles: dict[int, float] | None = None  # k -> accuracy of the first k prompts' ensemble
 
 
 def top_k_prompts(objective, top: TopCandidates, test_scores: list[float] | None = None) -> list[dict]:
@@ -286,7 +287,9 @@ def top_k_metrics(objective, top: TopCandidates, top_k: TopK) -> dict:
     nothing where there is none."""
     if top_k.k is None:
         return {}
-    return {"test_top_k_mean": top_k.mean, "top_k_prompts": top_k_prompts(objective, top, top_k.scores)}
+    ensembles = {f"test_ensemble_top_{k}": v for k, v in (top_k.ensembles or {}).items()}
+    return {"test_top_k_mean": top_k.mean, **ensembles,
+            "top_k_prompts": top_k_prompts(objective, top, top_k.scores)}  # fmt: skip
 
 
 def top_k_score(ctx: MethodContext, objective, top: TopCandidates, test: TestResult) -> TopK:
@@ -297,8 +300,8 @@ def top_k_score(ctx: MethodContext, objective, top: TopCandidates, test: TestRes
     if len(top.items) == 1:
         score = float(test.scores[objective.metric])
         return TopK(score, 1, [score])
-    scores = objective.test_top(ctx, top.items)
-    return TopK(float(np.mean(scores)), len(scores), scores)
+    scores, ensembles = objective.test_top(ctx, top.items)
+    return TopK(float(np.mean(scores)), len(scores), scores, ensembles)
 
 
 @dataclass

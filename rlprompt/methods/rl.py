@@ -90,6 +90,12 @@ class RLConfig:
     restart_window: int = 0
     restart_new_fraction: float = 0.1
     restart_confidence: float = 0.5
+    # Self-imitation (PPO and A2C): after each update, imitate_steps Adam steps (the policy's optimizer) on
+    # the mean negative log-likelihood of the imitate_top best training prompts so far (by training
+    # reward), so the policy keeps sampling around and between them, as a genetic search keeps its elite.
+    # 0 turns it off.
+    imitate_top: int = 0
+    imitate_steps: int = 1
 
     def __post_init__(self) -> None:
         at_least_one("rl", n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs,
@@ -107,6 +113,13 @@ class RLConfig:
                 "'rl.restart_window' applies to ppo and a2c, not sql (its replay and target "
                 "network would keep the settled prompt)"
             )
+        if self.imitate_top < 0 or self.imitate_steps < 1:
+            raise ValueError(
+                f"'rl.imitate_top' must be 0 (off) or more and 'rl.imitate_steps' at least 1, not "
+                f"{self.imitate_top} and {self.imitate_steps}"
+            )
+        if self.imitate_top and self.algo == "sql":
+            raise ValueError("'rl.imitate_top' applies to ppo and a2c, not sql (it has its own replay)")
         if self.init_prompt is not None and not self.init_prompt.strip():
             raise ValueError(
                 "'rl.init_prompt' is empty: give a prompt, or leave the key out for a cold start"
@@ -258,6 +271,33 @@ def with_start_prompt(vocab: list[int], start: tuple[int, ...], length: int) -> 
     return vocab + [BLANK] if len(start) < length else vocab
 
 
+def _teacher_forced(policy, prompts, vocab, length: int):
+    """Observations and action indices for behaviour cloning on ``prompts``: each token given the prompt
+    before it, blanks after a prompt shorter than ``length``."""
+    import torch
+
+    from rlprompt.envs.prompt_env import BLANK, PAD
+
+    index = {int(t): i for i, t in enumerate(vocab)}
+    rows, actions = [], []
+    for prompt in prompts:
+        # (the blank is looked up only when needed: a full-length prompt's vocabulary has none)
+        acts = [index[t] for t in prompt] + [index[BLANK] for _ in range(length - len(prompt))]
+        obs = np.full((length, length), PAD, dtype=np.int64)
+        for t in range(1, length):
+            obs[t, :t] = [vocab[a] for a in acts[:t]]
+        rows.append(obs)
+        actions.extend(acts)
+    obs_t, _ = policy.obs_to_tensor(np.concatenate(rows))
+    return obs_t, torch.as_tensor(actions)
+
+
+def _action_logprobs(policy, obs_t, targets):
+    import torch
+
+    return policy.get_distribution(obs_t).distribution.logits[torch.arange(len(targets)), targets]
+
+
 def warm_start(model, start: tuple[int, ...], vocab, length: int, confidence: float,
                max_steps: int = 1000, lr: float = 1e-3) -> tuple[int, list[float]]:  # fmt: skip
     """Move the policy to the prompt ``start`` by behaviour cloning: Adam on the mean negative
@@ -267,22 +307,12 @@ def warm_start(model, start: tuple[int, ...], vocab, length: int, confidence: fl
     steps taken and the tokens' final probabilities."""
     import torch
 
-    from rlprompt.envs.prompt_env import BLANK, PAD
-
-    index = {int(t): i for i, t in enumerate(vocab)}
-    # (the blank is looked up only when needed: a full-length prompt's vocabulary has none)
-    actions = [index[t] for t in start] + [index[BLANK] for _ in range(length - len(start))]
-    obs = np.full((length, length), PAD, dtype=np.int64)
-    for t in range(1, length):
-        obs[t, :t] = [vocab[a] for a in actions[:t]]
     policy = model.policy
-    obs_t, _ = policy.obs_to_tensor(obs)
+    obs_t, targets = _teacher_forced(policy, [start], vocab, length)
     target = getattr(model, "target_head", None)  # SQL: its target network follows the policy from here
-    targets = torch.as_tensor(actions)
     optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=lr)
-    rows = torch.arange(length)
     for step in range(max_steps + 1):
-        logp = policy.get_distribution(obs_t).distribution.logits[rows, targets]
+        logp = _action_logprobs(policy, obs_t, targets)
         if step == max_steps or bool((logp.exp() >= confidence).all()):
             break
         loss = -logp.mean()
@@ -293,6 +323,24 @@ def warm_start(model, start: tuple[int, ...], vocab, length: int, confidence: fl
         model.target_extractor.load_state_dict(policy.mlp_extractor.state_dict())
         target.load_state_dict(policy.action_net.state_dict())
     return step, [float(p) for p in logp.detach().exp()]
+
+
+def imitate(model, prompts, vocab, length: int, steps: int) -> float:
+    """Self-imitation: ``steps`` steps of the policy's own optimizer on the mean negative log-likelihood of
+    ``prompts`` (teacher-forced, as the warm start), gradients clipped as PPO clips its own. Returns the
+    last loss."""
+    import torch
+
+    policy = model.policy
+    obs_t, targets = _teacher_forced(policy, prompts, vocab, length)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    for _ in range(steps):
+        loss = -_action_logprobs(policy, obs_t, targets).mean()
+        policy.optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, model.max_grad_norm)
+        policy.optimizer.step()
+    return float(loss.detach())
 
 
 def polish_prompt(
@@ -457,6 +505,10 @@ class _Tracker:
         # Restarts (rl.restart_window): the policy's initial weights, every training prompt written, how
         # many of each recent batch's prompts were new, and the best training prompt (reward, ids).
         self.restart = _Restarts(config.rl, model) if config.rl.restart_window else None
+        # Self-imitation (rl.imitate_top): the best training prompts so far -> reward, and the update count
+        # at the last imitation (one imitation per update, also across a resume)
+        self.elite: dict[tuple[int, ...], float] = {}
+        self.imitated_at = 0
         log_state = ctx.resume["log"] if ctx.resume else None
         self.log = EvalLog(ctx.run_dir, config.total_timesteps, f"rl s{ctx.seed}", ctx.progress, log_state)
 
@@ -488,6 +540,10 @@ class _Tracker:
             return
         if self.restart is not None and self.restart.due:  # the buffer is empty: no update mixes policies
             self.restart.apply(self.model, self.vocab, self.config.env.prompt_length, step)
+        elif self.elite and self.model._n_updates != self.imitated_at:  # after each update
+            imitate(self.model, list(self.elite), self.vocab, self.config.env.prompt_length,
+                    self.config.rl.imitate_steps)  # fmt: skip
+        self.imitated_at = self.model._n_updates
         if self.ctx.checkpoint_due(step, self.last_checkpoint, self.last_eval_step > self.last_checkpoint):
             self.save_checkpoint(step)
             self.stopping = self.ctx.stop.requested
@@ -506,6 +562,7 @@ class _Tracker:
             "scorer_stats": (stats.pairs_scored, stats.tokens_processed), "log": self.log.state(step),
             "scores": self.objective.cached_scores(),
             "restart": self.restart.state() if self.restart is not None else None,
+            "elite": [[list(p), r] for p, r in self.elite.items()],
         }  # fmt: skip
         if hasattr(model, "target_head"):  # SQL's target network and sampler
             state["target"] = (model.target_extractor.state_dict(), model.target_head.state_dict())
@@ -538,6 +595,8 @@ class _Tracker:
         self.objective.load_cached_scores(state["scores"])
         if self.restart is not None and state.get("restart"):
             self.restart.load(state["restart"])
+        self.elite = {tuple(p): r for p, r in state.get("elite", [])}
+        self.imitated_at = model._n_updates  # checkpoints are saved after the rollout start's imitation
         self.last_checkpoint = state["step"]
         self._rng_to_restore = state
         return state["step"]
@@ -564,6 +623,11 @@ class _Tracker:
                 self.recent[ids] = max(reward, self.recent.get(ids, -np.inf))
             if self.restart is not None:
                 self.restart.observe(batch["prompt_ids"], elite)
+            if self.config.rl.imitate_top:
+                for ids, reward in zip(batch["prompt_ids"], elite, strict=True):
+                    self.elite[ids] = max(float(reward), self.elite.get(ids, -np.inf))
+                best = sorted(self.elite.items(), key=lambda item: item[1], reverse=True)
+                self.elite = dict(best[: self.config.rl.imitate_top])
             self.rewards.append(float(np.mean(batch["rewards"])))
             self.accuracies.append(float(np.mean(batch["accuracy"])))
         if self.last_eval_step < 0 or step - self.last_eval_step >= self.eval_every:
