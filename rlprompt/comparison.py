@@ -195,6 +195,7 @@ def report_json(results: list[MethodResult], references: list[dict] = (), failur
             "test_raw": _stats([_raw(r) for r in rs]),
             "test_calibrated": _stats([r.test_metric("accuracy_calibrated") for r in rs]),
             "test_top_k": _stats([r.test_top_k for r in rs]),
+            "test_ensemble": _stats([r.test_ensemble for r in rs]),
             "top_k": sorted({r.top_k for r in rs if r.top_k}),
             "dev": _stats([r.dev_score for r in rs]),
             "train_seconds": _stats([r.train_seconds for r in rs]),
@@ -207,7 +208,7 @@ def report_json(results: list[MethodResult], references: list[dict] = (), failur
             "interpretable": rs[0].interpretable, "transferable": rs[0].transferable,
             "runs": [{"data_seed": r.data_seed, "seed": r.seed, "calibration": r.calibration,
                       "dev": r.dev_score, "test": r.test_score, "test_metrics": r.test_metrics,
-                      "test_top_k": r.test_top_k,
+                      "test_top_k": r.test_top_k, "test_ensemble": r.test_ensemble,
                       "learned": r.learned, "steps": r.steps, "train_seconds": r.train_seconds,
                       "reward_queries": r.reward_queries, "lm_tokens": r.lm_tokens,
                       "interrupted": r.interrupted}
@@ -305,12 +306,17 @@ def report_markdown(
     top = {m: rs for m, rs in groups.items() if all(r.test_top_k is not None for r in rs)}
     if top:
         ks = "/".join(str(k) for k in sorted({r.top_k for rs in top.values() for r in rs}))
+        ensemble = all(r.test_ensemble is not None for rs in top.values() for r in rs)
         lines += ["", f"## The chosen prompt and the top-{ks} mean", "",
                   f"RLPrompt reports the mean test {what} of the top 3 prompts by dev; the chosen prompt is "
-                  f"the best one. Both as the run scored.", "",
-                  markdown_table(["method", f"chosen prompt, test {what}", f"top-{ks} mean, test {what}"],
+                  f"the best one. Both as the run scored"
+                  + (f"; the ensemble predicts each test input's label from the top-{ks} prompts' mean "
+                     "label probabilities." if ensemble else "."), "",
+                  markdown_table(["method", f"chosen prompt, test {what}", f"top-{ks} mean, test {what}",
+                                  *([f"top-{ks} ensemble, test {what}"] if ensemble else [])],
                                  [[m, _mean_std([r.test_score for r in rs]),
-                                   _mean_std([r.test_top_k for r in rs])]
+                                   _mean_std([r.test_top_k for r in rs]),
+                                   *([_mean_std([r.test_ensemble for r in rs])] if ensemble else [])]
                                   for m, rs in top.items()])]  # fmt: skip
     paired = paired_differences(results)
     if paired:

@@ -73,11 +73,13 @@ def evaluate_prompts(
 
 def ensemble_accuracies(scores: list[np.ndarray], labels, sizes=(3, 5, 10)) -> dict[int, float]:
     """Accuracy of the ensemble of the first k prompts (best by dev first), for each k in ``sizes`` up to
-    ``len(scores)``: each example's class is the argmax of the k prompts' mean normalised label
-    log-probabilities (``scores``: each (examples, classes), calibrated where the run calibrates)."""
+    ``len(scores)`` and for all of them: each example's class is the argmax of the k prompts' mean
+    normalised label log-probabilities (``scores``: each (examples, classes), calibrated where the run
+    calibrates)."""
     labels = np.asarray(labels)
     stacked = np.stack([normalised(s) for s in scores])
-    return {k: float(np.mean(stacked[:k].mean(0).argmax(-1) == labels)) for k in sizes if k <= len(scores)}
+    sizes = sorted({*(k for k in sizes if k <= len(scores)), len(scores)})
+    return {k: float(np.mean(stacked[:k].mean(0).argmax(-1) == labels)) for k in sizes}
 
 
 def reference_results(

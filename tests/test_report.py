@@ -181,3 +181,19 @@ def test_results_written_before_they_named_their_split_get_it_from_their_config(
     assert (
         json.loads(json.dumps(_finite(numbers), allow_nan=False))["methods"]["rl"]["runs"][0]["test"] is None
     )
+
+
+def test_the_top_k_table_gives_the_ensemble_beside_the_mean_when_every_run_has_one():
+    from rlprompt.comparison import report_json
+
+    runs = [replace(BASE, seed=s, test_metrics=_scores(a), test_top_k=m, top_k=3, test_ensemble=e)
+            for s, a, m, e in ((0, 0.70, 0.68, 0.74), (1, 0.80, 0.76, 0.82))]  # fmt: skip
+    text = report_markdown(runs)
+    section = text.split("## The chosen prompt and the top-3 mean")[1].split("##")[0]
+    row = next(line for line in section.splitlines() if line.startswith("| rl"))
+    assert "top-3 ensemble" in section
+    assert row.split("|")[2:5] == [" 0.750 ± 0.071 ", " 0.720 ± 0.057 ", " 0.780 ± 0.057 "]
+    assert report_json(runs)["methods"]["rl"]["test_ensemble"]["mean"] == pytest.approx(0.78)
+    # A run without the figure (an older result.json): no column rather than a blank one
+    text = report_markdown([runs[0], replace(runs[1], test_ensemble=None)])
+    assert "ensemble" not in text.split("## The chosen prompt and the top-3 mean")[1].split("##")[0]

@@ -184,6 +184,7 @@ def test_the_top_k_mean_is_the_mean_test_accuracy_of_the_best_dev_prompts(tiny_t
     labels = np.array([ex.label for ex in task.examples("test")])
     mean = np.mean([r.scores - np.log(np.exp(r.scores).sum(-1, keepdims=True)) for r in scored], axis=0)
     assert exported["metrics"]["test_ensemble_top_3"] == pytest.approx(np.mean(mean.argmax(-1) == labels))
+    assert result.test_ensemble == exported["metrics"]["test_ensemble_top_3"]  # all 3: the report's column
 
 
 def test_only_the_last_action_may_be_the_blank(tiny_llama):

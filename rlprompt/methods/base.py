@@ -105,6 +105,9 @@ class MethodResult:
     # top-3 figure), and how many there were.
     test_top_k: float | None = None
     top_k: int | None = None
+    # ... and the accuracy of their ensemble (each test input's class: the argmax of their mean label
+    # probabilities, calibrated as the run scores)
+    test_ensemble: float | None = None
 
     @property
     def test_score(self) -> float:
@@ -271,6 +274,11 @@ class TopK:
     k: int | None = None
     scores: list[float] | None = None
     ensembles: dict[int, float] | None = None  # k -> accuracy of the first k prompts' ensemble
+
+    @property
+    def ensemble(self) -> float | None:
+        """The accuracy of all k prompts' ensemble."""
+        return (self.ensembles or {}).get(self.k)
 
 
 def top_k_prompts(objective, top: TopCandidates, test_scores: list[float] | None = None) -> list[dict]:

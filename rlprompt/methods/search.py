@@ -227,6 +227,7 @@ def run(ctx: MethodContext) -> MethodResult:
         interpretable=True, transferable=True, curve=log.curve, interrupted=interrupted,
         calibration=config.calibration, calibrated_with=test.details.get("calibrated_with"),
         reward_queries=reward_queries, test_correct=test.correct, test_top_k=top_k.mean, top_k=top_k.k,
+        test_ensemble=top_k.ensemble,
     )  # fmt: skip
 
 
