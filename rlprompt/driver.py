@@ -105,9 +105,13 @@ def _prepare(config: TrainConfig, progress: bool, run_dir: Path | None, resume: 
         )
     task, lm, config, test_scorer = loaded.task, loaded.lm, loaded.config, loaded.test_scorer
     if any(METHODS[m].writes_tokens for m in methods):  # a bad policy.backbone fails now, not after hours
-        from rlprompt.vocab import policy_model
+        from rlprompt.models import check_model
+        from rlprompt.vocab import policy_backbone, policy_model
 
-        policy_model(config)  # loaded once per process: the methods reuse it
+        if config.executor == "ray":  # the workers load it; the driver only checks that it resolves
+            check_model(policy_backbone(config))
+        else:
+            policy_model(config)  # loaded once per process: the methods reuse it
     plan = None
     if test_scorer is not None and (progress or dry_run) and not resume:
         from rlprompt.plan import format_plan, needs_whole_speed, plan_run, probe_speed

@@ -204,6 +204,13 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> Language
     return lm
 
 
+def check_model(name: str) -> None:
+    """Fail as :func:`load_model` would when ``name`` cannot be loaded (not registered here, no bundle, no
+    directory), without loading it."""
+    if not any(key[0] == name for key in _LOADED):
+        _resolve_directory(name)
+
+
 def register_model(lm: LanguageModel) -> None:
     """Make an in-memory model loadable by its name (for tests and notebooks), on its own device and in
     its own dtype."""

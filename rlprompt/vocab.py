@@ -66,8 +66,14 @@ def default_backbone(model: str) -> str:
     return model if backend_of(model).name == "hf" else DEFAULT_BACKBONE
 
 
+def policy_backbone(config) -> str:
+    """The name of the model whose tokens the policy (or the search) writes: ``policy.backbone``, else the
+    default."""
+    return config.policy.backbone or default_backbone(config.model)
+
+
 def policy_model(config) -> LanguageModel:
-    """The model whose tokens the policy (or the search) writes: ``policy.backbone``, else the default."""
+    """That model, loaded (once per process)."""
     from rlprompt.models import load_model
 
-    return load_model(config.policy.backbone or default_backbone(config.model), config.device, config.dtype)
+    return load_model(policy_backbone(config), config.device, config.dtype)

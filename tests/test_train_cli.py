@@ -294,7 +294,8 @@ def test_a_missing_policy_backbone_fails_before_any_method_runs(tiny_gpt2, tiny_
     """A comparison whose RL runs last must not run the others first and then fail on policy.backbone."""
     register_model(tiny_gpt2)
     missing = tmp_path / "no-such-model"
-    for extra in (["--dry-run"], []):
+    # (with executor: ray the driver checks that the name resolves, and loads nothing the workers load)
+    for extra in (["--dry-run"], [], ["--set", "executor=ray"]):
         argv = ["--set", f"task.name={tiny_task}", "--set", "model=tiny-gpt2",
                 "--set", "methods=[manual, rl]", "--set", f"policy.backbone={missing}",
                 "--set", f"output_dir={tmp_path / 'runs'}", *extra]  # fmt: skip

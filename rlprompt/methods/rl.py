@@ -36,10 +36,9 @@ from rlprompt.methods.base import (
     top_k_metrics,
     top_k_score,
 )
-from rlprompt.models import load_model
 from rlprompt.settings import at_least_one, positive, within
 from rlprompt.version import __version__
-from rlprompt.vocab import action_vocabulary, default_backbone
+from rlprompt.vocab import action_vocabulary, policy_backbone, policy_model
 
 
 @dataclass
@@ -130,8 +129,7 @@ def run(ctx: MethodContext) -> MethodResult:
     """Train the prompt policy; evaluate the best dev prompt (and the manual prompt) on test."""
     config, task, lm, run_dir = ctx.config, ctx.task, ctx.lm, ctx.run_dir
     manual = ctx.manual_prompt
-    backbone = config.policy.backbone or default_backbone(config.model)
-    policy_lm = load_model(backbone, config.device, config.dtype)
+    policy_lm = policy_model(config)
     # The policy writes tokens of its own vocabulary; the task LM gets them as they are when the two share
     # a tokenizer, else as the decoded text (ClassificationObjective.task_prompt).
     vocab = action_vocabulary(policy_lm, config.vocab.kind, config.vocab.size, config.vocab.tokens)
@@ -142,7 +140,7 @@ def run(ctx: MethodContext) -> MethodResult:
         vocab = with_start_prompt(vocab, start, config.env.prompt_length)
 
     env = objective.make_env(config, ctx.seed, vocab)
-    model = _make_algorithm(config, ctx.seed, env, vocab, backbone, run_dir)
+    model = _make_algorithm(config, ctx.seed, env, vocab, policy_backbone(config), run_dir)
     tracker = _Tracker(ctx, objective, env, model)
     done_steps = tracker.resume(ctx.resume) if ctx.resume else 0
     if start is not None and not done_steps:  # (a resumed run has its warm-started policy back already)
