@@ -26,6 +26,9 @@ class TaskConfig:
     template: str | None = None  # None: the task's template for the model kind
     kind: str | None = None  # the task kind (rlprompt.registry.TASK_KINDS); None: a built-in task's own, else
     # classification
+    # Test on a fixed sample of this many test examples (drawn with seed 0, so the same for every method,
+    # seed and run; e.g. 2,000 of AG News's 7,600); None: all of them.
+    test_examples: int | None = None
 
     @property
     def seed_list(self) -> list[str]:
@@ -34,6 +37,10 @@ class TaskConfig:
     def __post_init__(self) -> None:
         if len(self.seed_list) == 1:  # one split in the list: it is the split
             self.seed, self.seeds = self.seed_list[0], []
+        if self.test_examples is not None and self.test_examples < 1:
+            raise ValueError(
+                f"'task.test_examples' must be at least 1 (or left out), not {self.test_examples}"
+            )
         if self.kind is not None and self.kind not in TASK_KINDS:
             raise ValueError(f"'task.kind' must be one of {', '.join(TASK_KINDS)}, got {self.kind!r}")
 

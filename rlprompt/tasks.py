@@ -58,6 +58,7 @@ class Task:
     templates: dict[str, str] = field(default_factory=dict)
     manual_prompt: str = "It was"
     plan: SplitPlan | None = None  # splits from one file's split column, or carved out of the training data
+    test_limit: int | None = None  # task.test_examples: a fixed sample of the test split (sampled_test)
     _cache: dict[str, list[Example]] = field(default_factory=dict, repr=False)
 
     @property
@@ -75,11 +76,13 @@ class Task:
         if self.plan is not None:
             if not self._cache:
                 self._cache.update(self.plan.split(self))
+                self._cache["test"] = sampled_test(self._cache["test"], self.test_limit)
             return self._cache[split]
         if split not in self.split_files:
             raise RLPromptError(f"task {self.name!r} has no {split} split")
         if split not in self._cache:
-            self._cache[split] = self._read(split, self.split_files[split])
+            examples = self._read(split, self.split_files[split])
+            self._cache[split] = sampled_test(examples, self.test_limit) if split == "test" else examples
         return self._cache[split]
 
     @property
@@ -387,6 +390,15 @@ def _split_plan(spec: dict, base_dir: Path, source: str) -> SplitPlan | None:
         source=source, data=(base_dir / data).expanduser() if data else None, split_column=column,
         split_names=names, seed=seed, **sizes,
     )  # fmt: skip
+
+
+def sampled_test(examples: list[Example], limit: int | None) -> list[Example]:
+    """``limit`` of the test ``examples`` in their order, drawn with seed 0 (the same sample for every
+    method, seed and run); all of them when there are no more."""
+    if limit is None or len(examples) <= limit:
+        return examples
+    keep = np.sort(np.random.default_rng(0).choice(len(examples), size=limit, replace=False))
+    return [examples[i] for i in keep]
 
 
 def load_task(name: str, seed: str = DEFAULT_SEED) -> Task:

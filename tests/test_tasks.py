@@ -140,3 +140,41 @@ def test_unknown_names_are_clear_errors(tmp_path):
     bad_yaml.write_text("name: [unclosed\n", encoding="utf-8")
     with pytest.raises(RLPromptError, match=r"t\.yaml: not valid YAML"):
         load_task(str(bad_yaml))
+
+
+def test_test_examples_takes_the_same_seeded_sample_in_file_order():
+    """task.test_examples: AG News's 7,600 test examples cut to a fixed 2,000, in their order, the same on
+    every load; a task with no more than that keeps all."""
+    full = builtin_task("agnews", "16-100").examples("test")
+    order = {ex.uid: i for i, ex in enumerate(full)}
+    samples = []
+    for _ in range(2):
+        task = builtin_task("agnews", "16-100")
+        task.test_limit = 2000
+        samples.append(task.examples("test"))
+    a, b = samples
+    assert len(a) == 2000 and [ex.uid for ex in a] == [ex.uid for ex in b]
+    positions = [order[ex.uid] for ex in a]
+    assert positions == sorted(positions) and positions[-1] > 7000  # spread over the file, in its order
+    assert sorted({ex.label for ex in a}) == [0, 1, 2, 3]
+    task = builtin_task("mr", "16-100")
+    task.test_limit = 5000
+    assert len(task.examples("test")) == 2000
+    assert len(task.examples("train")) == 32  # only test is sampled
+
+
+def test_test_examples_reaches_the_run_and_a_bad_value_is_refused(tmp_path, capsys, tiny_gpt2):
+    from rlprompt.methods import MethodResult
+    from rlprompt.models import register_model
+    from tests.conftest import train_cli, write_task
+    from tests.test_methods import ROWS
+
+    register_model(tiny_gpt2)
+    write_task(tmp_path, "tiny", ROWS)
+    run_dir, _ = train_cli(tmp_path, capsys, "model=tiny-gpt2", "method=manual", "task.test_examples=3")
+    assert len(MethodResult.load(run_dir / "result.json").test_correct) == 3 < len(ROWS)
+    train_cli(tmp_path, capsys, "model=tiny-gpt2", "method=manual", "task.test_examples=0", expect=2)
+    from rlprompt.config import TaskConfig
+
+    with pytest.raises(ValueError, match="'task.test_examples' must be at least 1"):
+        TaskConfig(test_examples=0)

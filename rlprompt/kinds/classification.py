@@ -27,6 +27,7 @@ from rlprompt.vocab import TRANSLATION_ROOM
 def load(config) -> LoadedTask:
     """The task (every split read and checked), the task LM and the shared test scorer."""
     task = load_task(config.task.name, config.task.seed)
+    task.test_limit = config.task.test_examples
     for split in SPLITS:  # every split is read (and checked) before anything is written
         task.examples(split)
     lm = load_task_model(config.model, config.device, config.dtype)

@@ -22,6 +22,8 @@ def load(config) -> LoadedTask:
         raise RLPromptError(
             f"task.name {config.task.name!r}: the style kind's tasks are {', '.join(STYLE_TASKS)}"
         )
+    if config.task.test_examples is not None:
+        raise RLPromptError("task.test_examples applies to classification tasks, not to style transfer")
     task = load_style_task(config.task.name, config.task.seed, config.style.target, config.style.dev_inputs)
     _bundle_directory(ENCODER_BUNDLE)  # the content scorer's bundle is installed (else: how to install it)
     try:
