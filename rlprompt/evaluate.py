@@ -18,7 +18,14 @@ from rlprompt.backends import Capability, load_task_model, require
 from rlprompt.calibration import CALIBRATIONS, task_calibration
 from rlprompt.console import add_verbose_flag
 from rlprompt.errors import RLPromptError, run_cli
-from rlprompt.evaluation import PromptResult, evaluate_adapter, evaluate_prompts, make_scorer, prompt_budget
+from rlprompt.evaluation import (
+    PromptResult,
+    ensemble_result,
+    evaluate_adapter,
+    evaluate_prompts,
+    make_scorer,
+    prompt_budget,
+)
 from rlprompt.export import load_adapter_meta, load_classification_prompt
 from rlprompt.models import DTYPES
 from rlprompt.scoring import PromptLike
@@ -51,6 +58,16 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="an exported soft_prompt/, bbt/, prefix_tuning/, lora/, ia3/ or model/ (repeatable)",
     )
+    p.add_argument(
+        "--top-k", type=int, default=1,
+        help="from each prompt file, its K best prompts by dev (its top_k_prompts; default: %(default)s, "
+        "the chosen one)",
+    )  # fmt: skip
+    p.add_argument(
+        "--ensemble", action="store_true",
+        help="also evaluate all the prompts as one ensemble (each input's label: the argmax of their mean "
+        "label probabilities, calibrated as each prompt is)",
+    )  # fmt: skip
     p.add_argument("--template", help='override the task\'s template, e.g. "{sentence} {prompt} <mask> ."')
     p.add_argument(
         "--calibration",
@@ -77,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise RLPromptError(f"--limit must be at least 1, got {args.limit}")
+    if args.top_k < 1:
+        raise RLPromptError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.ensemble and args.adapter:
+        raise RLPromptError("--ensemble combines prompts; leave out --adapter")
     if args.batch_tokens < 16:
         raise RLPromptError(f"--batch-tokens must be at least 16, got {args.batch_tokens}")
     if args.adapter and (args.prompt is not None or args.prompt_file or args.template):
@@ -116,12 +137,18 @@ def main(argv: list[str] | None = None) -> int:
         template = adapters[0]["template"]
     else:
         template = args.template or (source.template_for(lm.kind) if source else None)
-        prompts: list[PromptLike] = [learned.prompt_for(lm.name) for learned in files]
+        prompts: list[PromptLike] = [
+            p for learned in files for p in learned.top_prompts_for(lm.name, args.top_k)
+        ]
         if args.prompt is not None or not files:
             prompts += args.prompt if args.prompt is not None else [task.manual_prompt, ""]
         budget = prompt_budget(lm, prompts)
         scorer = make_scorer(lm, task, template, batch_tokens=args.batch_tokens, prompt_budget=budget)
         results = evaluate_prompts(scorer, examples, prompts, progress=True, calibration=calibration)
+        if args.ensemble:
+            if len(results) < 2:
+                raise RLPromptError("--ensemble needs at least 2 prompts (more --prompt, or --top-k)")
+            results.append(ensemble_result(results, [ex.label for ex in examples]))
         template = scorer.template.text
     seconds = time.perf_counter() - start
 

@@ -45,10 +45,6 @@ class PromptResult:
         """The metrics as a run scores: calibrated (when its calibration is active) or raw."""
         return self.metrics if calibrated else self.raw
 
-    def scored_matrix(self, calibrated: bool) -> np.ndarray | None:
-        """The (examples, classes) scores behind :meth:`scored`."""
-        return self.scores if calibrated else self.raw_scores
-
 
 def evaluate_prompts(
     scorer: LabelScorer, examples, prompts: list[PromptLike], progress: bool = False,
@@ -71,15 +67,28 @@ def evaluate_prompts(
     return results
 
 
-def ensemble_accuracies(scores: list[np.ndarray], labels, sizes=(3, 5, 10)) -> dict[int, float]:
-    """Accuracy of the ensemble of the first k prompts (best by dev first), for each k in ``sizes`` up to
-    ``len(scores)`` and for all of them: each example's class is the argmax of the k prompts' mean
-    normalised label log-probabilities (``scores``: each (examples, classes), calibrated where the run
-    calibrates)."""
+def ensemble_result(results: list[PromptResult], labels) -> PromptResult:
+    """``results`` (prompts scored on the same examples) as one ensemble: each example's class is the
+    argmax of the prompts' mean normalised label log-probabilities, calibrated as each was scored (and raw
+    beside it)."""
     labels = np.asarray(labels)
-    stacked = np.stack([normalised(s) for s in scores])
-    sizes = sorted({*(k for k in sizes if k <= len(scores)), len(scores)})
-    return {k: float(np.mean(stacked[:k].mean(0).argmax(-1) == labels)) for k in sizes}
+
+    def mean(matrices):
+        return np.mean([normalised(m) for m in matrices], axis=0)
+
+    scores, raw = mean([r.scores for r in results]), mean([r.raw_scores for r in results])
+    return PromptResult(
+        f"ensemble of {len(results)} prompts", [], classification_metrics(scores, labels),
+        classification_metrics(raw, labels), results[0].calibration, scores, raw,
+    )  # fmt: skip
+
+
+def ensemble_accuracies(results: list[PromptResult], labels, calibrated: bool,
+                        sizes=(3, 5, 10)) -> dict[int, float]:  # fmt: skip
+    """Accuracy (calibrated or raw) of the ensemble of the first k of ``results`` (best by dev first), for
+    each k in ``sizes`` up to ``len(results)`` and for all of them (:func:`ensemble_result`)."""
+    sizes = sorted({*(k for k in sizes if k <= len(results)), len(results)})
+    return {k: float(ensemble_result(results[:k], labels).scored(calibrated).accuracy) for k in sizes}
 
 
 def reference_results(

@@ -66,6 +66,14 @@ class LearnedPrompt:
         """What to give the Scorer on ``model_name``: the exact ids on the source model, else the text."""
         return tuple(self.token_ids) if model_name == self.model else self.text.strip()
 
+    def top_prompts_for(self, model_name: str, k: int) -> list[str | tuple[int, ...]]:
+        """The ``k`` best prompts of the run by dev (``metrics.top_k_prompts``, the chosen one first), each
+        as :meth:`prompt_for` gives it; just the chosen one when the file lists none."""
+        top = self.metrics.get("top_k_prompts") or []
+        if not top:
+            return [self.prompt_for(model_name)]
+        return [tuple(p["token_ids"]) if model_name == self.model else p["text"].strip() for p in top[:k]]
+
     def fill(self, sentence: str, kind: str | None = None, label: str = "<mask>") -> str:
         """The filled template as text, e.g. to paste into another tool."""
         from rlprompt.templates import Template

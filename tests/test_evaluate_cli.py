@@ -59,6 +59,7 @@ def test_table_output_on_a_causal_model_with_a_user_task(tmp_path, capsys):
             "<mask> must end the template",
         ),
         (["--limit", "0"], "--limit must be at least 1"),
+        (["--top-k", "0"], "--top-k must be at least 1"),
         (["--task", "missing.yaml"], "missing.yaml: file not found"),
     ],
 )

@@ -185,6 +185,20 @@ def test_the_top_k_mean_is_the_mean_test_accuracy_of_the_best_dev_prompts(tiny_t
     mean = np.mean([r.scores - np.log(np.exp(r.scores).sum(-1, keepdims=True)) for r in scored], axis=0)
     assert exported["metrics"]["test_ensemble_top_3"] == pytest.approx(np.mean(mean.argmax(-1) == labels))
     assert result.test_ensemble == exported["metrics"]["test_ensemble_top_3"]  # all 3: the report's column
+    # The same three and their ensemble from the exported file, with the evaluation CLI
+    from rlprompt.errors import run_cli
+    from rlprompt.evaluate import main as evaluate_main
+
+    argv = ["--prompt-file", str(run_dir / "prompt.json"), "--top-k", "3", "--ensemble", "--json"]
+    with pytest.raises(SystemExit) as done:
+        run_cli(evaluate_main, argv)
+    rows = json.loads(capsys.readouterr().out)["results"]
+    assert done.value.code == 0 and [r["prompt_ids"] for r in rows[:3]] == [p["token_ids"] for p in top]
+    assert rows[3]["prompt"] == "ensemble of 3 prompts"
+    assert rows[3]["accuracy"] == pytest.approx(exported["metrics"]["test_ensemble_top_3"])
+    with pytest.raises(SystemExit) as done:
+        run_cli(evaluate_main, ["--prompt-file", str(run_dir / "prompt.json"), "--ensemble"])
+    assert done.value.code == 2 and "--ensemble needs at least 2 prompts" in capsys.readouterr().err
 
 
 def test_only_the_last_action_may_be_the_blank(tiny_llama):

@@ -170,7 +170,7 @@ class ClassificationObjective:
         results = evaluate_prompts(ctx.test_scorer, examples, prompts, ctx.progress, reference)
         active = self.calibration.active
         labels = [ex.label for ex in examples]
-        ensembles = ensemble_accuracies([r.scored_matrix(active) for r in results], labels)
+        ensembles = ensemble_accuracies(results, labels, active)
         return [float(r.scored(active).accuracy) for r in results], ensembles
 
     def test(self, ctx: MethodContext, best: Candidate, manual: str) -> TestResult:
