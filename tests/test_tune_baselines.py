@@ -1,0 +1,62 @@
+"""benchmarks/tune_baselines.py: the baselines' sweep on development splits runs each value for real,
+chooses by mean test accuracy there, and keeps finished runs when started again."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+from rlprompt.models import register_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "tune_baselines.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("tune_baselines", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_tie_keeps_the_config_value_and_the_best_test_wins():
+    choose = _module().choose
+    rows = [{"value": 0.01, "test": 0.7}, {"value": 0.03, "test": 0.8}, {"value": 0.1, "test": 0.8}]
+    assert choose(rows, current=0.1) == 0.1
+    assert choose(rows, current=0.01) == 0.03  # a tie between two others: the smaller
+    assert choose([{"value": 0.01, "test": 0.9}] + rows[1:], current=0.1) == 0.01
+
+
+def test_the_sweep_runs_each_value_and_resumes(tmp_path, tiny_llama, capsys):
+    register_model(tiny_llama)
+    tune = _module()
+    out = tmp_path / "tune"
+    argv = ["--config", str(ROOT / "configs" / "sst2_compare.yaml"), "--methods", "lora",
+            "--factors", "0.1", "1", "--splits", "16-13", "--out", str(out),
+            "--set", "model=tiny-llama", "--set", "lora.steps=2", "--set", "lora.batch_size=8",
+            "--set", "evaluations=1", "--set", "task.test_examples=16", "--set", "heldout_sentences=4",
+            "--set", f"output_dir={tmp_path / 'runs'}"]  # fmt: skip
+    assert tune.main(argv) == 0
+    table = json.loads((out / "tune.json").read_text())["methods"]["lora"]
+    assert table["setting"] == "learning_rate" and table["config_value"] == 1e-3
+    assert [row["value"] for row in table["rows"]] == [1e-4, 1e-3]
+    for row in table["rows"]:
+        (run,) = row["runs"]
+        run_dir = out / "split-16-13" / tune.run_name("lora", row["value"], 0)
+        result = json.loads((run_dir / "result.json").read_text())
+        assert run["test"] == result["test_metrics"]["accuracy"] and result["data_seed"] == "16-13"
+        assert result["steps"] == 2 and result["method"] == "lora"
+    assert table["chosen"] == tune.choose(table["rows"], 1e-3)
+    assert "| lora | learning_rate | 0.001 |" in (out / "tune.md").read_text()
+    # Started again, it trains nothing: every run had finished.
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
+    capsys.readouterr()
+    assert tune.main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("result.json")} == stamps
+    assert json.loads((out / "tune.json").read_text())["methods"]["lora"] == table
+
+
+def test_a_method_without_a_swept_setting_is_refused(tmp_path, capsys):
+    assert _module().main(["--methods", "rl", "--out", str(tmp_path)]) == 2
+    assert "--methods: no swept setting for rl" in capsys.readouterr().err
