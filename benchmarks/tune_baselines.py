@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from rlprompt.config import load_train_config
+from rlprompt.console import quiet_libraries
 from rlprompt.driver import train
 from rlprompt.errors import RLPromptError
 
@@ -103,6 +104,18 @@ def markdown(table: dict, config_path: str, splits: list[str], seeds: list[int])
     return "\n".join(lines) + "\n"
 
 
+def tune(args) -> dict[str, dict]:
+    """Per method: the swept setting, the config's value, the chosen value and every value's row."""
+    base = load_train_config(args.config, args.overrides)
+    table = {}
+    for method in args.methods:
+        current, values = values_for(base, method, args.factors)
+        rows = sweep(args.config, args.overrides, method, values, args.splits, args.seeds, args.out)
+        table[method] = {"setting": SWEPT[method], "config_value": current, "chosen": choose(rows, current),
+                         "rows": rows}  # fmt: skip
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/sst2_compare.yaml")
@@ -123,19 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --methods: no swept setting for {', '.join(unknown)}; one of {', '.join(SWEPT)}",
               file=sys.stderr)  # fmt: skip
         return 2
-    table: dict[str, dict] = {}
     try:
-        base = load_train_config(args.config, args.overrides)
-        for method in args.methods:
-            current, values = values_for(base, method, args.factors)
-            rows = sweep(args.config, args.overrides, method, values, args.splits, args.seeds, args.out)
-            chosen = choose(rows, current)
-            table[method] = {
-                "setting": SWEPT[method],
-                "config_value": current,
-                "chosen": chosen,
-                "rows": rows,
-            }
+        with quiet_libraries():
+            table = tune(args)
     except RLPromptError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
