@@ -55,14 +55,21 @@ def choose(rows: list[dict], current: float) -> float:
 
 
 def run_variant(config_path: str, overrides: list[str], out: Path) -> dict:
-    """One run (resumed when it finished before): its chosen checkpoint's dev and test accuracy."""
+    """One run (kept when it finished before, continued from its checkpoint when it was stopped): its
+    chosen checkpoint's dev and test accuracy. A run stopped now (Ctrl-C, SIGTERM) stops the sweep."""
     result_file = out / "result.json"
-    if not result_file.exists():
+    if not _finished(result_file):
         config = load_train_config(config_path, overrides)
         train(config, progress=False, run_dir=out, resume=out.exists(), show_plan=False)
+        if not _finished(result_file):
+            raise KeyboardInterrupt
     result = json.loads(result_file.read_text(encoding="utf-8"))
     return {"dev": result["dev_score"], "test": result["test_metrics"]["accuracy"],
             "seconds": result["train_seconds"]}  # fmt: skip
+
+
+def _finished(result_file: Path) -> bool:
+    return result_file.exists() and not json.loads(result_file.read_text(encoding="utf-8")).get("interrupted")
 
 
 def sweep(config_path: str, overrides: list[str], method: str, values: list[float], splits: list[str],
@@ -142,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     except RLPromptError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: the finished runs are kept in {args.out}; the same command continues",
+            file=sys.stderr,
+        )
+        return 130
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {"config": args.config, "splits": args.splits, "seeds": args.seeds, "methods": table}
     (args.out / "tune.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")

@@ -55,6 +55,13 @@ def test_the_sweep_runs_each_value_and_resumes(tmp_path, tiny_llama, capsys):
     assert tune.main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("result.json")} == stamps
     assert json.loads((out / "tune.json").read_text())["methods"]["lora"] == table
+    # A run that was stopped before it finished (result.json says interrupted) is run again, alone.
+    stopped = out / "split-16-13" / tune.run_name("lora", 1e-4, 0) / "result.json"
+    stopped.write_text(json.dumps({**json.loads(stopped.read_text()), "interrupted": True}))
+    assert tune.main(argv) == 0
+    again = {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
+    assert [p for p in again if again[p] != stamps[p]] == [stopped]
+    assert not json.loads(stopped.read_text()).get("interrupted")
 
 
 def test_a_method_without_a_swept_setting_is_refused(tmp_path, capsys):
