@@ -1,12 +1,13 @@
 """Give the baselines the tuning RL got: a small sweep of each one's main setting on development splits.
 
-RL's settings (restarts, self-imitation, the learning rate) were chosen by the test accuracy of runs on
+RL's settings (restarts, self-imitation) were chosen by the test accuracy of runs on
 the development splits 16-13 and 16-21, never on 16-100, the split of the comparison's table. This
 script gives each baseline the same: for every method it runs the config's value of its main setting and
 values around it (the learning rate of soft prompt, prefix tuning, LoRA, IA3 and full fine-tuning; the
 CMA-ES step size ``sigma`` of BBT), each on the same development splits and seeds, at the method's own
 budget from the config (never less), and chooses the value with the highest mean test accuracy there
-(the dev accuracy of the chosen checkpoint is shown beside it). A tie keeps the config's value.
+(the dev accuracy of the chosen checkpoint is shown beside it). A tie keeps the config's value. A value
+whose run fails (a learning rate so large the loss turns NaN, say) is listed as failed and never chosen.
 
     .venv/bin/python benchmarks/tune_baselines.py --config configs/sst2_compare.yaml --out runs/tune
     .venv/bin/python benchmarks/tune_baselines.py --methods lora ia3 --factors 0.3 1 3 --splits 16-13
@@ -51,7 +52,12 @@ def values_for(config, method: str, factors: list[float]) -> tuple[float, list[f
 def choose(rows: list[dict], current: float) -> float:
     """The value with the highest mean test accuracy; on a tie the config's value stays, else the smaller
     (a smaller learning rate or step size moves the start less)."""
-    return max(rows, key=lambda r: (round(r["test"], 6), r["value"] == current, -r["value"]))["value"]
+
+    def key(row):
+        test = -np.inf if np.isnan(row["test"]) else round(row["test"], 6)
+        return test, row["value"] == current, -row["value"]
+
+    return max(rows, key=key)["value"]
 
 
 def run_variant(config_path: str, overrides: list[str], out: Path) -> dict:
@@ -82,12 +88,20 @@ def sweep(config_path: str, overrides: list[str], method: str, values: list[floa
             for seed in seeds:
                 run_overrides = [*overrides, f"methods=[{method}]", f"seeds=[{seed}]", f"task.seed={split}",
                                  f"{method}.{key}={value}"]  # fmt: skip
-                run = run_variant(
-                    config_path, run_overrides, out / f"split-{split}" / run_name(method, value, seed)
-                )
+                where = f"{method} {key}={value:g} split {split} seed {seed}"
+                try:
+                    run = run_variant(
+                        config_path, run_overrides, out / f"split-{split}" / run_name(method, value, seed)
+                    )
+                except RLPromptError as error:  # this value fails (e.g. a NaN loss): the others still run
+                    run = {"dev": float("nan"), "test": float("nan"), "seconds": 0.0, "failed": str(error)}
+                    print(f"{where}: failed: {error}", flush=True)
+                else:
+                    print(
+                        f"{where}: dev {run['dev']:.3f} test {run['test']:.3f} ({run['seconds']:.0f} s)",
+                        flush=True,
+                    )
                 runs.append(run)
-                print(f"{method} {key}={value:g} split {split} seed {seed}: dev {run['dev']:.3f} "
-                      f"test {run['test']:.3f} ({run['seconds']:.0f} s)", flush=True)  # fmt: skip
         rows.append({"value": value, "dev": float(np.mean([r["dev"] for r in runs])),
                      "test": float(np.mean([r["test"] for r in runs])), "runs": runs})  # fmt: skip
     return rows
@@ -106,6 +120,7 @@ def markdown(table: dict, config_path: str, splits: list[str], seeds: list[int])
             marks = ["chosen"] * (row["value"] == entry["chosen"]) + ["config"] * (
                 row["value"] == entry["config_value"]
             )
+            marks += ["failed"] * any("failed" in run for run in row["runs"])
             lines.append(f"| {method} | {entry['setting']} | {row['value']:g} | {row['dev']:.3f} | "
                          f"{row['test']:.3f} | {', '.join(marks)} |")  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -67,3 +67,21 @@ def test_the_sweep_runs_each_value_and_resumes(tmp_path, tiny_llama, capsys):
 def test_a_method_without_a_swept_setting_is_refused(tmp_path, capsys):
     assert _module().main(["--methods", "rl", "--out", str(tmp_path)]) == 2
     assert "--methods: no swept setting for rl" in capsys.readouterr().err
+
+
+def test_a_value_whose_run_fails_is_listed_and_never_chosen(tmp_path, tiny_llama, capsys):
+    register_model(tiny_llama)
+    tune = _module()
+    out = tmp_path / "tune"
+    # A learning rate of 1e6 sends the LoRA weights past float range: the NaN guard stops that run.
+    argv = ["--config", str(ROOT / "configs" / "sst2_compare.yaml"), "--methods", "lora",
+            "--factors", "1", "1e9", "--splits", "16-13", "--out", str(out),
+            "--set", "model=tiny-llama", "--set", "lora.steps=4", "--set", "lora.batch_size=8",
+            "--set", "evaluations=1", "--set", "task.test_examples=16", "--set", "heldout_sentences=4",
+            "--set", f"output_dir={tmp_path / 'runs'}"]  # fmt: skip
+    assert tune.main(argv) == 0
+    table = json.loads((out / "tune.json").read_text())["methods"]["lora"]
+    good, bad = table["rows"]
+    assert bad["value"] == 1e6 and "not finite" in bad["runs"][0]["failed"]
+    assert table["chosen"] == 1e-3 and good["test"] == good["test"]
+    assert "failed" in capsys.readouterr().out
