@@ -30,6 +30,7 @@ from rlprompt.config import load_train_config
 from rlprompt.console import quiet_libraries
 from rlprompt.driver import train
 from rlprompt.errors import RLPromptError
+from rlprompt.methods.base import MethodResult
 
 # The setting each method is swept over: the one its results depend on most at a fixed budget.
 SWEPT = {
@@ -63,19 +64,21 @@ def choose(rows: list[dict], current: float) -> float:
 def run_variant(config_path: str, overrides: list[str], out: Path) -> dict:
     """One run (kept when it finished before, continued from its checkpoint when it was stopped): its
     chosen checkpoint's dev and test accuracy. A run stopped now (Ctrl-C, SIGTERM) stops the sweep."""
-    result_file = out / "result.json"
-    if not _finished(result_file):
+    result = _finished(out)
+    if result is None:
         config = load_train_config(config_path, overrides)
         train(config, progress=False, run_dir=out, resume=out.exists(), show_plan=False)
-        if not _finished(result_file):
+        result = _finished(out)
+        if result is None:
             raise KeyboardInterrupt
-    result = json.loads(result_file.read_text(encoding="utf-8"))
-    return {"dev": result["dev_score"], "test": result["test_metrics"]["accuracy"],
-            "seconds": result["train_seconds"]}  # fmt: skip
+    return {"dev": result.dev_score, "test": result.test_metrics["accuracy"], "seconds": result.train_seconds}
 
 
-def _finished(result_file: Path) -> bool:
-    return result_file.exists() and not json.loads(result_file.read_text(encoding="utf-8")).get("interrupted")
+def _finished(run_dir: Path) -> MethodResult | None:
+    """The run's result, unless it has none yet or was stopped before it finished."""
+    path = run_dir / "result.json"
+    result = MethodResult.load(path) if path.exists() else None
+    return None if result is None or result.interrupted else result
 
 
 def sweep(config_path: str, overrides: list[str], method: str, values: list[float], splits: list[str],
@@ -117,10 +120,10 @@ def markdown(table: dict, config_path: str, splits: list[str], seeds: list[int])
              "| method | setting | value | dev | test | |", "|---|---|---|---|---|---|"]  # fmt: skip
     for method, entry in table.items():
         for row in entry["rows"]:
-            marks = ["chosen"] * (row["value"] == entry["chosen"]) + ["config"] * (
-                row["value"] == entry["config_value"]
-            )
-            marks += ["failed"] * any("failed" in run for run in row["runs"])
+            flags = {"chosen": row["value"] == entry["chosen"],
+                     "config": row["value"] == entry["config_value"],
+                     "failed": any("failed" in run for run in row["runs"])}  # fmt: skip
+            marks = [name for name, on in flags.items() if on]
             lines.append(f"| {method} | {entry['setting']} | {row['value']:g} | {row['dev']:.3f} | "
                          f"{row['test']:.3f} | {', '.join(marks)} |")  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 from rlprompt.models import register_model
@@ -20,6 +21,16 @@ def _module():
     return module
 
 
+def _lora_sweep(tmp_path, out, factors: list[str], steps: int) -> list[str]:
+    """Arguments for a sweep of LoRA's learning rate on tiny-llama, split 16-13, 16 test examples."""
+    settings = ["model=tiny-llama", f"lora.steps={steps}", "lora.batch_size=8", "evaluations=1",
+                "task.test_examples=16", "heldout_sentences=4",
+                f"output_dir={tmp_path / 'runs'}"]  # fmt: skip
+    return ["--config", str(ROOT / "configs" / "sst2_compare.yaml"), "--methods", "lora",
+            "--factors", *factors, "--splits", "16-13", "--out", str(out),
+            *(arg for setting in settings for arg in ("--set", setting))]  # fmt: skip
+
+
 def test_a_tie_keeps_the_config_value_and_the_best_test_wins():
     choose = _module().choose
     rows = [{"value": 0.01, "test": 0.7}, {"value": 0.03, "test": 0.8}, {"value": 0.1, "test": 0.8}]
@@ -32,11 +43,7 @@ def test_the_sweep_runs_each_value_and_resumes(tmp_path, tiny_llama, capsys):
     register_model(tiny_llama)
     tune = _module()
     out = tmp_path / "tune"
-    argv = ["--config", str(ROOT / "configs" / "sst2_compare.yaml"), "--methods", "lora",
-            "--factors", "0.1", "1", "--splits", "16-13", "--out", str(out),
-            "--set", "model=tiny-llama", "--set", "lora.steps=2", "--set", "lora.batch_size=8",
-            "--set", "evaluations=1", "--set", "task.test_examples=16", "--set", "heldout_sentences=4",
-            "--set", f"output_dir={tmp_path / 'runs'}"]  # fmt: skip
+    argv = _lora_sweep(tmp_path, out, factors=["0.1", "1"], steps=2)
     assert tune.main(argv) == 0
     table = json.loads((out / "tune.json").read_text())["methods"]["lora"]
     assert table["setting"] == "learning_rate" and table["config_value"] == 1e-3
@@ -74,14 +81,10 @@ def test_a_value_whose_run_fails_is_listed_and_never_chosen(tmp_path, tiny_llama
     tune = _module()
     out = tmp_path / "tune"
     # A learning rate of 1e6 sends the LoRA weights past float range: the NaN guard stops that run.
-    argv = ["--config", str(ROOT / "configs" / "sst2_compare.yaml"), "--methods", "lora",
-            "--factors", "1", "1e9", "--splits", "16-13", "--out", str(out),
-            "--set", "model=tiny-llama", "--set", "lora.steps=4", "--set", "lora.batch_size=8",
-            "--set", "evaluations=1", "--set", "task.test_examples=16", "--set", "heldout_sentences=4",
-            "--set", f"output_dir={tmp_path / 'runs'}"]  # fmt: skip
+    argv = _lora_sweep(tmp_path, out, factors=["1", "1e9"], steps=4)
     assert tune.main(argv) == 0
     table = json.loads((out / "tune.json").read_text())["methods"]["lora"]
     good, bad = table["rows"]
     assert bad["value"] == 1e6 and "not finite" in bad["runs"][0]["failed"]
-    assert table["chosen"] == 1e-3 and good["test"] == good["test"]
+    assert table["chosen"] == 1e-3 and not math.isnan(good["test"])
     assert "failed" in capsys.readouterr().out
