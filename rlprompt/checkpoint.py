@@ -114,7 +114,8 @@ def truncate_metrics(run_dir: Path, last_step: int) -> None:
 
 class StopRequest:
     """Turns the first Ctrl-C or SIGTERM into a request that training loops poll (``requested``), so a
-    run stops at a clean point with a checkpoint; a second Ctrl-C interrupts at once."""
+    run stops at a clean point with a checkpoint; a second signal of either kind interrupts at once
+    (schedulers often send SIGTERM twice before SIGKILL, and a graceful stop can take minutes)."""
 
     def __init__(self):
         self.requested = False
@@ -129,11 +130,11 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
+        if self.requested:
             raise KeyboardInterrupt
         self.requested = True
         name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
-        print(f"\n{name}: stopping at the next clean point with a checkpoint (Ctrl-C again: at once)",
+        print(f"\n{name}: stopping at the next clean point with a checkpoint (again: at once)",
               flush=True)  # fmt: skip
 
     def __exit__(self, *exc) -> None:

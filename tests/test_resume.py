@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from rlprompt import load_prompt
-from rlprompt.checkpoint import CHECKPOINT
+from rlprompt.checkpoint import CHECKPOINT, StopRequest
 from rlprompt.errors import run_cli
 from rlprompt.methods import MethodResult
 from rlprompt.models import register_model
@@ -194,6 +194,21 @@ def test_sigterm_stops_cleanly_with_a_checkpoint_and_the_run_resumes(common, tmp
     assert not done.interrupted and done.steps == 1200
     steps = [r["step"] for r in rows(run_dir)]
     assert steps == sorted(set(steps)) and steps[-1] == 1200
+
+
+@pytest.mark.parametrize("first, second", [(signal.SIGTERM, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT),
+                                           (signal.SIGINT, signal.SIGTERM)])  # fmt: skip
+def test_first_signal_asks_for_a_clean_stop_and_a_second_interrupts_at_once(first, second, capsys):
+    before = signal.getsignal(signal.SIGTERM)
+    with StopRequest() as stop:
+        os.kill(os.getpid(), first)
+        time.sleep(0.05)  # the handler runs between bytecodes of the main thread
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), second)
+            time.sleep(1)
+    assert "again: at once" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) == before  # the handlers are given back
 
 
 def test_killed_comparison_resumes_keeping_the_runs_that_finished(common, tmp_path, capsys):
