@@ -112,6 +112,11 @@ def truncate_metrics(run_dir: Path, last_step: int) -> None:
     atomic_write_bytes(path, "".join(f"{line}\n" for line in kept).encode("utf-8"))
 
 
+class StopAtOnce(KeyboardInterrupt):
+    """The second Ctrl-C or SIGTERM: the run ends where it is, with no test evaluation. Training loops
+    catch KeyboardInterrupt to stop cleanly and must let this one through."""
+
+
 class StopRequest:
     """Turns the first Ctrl-C or SIGTERM into a request that training loops poll (``requested``), so a
     run stops at a clean point with a checkpoint; a second signal of either kind interrupts at once
@@ -131,7 +136,7 @@ class StopRequest:
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
-            raise KeyboardInterrupt
+            raise StopAtOnce
         self.requested = True
         name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
         print(f"\n{name}: stopping at the next clean point with a checkpoint (again: at once)",

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from rlprompt import load_prompt
-from rlprompt.checkpoint import CHECKPOINT, StopRequest
+from rlprompt.checkpoint import CHECKPOINT, StopAtOnce, StopRequest
 from rlprompt.errors import run_cli
 from rlprompt.methods import MethodResult
 from rlprompt.models import register_model
@@ -204,11 +204,47 @@ def test_first_signal_asks_for_a_clean_stop_and_a_second_interrupts_at_once(firs
         os.kill(os.getpid(), first)
         time.sleep(0.05)  # the handler runs between bytecodes of the main thread
         assert stop.requested
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(StopAtOnce):
             os.kill(os.getpid(), second)
             time.sleep(1)
     assert "again: at once" in capsys.readouterr().out
     assert signal.getsignal(signal.SIGTERM) == before  # the handlers are given back
+
+
+# A call each method makes on every training step, where the test sends its two signals.
+HOOKS = {
+    "rl": "rlprompt.scoring.LabelScorer.score",
+    "soft_prompt": "rlprompt.methods.tuning.SoftPrompt.batch_logprobs",
+}
+
+
+@pytest.mark.parametrize("method, hook", HOOKS.items())
+def test_a_second_signal_mid_training_ends_the_run_without_the_test_evaluation(
+    method, hook, common, tmp_path, capsys, monkeypatch
+):
+    """The first SIGTERM would stop cleanly and evaluate the best checkpoint on test (minutes on a real
+    test set); a second one, sent while training runs, ends the run there: exit 130, no result.json."""
+    import importlib
+
+    module_name, cls_name, attr = hook.rsplit(".", 2)
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    real, calls = getattr(cls, attr), []
+
+    def signalled_on_the_fifth_call(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the second handler raises here
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cls, attr, signalled_on_the_fifth_call)
+    run_dir = tmp_path / "run"
+    code, out, err = cli(["--run-dir", str(run_dir), *common, *SETTINGS[method]], capsys)
+    assert len(calls) == 5  # nothing was scored after the second signal: no dev or test evaluation
+    assert code == 130, err
+    assert "evaluating the best" not in out and not (run_dir / "result.json").exists()
 
 
 def test_killed_comparison_resumes_keeping_the_runs_that_finished(common, tmp_path, capsys):

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from rlprompt.calibration import calibrate, reference_method, task_calibration
+from rlprompt.checkpoint import StopAtOnce
 from rlprompt.errors import RLPromptError
 from rlprompt.evaluation import make_scorer, prompt_budget, scored_result
 from rlprompt.export import save_adapter
@@ -184,6 +185,8 @@ def run(ctx: MethodContext) -> MethodResult:
                 if due and (not budget or spent["pairs"] + 2 * evaluation_cost() <= budget):
                     evaluate(evaluated)
             interrupted = ctx.stop.requested and evaluated < total
+        except StopAtOnce:
+            raise
         except KeyboardInterrupt:
             interrupted = True
         if interrupted:

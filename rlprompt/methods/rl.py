@@ -21,7 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from rlprompt.checkpoint import check_finite, non_finite, parameters_sum, restore_rng, save_checkpoint
+from rlprompt.checkpoint import (
+    StopAtOnce,
+    check_finite,
+    non_finite,
+    parameters_sum,
+    restore_rng,
+    save_checkpoint,
+)
 from rlprompt.export import LearnedPrompt, save_prompt
 from rlprompt.files import atomic_write_bytes
 from rlprompt.kinds import kind_module
@@ -161,6 +168,8 @@ def run(ctx: MethodContext) -> MethodResult:
             )  # fmt: skip
             # A stop request during the last rollout still lets training finish.
             interrupted = ctx.stop.requested and model.num_timesteps < config.total_timesteps
+        except StopAtOnce:
+            raise
         except KeyboardInterrupt:
             interrupted = True
         except ValueError as err:  # torch's distributions refuse NaN logits: say so in the user's terms
@@ -179,6 +188,8 @@ def run(ctx: MethodContext) -> MethodResult:
                 config.rl.polish_top_k, config.env.prompt_length,
             )  # fmt: skip
             tracker.evaluate(model.num_timesteps, extra=polished, label="polish")
+    except StopAtOnce:
+        raise
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted while polishing: evaluating the best prompt so far", flush=True)

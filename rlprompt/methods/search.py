@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rlprompt.checkpoint import StopAtOnce
 from rlprompt.errors import RLPromptError
 from rlprompt.export import LearnedPrompt, save_prompt
 from rlprompt.files import atomic_write_bytes
@@ -197,6 +198,8 @@ def run(ctx: MethodContext) -> MethodResult:
                 if due and (not budget or stats.pairs_scored + 2 * costs["dev"] <= budget):
                     evaluate_counted(written)
             interrupted = ctx.stop.requested and written < total_prompts
+        except StopAtOnce:
+            raise
         except KeyboardInterrupt:
             interrupted = True
         if interrupted:

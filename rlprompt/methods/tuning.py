@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from rlprompt.calibration import calibrate, reference_method, task_calibration
-from rlprompt.checkpoint import check_finite, parameters_sum, restore_rng, save_checkpoint
+from rlprompt.checkpoint import StopAtOnce, check_finite, parameters_sum, restore_rng, save_checkpoint
 from rlprompt.compat import returned_cache
 from rlprompt.errors import RLPromptError
 from rlprompt.evaluation import make_scorer, prompt_budget, scored_result
@@ -415,6 +415,8 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
             torch.nn.utils.clip_grad_norm_(params, section.max_grad_norm)
             optimizer.step()
             losses.append(loss.item())
+    except StopAtOnce:
+        raise
     except KeyboardInterrupt:
         interrupted = True
         print(f"\nstopped at step {step}: evaluating the best checkpoint so far", flush=True)
