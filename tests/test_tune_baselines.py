@@ -23,8 +23,9 @@ def _module():
 
 def _lora_sweep(tmp_path, out, factors: list[str], steps: int) -> list[str]:
     """Arguments for a sweep of LoRA's learning rate on tiny-llama, split 16-13, 16 test examples."""
-    settings = ["model=tiny-llama", f"lora.steps={steps}", "lora.batch_size=8", "evaluations=1",
-                "task.test_examples=16", "heldout_sentences=4",
+    # The learning rate is set here, so the config's own (the sweep's result) can change.
+    settings = ["model=tiny-llama", "lora.learning_rate=1e-3", f"lora.steps={steps}", "lora.batch_size=8",
+                "evaluations=1", "task.test_examples=16", "heldout_sentences=4",
                 f"output_dir={tmp_path / 'runs'}"]  # fmt: skip
     return ["--config", str(ROOT / "configs" / "sst2_compare.yaml"), "--methods", "lora",
             "--factors", *factors, "--splits", "16-13", "--out", str(out),
