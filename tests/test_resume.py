@@ -45,6 +45,9 @@ SETTINGS = {
                     "--set", "soft_prompt.batch_size=4"],
     "lora": ["--set", "method=lora", "--set", "lora.steps=150", "--set", "evaluations=6",
              "--set", "lora.batch_size=4"],
+    # bbt: 240 candidates in 24 generations of 10; CMA-ES's state is in the checkpoint
+    "bbt": ["--set", "method=bbt", "--set", "total_timesteps=1200", "--set", "evaluations=6",
+            "--set", "bbt.intrinsic_dim=50", "--set", "bbt.population=10"],
 }  # fmt: skip
 
 
@@ -132,7 +135,7 @@ def assert_same_learning(a: Path, b: Path, rel: float) -> None:
                 assert x == y, (key, row_a, row_b)
 
 
-@pytest.mark.parametrize("method", ["rl", "rl_restarts", "soft_prompt", "lora"])
+@pytest.mark.parametrize("method", ["rl", "rl_restarts", "soft_prompt", "lora", "bbt"])
 def test_sigkill_after_first_checkpoint_then_resume_ends_like_an_unbroken_run(
     method, common, tmp_path, capsys
 ):
@@ -175,25 +178,27 @@ def test_sigkill_after_first_checkpoint_then_resume_ends_like_an_unbroken_run(
         assert bool(prompt.metrics.get("restarts")) == (method == "rl_restarts")
 
 
-def test_sigterm_stops_cleanly_with_a_checkpoint_and_the_run_resumes(common, tmp_path, capsys):
+@pytest.mark.parametrize("method, total", [("rl", 1200), ("bbt", 240)])  # bbt counts candidates
+def test_sigterm_stops_cleanly_with_a_checkpoint_and_the_run_resumes(method, total, common, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    proc = start(run_dir, [*common, *SETTINGS["rl"]])
+    proc = start(run_dir, [*common, *SETTINGS[method]])
     wait_for(run_dir / "metrics.jsonl", proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=240)
     assert proc.returncode == 130, err
     assert f"--resume {run_dir}" in err
     interrupted = MethodResult.load(run_dir / "result.json")
-    assert interrupted.interrupted and interrupted.steps < 1200
+    assert interrupted.interrupted and interrupted.steps < total
     assert (run_dir / CHECKPOINT).exists()
-    load_prompt(run_dir / "prompt.json")  # the best prompt so far is exported and valid
+    if method == "rl":
+        load_prompt(run_dir / "prompt.json")  # the best prompt so far is exported and valid
 
     code, out, err = cli(["--resume", str(run_dir), "--quiet"], capsys)
     assert code == 0, err
     done = MethodResult.load(run_dir / "result.json")
-    assert not done.interrupted and done.steps == 1200
+    assert not done.interrupted and done.steps == total
     steps = [r["step"] for r in rows(run_dir)]
-    assert steps == sorted(set(steps)) and steps[-1] == 1200
+    assert steps == sorted(set(steps)) and steps[-1] == total
 
 
 @pytest.mark.parametrize("first, second", [(signal.SIGTERM, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT),

@@ -15,18 +15,21 @@ candidates as RL writes prompts (``total_timesteps / env.prompt_length``) and st
 ``max_reward_queries`` would be exceeded. Every score is computed under ``torch.inference_mode``: no
 backward pass exists (a test asserts it). Dev is scored at ``evaluations`` evenly spaced points, on
 CMA-ES's mean and the best training candidate since the last evaluation; the best by dev accuracy is
-exported as a PEFT prompt-tuning adapter (``bbt/``) that ``evaluate --adapter`` reads.
+exported as a PEFT prompt-tuning adapter (``bbt/``) that ``evaluate --adapter`` reads. A checkpoint
+after each dev evaluation (and on a stop request) holds CMA-ES's exact state, so ``--resume`` continues
+the run as if it had not stopped.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from rlprompt.calibration import calibrate, reference_method, task_calibration
-from rlprompt.checkpoint import StopAtOnce
+from rlprompt.checkpoint import StopAtOnce, restore_rng, save_checkpoint
 from rlprompt.errors import RLPromptError
 from rlprompt.evaluation import make_scorer, prompt_budget, scored_result
 from rlprompt.export import save_adapter
@@ -73,13 +76,26 @@ def projection(embeddings: torch.Tensor, tokens: int, dim: int, sigma: float, se
     return rng.normal(0.0, scale, size=(dim, tokens * hidden)).astype(np.float32)
 
 
+def cma_state(optimizer) -> dict:
+    """CMA-ES's whole state, exactly. Pickling the ``cmaes.CMA`` object would not do: it drops the sampler's
+    state and stores the covariance as one triangle, and eigenvectors of a covariance changed in its last bit
+    (near-equal eigenvalues, as early in a run) can turn anywhere, so the next samples would differ."""
+    state = {name: value for name, value in vars(optimizer).items() if name != "_rng"}
+    return {"attributes": copy.deepcopy(state), "rng": optimizer._rng.get_state()}
+
+
+def restore_cma(optimizer, state: dict) -> None:
+    """Put a :func:`cma_state` back into a ``cmaes.CMA`` made with the same settings."""
+    vars(optimizer).update(copy.deepcopy(state["attributes"]))
+    optimizer._rng.set_state(state["rng"])
+
+
 def run(ctx: MethodContext) -> MethodResult:
     from cmaes import CMA
 
     config, task, lm, run_dir = ctx.config, ctx.task, ctx.lm, ctx.run_dir
     section = config.bbt
-    if ctx.resume is not None:
-        print("bbt keeps no checkpoint: it starts again", flush=True)
+    resume = ctx.resume
     torch.manual_seed(ctx.seed)
     rng = np.random.default_rng(ctx.seed)
     train, dev = task.examples("train"), task.examples("dev")
@@ -126,7 +142,7 @@ def run(ctx: MethodContext) -> MethodResult:
     optimizer = CMA(mean=np.zeros(section.intrinsic_dim), sigma=section.sigma,
                     population_size=section.population, seed=ctx.seed)  # fmt: skip
     eval_points = ctx.eval_steps(total)
-    log = EvalLog(run_dir, total, f"bbt s{ctx.seed}", ctx.progress)
+    log = EvalLog(run_dir, total, f"bbt s{ctx.seed}", ctx.progress, resume["log"] if resume else None)
     best_z, best_key = None, (-1.0, -np.inf)
     recent: list = [np.inf, None]  # the best training candidate since the last evaluation: loss, z
     # Pairs a dev evaluation costs: the mean's training loss, then per candidate dev and the calibration
@@ -162,9 +178,32 @@ def run(ctx: MethodContext) -> MethodResult:
         raise RLPromptError(f"max_reward_queries={budget} is less than one dev evaluation of bbt "
                             f"(about {evaluation_cost()} pairs)")  # fmt: skip
     evaluated, next_eval, interrupted = 0, 1, False
+    last_eval = last_checkpoint = 0
+
+    def checkpoint() -> None:
+        # The start embeddings and the projection are drawn again from the seed on resume.
+        nonlocal last_checkpoint
+        save_checkpoint(run_dir, {
+            "method": "bbt", "step": evaluated, "next_eval": next_eval, "optimizer": cma_state(optimizer),
+            "spent": spent["pairs"], "best_z": best_z, "best_key": best_key, "recent": list(recent),
+            "cost": dict(cost), "log": log.state(evaluated),
+            "scorer_stats": (stats.pairs_scored, stats.tokens_processed),
+        })  # fmt: skip
+        last_checkpoint = evaluated
+
+    if resume:
+        restore_cma(optimizer, resume["optimizer"])
+        spent["pairs"] = resume["spent"]
+        best_z, best_key, recent[:] = resume["best_z"], tuple(resume["best_key"]), resume["recent"]
+        cost.update(resume["cost"])
+        stats.pairs_scored, stats.tokens_processed = resume["scorer_stats"]
+        evaluated, next_eval = resume["step"], resume["next_eval"]
+        last_eval = last_checkpoint = evaluated
+        restore_rng(resume["rng"])
     try:
         try:
-            evaluate(0)
+            if not resume:
+                evaluate(0)
             while evaluated < total and not ctx.stop.requested:
                 # Whole generations only (CMA-ES updates on one), leaving room for the last evaluation.
                 room = (budget - spent["pairs"] - evaluation_cost()) // len(train) if budget else total
@@ -184,6 +223,10 @@ def run(ctx: MethodContext) -> MethodResult:
                 # One that would take the last evaluation's room waits for the end.
                 if due and (not budget or spent["pairs"] + 2 * evaluation_cost() <= budget):
                     evaluate(evaluated)
+                    last_eval = evaluated
+                if not ctx.stop.requested and ctx.checkpoint_due(evaluated, last_checkpoint,
+                                                                 last_eval > last_checkpoint):  # fmt: skip
+                    checkpoint()
             interrupted = ctx.stop.requested and evaluated < total
         except StopAtOnce:
             raise
@@ -193,6 +236,8 @@ def run(ctx: MethodContext) -> MethodResult:
             print(f"\nstopped after {evaluated} candidates: evaluating the best prompt so far", flush=True)
         if recent[1] is not None or not log.curve or log.curve[-1]["step"] != evaluated:
             evaluate(evaluated)
+        if interrupted:  # after that evaluation, so a resumed run's state and metrics.jsonl agree
+            checkpoint()
     finally:
         log.close()
     if best_z is None:
