@@ -40,6 +40,7 @@ SWEPT = {
     "ia3": "learning_rate",
     "full_finetune": "learning_rate",
     "bbt": "sigma",
+    "rl": "learning_rate",  # PPO's: RL gets the same sweep, so neither side had more tuning
 }
 
 

@@ -73,8 +73,8 @@ def test_the_sweep_runs_each_value_and_resumes(tmp_path, tiny_llama, capsys):
 
 
 def test_a_method_without_a_swept_setting_is_refused(tmp_path, capsys):
-    assert _module().main(["--methods", "rl", "--out", str(tmp_path)]) == 2
-    assert "--methods: no swept setting for rl" in capsys.readouterr().err
+    assert _module().main(["--methods", "manual", "--out", str(tmp_path)]) == 2
+    assert "--methods: no swept setting for manual" in capsys.readouterr().err
 
 
 def test_a_value_whose_run_fails_is_listed_and_never_chosen(tmp_path, tiny_llama, capsys):
