@@ -67,3 +67,37 @@ def test_bbt_never_exceeds_its_reward_query_budget(calibration, tiny_task, capsy
     # Within budget, and stopped by it: less than a generation (10 x 8 pairs) plus an evaluation short.
     assert budget - (10 * 8 + 8 + 2 * 24) < result.reward_queries <= budget, result.reward_queries
     assert result.steps % 10 == 0 and result.steps < 10000
+
+
+def test_cma_state_puts_back_the_exact_search_where_a_pickle_would_not():
+    """A resumed BBT run samples what the unbroken one would: the covariance and the sampler's state come
+    back exactly. cmaes's own pickle drops the sampler's state (and keeps one triangle of the covariance,
+    whose last bits can turn the eigenvectors), so its next population differs: why ``cma_state`` exists."""
+    import io
+    import pickle
+
+    import numpy as np
+    from cmaes import CMA
+
+    from rlprompt.methods.bbt import cma_state, restore_cma
+
+    def fresh():
+        return CMA(mean=np.zeros(30), sigma=1.0, population_size=8, seed=3)
+
+    def generation(optimizer):
+        xs = [optimizer.ask() for _ in range(optimizer.population_size)]
+        optimizer.tell([(x, float(np.sum((x - 1.0) ** 2))) for x in xs])
+        return np.stack(xs)
+
+    unbroken = fresh()
+    for _ in range(3):
+        generation(unbroken)
+    buffer = io.BytesIO()
+    torch.save(cma_state(unbroken), buffer)  # as the checkpoint stores it
+    buffer.seek(0)
+    resumed = fresh()
+    restore_cma(resumed, torch.load(buffer, weights_only=False))
+    pickled = pickle.loads(pickle.dumps(unbroken))  # its sampler starts from fresh OS entropy
+    expected = [generation(unbroken) for _ in range(4)]
+    assert all(np.array_equal(generation(resumed), x) for x in expected)
+    assert not np.allclose(generation(pickled), expected[0])
