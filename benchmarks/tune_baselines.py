@@ -4,7 +4,8 @@ RL's settings (restarts, self-imitation) were chosen by the test accuracy of run
 the development splits 16-13 and 16-21, never on 16-100, the split of the comparison's table. This
 script gives each baseline the same: for every method it runs the config's value of its main setting and
 values around it (the learning rate of soft prompt, prefix tuning, LoRA, IA3 and full fine-tuning; the
-CMA-ES step size ``sigma`` of BBT), each on the same development splits and seeds, at the method's own
+CMA-ES step size ``sigma`` of BBT; RL's PPO learning rate gets the same, ``--methods rl``), each on
+the same development splits and seeds, at the method's own
 budget from the config (never less), and chooses the value with the highest mean test accuracy there
 (the dev accuracy of the chosen checkpoint is shown beside it). A tie keeps the config's value. A value
 whose run fails (a learning rate so large the loss turns NaN, say) is listed as failed and never chosen.

@@ -178,7 +178,7 @@ def run(ctx: MethodContext) -> MethodResult:
         raise RLPromptError(f"max_reward_queries={budget} is less than one dev evaluation of bbt "
                             f"(about {evaluation_cost()} pairs)")  # fmt: skip
     evaluated, next_eval, interrupted = 0, 1, False
-    last_eval = last_checkpoint = 0
+    last_checkpoint = 0
 
     def checkpoint() -> None:
         # The start embeddings and the projection are drawn again from the seed on resume.
@@ -198,7 +198,7 @@ def run(ctx: MethodContext) -> MethodResult:
         cost.update(resume["cost"])
         stats.pairs_scored, stats.tokens_processed = resume["scorer_stats"]
         evaluated, next_eval = resume["step"], resume["next_eval"]
-        last_eval = last_checkpoint = evaluated
+        last_checkpoint = evaluated
         restore_rng(resume["rng"])
     try:
         try:
@@ -223,9 +223,8 @@ def run(ctx: MethodContext) -> MethodResult:
                 # One that would take the last evaluation's room waits for the end.
                 if due and (not budget or spent["pairs"] + 2 * evaluation_cost() <= budget):
                     evaluate(evaluated)
-                    last_eval = evaluated
-                if not ctx.stop.requested and ctx.checkpoint_due(evaluated, last_checkpoint,
-                                                                 last_eval > last_checkpoint):  # fmt: skip
+                evaluated_since = log.curve[-1]["step"] > last_checkpoint
+                if not ctx.stop.requested and ctx.checkpoint_due(evaluated, last_checkpoint, evaluated_since):
                     checkpoint()
             interrupted = ctx.stop.requested and evaluated < total
         except StopAtOnce:
