@@ -73,7 +73,7 @@ demo: install
 	$(PY) -m rlprompt.train --config configs/quickstart.yaml
 
 test: install vllm
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 bench: install
 	$(PY) benchmarks/scorer_throughput.py
