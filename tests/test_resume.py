@@ -48,6 +48,9 @@ SETTINGS = {
     # bbt: 120 candidates in 12 generations of 10; CMA-ES's state is in the checkpoint
     "bbt": ["--set", "method=bbt", "--set", "total_timesteps=600", "--set", "evaluations=6",
             "--set", "bbt.intrinsic_dim=50", "--set", "bbt.population=10"],
+    # search: 120 prompts in generations of 8; the population, its rewards and its sampler are checkpointed
+    "search": ["--set", "method=search", "--set", "total_timesteps=600", "--set", "evaluations=6",
+               "--set", "search.population=8"],
 }  # fmt: skip
 
 
@@ -135,7 +138,8 @@ def assert_same_learning(a: Path, b: Path, rel: float) -> None:
                 assert x == y, (key, row_a, row_b)
 
 
-@pytest.mark.parametrize("method", ["rl", "rl_restarts", "soft_prompt", "lora", "bbt"])
+# (plain rl's checkpoint is a part of rl_restarts'; the SIGTERM test below resumes a plain rl run)
+@pytest.mark.parametrize("method", ["rl_restarts", "soft_prompt", "lora", "bbt", "search"])
 def test_sigkill_after_first_checkpoint_then_resume_ends_like_an_unbroken_run(
     method, common, tmp_path, capsys
 ):
@@ -175,7 +179,11 @@ def test_sigkill_after_first_checkpoint_then_resume_ends_like_an_unbroken_run(
         assert prompt.token_ids == unbroken_prompt.token_ids
         assert prompt.metrics["steps"] == 1200
         assert prompt.metrics.get("restarts") == unbroken_prompt.metrics.get("restarts")
-        assert bool(prompt.metrics.get("restarts")) == (method == "rl_restarts")
+        assert prompt.metrics.get("restarts"), "the run restarted, so the restart state was resumed too"
+    if method == "search":
+        prompt = load_prompt(killed / "prompt.json")
+        assert prompt.token_ids == load_prompt(tmp_path / "unbroken" / "prompt.json").token_ids
+        assert prompt.metrics["steps"] == 120
 
 
 @pytest.mark.parametrize("method, total", [("rl", 1200), ("bbt", 120)])  # bbt counts candidates

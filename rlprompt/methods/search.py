@@ -9,16 +9,18 @@ training examples, calibrated as the run says) and keeps the best ``population``
 It writes as many prompts as RL (``total_timesteps / env.prompt_length``) and stops early once
 ``max_reward_queries`` (prompt, example) pairs are scored: a prompt proposed again is a cache hit and costs
 nothing. Dev is scored at ``evaluations`` evenly spaced points, on the best prompts not yet seen there;
-the best by dev accuracy (then dev reward) is exported and evaluated on test, as RL's.
+the best by dev accuracy (then dev reward) is exported and evaluated on test, as RL's. A checkpoint
+after each dev evaluation (and on a stop request) holds the population, every reward seen, the score cache
+and the sampler's state, so ``--resume`` continues the search an unbroken run would have made.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from rlprompt.checkpoint import StopAtOnce
+from rlprompt.checkpoint import StopAtOnce, save_checkpoint
 from rlprompt.errors import RLPromptError
 from rlprompt.export import LearnedPrompt, save_prompt
 from rlprompt.files import atomic_write_bytes
@@ -103,6 +105,19 @@ class GeneticSearch:
         pool = list(dict.fromkeys([*self.members, *prompts]))
         self.members = sorted(pool, key=self.scores.__getitem__, reverse=True)[: self.size]
 
+    def state(self) -> dict:
+        scores = [[list(p), r] for p, r in self.scores.items()]
+        return {
+            "members": [list(p) for p in self.members],
+            "scores": scores,
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load(self, state: dict) -> None:
+        self.members = [tuple(p) for p in state["members"]]
+        self.scores = {tuple(p): r for p, r in state["scores"]}
+        self.rng.bit_generator.state = state["rng"]
+
 
 def run(ctx: MethodContext) -> MethodResult:
     """Search for a prompt; evaluate the best dev prompt (and the manual prompt) on test."""
@@ -115,13 +130,14 @@ def run(ctx: MethodContext) -> MethodResult:
     objective = classification.objective(ctx, vocab_lm)  # the registry allows search on classification only
     search = GeneticSearch(vocab, config.env.prompt_length, config.search.population, config.search.crossover,
                            config.search.tournament, ctx.seed)  # fmt: skip
-    if ctx.resume is not None:
-        print("search keeps no checkpoint: it starts again (a search run takes minutes)", flush=True)
+    resume = ctx.resume
 
     total_prompts = max(1, config.total_timesteps // config.env.prompt_length)
     budget = config.reward_query_budget("search")
     eval_points = ctx.eval_steps(total_prompts)  # in prompts written
-    log = EvalLog(run_dir, total_prompts, f"search s{ctx.seed}", ctx.progress)
+    log = EvalLog(
+        run_dir, total_prompts, f"search s{ctx.seed}", ctx.progress, resume["log"] if resume else None
+    )
     best: Candidate | None = None
     top = TopCandidates(config.top_k_report)  # for the report's top-k mean on test
     on_dev: set[tuple[int, ...]] = set()
@@ -171,18 +187,41 @@ def run(ctx: MethodContext) -> MethodResult:
         evaluate(step)
         costs["dev"] = max(costs["dev"], stats.pairs_scored - before)
 
+    next_eval, last_checkpoint = 1, 0
+
+    def checkpoint() -> None:
+        nonlocal last_checkpoint
+        save_checkpoint(run_dir, {
+            "method": "search", "step": written, "next_eval": next_eval, "search": search.state(),
+            "best": asdict(best) if best else None, "top": top.state(), "on_dev": [list(p) for p in on_dev],
+            "costs": dict(costs), "log": log.state(written), "scores": objective.cached_scores(),
+            "scorer_stats": (stats.pairs_scored, stats.tokens_processed),
+        })  # fmt: skip
+        last_checkpoint = written
+
+    if resume:
+        search.load(resume["search"])
+        if resume["best"]:
+            best = Candidate(**{**resume["best"], "ids": tuple(resume["best"]["ids"])})
+        top = TopCandidates(config.top_k_report, resume["top"])
+        on_dev.update(tuple(p) for p in resume["on_dev"])
+        costs.update(resume["costs"])
+        objective.load_cached_scores(resume["scores"])
+        stats.pairs_scored, stats.tokens_processed = resume["scorer_stats"]
+        written, next_eval = resume["step"], resume["next_eval"]
+        last_checkpoint = written
     try:
         try:
-            first = search.random_prompts(min(search.size, total_prompts, room()))
-            if not first:
-                raise RLPromptError(
-                    f"max_reward_queries={budget} leaves no room for one batch of prompts and a dev "
-                    f"evaluation (about {costs['prompt'] + costs['dev']} pairs)"
-                )
-            score(first)
-            written = len(first)
-            evaluate_counted(written)
-            next_eval = 1
+            if not resume:
+                first = search.random_prompts(min(search.size, total_prompts, room()))
+                if not first:
+                    raise RLPromptError(
+                        f"max_reward_queries={budget} leaves no room for one batch of prompts and a dev "
+                        f"evaluation (about {costs['prompt'] + costs['dev']} pairs)"
+                    )
+                score(first)
+                written = len(first)
+                evaluate_counted(written)
             while written < total_prompts and not ctx.stop.requested:
                 n = min(search.size, total_prompts - written, room())
                 if n < 1:
@@ -197,6 +236,9 @@ def run(ctx: MethodContext) -> MethodResult:
                 # The final evaluation's room stays reserved: one that would take it waits for the end.
                 if due and (not budget or stats.pairs_scored + 2 * costs["dev"] <= budget):
                     evaluate_counted(written)
+                evaluated_since = bool(log.curve) and log.curve[-1]["step"] > last_checkpoint
+                if not ctx.stop.requested and ctx.checkpoint_due(written, last_checkpoint, evaluated_since):
+                    checkpoint()
             interrupted = ctx.stop.requested and written < total_prompts
         except StopAtOnce:
             raise
@@ -204,6 +246,7 @@ def run(ctx: MethodContext) -> MethodResult:
             interrupted = True
         if interrupted:
             print(f"\nstopped after {written} prompts: evaluating the best prompt so far", flush=True)
+            checkpoint()
         else:
             evaluate(written)  # the final population's best, if dev has not seen them
     finally:
