@@ -200,6 +200,10 @@ class EvalLog:
         return {"step": step, "curve": list(self.curve), "best_score": self.best_score,
                 "elapsed": self.elapsed}  # fmt: skip
 
+    def evaluated_since(self, step: int) -> bool:
+        """Whether a dev evaluation was logged after ``step`` (a checkpoint's, say)."""
+        return bool(self.curve) and self.curve[-1]["step"] > step
+
     def record(self, step: int, dev_score: float, lm_tokens: int, **extra) -> bool:
         """Log one dev evaluation (the task kind's primary metric); True when it is the best so far."""
         improved = dev_score > self.best_score
@@ -246,13 +250,18 @@ class Candidate:
     def key(self) -> tuple[float, float]:
         return (self.dev_score, self.dev_reward)
 
+    @classmethod
+    def from_state(cls, state: dict) -> Candidate:
+        """A candidate back from its ``asdict`` in a checkpoint (the ids come back as a list)."""
+        return cls(**{**state, "ids": tuple(state["ids"])})
+
 
 class TopCandidates:
     """The ``k`` best distinct prompts seen on dev (by :attr:`Candidate.key`), best first."""
 
     def __init__(self, k: int, items: list[dict] = ()):
         self.k = k
-        self.items: list[Candidate] = [Candidate(**{**c, "ids": tuple(c["ids"])}) for c in items]
+        self.items: list[Candidate] = [Candidate.from_state(c) for c in items]
 
     def add(self, candidates: list[Candidate]) -> None:
         known = {c.ids: c for c in self.items}

@@ -223,7 +223,7 @@ def run(ctx: MethodContext) -> MethodResult:
                 # One that would take the last evaluation's room waits for the end.
                 if due and (not budget or spent["pairs"] + 2 * evaluation_cost() <= budget):
                     evaluate(evaluated)
-                evaluated_since = log.curve[-1]["step"] > last_checkpoint
+                evaluated_since = log.evaluated_since(last_checkpoint)
                 if not ctx.stop.requested and ctx.checkpoint_due(evaluated, last_checkpoint, evaluated_since):
                     checkpoint()
             interrupted = ctx.stop.requested and evaluated < total

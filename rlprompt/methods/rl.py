@@ -595,7 +595,7 @@ class _Tracker:
         best = state["best"]
         if best and "dev_accuracy" in best:  # a checkpoint from before the kind-neutral name
             best["dev_score"] = best.pop("dev_accuracy")
-        self.best = Candidate(**{**best, "ids": tuple(best["ids"])}) if best else None
+        self.best = Candidate.from_state(best) if best else None
         self.top = TopCandidates(self.config.top_k_report, state.get("top", [state["best"]] if best else []))
         self.warm = state.get("warm")
         self.last_eval_step = state["last_eval_step"]

@@ -202,7 +202,7 @@ def run(ctx: MethodContext) -> MethodResult:
     if resume:
         search.load(resume["search"])
         if resume["best"]:
-            best = Candidate(**{**resume["best"], "ids": tuple(resume["best"]["ids"])})
+            best = Candidate.from_state(resume["best"])
         top = TopCandidates(config.top_k_report, resume["top"])
         on_dev.update(tuple(p) for p in resume["on_dev"])
         costs.update(resume["costs"])
@@ -236,7 +236,7 @@ def run(ctx: MethodContext) -> MethodResult:
                 # The final evaluation's room stays reserved: one that would take it waits for the end.
                 if due and (not budget or stats.pairs_scored + 2 * costs["dev"] <= budget):
                     evaluate_counted(written)
-                evaluated_since = bool(log.curve) and log.curve[-1]["step"] > last_checkpoint
+                evaluated_since = log.evaluated_since(last_checkpoint)
                 if not ctx.stop.requested and ctx.checkpoint_due(written, last_checkpoint, evaluated_since):
                     checkpoint()
             interrupted = ctx.stop.requested and written < total_prompts
@@ -246,7 +246,8 @@ def run(ctx: MethodContext) -> MethodResult:
             interrupted = True
         if interrupted:
             print(f"\nstopped after {written} prompts: evaluating the best prompt so far", flush=True)
-            checkpoint()
+            if log.curve:  # a search resumes from a scored population; before the first one, it starts again
+                checkpoint()
         else:
             evaluate(written)  # the final population's best, if dev has not seen them
     finally:
