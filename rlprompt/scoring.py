@@ -38,6 +38,7 @@ class ScorerStats:
     tokens_processed: int = 0  # real (non-padding) tokens fed to the model
     prefix_hits: int = 0
     prefix_misses: int = 0
+    prompt_tokens_reused: int = 0  # prompt tokens whose keys/values came from a kept prompt start
 
 
 class _LRU(OrderedDict):

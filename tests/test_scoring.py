@@ -157,3 +157,47 @@ def test_causal_prompt_first_starts_from_the_start_token(tiny_gpt2, examples):
     start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
     assert scorer.encoder.encode_example("fine .").head == (start,)
     assert_matches_reference(scorer, PROMPTS[:2], examples + [Example("blank", "", 0)])
+
+
+@pytest.mark.parametrize(
+    ("model", "template", "verbalizers"),
+    [
+        ("tiny_gpt2", "{sentence} {prompt}", VERBALIZERS),
+        ("tiny_gpt2_eager", "{sentence} {prompt}", VERBALIZERS),
+        ("tiny_llama", 'Review: "{sentence}" {prompt} Answer: <mask>', VERBALIZERS),
+        ("tiny_llama", "{sentence} {prompt}", ["terrible", "absolutely wonderful", "okay-ish at best"]),
+    ],
+)
+def test_kept_prompt_starts_are_reused_and_change_no_score(model, template, verbalizers, request, examples):
+    lm = request.getfixturevalue(model)
+    scorer = Scorer(lm, template, verbalizers, prompt_budget=16)
+    base = (300, 301, 302, 303, 304)
+    assert_matches_reference(scorer, [base], examples)
+    assert scorer.stats.prompt_tokens_reused == 0
+    # Prompts that start like one already scored compute only what follows the shared start: four, two and
+    # none of their tokens come from the kept keys/values, on every example, and the scores do not move.
+    variants = [(300, 301, 302, 303, 400), (300, 301, 401, 303, 304), (402, 301, 302, 303, 304)]
+    assert_matches_reference(scorer, variants, examples)
+    # A pair is one row for all single-token verbalizers and one per multi-token verbalizer; each reuses.
+    sizes = [len(ids) for ids in scorer.encoder.verbalizer_ids]
+    rows = int(1 in sizes) + sum(n > 1 for n in sizes)
+    reused = (4 + 2 + 0) * len(examples) * rows
+    assert scorer.stats.prompt_tokens_reused == reused
+    # ... and what those prompts scored is kept in turn: the second variant's start serves this one.
+    assert_matches_reference(scorer, [(300, 301, 401, 303, 405)], examples)
+    assert scorer.stats.prompt_tokens_reused == reused + 4 * len(examples) * rows
+
+
+def test_kept_prompt_starts_evicted_or_off(tiny_llama, examples):
+    prompts = [(300, 301, 302, 303, 304), (300, 301, 302, 303, 400), (300, 301, 401, 303, 304)]
+    off = Scorer(tiny_llama, "{sentence} {prompt}", VERBALIZERS, prompt_budget=16, prompt_prefix_cache_mb=0)
+    for p in prompts:
+        assert_matches_reference(off, [p], examples)
+    assert off.stats.prompt_tokens_reused == 0
+    # A store that holds one entry: evictions in the middle of a call never lose a start a row relies on.
+    tight = Scorer(tiny_llama, "{sentence} {prompt}", VERBALIZERS, prompt_budget=16,
+                   prompt_prefix_cache_mb=1e-6, batch_tokens=24, prefix_group=2)  # fmt: skip
+    assert_matches_reference(tight, prompts[:1], examples)
+    assert_matches_reference(tight, prompts[1:], examples)
+    assert 0 < tight.stats.prompt_tokens_reused < (4 + 2) * len(examples)
+    assert len(tight._prompt_kv) == 1

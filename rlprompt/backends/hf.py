@@ -9,6 +9,10 @@ How it stays fast on a CPU:
 * **Packed suffixes (causal LMs).** All of an example's prompts are packed into one sequence behind its
   cached prefix, with a block attention mask that keeps each prompt to the prefix and itself: the
   prefix is never copied per prompt, and no compute goes to padding between prompts.
+* **Prompt prefixes reused (causal LMs).** A policy that has settled writes new prompts that differ from
+  ones it already scored in a token or two. The keys/values of each scored prompt's tokens but the last
+  are kept per example (a size-bounded LRU), and a new prompt that starts like a kept one computes only
+  what comes after the shared start (its queries attend to the sentence, the kept keys and themselves).
 * **A shared start computed once (causal LMs).** When every head to compute starts with the same
   tokens (in-context demonstrations, an instruction before the sentence), their keys/values are computed
   once and each head continues from them.
@@ -26,7 +30,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -59,6 +63,8 @@ class Scorer(LabelScorer):
         prompt_budget: tokens reserved for the prompt when long sentences are truncated.
         reward_cache_size: most (prompt, example) score entries kept.
         prefix_cache_mb: memory for cached sentence key/values (causal LMs).
+        prompt_prefix_cache_mb: memory for the kept key/values of scored prompts' starts (causal LMs); 0
+            turns their reuse off.
         prefix_group: examples whose prefixes are stacked together for one round of suffix batches.
         stats: counters to add to (shared by several scorers of one run); a fresh one if None.
         prefix_model: a PEFT prefix-tuning model over ``lm.model`` (causal LMs): its learned keys and
@@ -76,6 +82,7 @@ class Scorer(LabelScorer):
         prompt_budget: int = 64,
         reward_cache_size: int = 1_000_000,
         prefix_cache_mb: float = 512,
+        prompt_prefix_cache_mb: float = 256,
         prefix_group: int = 64,
         stats: ScorerStats | None = None,
         prefix_model=None,
@@ -88,6 +95,10 @@ class Scorer(LabelScorer):
         self.prefix_group = prefix_group
         self.prefix_model = prefix_model
         self._prefix_kv = _LRU(prefix_cache_mb * 2**20, size=lambda entry: _kv_bytes(entry.kv))
+        # (uid, prompt start) -> per layer (heads, tokens, dim): the keys/values of a scored prompt's
+        # tokens but the last, on that example; _start_of maps each shorter start to the entry holding it.
+        self._prompt_kv = _LRU(prompt_prefix_cache_mb * 2**20, size=_kv_bytes)
+        self._start_of: dict[tuple[str, tuple[int, ...]], tuple[str, tuple[int, ...]]] = {}
         self._device = next(lm.model.parameters()).device
         vids = self.encoder.verbalizer_ids
         self._single = [c for c, ids in enumerate(vids) if len(ids) == 1]
@@ -275,7 +286,7 @@ class Scorer(LabelScorer):
                         tail_embeds = embed(torch.tensor(tail, dtype=torch.long, device=self._device))
                         block = torch.cat([prompts[list(chosen)], tail_embeds.expand(len(chosen), -1, -1)], 1)
                         inputs[b, : block.shape[0] * block.shape[1]] = block.reshape(-1, block.shape[-1])
-                    hidden = self._run_over_prefix(prefix, rows, positions, mask, inputs_embeds=inputs)
+                    hidden, _ = self._run_over_prefix(prefix, rows, positions, mask, inputs_embeds=inputs)
                     index = torch.tensor(ends, dtype=torch.long)
                     logits = self._lm_head(hidden[index[:, 0], index[:, 1]])
                     logprobs = torch.log_softmax(logits, dim=-1)[:, self._single_ids.to(self._device)]
@@ -347,7 +358,8 @@ class Scorer(LabelScorer):
                     "a causal template needs text (or a BOS token) before {prompt}"
                 )
             for cls, ext in extensions:
-                rows_by_uid.setdefault(uid, []).append(_CausalRow(uid, ids, cls, ids + enc.tail + ext))
+                row = _CausalRow(uid, ids, cls, ids + enc.tail + ext)
+                rows_by_uid.setdefault(uid, []).append(self._with_kept_start(row))
         results: dict[tuple[tuple[int, ...], str], np.ndarray] = {}
 
         def collect(rows, logprobs) -> None:
@@ -374,7 +386,7 @@ class Scorer(LabelScorer):
             for uid in group:
                 segment: list[_CausalRow] = []
                 for row in (r for r in rows_by_uid[uid] if r.suffix):
-                    if segment and _suffix_tokens(segment) + len(row.suffix) > self.segment_tokens:
+                    if segment and _suffix_tokens(segment) + row.computed > self.segment_tokens:
                         segments.append(segment)
                         segment = []
                     segment.append(row)
@@ -462,51 +474,141 @@ class Scorer(LabelScorer):
         return lead, kv
 
     def _forward_packed(self, segments: list[list[_CausalRow]], prefix: _StackedPrefix) -> list:
-        """Run packed suffixes over their example's cached prefix; per row, the single-token
-        verbalizers' log-probs (an extension row: the summed log-prob of its verbalizer)."""
+        """Run packed suffixes over their example's cached prefix (and, for a row with a kept start, over
+        that start's keys/values); per row, the single-token verbalizers' log-probs (an extension row:
+        the summed log-prob of its verbalizer)."""
         example_rows = torch.tensor([prefix.index[seg[0].uid] for seg in segments], dtype=torch.long)
-        lengths = [[len(r.suffix) for r in seg] for seg in segments]
-        positions, mask, _ = self._packed_layout(prefix, example_rows, lengths)
+        lengths = [[r.computed for r in seg] for seg in segments]
+        # Each row's kept starts sit between its prefix and its suffixes, each once however many use it.
+        starts: list[dict] = []
+        for seg in segments:
+            at: dict = {}
+            for r in seg:
+                if r.skip and (r.kept, r.skip) not in at:
+                    at[(r.kept, r.skip)] = (sum(n for _, n in at), r.kept_kv)
+            starts.append(at)
+        spans = [[(starts[i][(r.kept, r.skip)][0], r.skip) if r.skip else (0, 0) for r in seg]
+                 for i, seg in enumerate(segments)]  # fmt: skip
+        kept_width = max((sum(n for _, n in at) for at in starts), default=0)
+        positions, mask, _ = self._packed_layout(prefix, example_rows, lengths, spans, kept_width)
         input_ids = torch.full(positions.shape, self.lm.pad_id, dtype=torch.long)
         needed: list[tuple[int, int]] = []  # (row, column) of every position whose logits are read
-        spans = []
+        reads_at = []
         for i, seg in enumerate(segments):
             col = 0
             for row in seg:
-                m = len(row.suffix)
-                input_ids[i, col : col + m] = torch.tensor(row.suffix)
+                m = row.computed
+                input_ids[i, col : col + m] = torch.tensor(row.suffix[row.skip :])
                 reads = min(m, self._reads(row))
-                spans.append((len(needed), reads))
+                reads_at.append((len(needed), reads))
                 needed.extend((i, col + m - reads + j) for j in range(reads))
                 col += m
-        hidden = self._run_over_prefix(prefix, example_rows, positions, mask, input_ids=input_ids)
+        kept_kv = self._kept_section(starts, kept_width) if kept_width else None
+        hidden, cache = self._run_over_prefix(
+            prefix, example_rows, positions, mask, kept_kv, keep_cache=self._prompt_kv.capacity > 0,
+            input_ids=input_ids,
+        )  # fmt: skip
         self.stats.tokens_processed += sum(map(_suffix_tokens, segments))
+        self.stats.prompt_tokens_reused += sum(r.skip for seg in segments for r in seg)
+        if cache is not None:
+            self._keep_starts(segments, starts, cache, prefix.width + kept_width)
         index = torch.tensor(needed, dtype=torch.long)
         hidden = hidden[index[:, 0], index[:, 1]]
         logprobs = torch.log_softmax(self._lm_head(hidden), dim=-1)
         rows = [r for seg in segments for r in seg]
         return [
             self._row_logprobs(row, prefix, logprobs[at : at + k])
-            for row, (at, k) in zip(rows, spans, strict=True)
+            for row, (at, k) in zip(rows, reads_at, strict=True)
         ]
 
-    def _packed_layout(self, prefix: _StackedPrefix, example_rows: torch.Tensor, pieces: list[list[int]]):
+    # -- kept prompt starts -------------------------------------------------------------------------
+
+    def _kept_length(self, row: _CausalRow) -> int:
+        """How many of a row's prompt tokens may come from a kept start: never the positions whose
+        logits are read (those must be computed)."""
+        return max(0, min(len(row.prompt), len(row.suffix) - self._reads(row)))
+
+    def _with_kept_start(self, row: _CausalRow) -> _CausalRow:
+        """``row`` set to continue from the longest kept start of its prompt on its example, if any."""
+        for j in range(self._kept_length(row), 0, -1):
+            key = self._start_of.get((row.uid, row.prompt[:j]))
+            if key is None:
+                continue
+            if self._prompt_kv.get_fresh(key) is None:  # evicted since
+                del self._start_of[(row.uid, row.prompt[:j])]
+                continue
+            kv = self._prompt_kv[key]  # held by the row: later batches of this call may evict the entry
+            return _CausalRow(row.uid, row.prompt, row.cls, row.suffix, kept=key, skip=j, kept_kv=kv)
+        return row
+
+    def _kept_section(self, starts: list[dict], width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer, the kept starts' keys and values laid out per packed row ``(rows, heads, width,
+        dim)`` (zeros where a row has fewer; the mask hides them)."""
+        layers = next(kv for at in starts for kv in at.values())[1]
+        section = []
+        for layer, (k0, v0) in enumerate(layers):
+            k = k0.new_zeros((len(starts), k0.shape[0], width, k0.shape[2]))
+            v = v0.new_zeros((len(starts), v0.shape[0], width, v0.shape[2]))
+            for i, at in enumerate(starts):
+                for (_, n), (offset, kept_kv) in at.items():
+                    kk, vv = kept_kv[layer]
+                    k[i, :, offset : offset + n] = kk[:, :n]
+                    v[i, :, offset : offset + n] = vv[:, :n]
+            section.append((k, v))
+        return section
+
+    def _keep_starts(self, segments, starts, cache, suffix_from: int) -> None:
+        """Keep the keys/values of each freshly scored prompt's tokens but the last, per example, from
+        the cache of the forward pass that scored it (``suffix_from``: where the packed suffixes begin)."""
+        layers = [(layer[0], layer[1]) for layer in cache]
+        for i, seg in enumerate(segments):
+            col = 0
+            for row in seg:
+                n = self._kept_length(row) if row.cls == (None if self._single else self._multi[0]) else 0
+                n = min(n, len(row.prompt) - 1)  # a start another prompt of this length can share
+                if n > row.skip:
+                    new = slice(suffix_from + col, suffix_from + col + n - row.skip)
+                    kv = []
+                    for layer, (k, v) in enumerate(layers):
+                        own = (k[i, :, new], v[i, :, new])
+                        if row.skip:
+                            kk, vv = row.kept_kv[layer]
+                            own = (torch.cat([kk[:, : row.skip], own[0]], 1),
+                                   torch.cat([vv[:, : row.skip], own[1]], 1))  # fmt: skip
+                        kv.append((own[0].clone(), own[1].clone()))
+                    key = (row.uid, row.prompt[:n])
+                    self._prompt_kv.put(key, kv)
+                    for j in range(1, n + 1):
+                        self._start_of[(row.uid, row.prompt[:j])] = key
+                col += row.computed
+        if len(self._start_of) > 16 * (len(self._prompt_kv) + 64):  # drop what points at evicted entries
+            self._start_of = {s: key for s, key in self._start_of.items() if key in self._prompt_kv}
+
+    def _packed_layout(
+        self, prefix: _StackedPrefix, example_rows: torch.Tensor, pieces: list[list[int]],
+        spans: list[list[tuple[int, int]]] | None = None, kept_width: int = 0,
+    ):  # fmt: skip
         """Positions and attention mask for rows that each pack several suffixes (``pieces[i]``: their
-        lengths) behind example ``example_rows[i]``'s cached prefix: each suffix sees the prefix and
-        itself, causally. Also the (row, column) of each suffix's last token."""
+        lengths) behind example ``example_rows[i]``'s cached prefix: each suffix sees the prefix, its
+        kept start if any (``spans[i]``: (offset, length) in a section of ``kept_width`` keys after the
+        prefix) and itself, causally. Also the (row, column) of each suffix's last token."""
         n, head_width = len(pieces), prefix.width
         width = max(sum(p) for p in pieces)
+        suffix_from = head_width + kept_width
         positions = torch.zeros((n, width), dtype=torch.long)
-        # allowed[i, q, k]: may query q of row i attend to key k (prefix keys first, then the suffix)?
-        allowed = torch.zeros((n, width, head_width + width), dtype=torch.bool)
+        # allowed[i, q, k]: may query q of row i attend to key k (prefix keys, kept starts, then suffixes)?
+        allowed = torch.zeros((n, width, suffix_from + width), dtype=torch.bool)
         allowed[:, :, :head_width] = prefix.mask[example_rows].bool()[:, None, :]
-        allowed[:, torch.arange(width), head_width + torch.arange(width)] = True  # padding attends to itself
+        allowed[:, torch.arange(width), suffix_from + torch.arange(width)] = True  # padding attends to itself
         ends = []
         for i, lengths in enumerate(pieces):
             col, start = 0, int(prefix.lengths[example_rows[i]])
-            for m in lengths:
-                positions[i, col : col + m] = torch.arange(start, start + m)
-                allowed[i, col : col + m, head_width + col : head_width + col + m] = self._causal_block(m)
+            for p, m in enumerate(lengths):
+                offset, kept = spans[i][p] if spans is not None else (0, 0)
+                positions[i, col : col + m] = torch.arange(start + kept, start + kept + m)
+                if kept:
+                    allowed[i, col : col + m, head_width + offset : head_width + offset + kept] = True
+                allowed[i, col : col + m, suffix_from + col : suffix_from + col + m] = self._causal_block(m)
                 col += m
                 ends.append((i, col - 1))
         if self.lm.model.config._attn_implementation == "sdpa":
@@ -518,15 +620,21 @@ class Scorer(LabelScorer):
             mask = mask[:, None]
         return positions, mask, ends
 
-    def _run_over_prefix(self, prefix: _StackedPrefix, example_rows, positions, mask, **inputs):
+    def _run_over_prefix(self, prefix: _StackedPrefix, example_rows, positions, mask, kept_kv=None,
+                         keep_cache: bool = False, **inputs):  # fmt: skip
         """The base model's last hidden states for packed rows (``input_ids`` or ``inputs_embeds``) over
-        their examples' cached prefixes."""
+        their examples' cached prefixes (then ``kept_kv``, kept prompt starts, if given), and with
+        ``keep_cache`` the key/value cache of the pass (prefix, kept starts, then the rows' own)."""
         from transformers import DynamicCache
 
+        layers = [(k[example_rows], v[example_rows]) for k, v in prefix.keys_values]
+        if kept_kv is not None:
+            layers = [
+                (torch.cat([k, kk], 2), torch.cat([v, vv], 2))
+                for (k, v), (kk, vv) in zip(layers, kept_kv, strict=True)
+            ]
         # No config: plain layers that never crop to a sliding window (sequences fit in it: see max_length).
-        past = DynamicCache(
-            ddp_cache_data=[(k[example_rows], v[example_rows]) for k, v in prefix.keys_values]
-        )
+        past = DynamicCache(ddp_cache_data=layers)
         base = self.lm.model.base_model
         inputs = {key: value.to(self._device) for key, value in inputs.items()}
         out = base(
@@ -535,7 +643,7 @@ class Scorer(LabelScorer):
             **inputs,
             **with_cache(base, past),
         )
-        return out.last_hidden_state
+        return out.last_hidden_state, (returned_cache(out) if keep_cache else None)
 
     def _reads(self, row: _CausalRow) -> int:
         """How many final positions of a row predict label tokens."""
@@ -592,6 +700,13 @@ class _CausalRow:
     prompt: tuple[int, ...]
     cls: int | None
     suffix: tuple[int, ...]  # everything after the example's head
+    kept: tuple[str, tuple[int, ...]] | None = None  # the kept prompt start it continues from
+    skip: int = 0  # how many first suffix tokens that start supplies
+    kept_kv: list | None = field(default=None, compare=False, repr=False)  # its keys/values, per layer
+
+    @property
+    def computed(self) -> int:
+        return len(self.suffix) - self.skip
 
 
 @dataclass
@@ -633,7 +748,8 @@ def _own(layer: torch.Tensor, lead: int, start: int) -> torch.Tensor:
 
 
 def _suffix_tokens(segment: list[_CausalRow]) -> int:
-    return sum(len(r.suffix) for r in segment)
+    """Tokens a packed segment computes."""
+    return sum(r.computed for r in segment)
 
 
 def _batches(items: list, cost, budget: int, max_padding: float = float("inf")):
