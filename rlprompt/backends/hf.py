@@ -9,7 +9,7 @@ How it stays fast on a CPU:
 * **Packed suffixes (causal LMs).** All of an example's prompts are packed into one sequence behind its
   cached prefix, with a block attention mask that keeps each prompt to the prefix and itself: the
   prefix is never copied per prompt, and no compute goes to padding between prompts.
-* **Prompt prefixes reused (causal LMs).** A policy that has settled writes new prompts that differ from
+* **Kept prompt starts (causal LMs).** A policy that has settled writes new prompts that differ from
   ones it already scored in a token or two. The keys/values of each scored prompt's tokens but the last
   are kept per example (a size-bounded LRU), and a new prompt that starts like a kept one computes only
   what comes after the shared start (its queries attend to the sentence, the kept keys and themselves).
@@ -511,7 +511,7 @@ class Scorer(LabelScorer):
         self.stats.tokens_processed += sum(map(_suffix_tokens, segments))
         self.stats.prompt_tokens_reused += sum(r.skip for seg in segments for r in seg)
         if cache is not None:
-            self._keep_starts(segments, starts, cache, prefix.width + kept_width)
+            self._keep_starts(segments, cache, prefix.width + kept_width)
         index = torch.tensor(needed, dtype=torch.long)
         hidden = hidden[index[:, 0], index[:, 1]]
         logprobs = torch.log_softmax(self._lm_head(hidden), dim=-1)
@@ -557,13 +557,14 @@ class Scorer(LabelScorer):
             section.append((k, v))
         return section
 
-    def _keep_starts(self, segments, starts, cache, suffix_from: int) -> None:
+    def _keep_starts(self, segments, cache, suffix_from: int) -> None:
         """Keep the keys/values of each freshly scored prompt's tokens but the last, per example, from
         the cache of the forward pass that scored it (``suffix_from``: where the packed suffixes begin)."""
         layers = [(layer[0], layer[1]) for layer in cache]
         for i, seg in enumerate(segments):
             col = 0
             for row in seg:
+                # One row per (prompt, example) keeps: the single-token row, else the first multi-token one.
                 n = self._kept_length(row) if row.cls == (None if self._single else self._multi[0]) else 0
                 n = min(n, len(row.prompt) - 1)  # a start another prompt of this length can share
                 if n > row.skip:
