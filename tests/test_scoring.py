@@ -172,6 +172,8 @@ def test_kept_prompt_starts_are_reused_and_change_no_score(model, template, verb
     lm = request.getfixturevalue(model)
     scorer = Scorer(lm, template, verbalizers, prompt_budget=16)
     base = (300, 301, 302, 303, 304)
+    # Starts are kept only on examples scored before: the first call keeps none, the second keeps base's.
+    assert_matches_reference(scorer, [(500,)], examples)
     assert_matches_reference(scorer, [base], examples)
     assert scorer.stats.prompt_tokens_reused == 0
     # Prompts that start like one already scored compute only what follows the shared start: four, two and
@@ -191,13 +193,31 @@ def test_kept_prompt_starts_are_reused_and_change_no_score(model, template, verb
 def test_kept_prompt_starts_evicted_or_off(tiny_llama, examples):
     prompts = [(300, 301, 302, 303, 304), (300, 301, 302, 303, 400), (300, 301, 401, 303, 304)]
     off = Scorer(tiny_llama, "{sentence} {prompt}", VERBALIZERS, prompt_budget=16, prompt_prefix_cache_mb=0)
-    for p in prompts:
+    for p in [(500,), *prompts]:
         assert_matches_reference(off, [p], examples)
     assert off.stats.prompt_tokens_reused == 0
     # A store that holds one entry: evictions in the middle of a call never lose a start a row relies on.
     tight = Scorer(tiny_llama, "{sentence} {prompt}", VERBALIZERS, prompt_budget=16,
                    prompt_prefix_cache_mb=1e-6, batch_tokens=24, prefix_group=2)  # fmt: skip
+    tight.score([(500,)], examples)
     assert_matches_reference(tight, prompts[:1], examples)
     assert_matches_reference(tight, prompts[1:], examples)
     assert 0 < tight.stats.prompt_tokens_reused < (4 + 2) * len(examples)
     assert len(tight._prompt_kv) == 1
+
+
+def test_kept_prompt_starts_only_on_repeatedly_scored_examples(tiny_llama, examples):
+    """A set scored once (a test set) keeps no prompt starts, so it cannot evict the training set's."""
+    train, test = examples[:3], [Example(f"t{i}", f"another sentence number {i} .", i % 2) for i in range(6)]
+    scorer = Scorer(tiny_llama, "{sentence} {prompt}", VERBALIZERS, prompt_budget=16)
+    scorer.score([(500,)], train)
+    scorer.score([(300, 301, 302, 303, 304)], train)
+    kept = len(scorer._prompt_kv)
+    assert kept == len(train)
+    scorer.score([(300, 301, 302, 303, 304), (402, 403, 404, 405, 406)], test)
+    assert len(scorer._prompt_kv) == kept and scorer.stats.prompt_tokens_reused == 0
+    # ... and scored again, the test set is repeated too: its starts are kept from then on.
+    scorer.score([(402, 403, 404, 405, 407)], test)
+    assert len(scorer._prompt_kv) == kept + len(test) and scorer.stats.prompt_tokens_reused == 0
+    assert_matches_reference(scorer, [(300, 301, 302, 303, 400)], train)
+    assert scorer.stats.prompt_tokens_reused == 4 * len(train)

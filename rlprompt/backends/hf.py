@@ -64,7 +64,8 @@ class Scorer(LabelScorer):
         reward_cache_size: most (prompt, example) score entries kept.
         prefix_cache_mb: memory for cached sentence key/values (causal LMs).
         prompt_prefix_cache_mb: memory for the kept key/values of scored prompts' starts (causal LMs); 0
-            turns their reuse off.
+            turns their reuse off. Starts are kept only on examples scored in an earlier call (training
+            examples, scored again and again): a set scored once (a test set) would only evict them.
         prefix_group: examples whose prefixes are stacked together for one round of suffix batches.
         stats: counters to add to (shared by several scorers of one run); a fresh one if None.
         prefix_model: a PEFT prefix-tuning model over ``lm.model`` (causal LMs): its learned keys and
@@ -99,6 +100,7 @@ class Scorer(LabelScorer):
         # tokens but the last, on that example; _start_of maps each shorter start to the entry holding it.
         self._prompt_kv = _LRU(prompt_prefix_cache_mb * 2**20, size=_kv_bytes)
         self._start_of: dict[tuple[str, tuple[int, ...]], tuple[str, tuple[int, ...]]] = {}
+        self._repeated: set[str] = set()  # examples of the current call scored in an earlier one
         self._device = next(lm.model.parameters()).device
         vids = self.encoder.verbalizer_ids
         self._single = [c for c, ids in enumerate(vids) if len(ids) == 1]
@@ -350,6 +352,8 @@ class Scorer(LabelScorer):
         extensions: list[tuple[int | None, tuple[int, ...]]] = [(None, ())] if self._single else []
         extensions += [(c, vids[c][:-1]) for c in self._multi]
         rows_by_uid: dict[str, list[_CausalRow]] = {}
+        # Examples whose head is cached were scored before: only their prompt starts are worth keeping.
+        self._repeated = {uid for _, uid in pairs if uid in self._prefix_kv}
         for ids, uid in pairs:
             enc = self._encoded_example(example_by_uid[uid])
             if not enc.head:
@@ -504,10 +508,10 @@ class Scorer(LabelScorer):
                 needed.extend((i, col + m - reads + j) for j in range(reads))
                 col += m
         kept_kv = self._kept_section(starts, kept_width) if kept_width else None
+        keep = self._prompt_kv.capacity > 0 and any(seg[0].uid in self._repeated for seg in segments)
         hidden, cache = self._run_over_prefix(
-            prefix, example_rows, positions, mask, kept_kv, keep_cache=self._prompt_kv.capacity > 0,
-            input_ids=input_ids,
-        )  # fmt: skip
+            prefix, example_rows, positions, mask, kept_kv, keep_cache=keep, input_ids=input_ids
+        )
         self.stats.tokens_processed += sum(map(_suffix_tokens, segments))
         self.stats.prompt_tokens_reused += sum(r.skip for seg in segments for r in seg)
         if cache is not None:
@@ -558,14 +562,16 @@ class Scorer(LabelScorer):
         return section
 
     def _keep_starts(self, segments, cache, suffix_from: int) -> None:
-        """Keep the keys/values of each freshly scored prompt's tokens but the last, per example, from
-        the cache of the forward pass that scored it (``suffix_from``: where the packed suffixes begin)."""
+        """Keep the keys/values of each freshly scored prompt's tokens but the last, per repeatedly scored
+        example, from the cache of the forward pass that scored it (``suffix_from``: where the packed
+        suffixes begin)."""
         layers = [(layer[0], layer[1]) for layer in cache]
         for i, seg in enumerate(segments):
             col = 0
             for row in seg:
                 # One row per (prompt, example) keeps: the single-token row, else the first multi-token one.
-                n = self._kept_length(row) if row.cls == (None if self._single else self._multi[0]) else 0
+                keeps = row.uid in self._repeated and row.cls == (None if self._single else self._multi[0])
+                n = self._kept_length(row) if keeps else 0
                 n = min(n, len(row.prompt) - 1)  # a start another prompt of this length can share
                 if n > row.skip:
                     new = slice(suffix_from + col, suffix_from + col + n - row.skip)
