@@ -684,9 +684,9 @@ class _Tracker:
             logger.record("rlprompt/train_reward", self.rewards[-1])
             logger.record("rlprompt/train_batch_accuracy", self.accuracies[-1])
         logger.dump(step)
+        train = f"{self.accuracies[-1]:.3f}" if self.accuracies else "—"  # no training batch scored yet
         self.log.bar.set_postfix_str(
-            f"train {self.objective.metric} {self.accuracies[-1] if self.accuracies else 0:.3f} "
-            f"best dev {self.best.dev_score:.3f} {self.best.text!r}"
+            f"train {self.objective.metric} {train} best dev {self.best.dev_score:.3f} {self.best.text!r}"
         )
 
     def exported(self, best: Candidate, metrics: dict) -> LearnedPrompt:
