@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -100,7 +100,6 @@ class Scorer(LabelScorer):
         # tokens but the last, on that example; _start_of maps each shorter start to the entry holding it.
         self._prompt_kv = _LRU(prompt_prefix_cache_mb * 2**20, size=_kv_bytes)
         self._start_of: dict[tuple[str, tuple[int, ...]], tuple[str, tuple[int, ...]]] = {}
-        self._repeated: set[str] = set()  # examples of the current call scored in an earlier one
         self._device = next(lm.model.parameters()).device
         vids = self.encoder.verbalizer_ids
         self._single = [c for c, ids in enumerate(vids) if len(ids) == 1]
@@ -352,8 +351,11 @@ class Scorer(LabelScorer):
         extensions: list[tuple[int | None, tuple[int, ...]]] = [(None, ())] if self._single else []
         extensions += [(c, vids[c][:-1]) for c in self._multi]
         rows_by_uid: dict[str, list[_CausalRow]] = {}
-        # Examples whose head is cached were scored before: only their prompt starts are worth keeping.
-        self._repeated = {uid for _, uid in pairs if uid in self._prefix_kv}
+        # Examples whose head is cached were scored before: only their prompt starts are worth keeping,
+        # by one row per (prompt, example), the single-token row, else the first multi-token one.
+        repeated = (
+            {uid for _, uid in pairs if uid in self._prefix_kv} if self._prompt_kv.capacity > 0 else set()
+        )
         for ids, uid in pairs:
             enc = self._encoded_example(example_by_uid[uid])
             if not enc.head:
@@ -362,7 +364,8 @@ class Scorer(LabelScorer):
                     "a causal template needs text (or a BOS token) before {prompt}"
                 )
             for cls, ext in extensions:
-                row = _CausalRow(uid, ids, cls, ids + enc.tail + ext)
+                keeps = uid in repeated and cls == extensions[0][0]
+                row = _CausalRow(uid, ids, cls, ids + enc.tail + ext, keeps=keeps)
                 rows_by_uid.setdefault(uid, []).append(self._with_kept_start(row))
         results: dict[tuple[tuple[int, ...], str], np.ndarray] = {}
 
@@ -508,7 +511,7 @@ class Scorer(LabelScorer):
                 needed.extend((i, col + m - reads + j) for j in range(reads))
                 col += m
         kept_kv = self._kept_section(starts, kept_width) if kept_width else None
-        keep = self._prompt_kv.capacity > 0 and any(seg[0].uid in self._repeated for seg in segments)
+        keep = any(r.keeps for seg in segments for r in seg)
         hidden, cache = self._run_over_prefix(
             prefix, example_rows, positions, mask, kept_kv, keep_cache=keep, input_ids=input_ids
         )
@@ -542,7 +545,7 @@ class Scorer(LabelScorer):
                 del self._start_of[(row.uid, row.prompt[:j])]
                 continue
             kv = self._prompt_kv[key]  # held by the row: later batches of this call may evict the entry
-            return _CausalRow(row.uid, row.prompt, row.cls, row.suffix, kept=key, skip=j, kept_kv=kv)
+            return replace(row, kept=key, skip=j, kept_kv=kv)
         return row
 
     def _kept_section(self, starts: list[dict], width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -569,9 +572,7 @@ class Scorer(LabelScorer):
         for i, seg in enumerate(segments):
             col = 0
             for row in seg:
-                # One row per (prompt, example) keeps: the single-token row, else the first multi-token one.
-                keeps = row.uid in self._repeated and row.cls == (None if self._single else self._multi[0])
-                n = self._kept_length(row) if keeps else 0
+                n = self._kept_length(row) if row.keeps else 0
                 n = min(n, len(row.prompt) - 1)  # a start another prompt of this length can share
                 if n > row.skip:
                     new = slice(suffix_from + col, suffix_from + col + n - row.skip)
@@ -707,6 +708,7 @@ class _CausalRow:
     prompt: tuple[int, ...]
     cls: int | None
     suffix: tuple[int, ...]  # everything after the example's head
+    keeps: bool = False  # its pass keeps its prompt's start (one row per pair on a repeatedly scored example)
     kept: tuple[str, tuple[int, ...]] | None = None  # the kept prompt start it continues from
     skip: int = 0  # how many first suffix tokens that start supplies
     kept_kv: list | None = field(default=None, compare=False, repr=False)  # its keys/values, per layer
