@@ -146,6 +146,11 @@ class CoreConfig:
     # rl and search also report the mean test score of their top_k_report prompts by dev (RLPrompt reports
     # the top 3's); the chosen prompt stays the best one. 1: only the chosen prompt is tested.
     top_k_report: int = 3
+    # rl and search: the artifact is the ensemble of the `ensemble` best prompts by dev (at most
+    # top_k_report): each input's label is the argmax of their mean calibrated label probabilities, the
+    # headline dev and test figures are the ensemble's, and prompt.json lists its prompts (readable text;
+    # rlprompt.evaluate and rlprompt.transfer score them as one). 1: the best prompt alone.
+    ensemble: int = 1
     # Remove each prompt's label prior from its scores (rlprompt/calibration.py) in the RL reward, on dev
     # (choosing the prompt or checkpoint) and in the headline test figure; reports show raw and calibrated.
     # Measured on the quickstart, seeds 0-4: the calibrated reward's prompts score 0.776 +- 0.036 calibrated
@@ -189,7 +194,14 @@ class CoreConfig:
     def __post_init__(self) -> None:
         at_least_one("", total_timesteps=self.total_timesteps, evaluations=self.evaluations,
                      heldout_sentences=self.heldout_sentences, threads_per_run=self.threads_per_run,
-                     max_reward_queries=self.max_reward_queries, top_k_report=self.top_k_report)  # fmt: skip
+                     max_reward_queries=self.max_reward_queries, top_k_report=self.top_k_report,
+                     ensemble=self.ensemble)  # fmt: skip
+        if self.ensemble > self.top_k_report:
+            raise ValueError(
+                f"'ensemble' ({self.ensemble}) is more than 'top_k_report' ({self.top_k_report}): the "
+                "ensemble's prompts are the reported top ones; raise top_k_report to at least "
+                f"{self.ensemble}"
+            )
 
 
 def _method_sections() -> list[tuple[str, type, dataclasses.Field]]:

@@ -2,7 +2,8 @@
 
 Prints accuracy, macro-F1 and per-class accuracy for each prompt (``--json`` for machine-readable
 output on stdout; progress goes to stderr). ``--prompt-file run/prompt.json`` evaluates an exported
-prompt (its exact token ids on the model it was learned on, its text elsewhere). ``--adapter DIR``
+prompt (its exact token ids on the model it was learned on, its text elsewhere; an ensemble's file: its
+prompts and, as one more row, their ensemble). ``--adapter DIR``
 evaluates an exported baseline (``soft_prompt/``, ``lora/``, ``ia3/`` or ``model/`` of a training run) the
 way it was trained. Without any prompt it evaluates the task's manual prompt and the empty prompt.
 """
@@ -59,9 +60,9 @@ def _parser() -> argparse.ArgumentParser:
         help="an exported soft_prompt/, bbt/, prefix_tuning/, lora/, ia3/ or model/ (repeatable)",
     )
     p.add_argument(
-        "--top-k", type=int, default=1,
-        help="from each prompt file, its K best prompts by dev (its top_k_prompts; default: %(default)s, "
-        "the chosen one)",
+        "--top-k", type=int,
+        help="from each prompt file, its K best prompts by dev (its top_k_prompts; default: the file's "
+        "artifact: the chosen prompt, or an ensemble's prompts and, as one more row, their ensemble)",
     )  # fmt: skip
     p.add_argument(
         "--ensemble", action="store_true",
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.limit is not None and args.limit < 1:
         raise RLPromptError(f"--limit must be at least 1, got {args.limit}")
-    if args.top_k < 1:
+    if args.top_k is not None and args.top_k < 1:
         raise RLPromptError(f"--top-k must be at least 1, got {args.top_k}")
     if args.ensemble and args.adapter:
         raise RLPromptError("--ensemble combines prompts; leave out --adapter")
@@ -137,18 +138,30 @@ def main(argv: list[str] | None = None) -> int:
         template = adapters[0]["template"]
     else:
         template = args.template or (source.template_for(lm.kind) if source else None)
-        prompts: list[PromptLike] = [
-            p for learned in files for p in learned.top_prompts_for(lm.name, args.top_k)
-        ]
+        prompts: list[PromptLike] = []
+        file_ensembles = []  # (file, first prompt's index, prompts): an ensemble file's own ensemble row
+        for path, learned in zip(args.prompt_file, files, strict=True):
+            if args.top_k is not None:
+                members = learned.top_prompts_for(lm.name, args.top_k)
+            else:
+                members = learned.members_for(lm.name)
+                if len(members) > 1:
+                    file_ensembles.append((path, len(prompts), len(members)))
+            prompts += members
         if args.prompt is not None or not files:
             prompts += args.prompt if args.prompt is not None else [task.manual_prompt, ""]
         budget = prompt_budget(lm, prompts)
         scorer = make_scorer(lm, task, template, batch_tokens=args.batch_tokens, prompt_budget=budget)
         results = evaluate_prompts(scorer, examples, prompts, progress=True, calibration=calibration)
+        labels = [ex.label for ex in examples]
+        for path, first, count in file_ensembles:
+            ensemble = ensemble_result(results[first : first + count], labels)
+            ensemble.prompt = f"ensemble of {count} prompts ({path})"
+            results.append(ensemble)
         if args.ensemble:
             if len(results) < 2:
                 raise RLPromptError("--ensemble needs at least 2 prompts (more --prompt, or --top-k)")
-            results.append(ensemble_result(results, [ex.label for ex in examples]))
+            results.append(ensemble_result(results[: len(prompts)], labels))
         template = scorer.template.text
     seconds = time.perf_counter() - start
 

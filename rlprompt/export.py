@@ -45,6 +45,10 @@ class LearnedPrompt:
     policy_token_ids: list[int] | None = None  # the prompt in the policy's tokenizer
     library_version: str = ""
     task_kind: str | None = None  # rlprompt.registry.TASK_KINDS; None in files written before it was recorded
+    # An ensemble of prompts (config `ensemble` > 1): each {"text", "token_ids"}, the chosen prompt (text,
+    # token_ids above) first; an input's label is the argmax of their mean calibrated label
+    # probabilities. Empty: the prompt alone.
+    ensemble: list[dict] = field(default_factory=list)
     format: str = FORMAT
     version: int = VERSION
 
@@ -65,6 +69,14 @@ class LearnedPrompt:
     def prompt_for(self, model_name: str) -> str | tuple[int, ...]:
         """What to give the Scorer on ``model_name``: the exact ids on the source model, else the text."""
         return tuple(self.token_ids) if model_name == self.model else self.text.strip()
+
+    def members_for(self, model_name: str) -> list[str | tuple[int, ...]]:
+        """The prompts the artifact is, each as :meth:`prompt_for` gives it: an ensemble's prompts, else
+        the prompt alone."""
+        if not self.ensemble:
+            return [self.prompt_for(model_name)]
+        own = model_name == self.model
+        return [tuple(p["token_ids"]) if own else p["text"].strip() for p in self.ensemble]
 
     def top_prompts_for(self, model_name: str, k: int) -> list[str | tuple[int, ...]]:
         """The ``k`` best prompts of the run by dev (``metrics.top_k_prompts``, the chosen one first), each

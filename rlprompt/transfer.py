@@ -5,8 +5,9 @@
 
 Every prompt is evaluated on every target model and task with the target's own template for its kind
 (causal or masked). On the model it was learned on a prompt keeps its token ids; elsewhere it is
-re-tokenized from its text. The task's manual prompt and the empty prompt are evaluated on every target
-as reference rows. Writes ``transfer.md``, ``transfer.json`` and ``transfer.png`` (a heatmap).
+re-tokenized from its text; an ensemble's prompts are scored as one row. The task's manual prompt and
+the empty prompt are evaluated on every target as reference rows. Writes ``transfer.md``,
+``transfer.json`` and ``transfer.png`` (a heatmap).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from rlprompt.backends import load_task_model
 from rlprompt.calibration import CALIBRATIONS, task_calibration
 from rlprompt.console import add_verbose_flag
 from rlprompt.errors import RLPromptError, run_cli
-from rlprompt.evaluation import evaluate_prompts, make_scorer, prompt_budget
+from rlprompt.evaluation import ensemble_result, evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, load_classification_prompt
 from rlprompt.files import atomic_write_bytes
 from rlprompt.models import load_model
@@ -75,9 +76,11 @@ def run_transfer(
     prompts = [load_classification_prompt(path) for path in prompt_files]
     rows = []
     for p in prompts:
-        name = f"{p.method} s{p.seed} ({p.task}, {p.model})"
+        ensemble = f", ensemble of {len(p.ensemble)}" if p.ensemble else ""
+        name = f"{p.method} s{p.seed} ({p.task}, {p.model}{ensemble})"
         taken = sum(r.name.split(" #")[0] == name for r in rows)
-        rows.append(Row(name if not taken else f"{name} #{taken + 1}", "learned", p.text, p.model, p.method))
+        text = " + ".join(m["text"] for m in p.ensemble) if p.ensemble else p.text
+        rows.append(Row(name if not taken else f"{name} #{taken + 1}", "learned", text, p.model, p.method))
     manual_row, empty_row = Row("manual prompt", "manual", ""), Row("empty prompt", "empty", "")
     targets, templates = [], {}
     for task_name in tasks:
@@ -102,10 +105,11 @@ def run_transfer(
                         "not_applicable": "weight artifacts are evaluated with rlprompt.evaluate"
                     }
                     continue
-                to_score.append(prompt.prompt_for(lm.name))
-                owners.append(row)
+                members = prompt.members_for(lm.name)  # an ensemble's prompts, scored as one row
+                to_score += members
+                owners.append((row, len(members)))
             to_score += [task.manual_prompt, ""]
-            owners += [manual_row, empty_row]
+            owners += [(manual_row, 1), (empty_row, 1)]
             budget = prompt_budget(lm, to_score)
             scorer = make_scorer(lm, task, task.template_for(lm.kind), prompt_budget=budget)
             templates[target] = scorer.template.text
@@ -114,8 +118,14 @@ def run_transfer(
             results = evaluate_prompts(
                 scorer, examples, to_score, progress, task_calibration(calibration, task)
             )
-            manual, empty = results[-2:]
-            for row, r in zip(owners, results, strict=True):
+            labels = [ex.label for ex in examples]
+            grouped, first = [], 0
+            for _, count in owners:
+                members = results[first : first + count]
+                grouped.append(members[0] if count == 1 else ensemble_result(members, labels))
+                first += count
+            manual, empty = grouped[-2:]
+            for (row, _), r in zip(owners, grouped, strict=True):
                 row.cells[target] = {
                     "accuracy": r.raw.accuracy, "gain": r.raw.accuracy - manual.raw.accuracy,
                     "calibrated": r.metrics.accuracy,

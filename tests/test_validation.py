@@ -137,6 +137,14 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
         return ["--set", "task.name=shakespeare", "--set", "model=bert-tiny-splade"], (
             "style transfer generates rewrites, so it needs a causal model; bert-tiny-splade is a masked"
         )
+    if case == "ensemble on a style task":
+        return ["--set", "task.name=yelp-sentiment", "--set", "method=rl", "--set", "ensemble=3"], (
+            "ensemble: 3 combines classification prompts' label probabilities; style transfer writes "
+            "rewrites, so set ensemble: 1")  # fmt: skip
+    if case == "ensemble larger than the reported top":
+        return ["--set", "ensemble=5"], (
+            "'ensemble' (5) is more than 'top_k_report' (3): the ensemble's prompts are the reported top "
+            "ones; raise top_k_report to at least 5")  # fmt: skip
     if case == "unknown task kind":
         return ["--set", "task.kind=regression"], (
             "'task.kind' must be one of classification, style, got 'regression'")  # fmt: skip
@@ -148,6 +156,7 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
 
 CASES = [
     "style task with a method that needs labels", "unknown style target", "style task on a masked model",
+    "ensemble on a style task", "ensemble larger than the reported top",
     "unknown task kind", "style kind declared for a classification task",
     "unknown key", "unknown key in a file", "wrong type", "missing data file", "empty data file",
     "header only",

@@ -8,8 +8,21 @@ from __future__ import annotations
 import numpy as np
 
 from rlprompt.backends import load_task_model
-from rlprompt.calibration import calibrate, log_prior, reference_method, scorer_prior, task_calibration
-from rlprompt.evaluation import ensemble_accuracies, evaluate_prompts, make_scorer, prompt_budget
+from rlprompt.calibration import (
+    calibrate,
+    log_prior,
+    normalised,
+    reference_method,
+    scorer_prior,
+    task_calibration,
+)
+from rlprompt.evaluation import (
+    ensemble_accuracies,
+    ensemble_result,
+    evaluate_prompts,
+    make_scorer,
+    prompt_budget,
+)
 from rlprompt.kinds import LoadedTask, resolved
 from rlprompt.methods.base import (
     Candidate,
@@ -155,6 +168,18 @@ class ClassificationObjective:
         return (batch_accuracy(logprobs, self.dev_labels),
                 gap_reward(logprobs, self.dev_labels, env.correct_scale, env.wrong_scale))  # fmt: skip
 
+    def dev_ensemble(self, prompts) -> float:
+        """Dev accuracy of ``prompts`` as one ensemble (each input's label: the argmax of their mean
+        normalised calibrated label log-probabilities, as :func:`ensemble_result` takes them on test); their
+        dev scores are cached from the selection, so this scores nothing new."""
+        from rlprompt.envs.prompt_env import batch_accuracy
+
+        prompts = self.task_prompts(prompts)
+        logprobs = self.scorer.score(prompts, self.dev_examples)
+        logprobs = calibrate(logprobs, scorer_prior(self.scorer, prompts, self.calibration))
+        mean = np.mean([normalised(lp) for lp in logprobs], axis=0)
+        return float(batch_accuracy(mean[None], self.dev_labels)[0])
+
     def export_fields(self) -> dict:
         task = self.task
         return {"task_kind": "classification", "template": self.scorer.template.text,
@@ -173,14 +198,23 @@ class ClassificationObjective:
         ensembles = ensemble_accuracies(results, labels, active)
         return [float(r.scored(active).accuracy) for r in results], ensembles
 
-    def test(self, ctx: MethodContext, best: Candidate, manual: str) -> TestResult:
+    def test(self, ctx: MethodContext, best: Candidate, manual: str, members: list[Candidate] = (),
+             dev_score: float | None = None) -> TestResult:  # fmt: skip
         """The chosen prompt, the manual prompt and the empty prompt on test, raw and calibrated (with the
-        run's calibration, or batch calibration when the run uses none); the headline follows the run."""
+        run's calibration, or batch calibration when the run uses none); the headline follows the run.
+        With ``members`` (the other prompts of an ensemble, ``config.ensemble``) the learned row is the
+        ensemble of ``best`` and them, whose dev accuracy is ``dev_score``."""
         examples = self.task.examples("test")
         reference = task_calibration(reference_method(self.config.calibration), self.task)
-        learned, manual_result, empty_result = evaluate_prompts(
-            ctx.test_scorer, examples, [self.task_prompt(best.ids), manual, ""], ctx.progress, reference
-        )
+        learned_prompts = [self.task_prompt(c.ids) for c in (best, *members)]
+        learned, manual_result, empty_result, *others = evaluate_prompts(
+            ctx.test_scorer, examples, [learned_prompts[0], manual, "", *learned_prompts[1:]], ctx.progress,
+            reference,
+        )  # fmt: skip
+        if others:
+            learned = ensemble_result([learned, *others], [ex.label for ex in examples])
+        name = f"ensemble of {len(learned_prompts)}" if others else "learned prompt"
+        dev_score = best.dev_score if dev_score is None else dev_score
         headline = learned.scored(self.calibration.active)
         metrics = {
             "test_accuracy": headline.accuracy, "test_macro_f1": headline.macro_f1,
@@ -193,10 +227,10 @@ class ClassificationObjective:
         }  # fmt: skip
         scored = "calibrated" if self.calibration.active else "raw"
         summary = "\n".join([
-            f"dev accuracy {best.dev_score:.3f} ({scored})   "
+            f"dev accuracy {dev_score:.3f} ({scored})   "
             f"test accuracy {headline.accuracy:.3f} ({scored})",
             f"test accuracy, raw -> {reference.method}-calibrated:",
-            f"  learned prompt   {learned.raw.accuracy:.3f} -> {learned.metrics.accuracy:.3f}",
+            f"  {name:<16} {learned.raw.accuracy:.3f} -> {learned.metrics.accuracy:.3f}",
             f"  manual {manual!r:<9} {manual_result.raw.accuracy:.3f} -> "
             f"{manual_result.metrics.accuracy:.3f}",
             f"  empty prompt     {empty_result.raw.accuracy:.3f} -> {empty_result.metrics.accuracy:.3f}",

@@ -35,6 +35,11 @@ def load(config) -> LoadedTask:
             f"task.template does not apply to {config.task.name!r}: rewrites use RLPrompt's template "
             '{prompt} "{sentence}" "'
         )
+    if config.ensemble > 1:
+        raise RLPromptError(
+            f"ensemble: {config.ensemble} combines classification prompts' label probabilities; style "
+            "transfer writes rewrites, so set ensemble: 1"
+        )
     if config.rl.polish_rounds:
         raise RLPromptError("rl.polish_rounds applies to classification tasks only; set it to 0")
     lm = load_task_model(config.model, config.device, config.dtype)

@@ -309,6 +309,40 @@ def top_k_metrics(objective, top: TopCandidates, top_k: TopK) -> dict:
             "top_k_prompts": top_k_prompts(objective, top, top_k.scores)}  # fmt: skip
 
 
+def ensemble_members(config, objective, top: TopCandidates, best: Candidate) -> tuple[list[Candidate], float]:
+    """The other prompts of the run's ensemble (the ``config.ensemble`` best by dev, ``best`` first) and
+    the ensemble's dev score; none and ``best``'s own dev score when the artifact is one prompt (or no
+    other prompt reached dev)."""
+    members = [c for c in top.items if c.ids != best.ids][: config.ensemble - 1]
+    if not members:
+        return [], best.dev_score
+    return members, objective.dev_ensemble([best.ids, *(c.ids for c in members)])
+
+
+def ensemble_fields(objective, best: Candidate, members: list[Candidate]) -> dict:
+    """``LearnedPrompt.ensemble`` for an ensemble's prompt file (nothing for one prompt)."""
+    if not members:
+        return {}
+    return {"ensemble": [{"text": c.text, "token_ids": list(objective.task_token_ids(c.ids))}
+                         for c in (best, *members)]}  # fmt: skip
+
+
+def test_artifact(ctx: MethodContext, objective, best: Candidate, manual: str, members: list[Candidate],
+                  dev_score: float) -> TestResult:  # fmt: skip
+    """The objective's test of the artifact: ``best`` alone, or the ensemble of ``best`` and ``members``
+    (a classification objective; other kinds refuse ``ensemble`` > 1 when the task loads)."""
+    if not members:
+        return objective.test(ctx, best, manual)
+    return objective.test(ctx, best, manual, members, dev_score)
+
+
+def learned_description(best: Candidate, members: list[Candidate]) -> str:
+    """What a prompt method learned, for reports: the prompt, or an ensemble's prompts."""
+    if not members:
+        return best.text
+    return " + ".join(repr(c.text) for c in (best, *members))
+
+
 def top_k_score(ctx: MethodContext, objective, top: TopCandidates, test: TestResult) -> TopK:
     """The ``top`` prompts' primary test metric (``MethodResult.test_top_k``, ``top_k``, and each prompt's
     in ``prompt.json``). One prompt: the chosen one's score."""

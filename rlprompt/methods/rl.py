@@ -39,7 +39,11 @@ from rlprompt.methods.base import (
     MethodContext,
     MethodResult,
     TopCandidates,
+    ensemble_fields,
+    ensemble_members,
+    learned_description,
     path_bytes,
+    test_artifact,
     top_k_metrics,
     top_k_score,
 )
@@ -209,10 +213,12 @@ def run(ctx: MethodContext) -> MethodResult:
         raise KeyboardInterrupt
     lm_tokens = int(objective.stats.tokens_processed)  # training and dev; test scoring comes next
     reward_queries = int(objective.stats.pairs_scored)
-    test = objective.test(ctx, best, manual)
+    members, dev_score = ensemble_members(config, objective, tracker.top, best)
+    test = test_artifact(ctx, objective, best, manual, members, dev_score)
     top_k = top_k_score(ctx, objective, tracker.top, test)
     metrics = {
-        f"dev_{objective.metric}": best.dev_score,
+        f"dev_{objective.metric}": dev_score,
+        **({f"chosen_dev_{objective.metric}": best.dev_score} if members else {}),
         **test.details,
         "found_at_step": best.step,
         "steps": int(model.num_timesteps),
@@ -222,21 +228,22 @@ def run(ctx: MethodContext) -> MethodResult:
         **({"restarts": tracker.restart.steps} if tracker.restart is not None else {}),
         **top_k_metrics(objective, tracker.top, top_k),
     }
-    save_prompt(tracker.exported(best, metrics), run_dir / "prompt.json")
+    save_prompt(tracker.exported(best, metrics, members), run_dir / "prompt.json")
     summary = (
         f"run: {run_dir}\n"
-        f"prompt: {best.text!r}  (token ids {list(best.ids)})\n"
-        f"{test.summary}\n"
+        + "".join(f"prompt: {c.text!r}  (token ids {list(c.ids)})\n" for c in (best, *members))
+        + f"{test.summary}\n"
         f"{model.num_timesteps} steps in {train_seconds:.0f} s, {reward_queries} reward queries"
         + (" (interrupted)" if interrupted else "")
     )
     atomic_write_bytes(run_dir / "summary.txt", (summary + "\n").encode("utf-8"))
     trainable = sum(p.numel() for p in model.policy.parameters() if p.requires_grad)
     return MethodResult(
-        method="rl", seed=ctx.seed, model=lm.name, task=task.name, dev_score=best.dev_score,
+        method="rl", seed=ctx.seed, model=lm.name, task=task.name, dev_score=dev_score,
         test_metrics=test.scores, steps=int(model.num_timesteps),
         train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=int(trainable),
-        artifact="prompt.json", artifact_bytes=path_bytes(run_dir / "prompt.json"), learned=best.text,
+        artifact="prompt.json", artifact_bytes=path_bytes(run_dir / "prompt.json"),
+        learned=learned_description(best, members),
         interpretable=True, transferable=True, curve=tracker.log.curve, interrupted=interrupted,
         metric=objective.metric, calibration=config.calibration,
         calibrated_with=test.details.get("calibrated_with"), reward_queries=reward_queries,
@@ -689,7 +696,8 @@ class _Tracker:
             f"train {self.objective.metric} {train} best dev {self.best.dev_score:.3f} {self.best.text!r}"
         )
 
-    def exported(self, best: Candidate, metrics: dict) -> LearnedPrompt:
+    def exported(self, best: Candidate, metrics: dict, members: list[Candidate] = ()) -> LearnedPrompt:
+        """``best`` as ``prompt.json`` (with ``members``: the ensemble of it and them)."""
         cfg, lm, objective = self.config, self.objective.lm, self.objective
         task_ids = objective.task_token_ids(best.ids)
         return LearnedPrompt(
@@ -699,6 +707,7 @@ class _Tracker:
             task_source=cfg.task.name,
             method="rl", seed=self.seed, metrics=metrics, library_version=__version__,
             calibration=cfg.calibration, **self.objective.export_fields(),
+            **ensemble_fields(objective, best, members),
         )  # fmt: skip
 
     def close(self) -> None:

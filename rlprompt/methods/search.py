@@ -32,7 +32,11 @@ from rlprompt.methods.base import (
     MethodContext,
     MethodResult,
     TopCandidates,
+    ensemble_fields,
+    ensemble_members,
+    learned_description,
     path_bytes,
+    test_artifact,
     top_k_metrics,
     top_k_score,
 )
@@ -256,21 +260,25 @@ def run(ctx: MethodContext) -> MethodResult:
         raise KeyboardInterrupt  # stopped before the first evaluation: nothing to export
     train_seconds = log.elapsed
     lm_tokens, reward_queries = int(objective.stats.tokens_processed), int(objective.stats.pairs_scored)
-    test = objective.test(ctx, best, manual)
+    members, dev_score = ensemble_members(config, objective, top, best)
+    test = test_artifact(ctx, objective, best, manual, members, dev_score)
     top_k = top_k_score(ctx, objective, top, test)
-    metrics = {"dev_accuracy": best.dev_score, **test.details, "found_at_step": best.step,
+    metrics = {"dev_accuracy": dev_score, **({"chosen_dev_accuracy": best.dev_score} if members else {}),
+               **test.details, "found_at_step": best.step,
                "steps": written, "train_seconds": round(train_seconds, 1),
                "reward_queries": reward_queries, **top_k_metrics(objective, top, top_k)}  # fmt: skip
-    save_prompt(_exported(ctx, objective, best, metrics), run_dir / "prompt.json")
-    summary = (f"run: {run_dir}\nprompt: {best.text!r}  (token ids {list(best.ids)})\n{test.summary}\n"
+    save_prompt(_exported(ctx, objective, best, metrics, members), run_dir / "prompt.json")
+    prompts = "".join(f"prompt: {c.text!r}  (token ids {list(c.ids)})\n" for c in (best, *members))
+    summary = (f"run: {run_dir}\n{prompts}{test.summary}\n"
                f"{written} prompts in {train_seconds:.0f} s, {reward_queries} reward queries"
                + (" (interrupted)" if interrupted else ""))  # fmt: skip
     atomic_write_bytes(run_dir / "summary.txt", (summary + "\n").encode("utf-8"))
     return MethodResult(
-        method="search", seed=ctx.seed, model=lm.name, task=task.name, dev_score=best.dev_score,
+        method="search", seed=ctx.seed, model=lm.name, task=task.name, dev_score=dev_score,
         test_metrics=test.scores, steps=written,
         train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=0,
-        artifact="prompt.json", artifact_bytes=path_bytes(run_dir / "prompt.json"), learned=best.text,
+        artifact="prompt.json", artifact_bytes=path_bytes(run_dir / "prompt.json"),
+        learned=learned_description(best, members),
         interpretable=True, transferable=True, curve=log.curve, interrupted=interrupted,
         calibration=config.calibration, calibrated_with=test.details.get("calibrated_with"),
         reward_queries=reward_queries, test_correct=test.correct, test_top_k=top_k.mean, top_k=top_k.k,
@@ -279,7 +287,11 @@ def run(ctx: MethodContext) -> MethodResult:
 
 
 def _exported(
-    ctx: MethodContext, objective: classification.ClassificationObjective, best: Candidate, metrics: dict
+    ctx: MethodContext,
+    objective: classification.ClassificationObjective,
+    best: Candidate,
+    metrics: dict,
+    members: list[Candidate] = (),
 ) -> LearnedPrompt:
     cfg, lm = ctx.config, objective.lm
     return LearnedPrompt(
@@ -287,6 +299,7 @@ def _exported(
         task=ctx.task.name, policy_model=objective.policy_lm.name, policy_token_ids=list(best.ids),
         data_seed=cfg.task.seed, task_source=cfg.task.name, method="search", seed=ctx.seed, metrics=metrics,
         library_version=__version__, calibration=cfg.calibration, **objective.export_fields(),
+        **ensemble_fields(objective, best, members),
     )  # fmt: skip
 
 
