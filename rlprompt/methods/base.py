@@ -327,7 +327,7 @@ def ensemble_fields(objective, best: Candidate, members: list[Candidate]) -> dic
                          for c in (best, *members)]}  # fmt: skip
 
 
-def test_artifact(ctx: MethodContext, objective, best: Candidate, manual: str, members: list[Candidate],
+def evaluate_artifact(ctx: MethodContext, objective, best: Candidate, manual: str, members: list[Candidate],
                   dev_score: float) -> TestResult:  # fmt: skip
     """The objective's test of the artifact: ``best`` alone, or the ensemble of ``best`` and ``members``
     (a classification objective; other kinds refuse ``ensemble`` > 1 when the task loads)."""

@@ -41,9 +41,9 @@ from rlprompt.methods.base import (
     TopCandidates,
     ensemble_fields,
     ensemble_members,
+    evaluate_artifact,
     learned_description,
     path_bytes,
-    test_artifact,
     top_k_metrics,
     top_k_score,
 )
@@ -214,7 +214,7 @@ def run(ctx: MethodContext) -> MethodResult:
     lm_tokens = int(objective.stats.tokens_processed)  # training and dev; test scoring comes next
     reward_queries = int(objective.stats.pairs_scored)
     members, dev_score = ensemble_members(config, objective, tracker.top, best)
-    test = test_artifact(ctx, objective, best, manual, members, dev_score)
+    test = evaluate_artifact(ctx, objective, best, manual, members, dev_score)
     top_k = top_k_score(ctx, objective, tracker.top, test)
     metrics = {
         f"dev_{objective.metric}": dev_score,

@@ -34,9 +34,9 @@ from rlprompt.methods.base import (
     TopCandidates,
     ensemble_fields,
     ensemble_members,
+    evaluate_artifact,
     learned_description,
     path_bytes,
-    test_artifact,
     top_k_metrics,
     top_k_score,
 )
@@ -261,7 +261,7 @@ def run(ctx: MethodContext) -> MethodResult:
     train_seconds = log.elapsed
     lm_tokens, reward_queries = int(objective.stats.tokens_processed), int(objective.stats.pairs_scored)
     members, dev_score = ensemble_members(config, objective, top, best)
-    test = test_artifact(ctx, objective, best, manual, members, dev_score)
+    test = evaluate_artifact(ctx, objective, best, manual, members, dev_score)
     top_k = top_k_score(ctx, objective, top, test)
     metrics = {"dev_accuracy": dev_score, **({"chosen_dev_accuracy": best.dev_score} if members else {}),
                **test.details, "found_at_step": best.step,
