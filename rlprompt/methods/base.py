@@ -328,7 +328,7 @@ def ensemble_fields(objective, best: Candidate, members: list[Candidate]) -> dic
 
 
 def evaluate_artifact(ctx: MethodContext, objective, best: Candidate, manual: str, members: list[Candidate],
-                  dev_score: float) -> TestResult:  # fmt: skip
+                      dev_score: float) -> TestResult:  # fmt: skip
     """The objective's test of the artifact: ``best`` alone, or the ensemble of ``best`` and ``members``
     (a classification objective; other kinds refuse ``ensemble`` > 1 when the task loads)."""
     if not members:
