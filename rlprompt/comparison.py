@@ -196,6 +196,7 @@ def report_json(results: list[MethodResult], references: list[dict] = (), failur
             "test_calibrated": _stats([r.test_metric("accuracy_calibrated") for r in rs]),
             "test_top_k": _stats([r.test_top_k for r in rs]),
             "test_ensemble": _stats([r.test_ensemble for r in rs]),
+            "test_chosen": _stats([r.test_chosen for r in rs]),
             "top_k": sorted({r.top_k for r in rs if r.top_k}),
             "dev": _stats([r.dev_score for r in rs]),
             "train_seconds": _stats([r.train_seconds for r in rs]),
@@ -209,6 +210,7 @@ def report_json(results: list[MethodResult], references: list[dict] = (), failur
             "runs": [{"data_seed": r.data_seed, "seed": r.seed, "calibration": r.calibration,
                       "dev": r.dev_score, "test": r.test_score, "test_metrics": r.test_metrics,
                       "test_top_k": r.test_top_k, "test_ensemble": r.test_ensemble,
+                      "test_chosen": r.test_chosen,
                       "learned": r.learned, "steps": r.steps, "train_seconds": r.train_seconds,
                       "reward_queries": r.reward_queries, "lm_tokens": r.lm_tokens,
                       "interrupted": r.interrupted}
@@ -307,14 +309,20 @@ def report_markdown(
     if top:
         ks = "/".join(str(k) for k in sorted({r.top_k for rs in top.values() for r in rs}))
         ensemble = all(r.test_ensemble is not None for rs in top.values() for r in rs)
+        ensembled = any(r.test_chosen is not None for rs in top.values() for r in rs)
         lines += ["", f"## The chosen prompt and the top-{ks} mean", "",
                   f"RLPrompt reports the mean test {what} of the top 3 prompts by dev; the chosen prompt is "
                   f"the best one. Both as the run scored"
                   + (f"; the ensemble predicts each test input's label from the top-{ks} prompts' mean "
-                     "label probabilities." if ensemble else "."), "",
+                     "label probabilities." if ensemble else ".")
+                  + (" Where a run's artifact is an ensemble (`ensemble: k`), the headline above is the "
+                     "ensemble's and this table's first column its best prompt's alone."
+                     if ensembled else ""),
+                  "",
                   markdown_table(["method", f"chosen prompt, test {what}", f"top-{ks} mean, test {what}",
                                   *([f"top-{ks} ensemble, test {what}"] if ensemble else [])],
-                                 [[m, _mean_std([r.test_score for r in rs]),
+                                 [[m, _mean_std([r.test_score if r.test_chosen is None else r.test_chosen
+                                                 for r in rs]),
                                    _mean_std([r.test_top_k for r in rs]),
                                    *([_mean_std([r.test_ensemble for r in rs])] if ensemble else [])]
                                   for m, rs in top.items()])]  # fmt: skip

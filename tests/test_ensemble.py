@@ -69,6 +69,16 @@ def test_an_ensemble_run_reports_exports_and_evaluates_the_top_prompts_as_one(
     metrics = exported["metrics"]
     assert result.test_score == metrics["test_accuracy"] == metrics["test_ensemble_top_3"]
     assert result.learned == " + ".join(repr(p["text"]) for p in top)
+    assert result.test_chosen == top[0]["test"]
+    # The report's headline is the ensemble's; its top-k table gives the best prompt's own figure
+    from rlprompt.comparison import write_report
+
+    report = write_report([run_dir], tiny_task / "report")
+    assert "this table's first column its best prompt's alone" in report
+    chosen_row = next(
+        line for line in report.splitlines() if line.startswith(f"| {method} | ") and line.count("|") == 5
+    )  # the top-k table's row
+    assert chosen_row.split("|")[2].strip() == f"{top[0]['test']:.3f}"
     # rlprompt.evaluate scores the file as what it is: its 3 prompts and their ensemble
     path = str(run_dir / "prompt.json")
     with pytest.raises(SystemExit) as done:

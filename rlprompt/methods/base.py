@@ -108,6 +108,9 @@ class MethodResult:
     # ... and the accuracy of their ensemble (each test input's class: the argmax of their mean label
     # probabilities, calibrated as the run scores)
     test_ensemble: float | None = None
+    # An ensemble's run (config `ensemble` > 1): the best prompt's own test score (test_score is the
+    # ensemble's)
+    test_chosen: float | None = None
 
     @property
     def test_score(self) -> float:
@@ -325,6 +328,13 @@ def ensemble_fields(objective, best: Candidate, members: list[Candidate]) -> dic
         return {}
     return {"ensemble": [{"text": c.text, "token_ids": list(objective.task_token_ids(c.ids))}
                          for c in (best, *members)]}  # fmt: skip
+
+
+def chosen_test_score(top: TopCandidates, top_k: TopK, best: Candidate, members: list[Candidate]):
+    """``MethodResult.test_chosen``: the best prompt's own test score when the artifact is an ensemble."""
+    if not members or not top_k.scores:
+        return None
+    return next(s for c, s in zip(top.items, top_k.scores, strict=True) if c.ids == best.ids)
 
 
 def evaluate_artifact(ctx: MethodContext, objective, best: Candidate, manual: str, members: list[Candidate],

@@ -39,6 +39,7 @@ from rlprompt.methods.base import (
     MethodContext,
     MethodResult,
     TopCandidates,
+    chosen_test_score,
     ensemble_fields,
     ensemble_members,
     evaluate_artifact,
@@ -248,6 +249,7 @@ def run(ctx: MethodContext) -> MethodResult:
         metric=objective.metric, calibration=config.calibration,
         calibrated_with=test.details.get("calibrated_with"), reward_queries=reward_queries,
         test_correct=test.correct, test_top_k=top_k.mean, top_k=top_k.k, test_ensemble=top_k.ensemble,
+        test_chosen=chosen_test_score(tracker.top, top_k, best, members),
     )  # fmt: skip
 
 
