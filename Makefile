@@ -69,8 +69,9 @@ lock-vllm:
 	mv $(VLLM_LOCK).tmp $(VLLM_LOCK)
 	rm -rf .venv-vllm-lock
 
+# DEMO_ARGS: extra options, e.g. make demo DEMO_ARGS="--set dtype=bfloat16" (CPUs with native bf16)
 demo: install
-	$(PY) -m rlprompt.train --config configs/quickstart.yaml
+	$(PY) -m rlprompt.train --config configs/quickstart.yaml $(DEMO_ARGS)
 
 test: install vllm
 	$(PY) -m pytest -q --durations=15
