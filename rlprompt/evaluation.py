@@ -67,16 +67,18 @@ def evaluate_prompts(
     return results
 
 
+def ensemble_scores(matrices) -> np.ndarray:
+    """Several prompts' (examples, classes) label scores as one ensemble's: the mean of their label
+    log-probabilities, each renormalised over the classes; its argmax is the ensemble's label."""
+    return np.mean([normalised(m) for m in matrices], axis=0)
+
+
 def ensemble_result(results: list[PromptResult], labels) -> PromptResult:
-    """``results`` (prompts scored on the same examples) as one ensemble: each example's class is the
-    argmax of the prompts' mean normalised label log-probabilities, calibrated as each was scored (and raw
-    beside it)."""
+    """``results`` (prompts scored on the same examples) as one ensemble (:func:`ensemble_scores`),
+    calibrated as each was scored (and raw beside it)."""
     labels = np.asarray(labels)
-
-    def mean(matrices):
-        return np.mean([normalised(m) for m in matrices], axis=0)
-
-    scores, raw = mean([r.scores for r in results]), mean([r.raw_scores for r in results])
+    scores = ensemble_scores([r.scores for r in results])
+    raw = ensemble_scores([r.raw_scores for r in results])
     return PromptResult(
         f"ensemble of {len(results)} prompts", [], classification_metrics(scores, labels),
         classification_metrics(raw, labels), results[0].calibration, scores, raw,

@@ -11,7 +11,6 @@ from rlprompt.backends import load_task_model
 from rlprompt.calibration import (
     calibrate,
     log_prior,
-    normalised,
     reference_method,
     scorer_prior,
     task_calibration,
@@ -19,6 +18,7 @@ from rlprompt.calibration import (
 from rlprompt.evaluation import (
     ensemble_accuracies,
     ensemble_result,
+    ensemble_scores,
     evaluate_prompts,
     make_scorer,
     prompt_budget,
@@ -156,29 +156,29 @@ class ClassificationObjective:
             policy_lm=self.policy_lm,
         )  # fmt: skip
 
-    def dev(self, prompts) -> tuple[np.ndarray, np.ndarray]:
-        """Dev accuracy and gap reward per prompt, calibrated with the prior from the unlabelled training
-        and dev inputs when the run calibrates."""
-        from rlprompt.envs.prompt_env import batch_accuracy, gap_reward
-
+    def _dev_scores(self, prompts) -> np.ndarray:
+        """(prompts, dev examples, classes) label log-probs, calibrated with the prior from the unlabelled
+        training and dev inputs when the run calibrates (cached after the first call)."""
         prompts = self.task_prompts(prompts)
         logprobs = self.scorer.score(prompts, self.dev_examples)
-        logprobs = calibrate(logprobs, scorer_prior(self.scorer, prompts, self.calibration))
+        return calibrate(logprobs, scorer_prior(self.scorer, prompts, self.calibration))
+
+    def dev(self, prompts) -> tuple[np.ndarray, np.ndarray]:
+        """Dev accuracy and gap reward per prompt (:meth:`_dev_scores`)."""
+        from rlprompt.envs.prompt_env import batch_accuracy, gap_reward
+
+        logprobs = self._dev_scores(prompts)
         env = self.config.env
         return (batch_accuracy(logprobs, self.dev_labels),
                 gap_reward(logprobs, self.dev_labels, env.correct_scale, env.wrong_scale))  # fmt: skip
 
     def dev_ensemble(self, prompts) -> float:
-        """Dev accuracy of ``prompts`` as one ensemble (each input's label: the argmax of their mean
-        normalised calibrated label log-probabilities, as :func:`ensemble_result` takes them on test); their
-        dev scores are cached from the selection, so this scores nothing new."""
+        """Dev accuracy of ``prompts`` as one ensemble (:func:`ensemble_scores`, as on test); their dev
+        scores are cached from the selection, so this scores nothing new."""
         from rlprompt.envs.prompt_env import batch_accuracy
 
-        prompts = self.task_prompts(prompts)
-        logprobs = self.scorer.score(prompts, self.dev_examples)
-        logprobs = calibrate(logprobs, scorer_prior(self.scorer, prompts, self.calibration))
-        mean = np.mean([normalised(lp) for lp in logprobs], axis=0)
-        return float(batch_accuracy(mean[None], self.dev_labels)[0])
+        scores = ensemble_scores(self._dev_scores(prompts))
+        return float(batch_accuracy(scores[None], self.dev_labels)[0])
 
     def export_fields(self) -> dict:
         task = self.task

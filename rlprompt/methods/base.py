@@ -312,16 +312,6 @@ def top_k_metrics(objective, top: TopCandidates, top_k: TopK) -> dict:
             "top_k_prompts": top_k_prompts(objective, top, top_k.scores)}  # fmt: skip
 
 
-def ensemble_members(config, objective, top: TopCandidates, best: Candidate) -> tuple[list[Candidate], float]:
-    """The other prompts of the run's ensemble (the ``config.ensemble`` best by dev, ``best`` first) and
-    the ensemble's dev score; none and ``best``'s own dev score when the artifact is one prompt (or no
-    other prompt reached dev)."""
-    members = [c for c in top.items if c.ids != best.ids][: config.ensemble - 1]
-    if not members:
-        return [], best.dev_score
-    return members, objective.dev_ensemble([best.ids, *(c.ids for c in members)])
-
-
 def ensemble_fields(objective, best: Candidate, members: list[Candidate]) -> dict:
     """``LearnedPrompt.ensemble`` for an ensemble's prompt file (nothing for one prompt)."""
     if not members:
@@ -337,13 +327,17 @@ def chosen_test_score(top: TopCandidates, top_k: TopK, best: Candidate, members:
     return next(s for c, s in zip(top.items, top_k.scores, strict=True) if c.ids == best.ids)
 
 
-def evaluate_artifact(ctx: MethodContext, objective, best: Candidate, manual: str, members: list[Candidate],
-                      dev_score: float) -> TestResult:  # fmt: skip
-    """The objective's test of the artifact: ``best`` alone, or the ensemble of ``best`` and ``members``
-    (a classification objective; other kinds refuse ``ensemble`` > 1 when the task loads)."""
+def evaluate_artifact(ctx: MethodContext, objective, top: TopCandidates, best: Candidate,
+                      manual: str) -> tuple[list[Candidate], float, TestResult]:  # fmt: skip
+    """The run's artifact and its test: ``best`` alone, or (``config.ensemble`` > 1, a classification
+    objective; other kinds refuse it when the task loads) the ensemble of ``best`` and the next best
+    prompts by dev in ``top``. Returns those other prompts (none for one prompt, or when no other reached
+    dev), the artifact's dev score and the objective's test."""
+    members = [c for c in top.items if c.ids != best.ids][: ctx.config.ensemble - 1]
     if not members:
-        return objective.test(ctx, best, manual)
-    return objective.test(ctx, best, manual, members, dev_score)
+        return [], best.dev_score, objective.test(ctx, best, manual)
+    dev_score = objective.dev_ensemble([best.ids, *(c.ids for c in members)])
+    return members, dev_score, objective.test(ctx, best, manual, members, dev_score)
 
 
 def learned_description(best: Candidate, members: list[Candidate]) -> str:

@@ -41,7 +41,6 @@ from rlprompt.methods.base import (
     TopCandidates,
     chosen_test_score,
     ensemble_fields,
-    ensemble_members,
     evaluate_artifact,
     learned_description,
     path_bytes,
@@ -214,8 +213,7 @@ def run(ctx: MethodContext) -> MethodResult:
         raise KeyboardInterrupt
     lm_tokens = int(objective.stats.tokens_processed)  # training and dev; test scoring comes next
     reward_queries = int(objective.stats.pairs_scored)
-    members, dev_score = ensemble_members(config, objective, tracker.top, best)
-    test = evaluate_artifact(ctx, objective, best, manual, members, dev_score)
+    members, dev_score, test = evaluate_artifact(ctx, objective, tracker.top, best, manual)
     top_k = top_k_score(ctx, objective, tracker.top, test)
     metrics = {
         f"dev_{objective.metric}": dev_score,
