@@ -45,9 +45,10 @@ def main() -> int:
         for seed in args.seeds:
             # The quickstart's restarts and self-imitation are PPO and A2C features that SQL refuses.
             own = ["rl.restart_window=0", "rl.imitate_top=0"] if algo == "sql" else []
-            overrides = [f"rl.algo={algo}", f"seed={seed}", f"max_reward_queries={args.queries}",
-                         f"total_timesteps={args.steps}", f"output_dir={out / 'algorithm-runs'}",
-                         *own, *args.set]  # fmt: skip
+            # float32 on any CPU: the stored comparison was measured in it (auto is bf16 on native-bf16 CPUs).
+            overrides = ["dtype=float32", f"rl.algo={algo}", f"seed={seed}",
+                         f"max_reward_queries={args.queries}", f"total_timesteps={args.steps}",
+                         f"output_dir={out / 'algorithm-runs'}", *own, *args.set]  # fmt: skip
             config = load_train_config(str(ROOT / "configs" / "quickstart.yaml"), overrides)
             done = train(config, progress=sys.stderr.isatty())
             result = done["results"][0]

@@ -127,8 +127,8 @@ class CoreConfig:
 
     model: str = "smollm2-135m"  # the frozen task LM
     # Where the task LM and the policy's backbone run, and in what precision: auto is the first GPU in
-    # bfloat16, else the CPU in float32 (see rlprompt.models.resolve_dtype). config.yaml records what
-    # auto resolved to.
+    # bfloat16, else the CPU, in bfloat16 where it computes in bf16 natively (AVX512-BF16, AMX) and in
+    # float32 elsewhere (see rlprompt.models.resolve_dtype). config.yaml records what auto resolved to.
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     dtype: typing.Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     method: MethodName = "rl"  # one method; see `methods` for several

@@ -118,7 +118,8 @@ def _prepare(config: TrainConfig, progress: bool, run_dir: Path | None, resume: 
 
         speed = probe_speed(test_scorer, task.examples("train"), len(lm.tokenizer), config.env.prompt_length,
                             whole=needs_whole_speed(config))  # fmt: skip
-        plan = format_plan(plan_run(config, task, speed), speed, config, splits)
+        where = lm.device if lm.device == "server" else f"{lm.name} on {lm.device}, {lm.dtype}"
+        plan = format_plan(plan_run(config, task, speed), speed, config, splits, where)
         print(plan, flush=True)
     if dry_run:
         return {"run_dir": None, "results": [], "interrupted": False, "plan": plan,

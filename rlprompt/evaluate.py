@@ -81,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
     p.add_argument(
         "--dtype", default="auto", choices=("auto", *DTYPES),
-        help="the model's precision (default: %(default)s: bfloat16 on a GPU, float32 on a CPU)",
+        help="the model's precision (default: %(default)s: bfloat16 on a GPU or a CPU with native bf16, "
+        "else float32)",
     )  # fmt: skip
     p.add_argument(
         "--batch-tokens", type=int, default=4096, help="tokens per forward pass (default: %(default)s)"

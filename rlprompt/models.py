@@ -169,13 +169,38 @@ def resolve_device(device: str = "auto") -> str:
     return f"{parsed.type}:{index}"
 
 
+CPU_BF16_ENV = "RLPROMPT_CPU_BF16"  # 1/0 overrides what auto reads from the CPU (tests pin 0)
+NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}  # x86 instructions that compute in bf16 (Linux cpuinfo)
+
+
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX-BF16), from ``cpuinfo``'s
+    flags; ``$RLPROMPT_CPU_BF16`` (1 or 0) overrides. Elsewhere bf16 is emulated, slower than fp32."""
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced:
+        if forced not in ("0", "1"):
+            raise RLPromptError(f"{CPU_BF16_ENV}={forced!r}: use 1 (bfloat16) or 0 (float32)")
+        return forced == "1"
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return bool(NATIVE_BF16_FLAGS & set(line.partition(":")[2].split()))
+    return False
+
+
 def resolve_dtype(dtype: str, device: str) -> str:
-    """``auto``: bfloat16 on a CUDA GPU that supports it (float16 on one that does not), float32 on CPUs
-    and MPS. On CPUs bfloat16 is faster where the CPU has native bf16, but it moves learned prompts' label
-    log-probs (see the README's backend table), so it is asked for, not assumed."""
+    """``auto``: bfloat16 on a CUDA GPU that supports it (float16 on one that does not) and on a CPU that
+    computes in bf16 natively (:func:`cpu_has_native_bf16`); float32 on other CPUs and on MPS. On such a
+    CPU bf16 scores 2.7 times faster and RL learns as well from its rewards (README, "Which dtype auto
+    picks"); elsewhere it is emulated and slower than float32."""
     if dtype == "auto":
         if device.startswith("cuda"):
             return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        if device == "cpu" and cpu_has_native_bf16():
+            return "bfloat16"
         return "float32"
     if dtype not in DTYPES:
         raise RLPromptError(f"dtype {dtype!r}: use auto, {', '.join(DTYPES)}")

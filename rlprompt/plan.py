@@ -141,10 +141,12 @@ def gradient_estimate(method: str, config, sizes: Sizes, speed: Speed) -> Estima
     return Estimate(queries, queries, seconds)
 
 
-def format_plan(plans: list[MethodPlan], speed: Speed, config=None, splits: int = 1) -> str:
-    """The plan's lines. With ``config``: ``executor: ray`` runs ``ray.num_cpus // threads_per_run`` runs
-    at a time here, each on ``threads_per_run`` threads (assumed to cost time in inverse proportion to
-    the threads the speed was probed with); ``splits`` data splits (``task.seeds``) multiply the grid."""
+def format_plan(plans: list[MethodPlan], speed: Speed, config=None, splits: int = 1, where: str = "") -> str:
+    """The plan's lines; ``where`` names the task LM's placement (e.g. ``smollm2-135m on cpu, bfloat16``:
+    dtype auto depends on the machine). With ``config``: ``executor: ray`` runs ``ray.num_cpus //
+    threads_per_run`` runs at a time here, each on ``threads_per_run`` threads (assumed to cost time in
+    inverse proportion to the threads the speed was probed with); ``splits`` data splits
+    (``task.seeds``) multiply the grid."""
     import os
 
     import torch
@@ -165,7 +167,8 @@ def format_plan(plans: list[MethodPlan], speed: Speed, config=None, splits: int 
         how += f", {splits} data splits"
         total *= splits
     whole = f", {speed.full:.0f} whole" if speed.full else ""
-    lines = [f"plan: ~{_minutes(total)} in all {how} (scoring {speed.warm:.0f} pairs/s warm, "
+    where = f"{where}; " if where else ""
+    lines = [f"plan: ~{_minutes(total)} in all {how} ({where}scoring {speed.warm:.0f} pairs/s warm, "
              f"{speed.cold:.0f} cold{whole})"]  # fmt: skip
     lines += ["  " + p.line() for p in plans]
     return "\n".join(lines)

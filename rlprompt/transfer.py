@@ -253,7 +253,11 @@ def _parser() -> argparse.ArgumentParser:
         "%(default)s; see python -m rlprompt.evaluate --help)",
     )  # fmt: skip
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
-    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    p.add_argument(
+        "--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+        help="the models' precision (default: %(default)s: bfloat16 on a GPU or a CPU with native bf16, "
+        "else float32)",
+    )  # fmt: skip
     p.add_argument("--output-dir", default="transfer", help="where the outputs go (default: %(default)s)")
     p.add_argument("--quiet", action="store_true")
     add_verbose_flag(p)

@@ -7,6 +7,7 @@ absolute position embeddings: a wrong position id under padding changes its outp
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,11 @@ from tests import deprecation_guard
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 deprecation_guard.install()
+
+# dtype auto means float32 in every test, on every CPU: bf16 on CPUs that have it natively would move
+# scores (tests compare them with tolerances set for float32, e.g. against a float32 vLLM server). Set
+# here, before any model loads, so the CLIs the tests start as subprocesses inherit it.
+os.environ["RLPROMPT_CPU_BF16"] = "0"
 
 
 @pytest.fixture(autouse=True)

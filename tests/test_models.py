@@ -72,3 +72,38 @@ def test_unknown_model_is_a_clear_error(tmp_path):
         load_model("no-such/model")
     with pytest.raises(RLPromptError, match="has no config.json"):
         load_model(str(tmp_path))
+
+
+def test_auto_dtype_on_a_cpu_is_bf16_only_where_it_is_native(tmp_path, monkeypatch):
+    """auto reads the CPU's flags: bf16 with AVX512-BF16 or AMX-BF16, float32 with AVX2 or AVX-512 alone
+    (bf16 emulated there is slower than fp32); RLPROMPT_CPU_BF16 overrides either way."""
+    monkeypatch.delenv(models.CPU_BF16_ENV, raising=False)
+    flags = {
+        "avx2": "fpu sse avx avx2 fma",
+        "avx512": "fpu avx2 avx512f avx512bw avx512vl avx512_vnni",
+        "avx512_bf16": "fpu avx2 avx512f avx512bw avx512_bf16",
+        "amx": "fpu avx2 avx512f amx_bf16 amx_tile amx_int8",
+    }
+    expect = {"avx2": "float32", "avx512": "float32", "avx512_bf16": "bfloat16", "amx": "bfloat16"}
+    for name, line in flags.items():
+        info = tmp_path / name
+        info.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {line}\n\nprocessor\t: 1\n")
+        monkeypatch.setattr(models.cpu_has_native_bf16, "__defaults__", (str(info),))
+        assert models.resolve_dtype("auto", "cpu") == expect[name], name
+        assert models.resolve_dtype("float32", "cpu") == "float32"  # asked for: kept
+    monkeypatch.setattr(models.cpu_has_native_bf16, "__defaults__", (str(tmp_path / "missing"),))
+    assert models.resolve_dtype("auto", "cpu") == "float32"  # no cpuinfo (not Linux): float32
+    assert models.resolve_dtype("auto", "mps") == "float32"
+    monkeypatch.setenv(models.CPU_BF16_ENV, "1")
+    assert models.resolve_dtype("auto", "cpu") == "bfloat16"
+    monkeypatch.setattr(models.cpu_has_native_bf16, "__defaults__", (str(tmp_path / "amx"),))
+    monkeypatch.setenv(models.CPU_BF16_ENV, "0")
+    assert models.resolve_dtype("auto", "cpu") == "float32"
+    monkeypatch.setenv(models.CPU_BF16_ENV, "yes")
+    with pytest.raises(RLPromptError, match=r"RLPROMPT_CPU_BF16='yes': use 1 \(bfloat16\) or 0 \(float32\)"):
+        models.resolve_dtype("auto", "cpu")
+
+
+def test_the_tests_run_in_float32_on_every_cpu():
+    """conftest pins auto to float32 so that scores compare across machines with and without native bf16."""
+    assert models.resolve_dtype("auto", "cpu") == "float32"

@@ -181,6 +181,7 @@ def test_dry_run_checks_everything_prints_the_plan_and_writes_nothing(tiny_gpt2,
     code, out, err = run(train_main, base, capsys)
     assert code == 0, err
     assert out.startswith("plan: ~") and "pairs/s warm" in out
+    assert "(tiny-gpt2 on cpu, float32; scoring " in out, "where the task LM runs: auto resolved"
     for method in ("rl", "manual", "soft_prompt"):
         assert f"\n  {method}: ~" in out
     assert "(at most 6,610)" in out, "rl's bound: 3,200 prompts x 2 examples + 21 evaluations x 5 x 2"
