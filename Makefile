@@ -69,7 +69,7 @@ lock-vllm:
 	mv $(VLLM_LOCK).tmp $(VLLM_LOCK)
 	rm -rf .venv-vllm-lock
 
-# DEMO_ARGS: extra options, e.g. make demo DEMO_ARGS="--set dtype=bfloat16" (CPUs with native bf16)
+# DEMO_ARGS: extra options, e.g. make demo DEMO_ARGS="--set seed=1 --set dtype=float32"
 demo: install
 	$(PY) -m rlprompt.train --config configs/quickstart.yaml $(DEMO_ARGS)
 
