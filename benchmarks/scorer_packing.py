@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
-    lm = load_model(args.model)
+    lm = load_model(args.model, "cpu", "float32")  # the README's figures are float32's on any CPU
     task = load_task("sst-2")
     train, test = task.examples("train"), task.examples("test")[: args.test]
     print(f"{args.model}, torch threads {torch.get_num_threads()}")

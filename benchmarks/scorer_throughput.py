@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    lm = load_model(args.model)
+    lm = load_model(args.model, "cpu", "float32")  # the README's figures are float32's on any CPU
     task = load_task("sst-2")
     examples = task.examples("train")[: args.examples]
     prompts = PROMPTS[: args.prompts]

@@ -39,6 +39,7 @@ def train(
     showing progress)."""
     if len(config.task.seed_list) > 1:
         return _train_splits(config, progress, run_dir, resume, overwrite, dry_run)
+    requested = config
     grid = _prepare(config, progress and show_plan, run_dir, resume, overwrite, dry_run, splits)
     if isinstance(grid, dict):  # a dry run's answer
         return grid
@@ -56,7 +57,8 @@ def train(
                 results = [run_one(config, grid.methods[0], grid.seeds[0], task, lm, root, True,
                                    grid.test_scorer, {}, progress, stop, resume)]  # fmt: skip
             elif config.executor == "ray":
-                ((results, failures),) = run_on_ray([(config, root, grid.jobs)], resume, stop)
+                ((results, failures),) = run_on_ray([(_as_requested(config, requested), root, grid.jobs)],
+                                                     resume, stop)  # fmt: skip
             else:
                 results, failures = run_local(
                     config, grid.jobs, task, lm, root, grid.test_scorer, progress, stop, resume
@@ -67,6 +69,13 @@ def train(
                 raise
             print("\ninterrupted: the report covers the runs that finished", flush=True)
     return _finish(grid, results, failures, progress)
+
+
+def _as_requested(config: TrainConfig, requested: TrainConfig) -> TrainConfig:
+    """A grid's config for Ray workers: device and dtype as the user set them, so that ``auto`` resolves on
+    each worker's machine (the GPU Ray gave it, its CPU's bf16), not on the driver's; each run's own
+    config.yaml records what its worker resolved."""
+    return dataclasses.replace(config, device=requested.device, dtype=requested.dtype)
 
 
 @dataclasses.dataclass
@@ -118,7 +127,7 @@ def _prepare(config: TrainConfig, progress: bool, run_dir: Path | None, resume: 
 
         speed = probe_speed(test_scorer, task.examples("train"), len(lm.tokenizer), config.env.prompt_length,
                             whole=needs_whole_speed(config))  # fmt: skip
-        where = lm.device if lm.device == "server" else f"{lm.name} on {lm.device}, {lm.dtype}"
+        where = f"{lm.name} on a server" if lm.device == "server" else f"{lm.name} on {lm.device}, {lm.dtype}"
         plan = format_plan(plan_run(config, task, speed), speed, config, splits, where)
         print(plan, flush=True)
     if dry_run:
@@ -208,7 +217,9 @@ def _train_splits(config: TrainConfig, progress: bool, run_dir: Path | None, res
                  for i, (c, sub) in enumerate(zip(configs, subs, strict=True))]  # fmt: skip
         with StopRequest() as stop:
             try:
-                per_grid = run_on_ray([(g.config, g.root, g.jobs) for g in grids], resume, stop)
+                jobs = [(_as_requested(g.config, c), g.root, g.jobs)
+                        for g, c in zip(grids, configs, strict=True)]  # fmt: skip
+                per_grid = run_on_ray(jobs, resume, stop)
             except KeyboardInterrupt as stopped:
                 per_grid = getattr(stopped, "by_grid", None)
                 if not per_grid or not any(results for results, _ in per_grid):

@@ -133,6 +133,7 @@ class LanguageModel:
 
 
 _LOADED: dict[tuple[str, str, str], LanguageModel] = {}  # (name, device, dtype) -> model
+_REGISTERED: dict[tuple[str, str], LanguageModel] = {}  # (name, device) -> an in-memory model, its own dtype
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -219,6 +220,8 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto") -> Language
     The model is in eval mode with gradients off. Loaded models are shared within a process.
     """
     device = resolve_device(device)
+    if dtype == "auto" and (name, device) in _REGISTERED:  # an in-memory model is used in its own dtype
+        return _REGISTERED[(name, device)]
     dtype = resolve_dtype(dtype, device)
     key = (name, device, dtype)
     if key in _LOADED:
@@ -238,8 +241,9 @@ def check_model(name: str) -> None:
 
 def register_model(lm: LanguageModel) -> None:
     """Make an in-memory model loadable by its name (for tests and notebooks), on its own device and in
-    its own dtype."""
+    its own dtype (which ``dtype: auto`` then means for it)."""
     _LOADED[(lm.name, lm.device, lm.dtype)] = lm
+    _REGISTERED[(lm.name, lm.device)] = lm
 
 
 def model_kind(config) -> ModelKind:

@@ -45,10 +45,11 @@ class Row:
     cells: dict = field(default_factory=dict)
 
 
-def round_trip_problem(prompt: LearnedPrompt) -> str | None:
-    """Why re-tokenizing the prompt's text for its own model does not give back its ids, or None."""
+def round_trip_problem(prompt: LearnedPrompt, device: str = "auto", dtype: str = "auto") -> str | None:
+    """Why re-tokenizing the prompt's text for its own model does not give back its ids, or None (the
+    model is loaded where the transfer's targets are, so a target's copy is reused)."""
     try:
-        lm = load_model(prompt.model)
+        lm = load_model(prompt.model, device, dtype)
     except RLPromptError as err:
         return f"round trip not checked: {err}"
     from rlprompt.templates import Template, TemplateEncoder
@@ -141,7 +142,9 @@ def run_transfer(
         "targets": targets,
         "templates": templates,
         "rows": [vars(r) for r in [*rows, manual_row, empty_row]],
-        "round_trip": {row.name: round_trip_problem(p) for row, p in zip(rows, prompts, strict=True)},
+        "round_trip": {
+            row.name: round_trip_problem(p, device, dtype) for row, p in zip(rows, prompts, strict=True)
+        },
     }
 
 

@@ -134,3 +134,16 @@ def test_the_protocol_config_is_the_comparison_on_five_splits():
     splits = ["16-13", "16-21", "16-42", "16-87", "16-100"]
     assert protocol.task.seed_list == splits
     assert protocol == replace(compare, task=replace(compare.task, seeds=splits))
+
+
+def test_reference_configs_pin_float32_and_the_quickstart_leaves_it_to_the_machine():
+    """The configs whose figures are stored (benchmarks/results, README) repeat them on any CPU: dtype auto
+    would be bf16 on CPUs with native bf16. The quickstart takes the machine's fastest (auto)."""
+    from pathlib import Path
+
+    from rlprompt.config import load_train_config
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for name in ("sst2_compare.yaml", "sst2_protocol.yaml", "yelp_style.yaml"):
+        assert load_train_config(str(configs / name)).dtype == "float32", name
+    assert load_train_config(str(configs / "quickstart.yaml")).dtype == "auto"

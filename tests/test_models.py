@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -106,4 +107,15 @@ def test_auto_dtype_on_a_cpu_is_bf16_only_where_it_is_native(tmp_path, monkeypat
 
 def test_the_tests_run_in_float32_on_every_cpu():
     """conftest pins auto to float32 so that scores compare across machines with and without native bf16."""
+    assert os.environ[models.CPU_BF16_ENV] == "0"  # set by conftest, inherited by the CLIs and Ray workers
     assert models.resolve_dtype("auto", "cpu") == "float32"
+
+
+def test_a_registered_model_is_used_in_its_own_dtype_under_auto(tiny_gpt2, monkeypatch):
+    """An in-memory fp32 model registered by name stays what dtype auto loads, even on a CPU where auto
+    means bf16 (it is not a bundle to load in another precision)."""
+    models.register_model(tiny_gpt2)
+    monkeypatch.setenv(models.CPU_BF16_ENV, "1")
+    assert load_model("tiny-gpt2") is tiny_gpt2
+    with pytest.raises(RLPromptError):  # asked for bf16 explicitly: there is no such copy to load
+        load_model("tiny-gpt2", "cpu", "bfloat16")

@@ -62,10 +62,12 @@ def kind_module(spec: TaskKindSpec) -> ModuleType:
 
 
 def resolved(config, lm):
-    """The config with the device and dtype that ``auto`` resolved to: config.yaml records what ran (a
-    server's are its own business; the policy's backbone still runs here, as configured)."""
+    """The config with the device and dtype that ``auto`` resolved to: config.yaml records what ran. For
+    a server (whose own precision is its business) they are where the policy's backbone runs here."""
     from rlprompt.backends import backend_of
+    from rlprompt.models import resolve_device, resolve_dtype
 
     if backend_of(lm.name).name != "hf":
-        return config
+        device = resolve_device(config.device)
+        return dataclasses.replace(config, device=device, dtype=resolve_dtype(config.dtype, device))
     return dataclasses.replace(config, device=lm.device, dtype=lm.dtype)
