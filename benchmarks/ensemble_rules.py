@@ -64,8 +64,8 @@ def forward(scores: list[np.ndarray], labels: np.ndarray, picks: int = 7) -> lis
     return chosen
 
 
-def run_rules(run: Path, models: dict) -> dict[str, float]:
-    top = json.loads((run / "prompt.json").read_text())["metrics"].get("top_k_prompts", [])
+def run_rules(run: Path, top: list[dict], models: dict) -> dict[str, float]:
+    """Each rule's test accuracy for ``run``, whose top prompts by dev are ``top``."""
     config = load_train_config(str(run / "config.yaml"))
     key = (config.task.name, config.task.seed, config.model, config.dtype)
     if key not in models:
@@ -109,7 +109,7 @@ def main(paths: list[str]) -> None:
         if len(top) < 5:
             print(f"{run}: fewer than 5 top prompts (run with --set top_k_report=20)")
             continue
-        rows.append(run_rules(run, models))
+        rows.append(run_rules(run, top, models))
         print(f"{run}: " + "  ".join(f"{rule} {value:.3f}" for rule, value in rows[-1].items()), flush=True)
     if len(rows) > 1:
         chosen = np.array([r["chosen"] for r in rows])
