@@ -10,6 +10,8 @@ GGUF bundles are dequantised once and cached as safetensors under ``$RLPROMPT_CA
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -331,7 +333,8 @@ def _convert_gguf_bundle(bundle: Bundle, package_dir: Path, target: Path) -> Non
         print(f"rlprompt: dequantising {bundle.alias} once into {target} ...", flush=True)
         kwargs = {"gguf_file": gguf_path.name}
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kwargs)
+        with _gguf_bar_follows_transformers_switch():
+            model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, dtype=torch.float32, **kwargs)
         # The weights are plain fp32 now: drop the GGUF quantiser so save_pretrained writes them as such.
         model.hf_quantizer = None
         model.is_quantized = False
@@ -343,6 +346,24 @@ def _convert_gguf_bundle(bundle: Bundle, package_dir: Path, target: Path) -> Non
         if target.exists():  # another process finished first
             return
         os.replace(out, target)
+
+
+@contextlib.contextmanager
+def _gguf_bar_follows_transformers_switch():
+    """transformers' GGUF loader draws a plain tqdm bar that ignores the library's progress-bar switch
+    (which the quiet console turns off); make it follow the switch while a bundle is converted."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_loader
+    from transformers.utils import logging as hf_logging
+
+    original = getattr(gguf_loader, "tqdm", None)
+    if original is None or hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    gguf_loader.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_loader.tqdm = original
 
 
 def _load_directory(name: str, directory: Path, device: str = "cpu", dtype: str = "float32") -> LanguageModel:

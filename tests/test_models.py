@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,6 +33,25 @@ def test_gguf_bundle_is_cached_as_plain_safetensors(smol):
     config = (cached / "config.json").read_text()
     assert "quantization_config" not in config
     assert smol.model.dtype == torch.float32
+
+
+@pytest.mark.real_model
+def test_converting_a_gguf_bundle_under_the_quiet_console_draws_no_library_bar(tmp_path, capfd):
+    """transformers' GGUF loader draws its own tqdm bar outside the library's switch; --quiet hides it."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_loader
+
+    from rlprompt.console import quiet_libraries
+
+    bundle = models.BUNDLES["smollm2-135m"]
+    package_dir = Path(next(iter(importlib.util.find_spec(bundle.module).submodule_search_locations)))
+    loader_bar = gguf_loader.tqdm
+    with quiet_libraries(verbose=False):
+        models._convert_gguf_bundle(bundle, package_dir, tmp_path / "converted")
+    shown = capfd.readouterr()
+    assert "dequantising smollm2-135m once" in shown.out  # our own line stays
+    assert "GGUF" not in shown.err and "%|" not in shown.err
+    assert (tmp_path / "converted" / "model.safetensors").is_file()
+    assert gguf_loader.tqdm is loader_bar  # the loader is left as it was
 
 
 def test_kind_comes_from_the_config_not_the_name():
