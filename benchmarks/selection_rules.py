@@ -22,18 +22,14 @@ RUN_DIR is a comparison directory (its ``rl__s*`` and ``search__s*`` runs) or on
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
 import numpy as np
+from finished_runs import Scorers, finished_runs, top_prompts
 from rlprompt.envs.prompt_env import batch_accuracy, gap_reward
 
-from rlprompt.backends import load_task_model
 from rlprompt.calibration import calibrate, scorer_prior, task_calibration
 from rlprompt.config import load_train_config
-from rlprompt.evaluation import make_scorer
-from rlprompt.tasks import load_task
 
 
 def split_scores(scorer, prompts, examples, calibration, env) -> dict[str, np.ndarray]:
@@ -62,21 +58,15 @@ def choices(train: dict, dev: dict) -> dict[str, int]:
 
 
 def main(paths: list[str]) -> None:
-    runs = []
-    for path in map(Path, paths):
-        runs += [path] if (path / "prompt.json").exists() else sorted(path.glob("*__s*"))
     picked: dict[str, list[float]] = {}
-    for run in runs:
-        if not (run / "prompt.json").exists():
-            continue
-        top = json.loads((run / "prompt.json").read_text())["metrics"].get("top_k_prompts", [])
+    scorers = Scorers()
+    for run in finished_runs(paths):
+        top = top_prompts(run)
         if len(top) < 2 or "test" not in top[0]:
             print(f"{run}: no top-k prompts with test scores (run with --set top_k_report=10)")
             continue
         config = load_train_config(str(run / "config.yaml"))
-        task = load_task(config.task.name, config.task.seed)
-        lm = load_task_model(config.model, "cpu", "float32")
-        scorer = make_scorer(lm, task, config.task.template, prompt_budget=config.env.prompt_length * 4)
+        task, scorer = scorers.get(config, "float32")
         calibration = task_calibration(config.calibration, task)
         prompts = [tuple(p["token_ids"]) for p in top]
         train, dev = (split_scores(scorer, prompts, task.examples(s), calibration, config.env)

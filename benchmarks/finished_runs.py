@@ -1,0 +1,44 @@
+"""What the look-back scripts (``selection_rules.py``, ``ensemble_rules.py``) share: the finished runs
+under the paths they are given, each run's top prompts by dev, and one task and Scorer per (task, data
+split, model, dtype), loaded once however many runs use it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rlprompt.backends import load_task_model
+from rlprompt.evaluation import make_scorer
+from rlprompt.tasks import load_task
+
+
+def finished_runs(paths: list[str]) -> list[Path]:
+    """Each path that is a finished run, and the finished ``*__s*`` runs of each comparison directory."""
+    runs: list[Path] = []
+    for path in map(Path, paths):
+        runs += [path] if (path / "prompt.json").exists() else sorted(path.glob("*__s*"))
+    return [run for run in runs if (run / "prompt.json").exists()]
+
+
+def top_prompts(run: Path) -> list[dict]:
+    """The run's ``top_k_report`` best prompts by dev, best first (``prompt.json``'s top_k_prompts)."""
+    return json.loads((run / "prompt.json").read_text())["metrics"].get("top_k_prompts", [])
+
+
+class Scorers:
+    """The task and Scorer a run was scored with, loaded once per (task, split, model, dtype)."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[tuple, tuple] = {}
+
+    def get(self, config, dtype: str | None = None):
+        """``(task, scorer)`` for a run's config (a TrainConfig), in ``dtype`` (default: the run's own)."""
+        dtype = dtype or config.dtype
+        key = (config.task.name, config.task.seed, config.task.template, config.model, dtype,
+               config.env.prompt_length)  # fmt: skip
+        if key not in self._loaded:
+            task = load_task(config.task.name, config.task.seed)
+            lm = load_task_model(config.model, "cpu", dtype)
+            scorer = make_scorer(lm, task, config.task.template, prompt_budget=config.env.prompt_length * 4)
+            self._loaded[key] = (task, scorer)
+        return self._loaded[key]
