@@ -181,6 +181,14 @@ def _stats(values: list[float | None]) -> dict | None:
             "std": float(np.std(values, ddof=1)) if len(values) > 1 else None, "n": len(values)}  # fmt: skip
 
 
+def _top_3(result: MethodResult) -> float | None:
+    """RLPrompt's top-3 mean of a run; a result.json written before it was recorded has it only when the run
+    kept at most 3 prompts."""
+    if result.test_top_3 is not None:
+        return result.test_top_3
+    return result.test_top_k if result.top_k is not None and result.top_k <= 3 else None
+
+
 def report_json(results: list[MethodResult], references: list[dict] = (), failures: list[dict] = (),
                 baseline: str = "rl") -> dict:  # fmt: skip
     """The report's numbers, machine-readable (``report.json``): per method the test and dev scores over
@@ -195,6 +203,7 @@ def report_json(results: list[MethodResult], references: list[dict] = (), failur
             "test_raw": _stats([_raw(r) for r in rs]),
             "test_calibrated": _stats([r.test_metric("accuracy_calibrated") for r in rs]),
             "test_top_k": _stats([r.test_top_k for r in rs]),
+            "test_top_3": _stats([_top_3(r) for r in rs]),
             "test_ensemble": _stats([r.test_ensemble for r in rs]),
             "test_chosen": _stats([r.test_chosen for r in rs]),
             "top_k": sorted({r.top_k for r in rs if r.top_k}),
@@ -209,7 +218,8 @@ def report_json(results: list[MethodResult], references: list[dict] = (), failur
             "interpretable": rs[0].interpretable, "transferable": rs[0].transferable,
             "runs": [{"data_seed": r.data_seed, "seed": r.seed, "calibration": r.calibration,
                       "dev": r.dev_score, "test": r.test_score, "test_metrics": r.test_metrics,
-                      "test_top_k": r.test_top_k, "test_ensemble": r.test_ensemble,
+                      "test_top_k": r.test_top_k, "test_top_3": _top_3(r),
+                      "test_ensemble": r.test_ensemble,
                       "test_chosen": r.test_chosen,
                       "learned": r.learned, "steps": r.steps, "train_seconds": r.train_seconds,
                       "reward_queries": r.reward_queries, "lm_tokens": r.lm_tokens,
@@ -308,9 +318,11 @@ def report_markdown(
     top = {m: rs for m, rs in groups.items() if all(r.test_top_k is not None for r in rs)}
     if top:
         ks = "/".join(str(k) for k in sorted({r.top_k for rs in top.values() for r in rs}))
+        # RLPrompt's top-3 mean beside the top-k mean when the runs kept more than 3 prompts
+        top_3 = ks != "3" and all(_top_3(r) is not None for rs in top.values() for r in rs)
         ensemble = all(r.test_ensemble is not None for rs in top.values() for r in rs)
         ensembled = any(r.test_chosen is not None for rs in top.values() for r in rs)
-        lines += ["", f"## The chosen prompt and the top-{ks} mean", "",
+        lines += ["", f"## The chosen prompt and the top-{3 if top_3 else ks} mean", "",
                   f"RLPrompt reports the mean test {what} of the top 3 prompts by dev; the chosen prompt is "
                   f"the best one. Both as the run scored"
                   + (f"; the ensemble predicts each test input's label from the top-{ks} prompts' mean "
@@ -319,10 +331,13 @@ def report_markdown(
                      "ensemble's and this table's first column its best prompt's alone."
                      if ensembled else ""),
                   "",
-                  markdown_table(["method", f"chosen prompt, test {what}", f"top-{ks} mean, test {what}",
+                  markdown_table(["method", f"chosen prompt, test {what}",
+                                  *([f"top-3 mean, test {what}"] if top_3 else []),
+                                  f"top-{ks} mean, test {what}",
                                   *([f"top-{ks} ensemble, test {what}"] if ensemble else [])],
                                  [[m, _mean_std([r.test_score if r.test_chosen is None else r.test_chosen
                                                  for r in rs]),
+                                   *([_mean_std([_top_3(r) for r in rs])] if top_3 else []),
                                    _mean_std([r.test_top_k for r in rs]),
                                    *([_mean_std([r.test_ensemble for r in rs])] if ensemble else [])]
                                   for m, rs in top.items()])]  # fmt: skip

@@ -197,3 +197,26 @@ def test_the_top_k_table_gives_the_ensemble_beside_the_mean_when_every_run_has_o
     # A run without the figure (an older result.json): no column rather than a blank one
     text = report_markdown([runs[0], replace(runs[1], test_ensemble=None)])
     assert "ensemble" not in text.split("## The chosen prompt and the top-3 mean")[1].split("##")[0]
+
+
+def test_runs_that_kept_five_prompts_report_rlprompts_top_3_mean_beside_the_top_5_mean():
+    from rlprompt.comparison import report_json
+
+    runs = [replace(BASE, seed=s, test_metrics=_scores(a), top_k=5, test_top_k=m5, test_top_3=m3,
+                    test_ensemble=e)
+            for s, a, m3, m5, e in ((0, 0.70, 0.72, 0.68, 0.74), (1, 0.80, 0.78, 0.76, 0.82))]  # fmt: skip
+    section = report_markdown(runs).split("## The chosen prompt and the top-3 mean")[1].split("##")[0]
+    header = next(line for line in section.splitlines() if line.startswith("| method"))
+    assert [c.strip() for c in header.split("|")[2:6]] == [
+        "chosen prompt, test accuracy", "top-3 mean, test accuracy", "top-5 mean, test accuracy",
+        "top-5 ensemble, test accuracy"]  # fmt: skip
+    row = next(line for line in section.splitlines() if line.startswith("| rl"))
+    assert row.split("|")[2:6] == [" 0.750 ± 0.071 ", " 0.750 ± 0.042 ", " 0.720 ± 0.057 ", " 0.780 ± 0.057 "]
+    numbers = report_json(runs)["methods"]["rl"]
+    assert numbers["test_top_3"]["mean"] == pytest.approx(0.75)
+    assert [r["test_top_3"] for r in numbers["runs"]] == [0.72, 0.78]
+    # An older result.json (no test_top_3): its top-k mean is the top-3 mean only when it kept 3 or fewer
+    old = [replace(r, test_top_3=None) for r in runs]
+    assert "top-3 mean" not in report_markdown(old)
+    kept_3 = report_json([replace(r, top_k=3) for r in old])["methods"]["rl"]
+    assert kept_3["test_top_3"]["mean"] == pytest.approx(0.72)

@@ -150,6 +150,14 @@ def test_a_warm_started_run_writes_the_start_prompt_first(tiny_task, capsys, tin
     assert warm["prompt"] == "It was" and min(warm["probabilities"]) >= 0.5
 
 
+def test_rlprompts_top_3_mean_takes_the_first_three_of_more_kept_prompts():
+    from rlprompt.methods.base import TopK
+
+    assert TopK(0.6, 5, [0.9, 0.8, 0.7, 0.5, 0.1]).top_3_mean == pytest.approx(0.8)
+    assert TopK(0.85, 2, [0.9, 0.8]).top_3_mean == pytest.approx(0.85)
+    assert TopK().top_3_mean is None
+
+
 def test_the_top_k_mean_is_the_mean_test_accuracy_of_the_best_dev_prompts(tiny_task, capsys, tiny_gpt2):
     """RLPrompt's top-3 figure: the k best distinct prompts seen on dev, each scored on test as the run
     scores (batch-calibrated here; each one's score in prompt.json), averaged; the chosen prompt is the
@@ -177,6 +185,7 @@ def test_the_top_k_mean_is_the_mean_test_accuracy_of_the_best_dev_prompts(tiny_t
     scored = evaluate_prompts(scorer, task.examples("test"), [tuple(p["token_ids"]) for p in top],
                               calibration=task_calibration("batch", task))  # fmt: skip
     assert result.test_top_k == pytest.approx(np.mean([r.metrics.accuracy for r in scored]))
+    assert result.test_top_3 == exported["metrics"]["test_top_3_mean"] == pytest.approx(result.test_top_k)
     assert [p["test"] for p in top] == pytest.approx([r.metrics.accuracy for r in scored])
     assert scored[0].metrics.accuracy == pytest.approx(result.test_score)
     # The ensemble of the 3: each test sentence's class is the argmax of their mean calibrated label

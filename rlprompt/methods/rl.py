@@ -246,7 +246,8 @@ def run(ctx: MethodContext) -> MethodResult:
         interpretable=True, transferable=True, curve=tracker.log.curve, interrupted=interrupted,
         metric=objective.metric, calibration=config.calibration,
         calibrated_with=test.details.get("calibrated_with"), reward_queries=reward_queries,
-        test_correct=test.correct, test_top_k=top_k.mean, top_k=top_k.k, test_ensemble=top_k.ensemble,
+        test_correct=test.correct, test_top_k=top_k.mean, top_k=top_k.k, test_top_3=top_k.top_3_mean,
+        test_ensemble=top_k.ensemble,
         test_chosen=chosen_test_score(tracker.top, top_k, best, members),
     )  # fmt: skip
 

@@ -281,7 +281,8 @@ def run(ctx: MethodContext) -> MethodResult:
         interpretable=True, transferable=True, curve=log.curve, interrupted=interrupted,
         calibration=config.calibration, calibrated_with=test.details.get("calibrated_with"),
         reward_queries=reward_queries, test_correct=test.correct, test_top_k=top_k.mean, top_k=top_k.k,
-        test_ensemble=top_k.ensemble, test_chosen=chosen_test_score(top, top_k, best, members),
+        test_top_3=top_k.top_3_mean, test_ensemble=top_k.ensemble,
+        test_chosen=chosen_test_score(top, top_k, best, members),
     )  # fmt: skip
 
 
