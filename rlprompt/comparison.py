@@ -39,8 +39,20 @@ def collect(paths: list[str | Path]) -> list[MethodResult]:
                 raise RLPromptError(f"{file}: not a valid result file ({err})") from None
             if result.data_seed is None:  # written before results named their split
                 result.data_seed = _data_seed_of(file.parent)
+            if result.test_top_3 is None and (result.top_k or 0) > 3:  # written before it was recorded
+                result.test_top_3 = _top_3_of(file.parent / result.artifact)
             results.append(result)
     return results
+
+
+def _top_3_of(prompt_file: Path) -> float | None:
+    """RLPrompt's top-3 mean from a prompt file's ``metrics.top_k_prompts`` (each one's test score), or
+    None where the file or the scores are missing."""
+    try:
+        top = json.loads(prompt_file.read_text(encoding="utf-8"))["metrics"]["top_k_prompts"][:3]
+        return float(np.mean([p["test"] for p in top])) if top else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _data_seed_of(run_dir: Path) -> str | None:

@@ -220,3 +220,17 @@ def test_runs_that_kept_five_prompts_report_rlprompts_top_3_mean_beside_the_top_
     assert "top-3 mean" not in report_markdown(old)
     kept_3 = report_json([replace(r, top_k=3) for r in old])["methods"]["rl"]
     assert kept_3["test_top_3"]["mean"] == pytest.approx(0.72)
+
+
+def test_results_written_before_the_top_3_mean_get_it_from_their_prompt_file(tmp_path):
+    import json
+
+    kept_5 = replace(BASE, top_k=5, test_top_k=0.70, test_top_3=None)  # an earlier result.json
+    _write(tmp_path / "cmp", [kept_5, replace(kept_5, seed=1)])
+    top = [
+        {"text": str(i), "token_ids": [i], "dev": 0.8, "test": t} for i, t in enumerate((0.9, 0.8, 0.7, 0.6))
+    ]
+    prompt = {"text": "0", "metrics": {"top_k_prompts": top}}
+    (tmp_path / "cmp" / "rl__s0" / "prompt.json").write_text(json.dumps(prompt))
+    with_file, without = sorted(collect([tmp_path / "cmp"]), key=lambda r: r.seed)
+    assert with_file.test_top_3 == pytest.approx(0.8) and without.test_top_3 is None
