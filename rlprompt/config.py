@@ -29,6 +29,10 @@ class TaskConfig:
     # Test on a fixed sample of this many test examples (drawn with seed 0, so the same for every method,
     # seed and run; e.g. 2,000 of AG News's 7,600); None: all of them.
     test_examples: int | None = None
+    # Classification: the label word of each class, in class order (e.g. [negative, positive] for SST-2),
+    # in place of the task's own; every method of the run reads labels through them, and exported prompts
+    # and adapters record them. None: the task's.
+    verbalizers: list[str] | None = None
 
     @property
     def seed_list(self) -> list[str]:
@@ -41,6 +45,14 @@ class TaskConfig:
             raise ValueError(
                 f"'task.test_examples' must be at least 1 (or left out), not {self.test_examples}"
             )
+        if self.verbalizers is not None:
+            words = [str(w).strip() for w in self.verbalizers]
+            if not words or not all(words) or len(set(words)) != len(words):
+                raise ValueError(
+                    "'task.verbalizers' must be distinct, non-empty words, one per class, got "
+                    f"{self.verbalizers!r}"
+                )
+            self.verbalizers = words
         if self.kind is not None and self.kind not in TASK_KINDS:
             raise ValueError(f"'task.kind' must be one of {', '.join(TASK_KINDS)}, got {self.kind!r}")
 

@@ -119,6 +119,19 @@ def main(argv: list[str] | None = None) -> int:
         task_name, seed = "sst-2", None
     data_seed = args.seed or seed or DEFAULT_SEED
     task = load_task(args.task or task_name, data_seed)
+    # On its own task a prompt or adapter reads labels through the words it was trained with (a run's
+    # task.verbalizers may have replaced the task's)
+    recorded = [f.verbalizers for f in files if (f.task_source or f.task) == task_name]
+    recorded += [m.get("verbalizers") for m in adapters if (m.get("task_source") or m["task"]) == task_name]
+    words = {tuple(w) for w in recorded if w}
+    if args.task is None and len(words) > 1:
+        listed = " / ".join(" ".join(w) for w in sorted(words))
+        raise RLPromptError(
+            f"the prompt files and adapters for {task_name} read labels through different words ({listed}); "
+            "evaluate them separately"
+        )
+    if args.task is None and words and len(next(iter(words))) == task.num_classes:
+        task.verbalizers = list(next(iter(words)))
     examples = task.examples(args.split)[: args.limit]
     default_model = meta["model"] if meta else (source.model if source else "smollm2-135m")
     model_name = args.model or default_model

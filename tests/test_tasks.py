@@ -178,3 +178,47 @@ def test_test_examples_reaches_the_run_and_a_bad_value_is_refused(tmp_path, caps
 
     with pytest.raises(ValueError, match="'task.test_examples' must be at least 1"):
         TaskConfig(test_examples=0)
+
+
+def test_task_verbalizers_replace_the_label_words_for_the_run_its_prompt_file_and_evaluate(
+    tmp_path, capsys, tiny_gpt2
+):
+    from rlprompt.config import TaskConfig
+    from rlprompt.errors import run_cli
+    from rlprompt.evaluate import main as evaluate_main
+    from rlprompt.evaluation import evaluate_prompts, make_scorer
+    from rlprompt.methods import MethodResult
+    from rlprompt.models import register_model
+    from tests.conftest import train_cli, write_task
+    from tests.test_methods import ROWS
+
+    register_model(tiny_gpt2)
+    write_task(tmp_path, "tiny", ROWS)  # terrible / great
+    run_dir, _ = train_cli(tmp_path, capsys, "model=tiny-gpt2", "method=manual", "calibration=none",
+                           "task.verbalizers=[awful, superb]")  # fmt: skip
+    exported = json.loads((run_dir / "prompt.json").read_text())
+    assert exported["verbalizers"] == ["awful", "superb"]
+    # The run scored test through the new words: its per-example predictions are those of a scorer built
+    # with them, not with the task's own
+    task = load_task(str(tmp_path / "task.yaml"))
+    test = task.examples("test")
+    correct = {}
+    for words in (["awful", "superb"], ["terrible", "great"]):
+        task.verbalizers = words
+        (scored,) = evaluate_prompts(make_scorer(tiny_gpt2, task, prompt_budget=8), test, ["It was"])
+        correct[words[0]] = "".join(
+            "1" if p == ex.label else "0" for p, ex in zip(scored.scores.argmax(-1), test, strict=True)
+        )
+    assert MethodResult.load(run_dir / "result.json").test_correct == correct["awful"] != correct["terrible"]
+    # evaluate reads the prompt file's words on its own task
+    with pytest.raises(SystemExit) as done:
+        run_cli(evaluate_main, ["--prompt-file", str(run_dir / "prompt.json"), "--model", "tiny-gpt2",
+                                "--calibration", "none", "--json"])  # fmt: skip
+    assert done.value.code == 0
+    assert json.loads(capsys.readouterr().out)["verbalizers"] == ["awful", "superb"]
+    # One word per class, distinct
+    train_cli(
+        tmp_path, capsys, "model=tiny-gpt2", "method=manual", "task.verbalizers=[bad, ok, good]", expect=2
+    )
+    with pytest.raises(ValueError, match="'task.verbalizers' must be distinct"):
+        TaskConfig(verbalizers=["good", "good"])

@@ -15,6 +15,7 @@ from rlprompt.calibration import (
     scorer_prior,
     task_calibration,
 )
+from rlprompt.errors import RLPromptError
 from rlprompt.evaluation import (
     ensemble_accuracies,
     ensemble_result,
@@ -41,6 +42,13 @@ def load(config) -> LoadedTask:
     """The task (every split read and checked), the task LM and the shared test scorer."""
     task = load_task(config.task.name, config.task.seed)
     task.test_limit = config.task.test_examples
+    if config.task.verbalizers is not None:
+        if len(config.task.verbalizers) != task.num_classes:
+            raise RLPromptError(
+                f"task.verbalizers {config.task.verbalizers}: {task.name} has {task.num_classes} classes "
+                f"({', '.join(task.class_names)}), so it needs {task.num_classes} words, in that order"
+            )
+        task.verbalizers = list(config.task.verbalizers)
     for split in SPLITS:  # every split is read (and checked) before anything is written
         task.examples(split)
     lm = load_task_model(config.model, config.device, config.dtype)

@@ -30,6 +30,10 @@ def load(config) -> LoadedTask:
         import sacrebleu  # noqa: F401 - the test report needs it; say so now, not after training
     except ImportError:
         raise RLPromptError("style transfer needs sacrebleu for BLEU: pip install sacrebleu") from None
+    if config.task.verbalizers is not None:
+        raise RLPromptError(
+            f"task.verbalizers does not apply to {config.task.name!r}: rewrites have no labels"
+        )
     if config.task.template is not None:
         raise RLPromptError(
             f"task.template does not apply to {config.task.name!r}: rewrites use RLPrompt's template "
