@@ -274,15 +274,32 @@ def _merged(base: dict, over: dict) -> dict:
         out[key] = (
             _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
         )
+    if isinstance(over.get("task"), dict):
+        out["task"] = _words_stay_with_their_task(
+            base.get("task"), out["task"], "verbalizers" in over["task"]
+        )
     return out
+
+
+def _words_stay_with_their_task(before, task, sets_words: bool):
+    """Label words are chosen for one task: a config (or ``--set``) that names another task without setting
+    words drops them, so that the task reads labels through its own (and a 4-class task is not handed 2)."""
+    if isinstance(before, dict) and isinstance(task, dict) and not sets_words:
+        if task.get("name") != before.get("name"):
+            return {k: v for k, v in task.items() if k != "verbalizers"}
+    return task
 
 
 def load_train_config(path: str | None, overrides: list[str] | None = None):
     """The run configuration (a :data:`TrainConfig`) from a YAML file (or the defaults) and ``--set``
     overrides."""
     data = _one_wins(read_config_file(Path(path)) if path else {}, overrides or [])
+    sets_words = any(o.split("=", 1)[0].strip() == "task.verbalizers" for o in overrides or [])
     for item in overrides or []:  # one at a time: `task=my.yaml` then `task.seeds=...` keeps the name
+        before = data.get("task")
         data = _task_shorthand(apply_overrides(data, [item], TrainConfig))
+        if "task" in data:
+            data["task"] = _words_stay_with_their_task(before, data["task"], sets_words)
     return from_dict(TrainConfig, data, path or "--set")
 
 

@@ -124,6 +124,31 @@ def test_a_config_file_may_start_from_a_base_file(tmp_path):
         load_train_config(str(tmp_path / "lost.yaml"))
 
 
+def test_label_words_stay_with_the_task_they_were_chosen_for(tmp_path):
+    """A config's task.verbalizers belong to its task: naming another task (in a config that starts from it,
+    or with --set) without words of its own reads that task through its own words, so the comparison config
+    runs on MR or on 4-class AG News with --set task.name alone; words set alongside, or one task, stay."""
+    from rlprompt.config import load_train_config
+
+    (tmp_path / "base.yaml").write_text("task:\n  name: sst-2\n  verbalizers: [negative, positive]\n")
+    assert load_train_config(str(tmp_path / "base.yaml")).task.verbalizers == ["negative", "positive"]
+    for name, words in (("agnews", None), ("mr", None), ("sst-2", ["negative", "positive"])):
+        assert load_train_config(str(tmp_path / "base.yaml"), [f"task.name={name}"]).task.verbalizers == words
+    assert load_train_config(str(tmp_path / "base.yaml"), ["task=cr"]).task.verbalizers is None
+    # words set with the new name are kept, in either order
+    for sets in (
+        ["task.name=mr", "task.verbalizers=[bad, good]"],
+        ["task.verbalizers=[bad, good]", "task.name=mr"],
+    ):
+        assert load_train_config(str(tmp_path / "base.yaml"), sets).task.verbalizers == ["bad", "good"]
+    (tmp_path / "mr.yaml").write_text("base: base.yaml\ntask:\n  name: mr\n")
+    assert load_train_config(str(tmp_path / "mr.yaml")).task.verbalizers is None
+    (tmp_path / "seed.yaml").write_text("base: base.yaml\ntask:\n  seed: 16-13\n")
+    assert load_train_config(str(tmp_path / "seed.yaml")).task.verbalizers == ["negative", "positive"]
+    (tmp_path / "own.yaml").write_text("base: base.yaml\ntask:\n  name: cr\n  verbalizers: [bad, good]\n")
+    assert load_train_config(str(tmp_path / "own.yaml")).task.verbalizers == ["bad", "good"]
+
+
 def test_the_protocol_config_is_the_comparison_on_five_splits():
     from dataclasses import replace
 
