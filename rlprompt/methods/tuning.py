@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from rlprompt.calibration import calibrate, reference_method, task_calibration
+from rlprompt.calibration import calibrate, normalised, reference_method, task_calibration
 from rlprompt.checkpoint import StopAtOnce, check_finite, parameters_sum, restore_rng, save_checkpoint
 from rlprompt.compat import returned_cache
 from rlprompt.errors import RLPromptError
@@ -376,10 +376,11 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         for step in range(first, section.steps + 1):
             if step in eval_at and not (resume and step == first):  # a resumed step was evaluated
                 adapted.model.train(False)
-                accuracy = dev_accuracy(dev_logprobs(), dev)
+                scores = dev_logprobs()
+                accuracy, dev_loss = dev_accuracy(scores, dev), dev_cross_entropy(scores, dev)
                 loss_avg = float(np.mean(losses)) if losses else None
                 if (
-                    log.record(step, accuracy, stats.tokens_processed, train_loss=loss_avg)
+                    log.record(step, accuracy, stats.tokens_processed, train_loss=loss_avg, dev_loss=dev_loss)
                     or best_state is None
                 ):
                     best_state, best_step = snapshot(), step
@@ -460,6 +461,13 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         curve=log.curve, interrupted=interrupted, calibration=config.calibration,
         calibrated_with=reference.method,
     )  # fmt: skip
+
+
+def dev_cross_entropy(logprobs: np.ndarray, examples) -> float:
+    """The mean cross-entropy over the classes of the (calibrated) dev scores: the training loss's measure
+    on dev, finer than accuracy on a few dozen examples."""
+    labels = np.array([ex.label for ex in examples])
+    return float(-normalised(logprobs)[np.arange(len(labels)), labels].mean())
 
 
 def perplexity_before(ctx: MethodContext) -> tuple[list[str], float]:
