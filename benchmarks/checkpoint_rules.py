@@ -45,8 +45,9 @@ RULES = {
     "dev accuracy (ties: earliest)": lambda rows: _first(rows, lambda r: r["dev"]),
     "dev accuracy (ties: lower dev loss)": lambda rows: _first(rows, lambda r: (r["dev"], -r["dev_loss"])),
     "dev loss": lambda rows: _first(rows, lambda r: -r["dev_loss"]),
-    "trained only: dev accuracy (ties: lower dev loss)": lambda rows: 1
-    + _first(rows[1:], lambda r: (r["dev"], -r["dev_loss"])),
+    "trained only: dev accuracy (ties: lower dev loss)": lambda rows: (
+        1 + _first(rows[1:], lambda r: (r["dev"], -r["dev_loss"]))
+    ),
     "trained only: dev loss": lambda rows: 1 + _first(rows[1:], lambda r: -r["dev_loss"]),
     "last checkpoint": lambda rows: len(rows) - 1,
 }
@@ -132,8 +133,8 @@ def summarise(entries: list[dict]) -> dict:
 
 def markdown(summary: dict, splits: list[str], seeds: list[int], sample: int) -> str:
     methods = list(summary["methods"])
-    lines = [f"Calibrated test accuracy (a fixed sample of {sample} test examples) of the checkpoint each rule "
-             f"keeps; splits {', '.join(splits)}, seeds {', '.join(map(str, seeds))}; mean kept step in "
+    lines = [f"Calibrated test accuracy (a fixed sample of {sample} test examples) of the checkpoint each "
+             f"rule keeps; splits {', '.join(splits)}, seeds {', '.join(map(str, seeds))}; mean kept step in "
              "brackets", "", "| rule | " + " | ".join(methods) + " | mean |",
              "|---" * (len(methods) + 2) + "|"]  # fmt: skip
     for name, mean in summary["overall"].items():
@@ -168,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                             for r in entry["rows"]), flush=True)  # fmt: skip
                         entries.append(entry)
     except KeyboardInterrupt:
-        print(f"interrupted: finished runs are kept in {args.out}; the same command continues", file=sys.stderr)
+        print(f"interrupted: finished runs are kept in {args.out}; the same command continues",
+              file=sys.stderr)  # fmt: skip
         return 130
     summary = summarise(entries)
     summary.update(splits=args.splits, seeds=args.seeds, test_sample=args.test_sample, config=args.config)
