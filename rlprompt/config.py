@@ -151,6 +151,10 @@ class CoreConfig:
         16_000  # rl: env steps (prompt tokens written); prompts = total_timesteps / prompt_length
     )
     evaluations: int = 20  # dev evaluations spread evenly over every method's training (plus one at start)
+    # Which checkpoint a gradient method (soft prompt, prefix tuning, LoRA, IA3, full fine-tuning) keeps, from
+    # its dev evaluations: dev_accuracy (the earliest best), dev_accuracy_then_loss (the dev cross-entropy
+    # breaks ties, as the gap reward does for rl's prompts and the training loss for bbt's) or dev_loss.
+    checkpoint_rule: typing.Literal["dev_accuracy", "dev_accuracy_then_loss", "dev_loss"] = "dev_accuracy"
     # Checkpoints (for --resume) in each method's own steps (rl: env steps; tuning: optimizer steps);
     # None: after every dev evaluation. A stop request (Ctrl-C, SIGTERM) always writes one.
     checkpoint_every: int | None = None

@@ -210,6 +210,26 @@ def test_each_gradient_method_lowers_its_training_loss(
     assert all(not p.requires_grad for lm in shared for p in lm.model.parameters())
 
 
+@pytest.mark.parametrize("rule", ["dev_accuracy", "dev_accuracy_then_loss", "dev_loss"])
+def test_the_checkpoint_rule_decides_which_evaluation_is_kept(rule, tiny_task, capsys, tiny_llama):
+    register_model(tiny_llama)
+    _train(tiny_task, capsys, "model=tiny-llama", "method=lora", "lora.steps=12", "lora.batch_size=4",
+           "lora.learning_rate=0.02", "evaluations=6", f"checkpoint_rule={rule}")  # fmt: skip
+    (run_dir,) = (tiny_task / "runs").iterdir()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    keys = {"dev_accuracy": lambda r: (r["dev_score"],),
+            "dev_accuracy_then_loss": lambda r: (r["dev_score"], -r["dev_loss"]),
+            "dev_loss": lambda r: (-r["dev_loss"],)}  # fmt: skip
+    # Each rule's choice, worked out here from the logged evaluations (the first of equals wins).
+    chosen = {name: max(range(len(rows)), key=lambda i, k=key: (k(rows[i]), -i)) for name, key in keys.items()}
+    assert len({rows[i]["step"] for i in chosen.values()}) > 1, rows  # the rules disagree on this run
+    kept = rows[chosen[rule]]
+    result = MethodResult.load(run_dir / "result.json")
+    meta = json.loads((run_dir / result.artifact / "rlprompt_adapter.json").read_text())
+    assert meta["metrics"]["best_step"] == kept["step"]
+    assert result.dev_score == kept["dev_score"]
+
+
 @pytest.mark.parametrize(
     ("model", "method"),
     [

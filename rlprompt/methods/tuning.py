@@ -354,7 +354,8 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
     resume = ctx.resume
     log = EvalLog(ctx.run_dir, section.steps, f"{name} s{ctx.seed}", ctx.progress,
                   resume["log"] if resume else None)  # fmt: skip
-    best_state, best_step, losses = None, 0, []
+    keep = CHECKPOINT_RULES[config.checkpoint_rule]
+    best_state, best_step, best_key, best_dev, losses = None, 0, None, -1.0, []
     order: list[int] = []
     first = last_checkpoint = last_eval = 0
     checkpoints = trained.checkpoints
@@ -365,6 +366,9 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
             group["lr"], group["weight_decay"] = section.learning_rate, section.weight_decay
         rng.bit_generator.state = resume["data_rng"]
         best_state, best_step = resume["best_state"], resume["best_step"]
+        best_dev = resume.get("best_dev", resume["log"].get("best_score", -1.0))
+        # A checkpoint from before the rules recorded no key: its checkpoint counts as untied.
+        best_key = tuple(resume.get("best_key") or keep(best_step, best_dev, float("inf")))
         losses, order = resume["losses"], resume["order"]
         stats.pairs_scored, stats.tokens_processed = resume["scorer_stats"]
         restore_rng(resume["rng"])
@@ -379,11 +383,10 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
                 scores = dev_logprobs()
                 accuracy, dev_loss = dev_accuracy(scores, dev), dev_cross_entropy(scores, dev)
                 loss_avg = float(np.mean(losses)) if losses else None
-                if (
-                    log.record(step, accuracy, stats.tokens_processed, train_loss=loss_avg, dev_loss=dev_loss)
-                    or best_state is None
-                ):
-                    best_state, best_step = snapshot(), step
+                log.record(step, accuracy, stats.tokens_processed, train_loss=loss_avg, dev_loss=dev_loss)
+                key = keep(step, accuracy, dev_loss)
+                if best_key is None or key > best_key:  # on a tie the earlier checkpoint stays
+                    best_state, best_step, best_key, best_dev = snapshot(), step, key, accuracy
                 losses.clear()
                 last_eval = step
             if step == section.steps:
@@ -396,6 +399,7 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
                 save_checkpoint(ctx.run_dir, {
                     "method": name, "step": step, "params": snapshot(), "optimizer": optimizer.state_dict(),
                     "data_rng": rng.bit_generator.state, "best_state": best_state, "best_step": best_step,
+                    "best_key": best_key, "best_dev": best_dev,
                     "losses": list(losses), "order": list(order), "log": log.state(step),
                     "scorer_stats": (stats.pairs_scored, stats.tokens_processed),
                 })  # fmt: skip
@@ -443,7 +447,7 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
     artifact = save_adapter(
         name, ctx.run_dir, lm=lm, scorer=scorer, task=task, config=config, seed=ctx.seed,
         manual_prompt=manual, **trained.export(),
-        metrics={"dev_accuracy": log.best_score, "test_accuracy": metrics.accuracy,
+        metrics={"dev_accuracy": best_dev, "test_accuracy": metrics.accuracy,
                  "test_accuracy_raw": result.raw.accuracy,
                  "test_accuracy_calibrated": result.metrics.accuracy, "calibrated_with": reference.method,
                  "best_step": best_step},
@@ -452,7 +456,7 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
     learned = trained.learned(trainable)
     del optimizer
     return MethodResult(
-        method=name, seed=ctx.seed, model=lm.name, task=task.name, dev_score=log.best_score,
+        method=name, seed=ctx.seed, model=lm.name, task=task.name, dev_score=best_dev,
         test_metrics=classification_metrics_of(result, calibration.active),
         test_correct=classification_correct_of(result, calibration.active), steps=int(step),
         train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=trainable,
@@ -461,6 +465,15 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         curve=log.curve, interrupted=interrupted, calibration=config.calibration,
         calibrated_with=reference.method,
     )  # fmt: skip
+
+
+# How a gradient run chooses the checkpoint it keeps (config ``checkpoint_rule``), from each dev evaluation's
+# step, accuracy and cross-entropy: the largest key wins, the earlier checkpoint on a tie.
+CHECKPOINT_RULES = {
+    "dev_accuracy": lambda step, accuracy, loss: (accuracy,),
+    "dev_accuracy_then_loss": lambda step, accuracy, loss: (accuracy, -loss),
+    "dev_loss": lambda step, accuracy, loss: (-loss,),
+}
 
 
 def dev_cross_entropy(logprobs: np.ndarray, examples) -> float:
