@@ -221,7 +221,8 @@ def test_the_checkpoint_rule_decides_which_evaluation_is_kept(rule, tiny_task, c
             "dev_accuracy_then_loss": lambda r: (r["dev_score"], -r["dev_loss"]),
             "dev_loss": lambda r: (-r["dev_loss"],)}  # fmt: skip
     # Each rule's choice, worked out here from the logged evaluations (the first of equals wins).
-    chosen = {name: max(range(len(rows)), key=lambda i, k=key: (k(rows[i]), -i)) for name, key in keys.items()}
+    chosen = {name: max(range(len(rows)), key=lambda i, k=key: (k(rows[i]), -i))
+              for name, key in keys.items()}  # fmt: skip
     assert len({rows[i]["step"] for i in chosen.values()}) > 1, rows  # the rules disagree on this run
     kept = rows[chosen[rule]]
     result = MethodResult.load(run_dir / "result.json")
