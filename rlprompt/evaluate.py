@@ -27,7 +27,7 @@ from rlprompt.evaluation import (
     make_scorer,
     prompt_budget,
 )
-from rlprompt.export import load_adapter_meta, load_classification_prompt
+from rlprompt.export import load_adapter_meta, load_classification_prompt, own_task, recorded_label_words
 from rlprompt.models import DTYPES
 from rlprompt.scoring import PromptLike
 from rlprompt.tables import number, text_table
@@ -92,13 +92,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _own_task(source) -> str:
-    """The task a prompt file (or an adapter's metadata) was trained on: its source task for a transfer."""
-    if isinstance(source, dict):
-        return source.get("task_source") or source["task"]
-    return source.task_source or source.task
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.limit is not None and args.limit < 1:
@@ -119,27 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     source = files[0] if files else None  # the first prompt file (or adapter) supplies the defaults
     meta = adapters[0] if adapters else None
     if source is not None:
-        task_name, seed = _own_task(source), source.data_seed
+        task_name, seed = own_task(source), source.data_seed
     elif meta is not None:
-        task_name, seed = _own_task(meta), meta.get("data_seed")
+        task_name, seed = own_task(meta), meta.get("data_seed")
     else:
         task_name, seed = "sst-2", None
     data_seed = args.seed or seed or DEFAULT_SEED
     task = load_task(args.task or task_name, data_seed)
-    if args.task is None:
-        # On its own task a prompt or adapter reads labels through the words it was trained with (a run's
-        # task.verbalizers may have replaced the task's)
-        recorded = [f.verbalizers for f in files if _own_task(f) == task_name]
-        recorded += [m.get("verbalizers") for m in adapters if _own_task(m) == task_name]
-        words = {tuple(w) for w in recorded if w}
-        if len(words) > 1:
-            listed = " / ".join(" ".join(w) for w in sorted(words))
-            raise RLPromptError(
-                f"the prompt files and adapters for {task_name} read labels through different words "
-                f"({listed}); evaluate them separately"
-            )
-        if words and len(next(iter(words))) == task.num_classes:
-            task.verbalizers = list(next(iter(words)))
+    if (
+        args.task is None
+    ):  # on its own task a prompt or adapter reads labels through the words it trained with
+        words = recorded_label_words([*files, *adapters], task_name, task.num_classes)
+        if words is not None:
+            task.verbalizers = words
     examples = task.examples(args.split)[: args.limit]
     default_model = meta["model"] if meta else (source.model if source else "smollm2-135m")
     model_name = args.model or default_model

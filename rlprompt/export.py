@@ -231,3 +231,30 @@ def load_adapter_meta(path: str | Path) -> dict:
     if meta.get("format") != "rlprompt.adapter" or meta.get("method") not in ADAPTER_DIRS:
         raise RLPromptError(f"{meta_file}: not an rlprompt adapter description")
     return meta
+
+
+def own_task(source: LearnedPrompt | dict) -> str:
+    """The task a prompt file (or an adapter's metadata) was trained on, as it loads again: its source."""
+    if isinstance(source, dict):
+        return source.get("task_source") or source["task"]
+    return source.task_source or source.task
+
+
+def recorded_label_words(
+    sources: list[LearnedPrompt | dict], task_name: str, num_classes: int
+) -> list[str] | None:
+    """The label words the prompt files and adapters trained on ``task_name`` recorded (a run's
+    ``task.verbalizers`` may have replaced the task's), for scoring them on that task; None where none
+    recorded words for it, or their count does not fit the task. Different words: a one-line error."""
+    recorded = [s.verbalizers if isinstance(s, LearnedPrompt) else s.get("verbalizers") for s in sources
+                if own_task(s) == task_name]  # fmt: skip
+    words = {tuple(w) for w in recorded if w}
+    if len(words) > 1:
+        listed = " / ".join(" ".join(w) for w in sorted(words))
+        raise RLPromptError(
+            f"the prompt files and adapters for {task_name} read labels through different words ({listed}); "
+            "evaluate them separately"
+        )
+    if not words or len(next(iter(words))) != num_classes:
+        return None
+    return list(next(iter(words)))

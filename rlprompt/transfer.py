@@ -25,7 +25,7 @@ from rlprompt.calibration import CALIBRATIONS, task_calibration
 from rlprompt.console import add_verbose_flag
 from rlprompt.errors import RLPromptError, run_cli
 from rlprompt.evaluation import ensemble_result, evaluate_prompts, make_scorer, prompt_budget
-from rlprompt.export import LearnedPrompt, load_classification_prompt
+from rlprompt.export import LearnedPrompt, load_classification_prompt, recorded_label_words
 from rlprompt.files import atomic_write_bytes
 from rlprompt.models import load_model
 from rlprompt.registry import ARTIFACTS, METHODS
@@ -86,6 +86,11 @@ def run_transfer(
     targets, templates = [], {}
     for task_name in tasks:
         task = load_task(task_name, seed)
+        # On the prompts' own task, the label words they were trained with (a run's task.verbalizers may have
+        # replaced the task's); the manual and empty prompts of that column read the same words.
+        words = recorded_label_words(prompts, task_name, task.num_classes)
+        if words is not None:
+            task.verbalizers = words
         examples = task.examples(split)[:limit]
         manual_row.text = task.manual_prompt if len(tasks) == 1 else "(each task's manual prompt)"
         for model_name in models:

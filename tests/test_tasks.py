@@ -181,7 +181,7 @@ def test_test_examples_reaches_the_run_and_a_bad_value_is_refused(tmp_path, caps
 
 
 def test_task_verbalizers_replace_the_label_words_for_the_run_its_prompt_file_and_evaluate(
-    tmp_path, capsys, tiny_gpt2
+    tmp_path, capsys, tiny_gpt2, monkeypatch
 ):
     from rlprompt.config import TaskConfig
     from rlprompt.errors import run_cli
@@ -216,6 +216,19 @@ def test_task_verbalizers_replace_the_label_words_for_the_run_its_prompt_file_an
                                 "--calibration", "none", "--json"])  # fmt: skip
     assert done.value.code == 0
     assert json.loads(capsys.readouterr().out)["verbalizers"] == ["awful", "superb"]
+    # transfer too, on the prompt's own task (the manual and empty prompts of that column with it)
+    import rlprompt.transfer as transfer
+
+    built_with = []
+
+    def spy(lm, task, *args, **kwargs):
+        built_with.append(list(task.verbalizers))
+        return make_scorer(lm, task, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "make_scorer", spy)
+    transfer.run_transfer([run_dir / "prompt.json"], ["tiny-gpt2"], [str(tmp_path / "task.yaml")],
+                          progress=False, calibration="none")  # fmt: skip
+    assert built_with == [["awful", "superb"]]
     # One word per class, distinct
     train_cli(
         tmp_path, capsys, "model=tiny-gpt2", "method=manual", "task.verbalizers=[bad, ok, good]", expect=2
