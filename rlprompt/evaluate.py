@@ -119,9 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         task_name, seed = "sst-2", None
     data_seed = args.seed or seed or DEFAULT_SEED
     task = load_task(args.task or task_name, data_seed)
-    if (
-        args.task is None
-    ):  # on its own task a prompt or adapter reads labels through the words it trained with
+    if args.task is None:
+        # On its own task a prompt or adapter reads labels through the words it trained with
         words = recorded_label_words([*files, *adapters], task_name, task.num_classes)
         if words is not None:
             task.verbalizers = words

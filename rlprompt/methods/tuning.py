@@ -367,7 +367,7 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         rng.bit_generator.state = resume["data_rng"]
         best_state, best_step = resume["best_state"], resume["best_step"]
         best_dev = resume.get("best_dev", resume["log"].get("best_score", -1.0))
-        # A checkpoint from before the rules recorded no key: its checkpoint counts as untied.
+        # A checkpoint written before checkpoint_rule holds no key: its kept state loses every tie-break.
         best_key = tuple(resume.get("best_key") or keep(best_step, best_dev, float("inf")))
         losses, order = resume["losses"], resume["order"]
         stats.pairs_scored, stats.tokens_processed = resume["scorer_stats"]
