@@ -285,7 +285,8 @@ def report_markdown(
     lines = [
         f"# Comparison: {', '.join(tasks)} on {', '.join(models)}",
         "",
-        f"Test {what} of each method's best checkpoint by dev {what}, mean ± sample std over seeds, raw and "
+        f"Test {what} of the prompt or checkpoint each method kept on dev (by dev {what}; the gradient "
+        "methods by the config's checkpoint_rule), mean ± sample std over seeds, raw and "
         f"calibrated ({cal}: each prompt's label prior on the model, estimated without labels, removed "
         "before the argmax; see rlprompt/calibration.py). Scored: how the run scored dev (and so chose its "
         "prompt or checkpoint). The manual and empty prompts are reference rows, both ways. "
