@@ -26,10 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rlprompt.calibration import calibrate, reference_method, task_calibration
+from rlprompt.calibration import reference_method, task_calibration
 from rlprompt.config import load_train_config
 from rlprompt.console import quiet_libraries
 from rlprompt.driver import train
+from rlprompt.evaluation import scored_result
 from rlprompt.methods import tuning
 
 METHODS = ["soft_prompt", "prefix_tuning", "lora", "ia3", "full_finetune"]
@@ -62,6 +63,7 @@ class Recorder:
 
     def __init__(self, sample: int, seed: int = 0):
         self.sample, self.seed, self.rows = sample, seed, []
+        self.test = None  # the test sample, drawn at the first evaluation
 
     def wrap(self, cls):
         recorder = self
@@ -76,16 +78,18 @@ class Recorder:
 
     def test_accuracy(self, trained, scorer) -> float:
         task, config = trained.ctx.task, trained.ctx.config
-        test = task.examples("test")
-        if self.sample and self.sample < len(test):
-            picked = np.random.default_rng(self.seed).choice(len(test), self.sample, replace=False)
-            test = [test[i] for i in sorted(picked)]
-        logprobs = trained.score_on(scorer, test)
+        if self.test is None:
+            self.test = task.examples("test")
+            if self.sample and self.sample < len(self.test):
+                picked = np.random.default_rng(self.seed).choice(len(self.test), self.sample, replace=False)
+                self.test = [self.test[i] for i in sorted(picked)]
         calibration = task_calibration(reference_method(config.calibration), task)
-        prior = calibration.prior(lambda inputs: trained.score_on(scorer, inputs)[None], scorer.lm,
-                                  scorer.accepts_input)  # fmt: skip
-        labels = np.array([ex.label for ex in test])
-        return float(np.mean(calibrate(logprobs[None], prior)[0].argmax(-1) == labels))
+
+        def score(inputs, progress=False):
+            return trained.score_on(scorer, inputs)[None]
+
+        result = scored_result("checkpoint", score, self.test, calibration, scorer)
+        return float(result.metrics.accuracy)
 
 
 def run(config_path: str, overrides: list[str], method: str, split: str, seed: int, out: Path,

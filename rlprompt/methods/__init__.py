@@ -2,10 +2,9 @@
 
 Every method trains (or not) on the same training split, evaluates on dev through the Scorer at
 ``config.evaluations`` evenly spaced points of its budget, keeps its best prompt or checkpoint on dev
-(the gradient methods by ``config.checkpoint_rule``), reports its test accuracy and writes its
-artifact into its run directory. The driver
-(:mod:`rlprompt.driver`) runs methods over seeds and builds the comparison report
-(:mod:`rlprompt.comparison`).
+(the gradient methods by ``config.checkpoint_rule``), reports its test accuracy and writes its artifact
+into its run directory. The driver (:mod:`rlprompt.driver`) runs methods over seeds and builds the
+comparison report (:mod:`rlprompt.comparison`).
 Which methods exist, what they learn and what they need is :data:`rlprompt.registry.METHODS`
 (``python -m rlprompt.train --list-methods``).
 """

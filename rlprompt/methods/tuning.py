@@ -367,8 +367,8 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
         rng.bit_generator.state = resume["data_rng"]
         best_state, best_step = resume["best_state"], resume["best_step"]
         best_dev = resume.get("best_dev", resume["log"].get("best_score", -1.0))
-        # A checkpoint written before checkpoint_rule holds no key: its kept state loses every tie-break.
-        best_key = tuple(resume.get("best_key") or keep(best_step, best_dev, float("inf")))
+        # A checkpoint written before checkpoint_rule holds no key: its kept state counts as the worst loss.
+        best_key = tuple(resume.get("best_key") or keep(best_dev, float("inf")))
         losses, order = resume["losses"], resume["order"]
         stats.pairs_scored, stats.tokens_processed = resume["scorer_stats"]
         restore_rng(resume["rng"])
@@ -384,7 +384,7 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
                 accuracy, dev_loss = dev_accuracy(scores, dev), dev_cross_entropy(scores, dev)
                 loss_avg = float(np.mean(losses)) if losses else None
                 log.record(step, accuracy, stats.tokens_processed, train_loss=loss_avg, dev_loss=dev_loss)
-                key = keep(step, accuracy, dev_loss)
+                key = keep(accuracy, dev_loss)
                 if best_key is None or key > best_key:  # on a tie the earlier checkpoint stays
                     best_state, best_step, best_key, best_dev = snapshot(), step, key, accuracy
                 losses.clear()
@@ -468,11 +468,11 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
 
 
 # How a gradient run chooses the checkpoint it keeps (config ``checkpoint_rule``), from each dev evaluation's
-# step, accuracy and cross-entropy: the largest key wins, the earlier checkpoint on a tie.
+# accuracy and cross-entropy: the largest key wins, the earlier checkpoint on a tie.
 CHECKPOINT_RULES = {
-    "dev_accuracy": lambda step, accuracy, loss: (accuracy,),
-    "dev_accuracy_then_loss": lambda step, accuracy, loss: (accuracy, -loss),
-    "dev_loss": lambda step, accuracy, loss: (-loss,),
+    "dev_accuracy": lambda accuracy, loss: (accuracy,),
+    "dev_accuracy_then_loss": lambda accuracy, loss: (accuracy, -loss),
+    "dev_loss": lambda accuracy, loss: (-loss,),
 }
 
 
