@@ -63,7 +63,7 @@ class Recorder:
 
     def __init__(self, sample: int, seed: int = 0):
         self.sample, self.seed, self.rows = sample, seed, []
-        self.test = None  # the test sample, drawn at the first evaluation
+        self.test = self.calibration = None  # the test sample and calibration, made at the first evaluation
 
     def wrap(self, cls):
         recorder = self
@@ -83,12 +83,12 @@ class Recorder:
             if self.sample and self.sample < len(self.test):
                 picked = np.random.default_rng(self.seed).choice(len(self.test), self.sample, replace=False)
                 self.test = [self.test[i] for i in sorted(picked)]
-        calibration = task_calibration(reference_method(config.calibration), task)
+            self.calibration = task_calibration(reference_method(config.calibration), task)
 
         def score(inputs, progress=False):
             return trained.score_on(scorer, inputs)[None]
 
-        result = scored_result("checkpoint", score, self.test, calibration, scorer)
+        result = scored_result("checkpoint", score, self.test, self.calibration, scorer)
         return float(result.metrics.accuracy)
 
 
