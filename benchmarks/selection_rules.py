@@ -28,19 +28,19 @@ import numpy as np
 from finished_runs import Scorers, finished_runs, top_prompts
 from rlprompt.envs.prompt_env import batch_accuracy, gap_reward
 
-from rlprompt.calibration import calibrate, scorer_prior, task_calibration
+from rlprompt.calibration import calibrate, normalised, scorer_prior, task_calibration
 from rlprompt.config import load_train_config
 
 
 def split_scores(scorer, prompts, examples, calibration, env) -> dict[str, np.ndarray]:
     labels = np.array([ex.label for ex in examples])
     logprobs = scorer.score(prompts, examples)
+    # The run's own dev scoring: calibrated with the prior from the unlabelled training and dev inputs.
     logprobs = calibrate(logprobs, scorer_prior(scorer, prompts, calibration))
-    normalised = logprobs - np.logaddexp.reduce(logprobs, axis=-1, keepdims=True)
     return {
         "accuracy": batch_accuracy(logprobs, labels),
         "reward": gap_reward(logprobs, labels, env.correct_scale, env.wrong_scale),
-        "loglik": normalised[:, np.arange(len(labels)), labels].mean(-1),
+        "loglik": normalised(logprobs)[:, np.arange(len(labels)), labels].mean(-1),
         "n": np.full(len(prompts), len(examples)),
     }
 
