@@ -23,9 +23,9 @@ import torch
 
 import rlprompt.backends.hf as hf
 from rlprompt.evaluation import make_scorer
-from rlprompt.methods.fixed import in_context_template
 from rlprompt.models import load_model
 from rlprompt.tasks import load_task
+from rlprompt.templates import in_context_template
 
 
 def best_time(fn, repeats: int):

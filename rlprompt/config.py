@@ -33,6 +33,11 @@ class TaskConfig:
     # in place of the task's own; every method of the run reads labels through them, and exported prompts
     # and adapters record them. None: the task's.
     verbalizers: list[str] | None = None
+    # Classification: this many labelled training examples before each input in every method's template
+    # (balanced over classes, drawn by the run's seed, each filled with the manual prompt and its label
+    # word, as the in_context method draws them), so that every method of a seed reads the same ones;
+    # each run's config.yaml records its template. 0: none.
+    demonstrations: int = 0
 
     @property
     def seed_list(self) -> list[str]:
@@ -53,6 +58,11 @@ class TaskConfig:
                     f"{self.verbalizers!r}"
                 )
             self.verbalizers = words
+        if isinstance(self.demonstrations, bool) or not isinstance(self.demonstrations, int) \
+                or self.demonstrations < 0:  # fmt: skip
+            raise ValueError(
+                f"'task.demonstrations' must be a whole number >= 0, got {self.demonstrations!r}"
+            )
         if self.kind is not None and self.kind not in TASK_KINDS:
             raise ValueError(f"'task.kind' must be one of {', '.join(TASK_KINDS)}, got {self.kind!r}")
 
@@ -212,6 +222,11 @@ class CoreConfig:
                      heldout_sentences=self.heldout_sentences, threads_per_run=self.threads_per_run,
                      max_reward_queries=self.max_reward_queries, top_k_report=self.top_k_report,
                      ensemble=self.ensemble)  # fmt: skip
+        if self.task.demonstrations and "in_context" in (self.methods or [self.method]):
+            raise ValueError(
+                f"method 'in_context' with 'task.demonstrations' ({self.task.demonstrations}): the template "
+                "already puts demonstrations before each input, so compare with 'manual'"
+            )
         if self.ensemble > self.top_k_report:
             raise ValueError(
                 f"'ensemble' ({self.ensemble}) is more than 'top_k_report' ({self.top_k_report}): the "

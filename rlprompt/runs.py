@@ -22,8 +22,13 @@ def run_one(config, method, seed, task, lm, root: Path, single, test_scorer, cac
     a finished run is read back, an interrupted one continues from its checkpoint."""
     from stable_baselines3.common.utils import set_random_seed
 
+    from rlprompt.kinds import kind_module
     from rlprompt.methods import MethodContext, run_method
 
+    kind = task_kind(config.task.name, config.task.kind)
+    for_seed = getattr(kind_module(kind), "for_seed", None)  # a kind whose template a seed may change
+    if for_seed is not None:
+        config, test_scorer = for_seed(config, task, lm, seed, test_scorer)
     run_dir = root
     if not single:
         run_dir = root / f"{method}__s{seed}"
@@ -59,7 +64,7 @@ def run_one(config, method, seed, task, lm, root: Path, single, test_scorer, cac
         cache,
         stop,
         state,
-        task_kind(config.task.name, config.task.kind),
+        kind,
     )
     result = run_method(method, context)
     print(

@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from rlprompt.errors import RLPromptError
 from rlprompt.models import LanguageModel, ModelKind
 
@@ -230,3 +232,27 @@ class TemplateEncoder:
         return EncodedExample(
             head=tuple(head), tail=tuple(tail), label_from_end=label_from_end, label_in_head=label_in_head
         )
+
+
+def in_context_template(
+    base: str, kind: str, train, verbalizers: list[str], prompt: str, k: int, separator: str, seed: int
+) -> str:
+    """``base`` preceded by ``k`` demonstrations from ``train`` (balanced over classes, drawn by ``seed``),
+    each filled into ``base`` with ``prompt`` and its label word."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list] = {}
+    for ex in train:
+        by_class.setdefault(ex.label, []).append(ex)
+    classes = sorted(by_class)
+    chosen = []
+    for i in range(k):  # round-robin over classes: balanced
+        pool = by_class[classes[i % len(classes)]]
+        remaining = [ex for ex in pool if ex not in chosen]
+        if remaining:
+            chosen.append(remaining[int(rng.integers(len(remaining)))])
+    order = rng.permutation(len(chosen))
+    parsed = Template.parse(base, kind)
+    demos = [parsed.fill_text(chosen[i].text, prompt, verbalizers[chosen[i].label]) for i in order]
+    # Demonstrations are literal text: braces and the mask token must not read as template slots.
+    text = separator.join(d.replace("{", "(").replace("}", ")").replace("<mask>", "mask") for d in demos)
+    return text + separator + base

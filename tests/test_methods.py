@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -13,10 +14,10 @@ from rlprompt.backends.hf import Scorer
 from rlprompt.errors import run_cli
 from rlprompt.evaluate import main as evaluate_main
 from rlprompt.methods import MethodResult
-from rlprompt.methods.fixed import in_context_template
 from rlprompt.models import register_model
 from rlprompt.perplexity import heldout_sentences, perplexity
 from rlprompt.tasks import Example
+from rlprompt.templates import Template, in_context_template
 from tests.conftest import train_cli, write_task
 
 ROWS = [
@@ -122,6 +123,68 @@ def test_in_context_template_is_balanced_and_seeded(examples):
     again = in_context_template("{sentence} {prompt}", "causal", train, ["bad", "good"], "It was", 4, "\n", 0)
     other = in_context_template("{sentence} {prompt}", "causal", train, ["bad", "good"], "It was", 4, "\n", 1)
     assert text == again and text != other
+
+
+def test_rl_with_demonstrations_learns_and_tests_the_prompt_after_the_in_context_examples(
+    tiny_task, capsys, tiny_gpt2
+):
+    """task.demonstrations: the in_context method's demonstrations for the run's seed start the template
+    RL trains, chooses and tests with; the exported prompt carries it, and the reported test accuracy is
+    the exported prompt's under it, not under the plain template."""
+    from rlprompt.calibration import task_calibration
+    from rlprompt.evaluation import evaluate_prompts, make_scorer
+    from rlprompt.tasks import load_task
+
+    register_model(tiny_gpt2)
+    run_dir, rows = train_cli(
+        tiny_task, capsys, "model=tiny-gpt2", "method=rl", "seed=1", "task.demonstrations=2", "ensemble=1",
+        "total_timesteps=80", "evaluations=2", "env.num_envs=4", "env.prompt_length=3", "rl.batch_size=20",
+        "vocab.size=50", "policy.adapter_hidden=16",
+    )  # fmt: skip
+    exported = json.loads((run_dir / "prompt.json").read_text())
+    task = load_task(str(tiny_task / "task.yaml"))
+    template = in_context_template(
+        task.template_for("causal"), "causal", task.examples("train"), task.verbalizers, task.manual_prompt,
+        2, "\n", 1,
+    )  # fmt: skip
+    assert exported["template"] == Template.parse(template, "causal").text and len(rows) == 3
+    test, ids = task.examples("test"), tuple(exported["token_ids"])
+    calibration = task_calibration("batch", task)
+    with_demos = make_scorer(tiny_gpt2, task, template, prompt_budget=8)
+    (scored,) = evaluate_prompts(with_demos, test, [ids], calibration=calibration)
+    assert scored.metrics.accuracy == pytest.approx(MethodResult.load(run_dir / "result.json").test_score)
+    (plain,) = evaluate_prompts(
+        make_scorer(tiny_gpt2, task, prompt_budget=8), test, [ids], calibration=calibration
+    )
+    assert np.abs(scored.raw_scores - plain.raw_scores).max() > 1e-3
+
+
+def test_demonstrations_give_each_seed_its_own_and_make_manual_the_in_context_method(tiny_task, capsys):
+    """In a grid, each seed's runs read that seed's demonstrations (recorded in its config.yaml, so the run
+    repeats from it), and the manual prompt behind them is exactly the in_context method on that seed."""
+    import yaml
+
+    from rlprompt.tasks import load_task
+
+    root, _ = train_cli(tiny_task, capsys, "model=tiny-gpt2", "methods=[manual]", "seeds=[0, 1]",
+                        "task.demonstrations=2")  # fmt: skip
+    shutil.move(root, tiny_task / "with_demonstrations")
+    plain, _ = train_cli(tiny_task, capsys, "model=tiny-gpt2", "methods=[in_context]", "seeds=[0, 1]",
+                         "in_context.k=2")  # fmt: skip
+    task = load_task(str(tiny_task / "task.yaml"))
+    for seed in (0, 1):
+        run = tiny_task / "with_demonstrations" / f"manual__s{seed}"
+        recorded = yaml.safe_load((run / "config.yaml").read_text())["task"]
+        template = in_context_template(task.template_for("causal"), "causal", task.examples("train"),
+                                       task.verbalizers, task.manual_prompt, 2, "\n", seed)  # fmt: skip
+        assert recorded["template"] == template and recorded["demonstrations"] == 0
+        manual = MethodResult.load(run / "result.json")
+        in_context = MethodResult.load(plain / f"in_context__s{seed}" / "result.json")
+        assert manual.test_score == pytest.approx(in_context.test_score)
+        assert manual.dev_score == pytest.approx(in_context.dev_score)
+    templates = [yaml.safe_load((tiny_task / "with_demonstrations" / f"manual__s{s}" / "config.yaml")
+                 .read_text())["task"]["template"] for s in (0, 1)]  # fmt: skip
+    assert templates[0] != templates[1]
 
 
 @pytest.mark.parametrize("model", ["tiny_gpt2", "tiny_gpt2_eager", "tiny_llama"])

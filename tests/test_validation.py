@@ -141,6 +141,17 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
         return ["--set", "task.name=yelp-sentiment", "--set", "method=rl", "--set", "ensemble=3"], (
             "ensemble: 3 combines classification prompts' label probabilities; style transfer writes "
             "rewrites, so set ensemble: 1")  # fmt: skip
+    if case == "demonstrations on a style task":
+        args = ["--set", "task.name=yelp-sentiment", "--set", "method=rl", "--set", "task.demonstrations=2"]
+        return args, ("task.demonstrations: 2 puts labelled examples before each input; 'yelp-sentiment' "
+                      "has no labels, so set task.demonstrations: 0")  # fmt: skip
+    if case == "negative demonstrations":
+        return ["--set", "task.demonstrations=-1"], (
+            "'task.demonstrations' must be a whole number >= 0, got -1")  # fmt: skip
+    if case == "in_context on demonstrations":
+        return ["--set", "methods=[manual, in_context]", "--set", "task.demonstrations=2"], (
+            "method 'in_context' with 'task.demonstrations' (2): the template already puts demonstrations "
+            "before each input, so compare with 'manual'")  # fmt: skip
     if case == "ensemble larger than the reported top":
         return ["--set", "ensemble=5"], (
             "'ensemble' (5) is more than 'top_k_report' (3): the ensemble's prompts are the reported top "
@@ -156,7 +167,9 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
 
 CASES = [
     "style task with a method that needs labels", "unknown style target", "style task on a masked model",
-    "ensemble on a style task", "ensemble larger than the reported top",
+    "ensemble on a style task", "demonstrations on a style task", "negative demonstrations",
+    "in_context on demonstrations",
+    "ensemble larger than the reported top",
     "unknown task kind", "style kind declared for a classification task",
     "unknown key", "unknown key in a file", "wrong type", "missing data file", "empty data file",
     "header only",

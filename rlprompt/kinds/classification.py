@@ -5,6 +5,8 @@ to choose a prompt, and test accuracy (raw and calibrated) of the chosen, manual
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from rlprompt.backends import load_task_model
@@ -35,6 +37,7 @@ from rlprompt.methods.base import (
 from rlprompt.models import LanguageModel, same_tokenizer
 from rlprompt.registry import METHODS, methods_with_artifact
 from rlprompt.tasks import SPLITS, load_task
+from rlprompt.templates import in_context_template
 from rlprompt.vocab import TRANSLATION_ROOM
 
 
@@ -53,16 +56,44 @@ def load(config) -> LoadedTask:
         task.examples(split)
     lm = load_task_model(config.model, config.device, config.dtype)
     config = resolved(config, lm)
-    manual = config.manual_prompt if config.manual_prompt is not None else task.manual_prompt
     # One test scorer for the frozen LM with the task template: its sentence prefixes are computed once and
     # shared by every method that leaves the model unchanged. Its prompt budget fits every method's prompt.
-    # Soft prompts sit at the {prompt} slot (a prefix's keys and values do not take the slot's room).
+    # Built before the run directory: it checks the template, the verbalizers and the prompt budget.
+    test_scorer = make_scorer(lm, task, config.task.template, prompt_budget=_test_budget(config, task, lm),
+                              prefix_cache_mb=4096)  # fmt: skip
+    if config.task.demonstrations:
+        for_seed(config, task, lm, config.seed_list[0], test_scorer)  # checks the longer template too
+    return LoadedTask(task, lm, config, test_scorer)
+
+
+def _test_budget(config, task, lm: LanguageModel) -> int:
+    """The prompt tokens the test scorer reserves: room for every method's prompt (soft prompts sit at the
+    {prompt} slot; a prefix's keys and values do not take the slot's room)."""
+    manual = config.manual_prompt if config.manual_prompt is not None else task.manual_prompt
     virtual = [getattr(config, METHODS[name].section).num_virtual_tokens
                for name in methods_with_artifact("peft_prompt")]  # fmt: skip
-    budget = max(config.env.prompt_length, *virtual, prompt_budget(lm, [manual, *config.manual_prompts]))
-    # Built before the run directory: it checks the template, the verbalizers and the prompt budget.
-    test_scorer = make_scorer(lm, task, config.task.template, prompt_budget=budget, prefix_cache_mb=4096)
-    return LoadedTask(task, lm, config, test_scorer)
+    return max(config.env.prompt_length, *virtual, prompt_budget(lm, [manual, *config.manual_prompts]))
+
+
+def for_seed(config, task, lm: LanguageModel, seed: int, test_scorer):
+    """The config and test scorer of one seed's runs: as loaded, or with ``task.demonstrations`` the
+    seed's demonstrations written into the template (``task.demonstrations`` then 0, so that the run's
+    config.yaml gives the same template again) and a test scorer of its own for it."""
+    k = config.task.demonstrations
+    if not k:
+        return config, test_scorer
+    manual = config.manual_prompt if config.manual_prompt is not None else task.manual_prompt
+    template = in_context_template(
+        config.task.template or task.template_for(lm.kind), lm.kind, task.examples("train"), task.verbalizers,
+        manual, k, config.in_context.separator, seed,
+    )  # fmt: skip
+    config = dataclasses.replace(
+        config, task=dataclasses.replace(config.task, template=template, demonstrations=0)
+    )
+    scorer = make_scorer(
+        lm, task, template, prompt_budget=_test_budget(config, task, lm), prefix_cache_mb=4096
+    )
+    return config, scorer
 
 
 def objective(ctx: MethodContext, policy_lm: LanguageModel) -> ClassificationObjective:

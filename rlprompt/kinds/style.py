@@ -39,6 +39,11 @@ def load(config) -> LoadedTask:
             f"task.template does not apply to {config.task.name!r}: rewrites use RLPrompt's template "
             '{prompt} "{sentence}" "'
         )
+    if config.task.demonstrations:
+        raise RLPromptError(
+            f"task.demonstrations: {config.task.demonstrations} puts labelled examples before each input; "
+            f"{config.task.name!r} has no labels, so set task.demonstrations: 0"
+        )
     if config.ensemble > 1:
         raise RLPromptError(
             f"ensemble: {config.ensemble} combines classification prompts' label probabilities; style "

@@ -27,7 +27,7 @@ from rlprompt.methods.base import (
 )
 from rlprompt.scoring import ScorerStats
 from rlprompt.settings import at_least_one
-from rlprompt.templates import Template
+from rlprompt.templates import in_context_template
 from rlprompt.version import __version__
 
 
@@ -53,30 +53,6 @@ def run_in_context(ctx: MethodContext) -> MethodResult:
         ctx.config.in_context.k, ctx.config.in_context.separator, ctx.seed,
     )  # fmt: skip
     return _run_fixed(ctx, "in_context", template, [ctx.manual_prompt])
-
-
-def in_context_template(
-    base: str, kind: str, train, verbalizers: list[str], prompt: str, k: int, separator: str, seed: int
-) -> str:
-    """``base`` preceded by ``k`` demonstrations from ``train`` (balanced over classes, drawn by ``seed``),
-    each filled into ``base`` with ``prompt`` and its label word."""
-    rng = np.random.default_rng(seed)
-    by_class: dict[int, list] = {}
-    for ex in train:
-        by_class.setdefault(ex.label, []).append(ex)
-    classes = sorted(by_class)
-    chosen = []
-    for i in range(k):  # round-robin over classes: balanced
-        pool = by_class[classes[i % len(classes)]]
-        remaining = [ex for ex in pool if ex not in chosen]
-        if remaining:
-            chosen.append(remaining[int(rng.integers(len(remaining)))])
-    order = rng.permutation(len(chosen))
-    parsed = Template.parse(base, kind)
-    demos = [parsed.fill_text(chosen[i].text, prompt, verbalizers[chosen[i].label]) for i in order]
-    # Demonstrations are literal text: braces and the mask token must not read as template slots.
-    text = separator.join(d.replace("{", "(").replace("}", ")").replace("<mask>", "mask") for d in demos)
-    return text + separator + base
 
 
 def _run_fixed(ctx: MethodContext, method: str, template: str | None, prompts: list[str]) -> MethodResult:
