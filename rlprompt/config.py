@@ -58,11 +58,9 @@ class TaskConfig:
                     f"{self.verbalizers!r}"
                 )
             self.verbalizers = words
-        if isinstance(self.demonstrations, bool) or not isinstance(self.demonstrations, int) \
-                or self.demonstrations < 0:  # fmt: skip
-            raise ValueError(
-                f"'task.demonstrations' must be a whole number >= 0, got {self.demonstrations!r}"
-            )
+        k = self.demonstrations
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"'task.demonstrations' must be a whole number >= 0, got {k!r}")
         if self.kind is not None and self.kind not in TASK_KINDS:
             raise ValueError(f"'task.kind' must be one of {', '.join(TASK_KINDS)}, got {self.kind!r}")
 

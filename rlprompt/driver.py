@@ -125,7 +125,10 @@ def _prepare(config: TrainConfig, progress: bool, run_dir: Path | None, resume: 
     if test_scorer is not None and (progress or dry_run) and not resume:
         from rlprompt.plan import format_plan, needs_whole_speed, plan_run, probe_speed
 
-        speed = probe_speed(test_scorer, task.examples("train"), len(lm.tokenizer), config.env.prompt_length,
+        probe_scorer = test_scorer
+        if config.task.demonstrations:  # priced with the longer inputs the runs will read
+            _, probe_scorer = kind_module(kind).for_seed(config, task, lm, seeds[0], test_scorer)
+        speed = probe_speed(probe_scorer, task.examples("train"), len(lm.tokenizer), config.env.prompt_length,
                             whole=needs_whole_speed(config))  # fmt: skip
         where = f"{lm.name} on a server" if lm.device == "server" else f"{lm.name} on {lm.device}, {lm.dtype}"
         plan = format_plan(plan_run(config, task, speed), speed, config, splits, where)

@@ -188,6 +188,19 @@ def test_dry_run_checks_everything_prints_the_plan_and_writes_nothing(tiny_gpt2,
     assert "dry run: every check passed; nothing was written" in out and not out_dir.exists()
     code, _, err = run(train_main, [*base, "--set", "task.template=It was {sentence}"], capsys)
     assert code == 2 and "must contain {prompt} exactly once" in err, "the same checks as a run"
+    # With demonstrations the plan is priced on the inputs the runs will read, which are longer
+    code, with_demos, err = run(train_main, [*base, "--set", "task.demonstrations=2"], capsys)
+    assert code == 0, err
+    assert _plan_tokens(with_demos, "rl") > _plan_tokens(out, "rl") and not out_dir.exists()
+
+
+def _plan_tokens(plan: str, method: str) -> float:
+    import re
+
+    number, unit = re.search(
+        rf"\n  {method}: ~[^\n]*?, ~([\d,.]+)([kM]?) LM tokens", plan
+    ).groups()
+    return float(number.replace(",", "")) * {"": 1, "k": 1e3, "M": 1e6}[unit]
 
 
 def test_a_grid_over_data_splits_runs_each_split_and_reports_them_together(tiny_gpt2, tmp_path, capsys):
