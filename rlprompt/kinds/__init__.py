@@ -3,7 +3,9 @@
 
 * ``load(config) -> LoadedTask``: the task (every split checked), the task LM, the config as it will run,
   and the shared test scorer (None when the kind scores its own test set);
-* ``objective(ctx, policy_lm) -> Objective``: what the RL method (and the search) optimise.
+* ``objective(ctx, policy_lm) -> Objective``: what the RL method (and the search) optimise;
+* optionally ``for_seed(config, task, lm, seed, test_scorer) -> (config, test_scorer)``: what one seed's
+  runs read when the seed changes the template (classification's ``task.demonstrations``).
 
 ``classification`` (label through verbalizers: the benchmarks, task files, data directories) and ``style``
 (rewrite into a target style) are the two kinds.
