@@ -197,9 +197,7 @@ def test_dry_run_checks_everything_prints_the_plan_and_writes_nothing(tiny_gpt2,
 def _plan_tokens(plan: str, method: str) -> float:
     import re
 
-    number, unit = re.search(
-        rf"\n  {method}: ~[^\n]*?, ~([\d,.]+)([kM]?) LM tokens", plan
-    ).groups()
+    number, unit = re.search(rf"\n  {method}: ~[^\n]*?, ~([\d,.]+)([kM]?) LM tokens", plan).groups()
     return float(number.replace(",", "")) * {"": 1, "k": 1e3, "M": 1e6}[unit]
 
 
