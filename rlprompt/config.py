@@ -36,8 +36,11 @@ class TaskConfig:
     # Classification: this many labelled training examples before each input in every method's template
     # (balanced over classes, drawn by the run's seed, each filled with the manual prompt and its label
     # word, as the in_context method draws them), so that every method of a seed reads the same ones;
-    # each run's config.yaml records its template. 0: none.
+    # each run's config.yaml records its template, and its demonstrations' ids under exclude_train. 0: none.
     demonstrations: int = 0
+    # Classification: ids of training examples no method trains on (rewards, gradient steps, search,
+    # in-context draws); task.demonstrations adds its own, whose answers the template shows. []: none.
+    exclude_train: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def seed_list(self) -> list[str]:
@@ -61,6 +64,9 @@ class TaskConfig:
         k = self.demonstrations
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
             raise ValueError(f"'task.demonstrations' must be a whole number >= 0, got {k!r}")
+        ids = self.exclude_train
+        if not isinstance(ids, list) or not all(isinstance(uid, str) for uid in ids):
+            raise ValueError(f"'task.exclude_train' must be a list of example ids, got {ids!r}")
         if self.kind is not None and self.kind not in TASK_KINDS:
             raise ValueError(f"'task.kind' must be one of {', '.join(TASK_KINDS)}, got {self.kind!r}")
 
@@ -214,6 +220,10 @@ class CoreConfig:
     @property
     def seed_list(self) -> list[int]:
         return list(dict.fromkeys(self.seeds or [self.seed]))
+
+    def manual_prompt_for(self, task) -> str:
+        """The reference prompt: ``manual_prompt`` when set, else the task's own."""
+        return self.manual_prompt if self.manual_prompt is not None else task.manual_prompt
 
     def __post_init__(self) -> None:
         at_least_one("", total_timesteps=self.total_timesteps, evaluations=self.evaluations,

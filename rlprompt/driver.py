@@ -264,7 +264,7 @@ def _write_references(config: TrainConfig, task: Task, test_scorer, root: Path, 
     from rlprompt.evaluation import reference_results
     from rlprompt.methods import REFERENCES
 
-    manual = config.manual_prompt if config.manual_prompt is not None else task.manual_prompt
+    manual = config.manual_prompt_for(task)
     references = reference_results(test_scorer, task, manual, reference_method(config.calibration), progress)
     atomic_write_bytes(root / REFERENCES, (json.dumps(references, indent=2) + "\n").encode("utf-8"))
 

@@ -85,6 +85,24 @@ class Task:
             self._cache[split] = sampled_test(examples, self.test_limit) if split == "test" else examples
         return self._cache[split]
 
+    def training_examples(self, exclude=()) -> list[Example]:
+        """The training split less the examples whose ids are in ``exclude`` (``task.exclude_train``):
+        what the methods train on. Unknown ids are an error naming the first."""
+        train = self.examples("train")
+        if not exclude:
+            return train
+        known = {ex.uid for ex in train}
+        unknown = [uid for uid in exclude if uid not in known]
+        if unknown:
+            raise RLPromptError(
+                f"task.exclude_train: {unknown[0]!r} is not a training example of {self.name} "
+                f"(ids look like {train[0].uid!r})"
+            )
+        kept = [ex for ex in train if ex.uid not in set(exclude)]
+        if not kept:
+            raise RLPromptError(f"task.exclude_train leaves no training examples of {self.name}")
+        return kept
+
     @property
     def split_record(self) -> dict | None:
         """How a planned task's splits were made, and the ids in each (run directories keep it)."""

@@ -237,8 +237,18 @@ class TemplateEncoder:
 def in_context_template(
     base: str, kind: str, train, verbalizers: list[str], prompt: str, k: int, separator: str, seed: int
 ) -> str:
-    """``base`` preceded by ``k`` demonstrations from ``train`` (balanced over classes, drawn by ``seed``),
-    each filled into ``base`` with ``prompt`` and its label word."""
+    """``base`` preceded by ``k`` demonstrations from ``train`` (:func:`draw_demonstrations`), each filled
+    into ``base`` with ``prompt`` and its label word."""
+    parsed = Template.parse(base, kind)
+    demos = [parsed.fill_text(ex.text, prompt, verbalizers[ex.label])
+             for ex in draw_demonstrations(train, k, seed)]  # fmt: skip
+    # Demonstrations are literal text: braces and the mask token must not read as template slots.
+    text = separator.join(d.replace("{", "(").replace("}", ")").replace("<mask>", "mask") for d in demos)
+    return text + separator + base
+
+
+def draw_demonstrations(train, k: int, seed: int) -> list:
+    """``k`` examples of ``train``, balanced over classes, drawn and ordered by ``seed``."""
     rng = np.random.default_rng(seed)
     by_class: dict[int, list] = {}
     for ex in train:
@@ -250,9 +260,4 @@ def in_context_template(
         remaining = [ex for ex in pool if ex not in chosen]
         if remaining:
             chosen.append(remaining[int(rng.integers(len(remaining)))])
-    order = rng.permutation(len(chosen))
-    parsed = Template.parse(base, kind)
-    demos = [parsed.fill_text(chosen[i].text, prompt, verbalizers[chosen[i].label]) for i in order]
-    # Demonstrations are literal text: braces and the mask token must not read as template slots.
-    text = separator.join(d.replace("{", "(").replace("}", ")").replace("<mask>", "mask") for d in demos)
-    return text + separator + base
+    return [chosen[i] for i in rng.permutation(len(chosen))]

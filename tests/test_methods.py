@@ -187,6 +187,59 @@ def test_demonstrations_give_each_seed_its_own_and_make_manual_the_in_context_me
     assert templates[0] != templates[1]
 
 
+def test_demonstrations_are_left_out_of_training_and_the_recorded_config_repeats_the_run(
+    tiny_task, capsys, tiny_llama
+):
+    """No method trains on an input whose answer the template shows: a seed's demonstrations join
+    task.exclude_train in its config.yaml, which repeats the run exactly; the same template with them
+    trained on is another run."""
+    import yaml
+
+    from rlprompt.config import load_train_config
+    from rlprompt.evaluation import make_scorer
+    from rlprompt.kinds.classification import ClassificationObjective, for_seed
+    from rlprompt.tasks import load_task
+    from rlprompt.templates import draw_demonstrations
+    from rlprompt.train import main
+
+    register_model(tiny_llama)
+    settings = ["model=tiny-llama", "lora.steps=8", "lora.batch_size=4", "lora.learning_rate=0.02",
+                "evaluations=2", "methods=[lora, manual]", "seeds=[0]", "task.demonstrations=2"]  # fmt: skip
+    root, _ = train_cli(tiny_task, capsys, *settings)
+    task = load_task(str(tiny_task / "task.yaml"))
+    shown = [ex.uid for ex in draw_demonstrations(task.examples("train"), 2, 0)]
+    recorded_file = root / "lora__s0" / "config.yaml"
+    recorded = yaml.safe_load(recorded_file.read_text())["task"]
+    assert recorded["exclude_train"] == shown and recorded["demonstrations"] == 0
+
+    def rerun(name: str, *settings: str):
+        argv = ["--quiet", "--config", str(recorded_file), "--set", f"output_dir={tiny_task / name}"]
+        for setting in settings:
+            argv += ["--set", setting]
+        with pytest.raises(SystemExit) as done:
+            run_cli(main, argv)
+        assert done.value.code == 0, capsys.readouterr().err
+        (run,) = (tiny_task / name).iterdir()
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        return MethodResult.load(run / "result.json"), [r["train_loss"] for r in rows[1:]]
+
+    first = MethodResult.load(root / "lora__s0" / "result.json")
+    lines = (root / "lora__s0" / "metrics.jsonl").read_text().splitlines()
+    first_losses = [json.loads(line)["train_loss"] for line in lines[1:]]
+    again, again_losses = rerun("again")
+    assert again_losses == pytest.approx(first_losses, rel=1e-4)
+    assert (again.dev_score, again.test_score) == pytest.approx((first.dev_score, first.test_score))
+    _, with_shown = rerun("trained_on_them", "task.exclude_train=[]")
+    assert with_shown != pytest.approx(first_losses, rel=1e-4)
+    # RL's reward, search and BBT read the objective's training examples: the same ones.
+    seed_config, _ = for_seed(load_train_config(str(root / "config.yaml")), task, tiny_llama, 0, None)
+    assert seed_config.task.exclude_train == shown
+    scorer = make_scorer(tiny_llama, task, seed_config.task.template, prompt_budget=8)
+    objective = ClassificationObjective(scorer, task, seed_config)
+    kept = [ex.uid for ex in task.examples("train") if ex.uid not in shown]
+    assert [ex.uid for ex in objective.train] == kept and len(kept) == len(task.examples("train")) - 2
+
+
 @pytest.mark.parametrize("model", ["tiny_gpt2", "tiny_gpt2_eager", "tiny_llama"])
 def test_a_shared_template_start_is_computed_once_with_the_same_scores(model, request, examples, monkeypatch):
     # In-context demonstrations precede every sentence: their keys/values are computed once and each

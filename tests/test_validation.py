@@ -152,6 +152,13 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
         return ["--set", "methods=[manual, in_context]", "--set", "task.demonstrations=2"], (
             "method 'in_context' with 'task.demonstrations' (2): the template already puts demonstrations "
             "before each input, so compare with 'manual'")  # fmt: skip
+    if case == "unknown training example excluded":
+        return ["--set", "task.exclude_train=[sst-2/train/2, sst-2/dev/3]"], (
+            "task.exclude_train: 'sst-2/dev/3' is not a training example of sst-2 (ids look like "
+            "'sst-2/train/")  # fmt: skip
+    if case == "training examples excluded on a style task":
+        args = ["--set", "task.name=yelp-sentiment", "--set", "method=rl", "--set", "task.exclude_train=[a]"]
+        return args, "task.exclude_train does not apply to 'yelp-sentiment': rewrites learn from no labels"
     if case == "ensemble larger than the reported top":
         return ["--set", "ensemble=5"], (
             "'ensemble' (5) is more than 'top_k_report' (3): the ensemble's prompts are the reported top "
@@ -168,8 +175,8 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
 CASES = [
     "style task with a method that needs labels", "unknown style target", "style task on a masked model",
     "ensemble on a style task", "demonstrations on a style task", "negative demonstrations",
-    "in_context on demonstrations",
-    "ensemble larger than the reported top",
+    "in_context on demonstrations", "unknown training example excluded",
+    "training examples excluded on a style task", "ensemble larger than the reported top",
     "unknown task kind", "style kind declared for a classification task",
     "unknown key", "unknown key in a file", "wrong type", "missing data file", "empty data file",
     "header only",

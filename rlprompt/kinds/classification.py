@@ -37,7 +37,7 @@ from rlprompt.methods.base import (
 from rlprompt.models import LanguageModel, same_tokenizer
 from rlprompt.registry import METHODS, methods_with_artifact
 from rlprompt.tasks import SPLITS, load_task
-from rlprompt.templates import in_context_template
+from rlprompt.templates import draw_demonstrations, in_context_template
 from rlprompt.vocab import TRANSLATION_ROOM
 
 
@@ -54,6 +54,7 @@ def load(config) -> LoadedTask:
         task.verbalizers = list(config.task.verbalizers)
     for split in SPLITS:  # every split is read (and checked) before anything is written
         task.examples(split)
+    task.training_examples(config.task.exclude_train)  # its ids are checked too
     lm = load_task_model(config.model, config.device, config.dtype)
     config = resolved(config, lm)
     # One test scorer for the frozen LM with the task template: its sentence prefixes are computed once and
@@ -69,7 +70,7 @@ def load(config) -> LoadedTask:
 def _test_budget(config, task, lm: LanguageModel) -> int:
     """The prompt tokens the test scorer reserves: room for every method's prompt (soft prompts sit at the
     {prompt} slot; a prefix's keys and values do not take the slot's room)."""
-    manual = config.manual_prompt if config.manual_prompt is not None else task.manual_prompt
+    manual = config.manual_prompt_for(task)
     virtual = [getattr(config, METHODS[name].section).num_virtual_tokens
                for name in methods_with_artifact("peft_prompt")]  # fmt: skip
     return max(config.env.prompt_length, *virtual, prompt_budget(lm, [manual, *config.manual_prompts]))
@@ -77,19 +78,23 @@ def _test_budget(config, task, lm: LanguageModel) -> int:
 
 def for_seed(config, task, lm: LanguageModel, seed: int, test_scorer):
     """The config and test scorer of one seed's runs: as loaded, or with ``task.demonstrations`` the
-    seed's demonstrations written into the template (``task.demonstrations`` then 0, so that the run's
-    config.yaml gives the same template again) and a test scorer of its own for it."""
+    seed's demonstrations written into the template and their ids added to ``task.exclude_train`` (no
+    method trains on an input whose answer the template shows; as LM-BFF leaves a query out of its own
+    demonstrations), with ``task.demonstrations`` then 0, so that the run's config.yaml repeats it, and
+    a test scorer of its own for the template."""
     k = config.task.demonstrations
     if not k:
         return config, test_scorer
-    manual = config.manual_prompt if config.manual_prompt is not None else task.manual_prompt
+    train = task.training_examples(config.task.exclude_train)
     template = in_context_template(
-        config.task.template or task.template_for(lm.kind), lm.kind, task.examples("train"), task.verbalizers,
-        manual, k, config.in_context.separator, seed,
+        config.task.template or task.template_for(lm.kind), lm.kind, train, task.verbalizers,
+        config.manual_prompt_for(task), k, config.in_context.separator, seed,
     )  # fmt: skip
-    config = dataclasses.replace(
-        config, task=dataclasses.replace(config.task, template=template, demonstrations=0)
-    )
+    shown = [ex.uid for ex in draw_demonstrations(train, k, seed)]
+    task_config = dataclasses.replace(config.task, template=template, demonstrations=0,
+                                      exclude_train=[*config.task.exclude_train, *shown])  # fmt: skip
+    config = dataclasses.replace(config, task=task_config)
+    task.training_examples(task_config.exclude_train)  # at least one example left
     scorer = make_scorer(
         lm, task, template, prompt_budget=_test_budget(config, task, lm), prefix_cache_mb=4096
     )
@@ -117,7 +122,8 @@ class ClassificationObjective:
         self.scorer, self.task, self.config = scorer, task, config
         self.policy_lm = policy_lm or scorer.lm
         self.shared_tokenizer = same_tokenizer(scorer.lm, self.policy_lm)
-        self.train, self.dev_examples = task.examples("train"), task.examples("dev")
+        self.train = task.training_examples(config.task.exclude_train)
+        self.dev_examples = task.examples("dev")
         self.dev_labels = np.array([ex.label for ex in self.dev_examples])
         self.calibration = task_calibration(config.calibration, task)
 

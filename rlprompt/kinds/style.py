@@ -44,6 +44,10 @@ def load(config) -> LoadedTask:
             f"task.demonstrations: {config.task.demonstrations} puts labelled examples before each input; "
             f"{config.task.name!r} has no labels, so set task.demonstrations: 0"
         )
+    if config.task.exclude_train:
+        raise RLPromptError(
+            f"task.exclude_train does not apply to {config.task.name!r}: rewrites learn from no labels"
+        )
     if config.ensemble > 1:
         raise RLPromptError(
             f"ensemble: {config.ensemble} combines classification prompts' label probabilities; style "

@@ -54,7 +54,12 @@ class MethodContext:
 
     @property
     def manual_prompt(self) -> str:
-        return self.config.manual_prompt if self.config.manual_prompt is not None else self.task.manual_prompt
+        return self.config.manual_prompt_for(self.task)
+
+    @property
+    def train_examples(self) -> list:
+        """The training examples the method learns from: the training split less ``task.exclude_train``."""
+        return self.task.training_examples(self.config.task.exclude_train)
 
     def eval_steps(self, total: int) -> list[int]:
         """The steps at which dev is evaluated: at the start and at ``evaluations`` even points."""

@@ -98,7 +98,7 @@ def run(ctx: MethodContext) -> MethodResult:
     resume = ctx.resume
     torch.manual_seed(ctx.seed)
     rng = np.random.default_rng(ctx.seed)
-    train, dev = task.examples("train"), task.examples("dev")
+    train, dev = ctx.train_examples, task.examples("dev")
     labels = np.array([ex.label for ex in train])
     manual = ctx.manual_prompt
     stats = ScorerStats()

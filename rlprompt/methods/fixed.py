@@ -49,7 +49,7 @@ def run_in_context(ctx: MethodContext) -> MethodResult:
     task = ctx.task
     base = ctx.config.task.template or task.template_for(ctx.lm.kind)
     template = in_context_template(
-        base, ctx.lm.kind, task.examples("train"), task.verbalizers, ctx.manual_prompt,
+        base, ctx.lm.kind, ctx.train_examples, task.verbalizers, ctx.manual_prompt,
         ctx.config.in_context.k, ctx.config.in_context.separator, ctx.seed,
     )  # fmt: skip
     return _run_fixed(ctx, "in_context", template, [ctx.manual_prompt])

@@ -326,7 +326,7 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
     section = getattr(config, name)
     torch.manual_seed(ctx.seed)
     rng = np.random.default_rng(ctx.seed)
-    train, dev = task.examples("train"), task.examples("dev")
+    train, dev = ctx.train_examples, task.examples("dev")
     manual = ctx.manual_prompt
     stats = ScorerStats()  # every scorer of this run adds its tokens here
     budget = max(prompt_budget(lm, [manual]), getattr(section, "num_virtual_tokens", 0))
