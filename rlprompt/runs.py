@@ -27,6 +27,7 @@ def run_one(config, method, seed, task, lm, root: Path, single, test_scorer, cac
 
     kind = task_kind(config.task.name, config.task.kind)
     for_seed = getattr(kind_module(kind), "for_seed", None)  # a kind whose template a seed may change
+    loaded = config
     if for_seed is not None:
         config, test_scorer = for_seed(config, task, lm, seed, test_scorer)
     run_dir = root
@@ -34,6 +35,8 @@ def run_one(config, method, seed, task, lm, root: Path, single, test_scorer, cac
         run_dir = root / f"{method}__s{seed}"
         run_dir.mkdir(exist_ok=resume)
         write_config(dataclasses.replace(config, method=method, methods=[], seed=seed, seeds=[]), run_dir)
+    elif config is not loaded:  # the seed's template and exclusions, as a grid run's config.yaml has them
+        write_config(config, run_dir)
     state = None
     if resume:
         finished = finished_result(run_dir)

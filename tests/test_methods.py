@@ -131,9 +131,12 @@ def test_rl_with_demonstrations_learns_and_tests_the_prompt_after_the_in_context
     """task.demonstrations: the in_context method's demonstrations for the run's seed start the template
     RL trains, chooses and tests with; the exported prompt carries it, and the reported test accuracy is
     the exported prompt's under it, not under the plain template."""
+    import yaml
+
     from rlprompt.calibration import task_calibration
     from rlprompt.evaluation import evaluate_prompts, make_scorer
     from rlprompt.tasks import load_task
+    from rlprompt.templates import draw_demonstrations
 
     register_model(tiny_gpt2)
     run_dir, rows = train_cli(
@@ -148,6 +151,11 @@ def test_rl_with_demonstrations_learns_and_tests_the_prompt_after_the_in_context
         2, "\n", 1,
     )  # fmt: skip
     assert exported["template"] == Template.parse(template, "causal").text and len(rows) == 3
+    # config.yaml repeats the run: the template written out, the demonstrations left out of training
+    recorded = yaml.safe_load((run_dir / "config.yaml").read_text())["task"]
+    shown = [ex.uid for ex in draw_demonstrations(task.examples("train"), 2, 1)]
+    assert recorded["template"] == template and recorded["exclude_train"] == shown
+    assert recorded["demonstrations"] == 0
     test, ids = task.examples("test"), tuple(exported["token_ids"])
     calibration = task_calibration("batch", task)
     with_demos = make_scorer(tiny_gpt2, task, template, prompt_budget=8)
