@@ -39,19 +39,29 @@ def train(
     showing progress)."""
     if len(config.task.seed_list) > 1:
         return _train_splits(config, progress, run_dir, resume, overwrite, dry_run)
+    import torch
+
     requested = config
-    grid = _prepare(config, progress and show_plan, run_dir, resume, overwrite, dry_run, splits)
-    if isinstance(grid, dict):  # a dry run's answer
-        return grid
+    threads_before = torch.get_num_threads()  # restored after the runs (a library call leaves it as it was)
+    with _restored_threads(threads_before):
+        # Runs in this process use threads_per_run, and so does the plan's speed probe: probed with every
+        # core while another process starts beside it, the plan came out 3-4 times too long.
+        in_process = len(config.method_list) == 1 and len(config.seed_list) == 1 and splits == 1
+        if config.threads_per_run is not None and (in_process or config.executor == "local"):
+            torch.set_num_threads(config.threads_per_run)
+        grid = _prepare(config, progress and show_plan, run_dir, resume, overwrite, dry_run, splits)
+        if isinstance(grid, dict):  # a dry run's answer
+            return grid
+        results, failures = _run_grid(grid, requested, resume, progress)
+    return _finish(grid, results, failures, progress)
+
+
+def _run_grid(grid: _Grid, requested: TrainConfig, resume: bool, progress: bool) -> tuple[list, list[dict]]:
+    """Every run of a prepared grid: their results and failures."""
     config, single, task, lm, root = grid.config, grid.single, grid.task, grid.lm, grid.root
     results: list = []
     failures: list[dict] = []
-    import torch
-
-    threads_before = torch.get_num_threads()  # restored after the runs (a library call leaves it as it was)
-    if config.threads_per_run is not None and (single or config.executor == "local"):
-        torch.set_num_threads(config.threads_per_run)
-    with StopRequest() as stop, _restored_threads(threads_before):
+    with StopRequest() as stop:
         try:
             if single:
                 results = [run_one(config, grid.methods[0], grid.seeds[0], task, lm, root, True,
@@ -68,7 +78,7 @@ def train(
             if single or not results:
                 raise
             print("\ninterrupted: the report covers the runs that finished", flush=True)
-    return _finish(grid, results, failures, progress)
+    return results, failures
 
 
 def _as_requested(config: TrainConfig, requested: TrainConfig) -> TrainConfig:

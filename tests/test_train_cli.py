@@ -189,9 +189,44 @@ def test_dry_run_checks_everything_prints_the_plan_and_writes_nothing(tiny_gpt2,
     code, _, err = run(train_main, [*base, "--set", "task.template=It was {sentence}"], capsys)
     assert code == 2 and "must contain {prompt} exactly once" in err, "the same checks as a run"
     # With demonstrations the plan is priced on the inputs the runs will read, which are longer
-    code, with_demos, err = run(train_main, [*base, "--set", "task.demonstrations=2"], capsys)
+    code, with_demos, err = run(train_main, [*base, "--set", "task.demonstrations=1"], capsys)
     assert code == 0, err
-    assert _plan_tokens(with_demos, "rl") > _plan_tokens(out, "rl") and not out_dir.exists()
+    per_query = [_plan_tokens(plan, "rl") / _plan_queries(plan, "rl") for plan in (out, with_demos)]
+    assert per_query[1] > per_query[0] and not out_dir.exists()
+    # ... and left out of training: two demonstrations would leave the two-example task nothing to train on
+    code, _, err = run(train_main, [*base, "--set", "task.demonstrations=2"], capsys)
+    assert code == 2 and "task.demonstrations: 2 leaves none of the 2 training examples of dry" in err
+
+
+def test_the_plan_probes_speed_on_the_threads_the_runs_will_use(tiny_gpt2, tmp_path, capsys, monkeypatch):
+    """threads_per_run applies to the plan's speed probe too (a probe on every core, beside another
+    process starting, priced runs 3-4 times too long), and the thread count is restored afterwards."""
+    import torch
+
+    import rlprompt.plan as plan
+
+    register_model(tiny_gpt2)
+    task = write_task(tmp_path, "probe", [("a joy .", 1), ("a mess .", 0)])
+    probed_with, real_probe = [], plan.probe_speed
+
+    def probe(*args, **kwargs):
+        probed_with.append(torch.get_num_threads())
+        return real_probe(*args, **kwargs)
+
+    monkeypatch.setattr(plan, "probe_speed", probe)
+    before = torch.get_num_threads()
+    base = ["--set", "model=tiny-gpt2", "--set", f"task={task}", "--set", "methods=[rl, manual]", "--dry-run"]
+    for threads in (1, None):
+        extra = ["--set", f"threads_per_run={threads}"] if threads else []
+        code, out, err = run(train_main, [*base, *extra], capsys)
+        assert code == 0 and "plan: ~" in out, err
+        assert probed_with[-1] == (threads or before) and torch.get_num_threads() == before
+
+
+def _plan_queries(plan: str, method: str) -> float:
+    import re
+
+    return float(re.search(rf"\n  {method}: ~([\d,]+) reward queries", plan).group(1).replace(",", ""))
 
 
 def _plan_tokens(plan: str, method: str) -> float:

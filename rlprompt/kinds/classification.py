@@ -93,8 +93,12 @@ def for_seed(config, task, lm: LanguageModel, seed: int, test_scorer):
     shown = [ex.uid for ex in draw_demonstrations(train, k, seed)]
     task_config = dataclasses.replace(config.task, template=template, demonstrations=0,
                                       exclude_train=[*config.task.exclude_train, *shown])  # fmt: skip
+    if len(shown) >= len(train):
+        raise RLPromptError(
+            f"task.demonstrations: {k} leaves none of the {len(train)} training examples of {task.name} to "
+            "train on (the demonstrations are left out of training); lower it or add examples"
+        )
     config = dataclasses.replace(config, task=task_config)
-    task.training_examples(task_config.exclude_train)  # at least one example left
     scorer = make_scorer(
         lm, task, template, prompt_budget=_test_budget(config, task, lm), prefix_cache_mb=4096
     )
