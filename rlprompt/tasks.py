@@ -91,14 +91,14 @@ class Task:
         train = self.examples("train")
         if not exclude:
             return train
-        known = {ex.uid for ex in train}
+        known, excluded = {ex.uid for ex in train}, set(exclude)
         unknown = [uid for uid in exclude if uid not in known]
         if unknown:
             raise RLPromptError(
                 f"task.exclude_train: {unknown[0]!r} is not a training example of {self.name} "
                 f"(ids look like {train[0].uid!r})"
             )
-        kept = [ex for ex in train if ex.uid not in set(exclude)]
+        kept = [ex for ex in train if ex.uid not in excluded]
         if not kept:
             raise RLPromptError(f"task.exclude_train leaves no training examples of {self.name}")
         return kept
