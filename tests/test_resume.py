@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from rlprompt import load_prompt
 from rlprompt.checkpoint import CHECKPOINT, StopAtOnce, StopRequest
@@ -45,6 +46,10 @@ SETTINGS = {
                     "--set", "soft_prompt.batch_size=4"],
     "lora": ["--set", "method=lora", "--set", "lora.steps=150", "--set", "evaluations=6",
              "--set", "lora.batch_size=4"],
+    # lora behind two demonstrations: the run's config.yaml, which --resume reads, has them written out and
+    # left out of training
+    "lora_demonstrations": ["--set", "method=lora", "--set", "lora.steps=150", "--set", "evaluations=6",
+                            "--set", "lora.batch_size=4", "--set", "task.demonstrations=2"],
     # bbt: 120 candidates in 12 generations of 10; CMA-ES's state is in the checkpoint
     "bbt": ["--set", "method=bbt", "--set", "total_timesteps=600", "--set", "evaluations=6",
             "--set", "bbt.intrinsic_dim=50", "--set", "bbt.population=10"],
@@ -139,7 +144,9 @@ def assert_same_learning(a: Path, b: Path, rel: float) -> None:
 
 
 # (plain rl's checkpoint is a part of rl_restarts'; the SIGTERM test below resumes a plain rl run)
-@pytest.mark.parametrize("method", ["rl_restarts", "soft_prompt", "lora", "bbt", "search"])
+@pytest.mark.parametrize(
+    "method", ["rl_restarts", "soft_prompt", "lora", "lora_demonstrations", "bbt", "search"]
+)
 def test_sigkill_after_first_checkpoint_then_resume_ends_like_an_unbroken_run(
     method, common, tmp_path, capsys
 ):
@@ -173,6 +180,9 @@ def test_sigkill_after_first_checkpoint_then_resume_ends_like_an_unbroken_run(
     assert_same_learning(killed, tmp_path / "unbroken", rel=1e-5)
     assert resumed.dev_score == unbroken.dev_score
     assert resumed.test_metrics == unbroken.test_metrics
+    if method == "lora_demonstrations":
+        task = yaml.safe_load((killed / "config.yaml").read_text())["task"]
+        assert len(task["exclude_train"]) == 2 and task["demonstrations"] == 0 and "\n" in task["template"]
     if method.startswith("rl"):
         prompt = load_prompt(killed / "prompt.json")
         unbroken_prompt = load_prompt(tmp_path / "unbroken" / "prompt.json")
