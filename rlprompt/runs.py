@@ -29,7 +29,12 @@ def run_one(config, method, seed, task, lm, root: Path, single, test_scorer, cac
     for_seed = getattr(kind_module(kind), "for_seed", None)  # a kind whose template a seed may change
     loaded = config
     if for_seed is not None:
-        config, test_scorer = for_seed(config, task, lm, seed, test_scorer)
+        # A seed's runs in one process share its config and test scorer, so its test-sentence prefixes
+        # are computed once; grids run seed by seed, so only the latest seed's is kept.
+        held = cache.get("for_seed")
+        if held is None or held[0] != seed:
+            held = cache["for_seed"] = (seed, *for_seed(config, task, lm, seed, test_scorer))
+        _, config, test_scorer = held
     run_dir = root
     if not single:
         run_dir = root / f"{method}__s{seed}"

@@ -195,6 +195,23 @@ def test_demonstrations_give_each_seed_its_own_and_make_manual_the_in_context_me
     assert templates[0] != templates[1]
 
 
+def test_the_runs_of_a_seed_share_its_demonstrations_and_test_scorer(tiny_task, capsys, monkeypatch):
+    """Behind demonstrations each seed has its own template and test scorer, made once for all the seed's
+    runs in a process (so the test sentences' prefixes are computed once), not once per run."""
+    import rlprompt.kinds.classification as classification
+
+    calls, real = [], classification.for_seed
+
+    def counted(config, task, lm, seed, test_scorer):
+        calls.append(seed)
+        return real(config, task, lm, seed, test_scorer)
+
+    monkeypatch.setattr(classification, "for_seed", counted)
+    train_cli(tiny_task, capsys, "model=tiny-gpt2", "methods=[manual, soft_prompt]", "seeds=[0, 1]",
+              "task.demonstrations=2", "soft_prompt.steps=2", "evaluations=1")  # fmt: skip
+    assert calls == [0, 0, 1]  # the check on loading, then once per seed for its two runs
+
+
 def test_demonstrations_are_left_out_of_training_and_the_recorded_config_repeats_the_run(
     tiny_task, capsys, tiny_llama
 ):
