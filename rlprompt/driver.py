@@ -45,7 +45,7 @@ def train(
     threads_before = torch.get_num_threads()  # restored after the runs (a library call leaves it as it was)
     with _restored_threads(threads_before):
         # Runs in this process use threads_per_run, and so does the plan's speed probe: probed with every
-        # core while another process starts beside it, the plan came out 3-4 times too long.
+        # core while another process starts beside it, the plan came out several times too long.
         in_process = len(config.method_list) == 1 and len(config.seed_list) == 1 and splits == 1
         if config.threads_per_run is not None and (in_process or config.executor == "local"):
             torch.set_num_threads(config.threads_per_run)

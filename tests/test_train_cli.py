@@ -200,7 +200,7 @@ def test_dry_run_checks_everything_prints_the_plan_and_writes_nothing(tiny_gpt2,
 
 def test_the_plan_probes_speed_on_the_threads_the_runs_will_use(tiny_gpt2, tmp_path, capsys, monkeypatch):
     """threads_per_run applies to the plan's speed probe too (a probe on every core, beside another
-    process starting, priced runs 3-4 times too long), and the thread count is restored afterwards."""
+    process starting, priced runs several times too long), and the thread count is restored afterwards."""
     import torch
 
     import rlprompt.plan as plan
