@@ -46,8 +46,7 @@ def train(
     with _restored_threads(threads_before):
         # Runs in this process use threads_per_run, and so does the plan's speed probe: probed with every
         # core while another process starts beside it, the plan came out several times too long.
-        in_process = len(config.method_list) == 1 and len(config.seed_list) == 1 and splits == 1
-        if config.threads_per_run is not None and (in_process or config.executor == "local"):
+        if config.threads_per_run is not None and (_single(config, splits) or config.executor == "local"):
             torch.set_num_threads(config.threads_per_run)
         grid = _prepare(config, progress and show_plan, run_dir, resume, overwrite, dry_run, splits)
         if isinstance(grid, dict):  # a dry run's answer
@@ -106,12 +105,17 @@ class _Grid:
         return [(method, seed) for seed in self.seeds for method in self.methods]
 
 
+def _single(config: TrainConfig, splits: int) -> bool:
+    """One method on one seed and one data split: it runs in this process, in the root directory."""
+    return len(config.method_list) == 1 and len(config.seed_list) == 1 and splits == 1
+
+
 def _prepare(config: TrainConfig, progress: bool, run_dir: Path | None, resume: bool, overwrite: bool,
              dry_run: bool, splits: int = 1) -> _Grid | dict:  # fmt: skip
     """Every check, the plan, the run directory and its config: a :class:`_Grid` (a dry run: its answer).
     A grid over several data splits (``splits`` > 1) never makes a single-run directory."""
     methods, seeds = config.method_list, config.seed_list
-    single = len(methods) == 1 and len(seeds) == 1 and splits == 1
+    single = _single(config, splits)
     _check_methods(config, methods)
     kind = task_kind(config.task.name, config.task.kind)
     loaded = kind_module(kind).load(config)  # the kind's own checks first: they name the setting to fix

@@ -239,9 +239,16 @@ def in_context_template(
 ) -> str:
     """``base`` preceded by ``k`` demonstrations from ``train`` (:func:`draw_demonstrations`), each filled
     into ``base`` with ``prompt`` and its label word."""
+    return demonstrations_template(base, kind, draw_demonstrations(train, k, seed), verbalizers, prompt,
+                                   separator)  # fmt: skip
+
+
+def demonstrations_template(base: str, kind: str, shown, verbalizers: list[str], prompt: str,
+                            separator: str) -> str:  # fmt: skip
+    """``base`` preceded by the examples ``shown``, in that order, each filled into ``base`` with
+    ``prompt`` and its label word."""
     parsed = Template.parse(base, kind)
-    demos = [parsed.fill_text(ex.text, prompt, verbalizers[ex.label])
-             for ex in draw_demonstrations(train, k, seed)]  # fmt: skip
+    demos = [parsed.fill_text(ex.text, prompt, verbalizers[ex.label]) for ex in shown]
     # Demonstrations are literal text: braces and the mask token must not read as template slots.
     text = separator.join(d.replace("{", "(").replace("}", ")").replace("<mask>", "mask") for d in demos)
     return text + separator + base

@@ -37,7 +37,7 @@ from rlprompt.methods.base import (
 from rlprompt.models import LanguageModel, same_tokenizer
 from rlprompt.registry import METHODS, methods_with_artifact
 from rlprompt.tasks import SPLITS, load_task
-from rlprompt.templates import draw_demonstrations, in_context_template
+from rlprompt.templates import demonstrations_template, draw_demonstrations
 from rlprompt.vocab import TRANSLATION_ROOM
 
 
@@ -86,19 +86,19 @@ def for_seed(config, task, lm: LanguageModel, seed: int, test_scorer):
     if not k:
         return config, test_scorer
     train = task.training_examples(config.task.exclude_train)
-    template = in_context_template(
-        config.task.template or task.template_for(lm.kind), lm.kind, train, task.verbalizers,
-        config.manual_prompt_for(task), k, config.in_context.separator, seed,
-    )  # fmt: skip
-    shown = [ex.uid for ex in draw_demonstrations(train, k, seed)]
-    task_config = dataclasses.replace(config.task, template=template, demonstrations=0,
-                                      exclude_train=[*config.task.exclude_train, *shown])  # fmt: skip
+    shown = draw_demonstrations(train, k, seed)
     if len(shown) >= len(train):
         raise RLPromptError(
             f"task.demonstrations: {k} leaves none of the {len(train)} training examples of {task.name} to "
             "train on (the demonstrations are left out of training); lower it or add examples"
         )
-    config = dataclasses.replace(config, task=task_config)
+    template = demonstrations_template(
+        config.task.template or task.template_for(lm.kind), lm.kind, shown, task.verbalizers,
+        config.manual_prompt_for(task), config.in_context.separator,
+    )  # fmt: skip
+    excluded = [*config.task.exclude_train, *(ex.uid for ex in shown)]
+    config = dataclasses.replace(config, task=dataclasses.replace(
+        config.task, template=template, demonstrations=0, exclude_train=excluded))  # fmt: skip
     scorer = make_scorer(
         lm, task, template, prompt_budget=_test_budget(config, task, lm), prefix_cache_mb=4096
     )
