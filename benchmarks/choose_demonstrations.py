@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import sys
 from pathlib import Path
 
@@ -76,14 +77,16 @@ def main() -> int:
     print(f"median pair: loglik {median[0]:.3f}  accuracy {median[1]:.3f}")
     loglik, accuracy, shown, template = rows[0]
     out = {
-        "base": str(Path(args.config).resolve()),
+        # relative to the written file, which is where a config's base is looked up
+        "base": os.path.relpath(Path(args.config).resolve(), Path(args.out).resolve().parent),
         "task": {"seed": args.split, "template": template,
                  "exclude_train": [*config.task.exclude_train, *(ex.uid for ex in shown)]},
     }  # fmt: skip
     Path(args.out).write_text(
         f"# benchmarks/choose_demonstrations.py --split {args.split}: the best of {len(rows)} pairs on the "
         f"training examples (manual prompt, calibrated log-likelihood {loglik:.3f}, "
-        f"accuracy {accuracy:.3f})\n" + yaml.safe_dump(out, sort_keys=False, allow_unicode=True)
+        f"accuracy {accuracy:.3f}; --set {' '.join(args.set) or 'none'})\n"
+        + yaml.safe_dump(out, sort_keys=False, allow_unicode=True)
     )
     print(f"wrote {args.out}")
     return 0
