@@ -37,37 +37,33 @@ def main() -> int:
 
     import yaml
 
-    from rlprompt.backends import load_task_model
     from rlprompt.calibration import normalised, task_calibration
     from rlprompt.config import load_train_config
     from rlprompt.errors import RLPromptError
     from rlprompt.evaluation import evaluate_prompts, make_scorer, prompt_budget
-    from rlprompt.tasks import load_task
-    from rlprompt.templates import demonstrations_template
+    from rlprompt.kinds.classification import load, with_demonstrations
 
-    config = load_train_config(args.config, [f"task.seed={args.split}", *args.set])
-    task = load_task(config.task.name, config.task.seed)
-    if config.task.verbalizers is not None:
-        task.verbalizers = list(config.task.verbalizers)
+    # The task (verbalizers, exclusions checked) and its model, as a run loads them
+    loaded = load(load_train_config(args.config, [f"task.seed={args.split}", *args.set]))
+    task, lm, config = loaded.task, loaded.lm, loaded.config
     if task.num_classes != 2:
         raise RLPromptError(f"{task.name}: {task.num_classes} classes; this script pairs two")
-    lm = load_task_model(config.model, config.device, config.dtype)
     manual = config.manual_prompt_for(task)
-    base = config.task.template or task.template_for(lm.kind)
+    budget = prompt_budget(lm, [manual])
     train = task.training_examples(config.task.exclude_train)
     by_class = [[ex for ex in train if ex.label == c] for c in range(2)]
     pairs = [(a, b) for neg, pos in itertools.product(*by_class) for a, b in ((neg, pos), (pos, neg))]
     print(f"{len(pairs)} ordered pairs x {len(train) - 2} training examples each", file=sys.stderr)
     rows = []
     for i, shown in enumerate(pairs):
-        template = demonstrations_template(base, lm.kind, shown, task.verbalizers, manual,
-                                           config.in_context.separator)  # fmt: skip
-        rest = [ex for ex in train if ex not in shown]
-        scorer = make_scorer(lm, task, template, prompt_budget=prompt_budget(lm, [manual]))
+        # the template and exclusions task.demonstrations would write for this pair
+        candidate = with_demonstrations(config, task, lm, shown)
+        rest = task.training_examples(candidate.task.exclude_train)
+        scorer = make_scorer(lm, task, candidate.task.template, prompt_budget=budget)
         (result,) = evaluate_prompts(scorer, rest, [manual], calibration=task_calibration("batch", task))
         labels = np.array([ex.label for ex in rest])
         loglik = float(np.mean(normalised(result.scores)[np.arange(len(rest)), labels]))
-        rows.append((loglik, result.metrics.accuracy, shown, template))
+        rows.append((loglik, result.metrics.accuracy, shown, candidate.task))
         if (i + 1) % 64 == 0:
             print(f"  {i + 1}/{len(pairs)}", file=sys.stderr, flush=True)
     rows.sort(key=lambda r: (r[0], r[1]), reverse=True)
@@ -75,13 +71,12 @@ def main() -> int:
         print(f"loglik {loglik:.3f}  accuracy {accuracy:.3f}  {[ex.uid for ex in shown]}")
     median = rows[len(rows) // 2]
     print(f"median pair: loglik {median[0]:.3f}  accuracy {median[1]:.3f}")
-    loglik, accuracy, shown, template = rows[0]
+    loglik, accuracy, _, best = rows[0]
     out = {
         # relative to the written file, which is where a config's base is looked up
         "base": os.path.relpath(Path(args.config).resolve(), Path(args.out).resolve().parent),
-        "task": {"seed": args.split, "template": template,
-                 "exclude_train": [*config.task.exclude_train, *(ex.uid for ex in shown)]},
-    }  # fmt: skip
+        "task": {"seed": args.split, "template": best.template, "exclude_train": best.exclude_train},
+    }
     Path(args.out).write_text(
         f"# benchmarks/choose_demonstrations.py --split {args.split}: the best of {len(rows)} pairs on the "
         f"training examples (manual prompt, calibrated log-likelihood {loglik:.3f}, "

@@ -92,17 +92,24 @@ def for_seed(config, task, lm: LanguageModel, seed: int, test_scorer):
             f"task.demonstrations: {k} leaves none of the {len(train)} training examples of {task.name} to "
             "train on (the demonstrations are left out of training); lower it or add examples"
         )
+    config = with_demonstrations(config, task, lm, shown)
+    scorer = make_scorer(
+        lm, task, config.task.template, prompt_budget=_test_budget(config, task, lm), prefix_cache_mb=4096
+    )
+    return config, scorer
+
+
+def with_demonstrations(config, task, lm: LanguageModel, shown):
+    """``config`` with the training examples ``shown`` written before its template (each filled with the
+    manual prompt and its label word), left out of training (``task.exclude_train``), and
+    ``task.demonstrations`` 0: the config a run behind those demonstrations records."""
     template = demonstrations_template(
         config.task.template or task.template_for(lm.kind), lm.kind, shown, task.verbalizers,
         config.manual_prompt_for(task), config.in_context.separator,
     )  # fmt: skip
     excluded = [*config.task.exclude_train, *(ex.uid for ex in shown)]
-    config = dataclasses.replace(config, task=dataclasses.replace(
+    return dataclasses.replace(config, task=dataclasses.replace(
         config.task, template=template, demonstrations=0, exclude_train=excluded))  # fmt: skip
-    scorer = make_scorer(
-        lm, task, template, prompt_budget=_test_budget(config, task, lm), prefix_cache_mb=4096
-    )
-    return config, scorer
 
 
 def objective(ctx: MethodContext, policy_lm: LanguageModel) -> ClassificationObjective:
