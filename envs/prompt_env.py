@@ -60,6 +60,32 @@ def gap_reward(
     return np.where(gap > 0, correct_scale * gap, wrong_scale * gap).mean(-1)
 
 
+def loglik_reward(logprobs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per prompt: the mean log-probability of the right label, renormalised over the labels (minus the
+    cross-entropy the gradient methods minimise). Unlike the gap it keeps falling as a wrong answer grows
+    more confident. ``logprobs``: (prompts, examples, classes); ``labels``: (examples,). Returns
+    (prompts,)."""
+    norm = logprobs - np.logaddexp.reduce(logprobs, axis=-1, keepdims=True)
+    return norm[:, np.arange(len(labels)), labels].mean(-1)
+
+
+REWARDS = ("gap", "loglik")
+
+
+def label_reward(
+    logprobs: np.ndarray,
+    labels: np.ndarray,
+    kind: str = "gap",
+    correct_scale: float = 200.0,
+    wrong_scale: float = 180.0,
+) -> np.ndarray:
+    """The training reward ``env.reward`` names: ``gap`` (:func:`gap_reward`) or ``loglik``
+    (:func:`loglik_reward`)."""
+    if kind == "loglik":
+        return loglik_reward(logprobs, labels)
+    return gap_reward(logprobs, labels, correct_scale, wrong_scale)
+
+
 def batch_accuracy(logprobs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Accuracy per prompt of argmax predictions: (prompts, examples, classes) -> (prompts,)."""
     return (logprobs.argmax(-1) == labels[None, :]).mean(-1)
@@ -138,8 +164,10 @@ class PromptEnv(PromptWriterEnv):
         reward_prior: RewardPrior | None = None,
         to_task: Callable[[tuple[int, ...]], object] | None = None,
         policy_lm=None,
+        reward: str = "gap",
     ):
         super().__init__(policy_lm or scorer.lm, action_token_ids, prompt_length)
+        self.reward = reward
         self.scorer = scorer
         self.to_task = to_task
         self.examples = list(examples)
@@ -160,7 +188,7 @@ class PromptEnv(PromptWriterEnv):
         if self.reward_prior is not None:  # calibrated reward: each prompt's label prior removed first
             logprobs = calibrate(logprobs, self.reward_prior(prompts, logprobs))
         labels = self.labels[chosen]
-        return gap_reward(logprobs, labels, *self.scales), batch_accuracy(logprobs, labels)
+        return label_reward(logprobs, labels, self.reward, *self.scales), batch_accuracy(logprobs, labels)
 
 
 class StylePromptEnv(PromptWriterEnv):
@@ -204,10 +232,11 @@ class PromptVecEnv(VecEnv):
         reward_prior: RewardPrior | None = None,
         to_task: Callable[[tuple[int, ...]], object] | None = None,
         policy_lm=None,
+        reward: str = "gap",
     ):
         template = PromptEnv(
             scorer, examples, action_token_ids, prompt_length, examples_per_reward, correct_scale,
-            wrong_scale, reward_prior, to_task, policy_lm,
+            wrong_scale, reward_prior, to_task, policy_lm, reward,
         )  # fmt: skip
         self._wrap(template, num_envs, normalize, seed)
 

@@ -76,6 +76,9 @@ class EnvConfig:
     prompt_length: int = 5  # tokens per prompt (RLPrompt: 5)
     num_envs: int = 16  # prompts per reward batch (RLPrompt: 16)
     examples_per_reward: int = 32  # training examples each batch of prompts is scored on
+    # "gap": RLPrompt's reward, the probability gap between the right label and the best wrong one (scaled
+    # below); "loglik": the right label's log-probability, what the gradient methods' cross-entropy uses
+    reward: str = "gap"
     correct_scale: float = 200.0  # RLPrompt's gap reward: scale when the example is classified right
     wrong_scale: float = 180.0  # ... and when it is wrong
     normalize: bool = True  # z-score rewards within each batch of prompts
@@ -83,6 +86,8 @@ class EnvConfig:
     def __post_init__(self) -> None:
         at_least_one("env", prompt_length=self.prompt_length, num_envs=self.num_envs,
                      examples_per_reward=self.examples_per_reward)  # fmt: skip
+        if self.reward not in ("gap", "loglik"):
+            raise ValueError(f"'env.reward' must be 'gap' or 'loglik', got {self.reward!r}")
 
 
 @dataclasses.dataclass

@@ -53,6 +53,36 @@ def test_gap_reward_follows_rlprompt():
     np.testing.assert_allclose(reward, [(200 * 0.6 + 180 * -0.6) / 2])
 
 
+def test_loglik_reward_is_minus_the_cross_entropy_and_punishes_confident_errors():
+    from rlprompt.envs.prompt_env import label_reward
+
+    labels = np.array([1, 0])
+    # Prompt A: both right, barely (0.45/0.55 and 0.55/0.45). Prompt B: one right at 0.99, one wrong at
+    # 0.9 (0.01/0.99 and 0.1/0.9). Unnormalised log-probs, as the Scorer gives.
+    logprobs = np.log(np.array([[[0.45, 0.55], [0.55, 0.45]], [[0.01, 0.99], [0.1, 0.9]]])) - 3.0
+    loglik = label_reward(logprobs, labels, "loglik")
+    np.testing.assert_allclose(loglik, [np.log(0.55), (np.log(0.99) + np.log(0.1)) / 2], rtol=1e-6)
+    gap = label_reward(logprobs, labels, "gap")
+    np.testing.assert_allclose(gap, gap_reward(logprobs, labels))
+    # The gap reward prefers B (its sure hit outweighs its sure miss: (200 * 0.98 - 180 * 0.8) / 2 = 26
+    # against 200 * 0.1 = 20); the log-likelihood prefers A, as cross-entropy would.
+    assert gap[1] > gap[0] and loglik[0] > loglik[1]
+
+
+def test_env_pays_the_reward_it_is_given(tiny_gpt2, examples):
+    from rlprompt.envs.prompt_env import label_reward
+
+    scorer = Scorer(tiny_gpt2, "{sentence} {prompt}", ["terrible", "great"], prompt_budget=8)
+    vocab = tiny_gpt2.encode(" good bad movie film really")
+    prompts = [tuple(vocab[:3]), tuple(vocab[2:5])]
+    logprobs = scorer.score(prompts, examples)
+    labels = np.array([ex.label for ex in examples])
+    for kind in ("gap", "loglik"):
+        env = PromptEnv(scorer, examples, vocab, 3, examples_per_reward=len(examples), reward=kind)
+        rewards, _ = env.score_prompts(prompts, np.random.default_rng(0))  # every example, in some order
+        np.testing.assert_allclose(rewards, label_reward(logprobs, labels, kind), rtol=1e-5, atol=1e-6)
+
+
 def test_env_passes_gymnasium_and_sb3_checkers(tiny_gpt2, examples):
     scorer = Scorer(tiny_gpt2, "{sentence} {prompt}", ["terrible", "great"], prompt_budget=8)
     vocab = tiny_gpt2.encode(" good bad movie film really")

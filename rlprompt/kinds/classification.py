@@ -1,6 +1,6 @@
 """The classification task kind: a prompt makes a frozen LM label a sentence (or pair) through verbalizer
 words. Its tasks are the built-in few-shot benchmarks, task YAML files and data directories
-(:mod:`rlprompt.tasks`); the objective scores through the Scorer: the gap reward in training, dev accuracy
+(:mod:`rlprompt.tasks`); the objective scores through the Scorer: the env.reward in training, dev accuracy
 to choose a prompt, and test accuracy (raw and calibrated) of the chosen, manual and empty prompts."""
 
 from __future__ import annotations
@@ -171,8 +171,8 @@ class ClassificationObjective:
         return lambda prompts, logprobs: scorer_prior(self.scorer, prompts, self.calibration)
 
     def train_reward(self, prompts) -> np.ndarray:
-        """The gap reward of ``prompts`` on every training example, calibrated as in training."""
-        from rlprompt.envs.prompt_env import gap_reward
+        """The training reward of ``prompts`` on every training example, calibrated as in training."""
+        from rlprompt.envs.prompt_env import label_reward
 
         prompts = self.task_prompts(prompts)
         logprobs = self.scorer.score(prompts, self.train)
@@ -180,7 +180,8 @@ class ClassificationObjective:
         if prior is not None:
             logprobs = calibrate(logprobs, prior(prompts, logprobs))
         labels = np.array([ex.label for ex in self.train])
-        return gap_reward(logprobs, labels, self.config.env.correct_scale, self.config.env.wrong_scale)
+        env = self.config.env
+        return label_reward(logprobs, labels, env.reward, env.correct_scale, env.wrong_scale)
 
     @property
     def lm(self):
@@ -209,7 +210,7 @@ class ClassificationObjective:
             examples_per_reward=env_cfg.examples_per_reward, correct_scale=env_cfg.correct_scale,
             wrong_scale=env_cfg.wrong_scale, normalize=env_cfg.normalize, seed=seed,
             reward_prior=self.reward_prior(), to_task=None if self.shared_tokenizer else self.task_prompt,
-            policy_lm=self.policy_lm,
+            policy_lm=self.policy_lm, reward=env_cfg.reward,
         )  # fmt: skip
 
     def _dev_scores(self, prompts) -> np.ndarray:
@@ -220,13 +221,13 @@ class ClassificationObjective:
         return calibrate(logprobs, scorer_prior(self.scorer, prompts, self.calibration))
 
     def dev(self, prompts) -> tuple[np.ndarray, np.ndarray]:
-        """Dev accuracy and gap reward per prompt (:meth:`_dev_scores`)."""
-        from rlprompt.envs.prompt_env import batch_accuracy, gap_reward
+        """Dev accuracy and training reward per prompt (:meth:`_dev_scores`)."""
+        from rlprompt.envs.prompt_env import batch_accuracy, label_reward
 
         logprobs = self._dev_scores(prompts)
         env = self.config.env
-        return (batch_accuracy(logprobs, self.dev_labels),
-                gap_reward(logprobs, self.dev_labels, env.correct_scale, env.wrong_scale))  # fmt: skip
+        reward = label_reward(logprobs, self.dev_labels, env.reward, env.correct_scale, env.wrong_scale)
+        return batch_accuracy(logprobs, self.dev_labels), reward
 
     def dev_ensemble(self, prompts) -> float:
         """Dev accuracy of ``prompts`` as one ensemble (:func:`ensemble_scores`, as on test); their dev
