@@ -4,12 +4,11 @@ split, model, dtype), loaded once however many runs use it."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
-from rlprompt.backends import load_task_model
-from rlprompt.evaluation import make_scorer
-from rlprompt.tasks import load_task
+from rlprompt.kinds import classification
 
 
 def finished_runs(paths: list[str]) -> list[Path]:
@@ -32,13 +31,14 @@ class Scorers:
         self._loaded: dict[tuple, tuple] = {}
 
     def get(self, config, dtype: str | None = None):
-        """``(task, scorer)`` for a run's config (a TrainConfig), in ``dtype`` (default: the run's own)."""
-        dtype = dtype or config.dtype
-        key = (config.task.name, config.task.seed, config.task.template, config.model, dtype,
-               config.env.prompt_length)  # fmt: skip
+        """``(task, scorer)`` for a run's config (a TrainConfig), in ``dtype`` (default: the run's own),
+        loaded as the run loaded them: its label words, test subsample and template."""
+        config = copy.deepcopy(config)
+        config.dtype, config.device = dtype or config.dtype, "cpu"
+        task = config.task
+        key = (task.name, task.seed, task.template, tuple(task.verbalizers or ()), task.test_examples,
+               config.model, config.dtype, config.env.prompt_length)  # fmt: skip
         if key not in self._loaded:
-            task = load_task(config.task.name, config.task.seed)
-            lm = load_task_model(config.model, "cpu", dtype)
-            scorer = make_scorer(lm, task, config.task.template, prompt_budget=config.env.prompt_length * 4)
-            self._loaded[key] = (task, scorer)
+            loaded = classification.load(config)
+            self._loaded[key] = (loaded.task, loaded.test_scorer)
         return self._loaded[key]

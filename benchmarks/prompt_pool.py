@@ -1,0 +1,105 @@
+"""Is the RL ensemble limited by the prompts RL finds or by how it picks them? Pools the top prompts of
+several finished runs on one data split (e.g. every RL screen's runs on 16-13), scores each once on
+training, dev and test examples, calibrated as the runs were, and prints the test accuracy of:
+
+- ``runs``: each run's own ensemble (as stored in its ``result.json``), and their mean;
+- ``pool mean`` and ``best single``: the pooled prompts' mean and best test accuracy (the latter an oracle);
+- ``first 5 by dev``: the 5 pooled prompts with the best dev accuracy (dev log-likelihood breaking ties),
+  as one ensemble: what the config's rule would pick from all the runs' budget together;
+- ``forward 5, train+dev``: forward selection of 5 (with repeats) on the pooled training and dev
+  log-likelihood of the right label, no test input;
+- ``oracle 5``: forward selection of 5 on test accuracy itself (an upper bound for any ensemble of 5 of
+  these prompts; ties by test log-likelihood).
+
+Look at development splits with it, not at the split of the final table. Scoring dominates (a few seconds a
+prompt on the training and dev examples, 10-20 on 1,821 test sentences on 2 AVX-512 cores in bf16).
+
+    .venv/bin/python benchmarks/prompt_pool.py RUN_DIR [RUN_DIR ...]
+
+Measured: benchmarks/results/rl_algorithms_sst-2/NOTES.md (README "The prompts are there").
+
+RUN_DIR is a run or a directory of ``rl__s*`` runs; all must share the task, split, template and model.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+from finished_runs import Scorers, finished_runs, top_prompts
+
+from rlprompt.calibration import task_calibration
+from rlprompt.config import load_train_config
+from rlprompt.evaluation import ensemble_scores, evaluate_prompts, normalised
+
+
+def loglik(scores: np.ndarray, labels: np.ndarray) -> float:
+    return float(normalised(scores)[np.arange(len(labels)), labels].mean())
+
+
+def forward(scores: list[np.ndarray], labels: np.ndarray, picks: int, objective) -> list[int]:
+    """Greedy forward selection (with repeats) of ``picks`` members maximising ``objective``."""
+    chosen: list[int] = []
+    for _ in range(picks):
+
+        def gain(c: int):
+            return objective(ensemble_scores([scores[i] for i in chosen + [c]]), labels)
+
+        chosen.append(max(range(len(scores)), key=gain))
+    return chosen
+
+
+def accuracy_then_loglik(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    return float((scores.argmax(-1) == labels).mean()), loglik(scores, labels)
+
+
+def main(paths: list[str]) -> None:
+    runs = finished_runs(paths)
+    if not runs:
+        sys.exit("prompt_pool.py: no finished runs (prompt.json) under " + " ".join(paths))
+    configs = [load_train_config(str(run / "config.yaml")) for run in runs]
+    keys = {
+        (c.task.name, c.task.seed, c.task.template, c.model, tuple(c.task.verbalizers or ())) for c in configs
+    }
+    if len(keys) > 1:
+        sys.exit(f"prompt_pool.py: the runs differ in task, split, template or model: {sorted(keys)}")
+    task, scorer = Scorers().get(configs[0])
+    calibration = task_calibration(configs[0].calibration, task)
+    pool: dict[tuple[int, ...], str] = {}
+    own = []
+    for run in runs:
+        for p in top_prompts(run):
+            pool.setdefault(tuple(p["token_ids"]), p["text"])
+        own.append(json.loads((run / "result.json").read_text())["test_ensemble"])
+    prompts = list(pool)
+    print(f"{len(runs)} runs, {len(prompts)} distinct prompts; runs' own ensembles "
+          f"{np.round(own, 3).tolist()}, mean {np.mean(own):.3f}", flush=True)  # fmt: skip
+    scores, labels = {}, {}
+    for split in ("train", "dev", "test"):
+        examples = task.examples(split)
+        scores[split] = [
+            r.scores for r in evaluate_prompts(scorer, examples, prompts, split == "test", calibration)
+        ]
+        labels[split] = np.array([ex.label for ex in examples])
+    test = [float((s.argmax(-1) == labels["test"]).mean()) for s in scores["test"]]
+    dev = [accuracy_then_loglik(s, labels["dev"]) for s in scores["dev"]]
+    by_dev = sorted(range(len(prompts)), key=lambda i: dev[i], reverse=True)
+    pooled = [np.concatenate(pair) for pair in zip(scores["train"], scores["dev"], strict=True)]
+    pooled_labels = np.concatenate([labels["train"], labels["dev"]])
+    members = {
+        "first 5 by dev": by_dev[:5],
+        "forward 5, train+dev": forward(pooled, pooled_labels, 5, loglik),
+        "oracle 5": forward(scores["test"], labels["test"], 5, accuracy_then_loglik),
+    }
+    best = int(np.argmax(test))
+    print(f"pool mean {np.mean(test):.3f}; best single {test[best]:.3f} ({pool[prompts[best]]!r}, "
+          f"dev {dev[best][0]:.3f})")  # fmt: skip
+    for rule, taken in members.items():
+        ens = ensemble_scores([scores["test"][i] for i in taken])
+        acc = float((ens.argmax(-1) == labels["test"]).mean())
+        print(f"{rule:22s} {acc:.3f}  members' test {[round(test[i], 3) for i in taken]}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
