@@ -69,9 +69,6 @@ def loglik_reward(logprobs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return norm[:, np.arange(len(labels)), labels].mean(-1)
 
 
-REWARDS = ("gap", "loglik")
-
-
 def label_reward(
     logprobs: np.ndarray,
     labels: np.ndarray,
