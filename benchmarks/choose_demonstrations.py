@@ -36,8 +36,9 @@ def main() -> int:
     args = p.parse_args()
 
     import yaml
+    from finished_runs import loglik as right_label_loglik
 
-    from rlprompt.calibration import normalised, task_calibration
+    from rlprompt.calibration import task_calibration
     from rlprompt.config import load_train_config
     from rlprompt.errors import RLPromptError
     from rlprompt.evaluation import evaluate_prompts, make_scorer, prompt_budget
@@ -61,8 +62,7 @@ def main() -> int:
         rest = task.training_examples(candidate.task.exclude_train)
         scorer = make_scorer(lm, task, candidate.task.template, prompt_budget=budget)
         (result,) = evaluate_prompts(scorer, rest, [manual], calibration=task_calibration("batch", task))
-        labels = np.array([ex.label for ex in rest])
-        loglik = float(np.mean(normalised(result.scores)[np.arange(len(rest)), labels]))
+        loglik = right_label_loglik(result.scores, np.array([ex.label for ex in rest]))
         rows.append((loglik, result.metrics.accuracy, shown, candidate.task))
         if (i + 1) % 64 == 0:
             print(f"  {i + 1}/{len(pairs)}", file=sys.stderr, flush=True)

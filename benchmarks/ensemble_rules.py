@@ -28,20 +28,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from finished_runs import Scorers, finished_runs, top_prompts
+from finished_runs import Scorers, accuracy, ensemble_accuracy, finished_runs, forward, top_prompts
 from rlprompt.envs.prompt_env import gap_reward
 
 from rlprompt.calibration import task_calibration
 from rlprompt.config import load_train_config
-from rlprompt.evaluation import ensemble_scores, evaluate_prompts, normalised
-
-
-def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
-    return float((scores.argmax(-1) == labels).mean())
-
-
-def loglik(scores: np.ndarray, labels: np.ndarray) -> float:
-    return float(normalised(scores)[np.arange(len(labels)), labels].mean())
+from rlprompt.evaluation import evaluate_prompts
 
 
 def diverse(prompts: list[tuple[int, ...]], k: int, shared: int = 3) -> list[int]:
@@ -52,18 +44,6 @@ def diverse(prompts: list[tuple[int, ...]], k: int, shared: int = 3) -> list[int
         if len(taken) == k:
             break
     return taken
-
-
-def forward(scores: list[np.ndarray], labels: np.ndarray, picks: int = 7) -> list[int]:
-    chosen = [0]
-    for _ in range(picks - 1):
-        chosen.append(
-            max(
-                range(len(scores)),
-                key=lambda c: loglik(ensemble_scores([scores[i] for i in chosen + [c]]), labels),
-            )
-        )
-    return chosen
 
 
 def run_rules(run: Path, top: list[dict], scorers: Scorers, oracle: bool = False) -> dict[str, float]:
@@ -90,16 +70,13 @@ def run_rules(run: Path, top: list[dict], scorers: Scorers, oracle: bool = False
     members |= {f"ens{k}": list(range(k)) for k in (3, 5, 10, 20) if k <= n and (k <= 5 or oracle)}
     members |= {f"diverse{k}": diverse(prompts, k) for k in (3, 5)}
     members |= {"gap1": by_gap[:1], "gap3": by_gap[:3], "gap5": by_gap[:5]}
-    members["forward"] = forward(pooled, pooled_labels)
+    members["forward"] = forward(pooled, pooled_labels, 7, start=(0,))
     wanted = sorted(set(range(n)) if oracle else {i for taken in members.values() for i in taken})
     test_examples = task.examples("test")
     test_labels = np.array([ex.label for ex in test_examples])
     results = evaluate_prompts(scorer, test_examples, [prompts[i] for i in wanted], False, calibration)
     test = {i: r.scores for i, r in zip(wanted, results, strict=True)}
-    row = {
-        rule: accuracy(ensemble_scores([test[i] for i in taken]), test_labels)
-        for rule, taken in members.items()
-    }
+    row = {rule: ensemble_accuracy(test, test_labels, taken) for rule, taken in members.items()}
     if oracle:
         row["best"] = max(accuracy(test[i], test_labels) for i in range(n))
     return row

@@ -1,6 +1,7 @@
-"""What the look-back scripts (``selection_rules.py``, ``ensemble_rules.py``) share: the finished runs
-under the paths they are given, each run's top prompts by dev, and one task and Scorer per (task, data
-split, model, dtype), loaded once however many runs use it."""
+"""What the look-back scripts (``selection_rules.py``, ``ensemble_rules.py``, ``prompt_pool.py``) share: the
+finished runs under the paths they are given, each run's top prompts by dev, one task and Scorer per (task,
+data split, model, dtype), loaded once however many runs use it, and the figures and forward selection they
+rank prompts and ensembles by."""
 
 from __future__ import annotations
 
@@ -8,7 +9,40 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
+
+from rlprompt.evaluation import ensemble_scores, normalised
 from rlprompt.kinds import classification
+
+
+def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of (examples, classes) label scores."""
+    return float((scores.argmax(-1) == labels).mean())
+
+
+def loglik(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mean log-probability of the right label, renormalised over the classes."""
+    return float(normalised(scores)[np.arange(len(labels)), labels].mean())
+
+
+def ensemble_accuracy(scores: list[np.ndarray], labels: np.ndarray, taken: list[int]) -> float:
+    """Accuracy of the ensemble of the prompts ``taken`` (indices into ``scores``)."""
+    return accuracy(ensemble_scores([scores[i] for i in taken]), labels)
+
+
+def forward(
+    scores: list[np.ndarray], labels: np.ndarray, picks: int, objective=loglik, start: tuple[int, ...] = ()
+) -> list[int]:
+    """Greedy forward selection (with repeats) of an ensemble of ``picks`` members from ``start``: each
+    pick the prompt whose addition maximises ``objective`` of the ensemble's scores."""
+    chosen = list(start)
+    while len(chosen) < picks:
+
+        def gain(c: int):
+            return objective(ensemble_scores([scores[i] for i in chosen + [c]]), labels)
+
+        chosen.append(max(range(len(scores)), key=gain))
+    return chosen
 
 
 def finished_runs(paths: list[str]) -> list[Path]:

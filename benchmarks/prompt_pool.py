@@ -31,31 +31,15 @@ import json
 import sys
 
 import numpy as np
-from finished_runs import Scorers, finished_runs, top_prompts
+from finished_runs import Scorers, accuracy, ensemble_accuracy, finished_runs, forward, loglik, top_prompts
 
 from rlprompt.calibration import task_calibration
 from rlprompt.config import load_train_config
-from rlprompt.evaluation import ensemble_scores, evaluate_prompts, normalised
-
-
-def loglik(scores: np.ndarray, labels: np.ndarray) -> float:
-    return float(normalised(scores)[np.arange(len(labels)), labels].mean())
-
-
-def forward(scores: list[np.ndarray], labels: np.ndarray, picks: int, objective) -> list[int]:
-    """Greedy forward selection (with repeats) of ``picks`` members maximising ``objective``."""
-    chosen: list[int] = []
-    for _ in range(picks):
-
-        def gain(c: int):
-            return objective(ensemble_scores([scores[i] for i in chosen + [c]]), labels)
-
-        chosen.append(max(range(len(scores)), key=gain))
-    return chosen
+from rlprompt.evaluation import evaluate_prompts
 
 
 def accuracy_then_loglik(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    return float((scores.argmax(-1) == labels).mean()), loglik(scores, labels)
+    return accuracy(scores, labels), loglik(scores, labels)
 
 
 def main(paths: list[str]) -> None:
@@ -86,7 +70,7 @@ def main(paths: list[str]) -> None:
             r.scores for r in evaluate_prompts(scorer, examples, prompts, split == "test", calibration)
         ]
         labels[split] = np.array([ex.label for ex in examples])
-    test = [float((s.argmax(-1) == labels["test"]).mean()) for s in scores["test"]]
+    test = [accuracy(s, labels["test"]) for s in scores["test"]]
     dev = [accuracy_then_loglik(s, labels["dev"]) for s in scores["dev"]]
     by_dev = sorted(range(len(prompts)), key=lambda i: dev[i], reverse=True)
     pooled = [np.concatenate(pair) for pair in zip(scores["train"], scores["dev"], strict=True)]
@@ -103,10 +87,6 @@ def main(paths: list[str]) -> None:
         print(f"{rule:22s} {ensemble_accuracy(scores['test'], labels['test'], taken):.3f}  "
               f"members' test {[round(test[i], 3) for i in taken]}")  # fmt: skip
     more_labels(scores, labels, by_dev, members)
-
-
-def ensemble_accuracy(scores: list[np.ndarray], labels: np.ndarray, taken: list[int]) -> float:
-    return float((ensemble_scores([scores[i] for i in taken]).argmax(-1) == labels).mean())
 
 
 def more_labels(scores: dict, labels: dict, by_dev: list[int], members: dict) -> None:

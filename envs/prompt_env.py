@@ -23,7 +23,7 @@ import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-from rlprompt.calibration import calibrate
+from rlprompt.calibration import calibrate, normalised
 from rlprompt.scoring import LabelScorer
 from rlprompt.tasks import Example
 
@@ -65,8 +65,7 @@ def loglik_reward(logprobs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     cross-entropy the gradient methods minimise). Unlike the gap it keeps falling as a wrong answer grows
     more confident. ``logprobs``: (prompts, examples, classes); ``labels``: (examples,). Returns
     (prompts,)."""
-    norm = logprobs - np.logaddexp.reduce(logprobs, axis=-1, keepdims=True)
-    return norm[:, np.arange(len(labels)), labels].mean(-1)
+    return normalised(logprobs)[:, np.arange(len(labels)), labels].mean(-1)
 
 
 def label_reward(
