@@ -30,6 +30,13 @@ def ensemble_accuracy(scores: list[np.ndarray], labels: np.ndarray, taken: list[
     return accuracy(ensemble_scores([scores[i] for i in taken]), labels)
 
 
+def agreement(scores: list[np.ndarray]) -> np.ndarray:
+    """Each prompt's agreement with the consensus of all of them (the argmax of their ensemble): the share
+    of the inputs on which its label is the consensus label. Reads no label."""
+    consensus = ensemble_scores(scores).argmax(-1)
+    return np.array([float((s.argmax(-1) == consensus).mean()) for s in scores])
+
+
 def forward(
     scores: list[np.ndarray], labels: np.ndarray, picks: int, objective=loglik, start: tuple[int, ...] = ()
 ) -> list[int]:

@@ -2,12 +2,17 @@
 several finished runs on one data split (e.g. every RL screen's runs on 16-13), scores each once on
 training, dev and test examples, calibrated as the runs were, and prints the test accuracy of:
 
-- ``runs``: each run's own ensemble (as stored in its ``result.json``), and their mean;
+- ``runs``: each run's own artifact (its ensemble of ``ensemble`` prompts, from its ``result.json``), and
+  their mean;
 - ``pool mean`` and ``best single``: the pooled prompts' mean and best test accuracy (the latter an oracle);
 - ``first 5 by dev``: the 5 pooled prompts with the best dev accuracy (dev log-likelihood breaking ties),
   as one ensemble: what the config's rule would pick from all the runs' budget together;
 - ``forward 5, train+dev``: forward selection of 5 (with repeats) on the pooled training and dev
   log-likelihood of the right label, no test input;
+- ``top 5 by agreement``: the 5 pooled prompts that agree most with the consensus of all of them (the
+  argmax of the whole pool's ensemble) on the training and dev inputs, their labels unread (dev accuracy
+  breaking ties);
+- ``all``: the ensemble of every pooled prompt;
 - ``oracle 5``: forward selection of 5 on test accuracy itself (an upper bound for any ensemble of 5 of
   these prompts; ties by test log-likelihood);
 
@@ -18,7 +23,11 @@ other half.
 Look at development splits with it, not at the split of the final table. Scoring dominates (a few seconds a
 prompt on the training and dev examples, 10-20 on 1,821 test sentences on 2 AVX-512 cores in bf16).
 
-    .venv/bin/python benchmarks/prompt_pool.py RUN_DIR [RUN_DIR ...]
+    .venv/bin/python benchmarks/prompt_pool.py [--save SCORES.npz] RUN_DIR [RUN_DIR ...]
+    .venv/bin/python benchmarks/prompt_pool.py SCORES.npz
+
+``--save`` keeps every pooled prompt's label scores on each split (with the labels and prompt texts); given
+that file instead of runs, the script reads the scores from it and scores nothing.
 
 Measured: benchmarks/results/rl_algorithms_sst-2/NOTES.md (README "Pooled prompts").
 
@@ -31,7 +40,16 @@ import json
 import sys
 
 import numpy as np
-from finished_runs import Scorers, accuracy, ensemble_accuracy, finished_runs, forward, loglik, top_prompts
+from finished_runs import (
+    Scorers,
+    accuracy,
+    agreement,
+    ensemble_accuracy,
+    finished_runs,
+    forward,
+    loglik,
+    top_prompts,
+)
 
 from rlprompt.calibration import task_calibration
 from rlprompt.config import load_train_config
@@ -42,7 +60,17 @@ def accuracy_then_loglik(scores: np.ndarray, labels: np.ndarray) -> tuple[float,
     return accuracy(scores, labels), loglik(scores, labels)
 
 
-def main(paths: list[str]) -> None:
+def pooled_scores(paths: list[str], save: str | None) -> tuple[list[str], dict, dict]:
+    """The pooled prompts' texts and their (examples, classes) label scores and labels on each split,
+    scored now (and kept in ``save``) or, for one ``.npz`` path, read from an earlier ``--save``."""
+    if len(paths) == 1 and paths[0].endswith(".npz"):
+        saved = np.load(paths[0])
+        splits = ("train", "dev", "test")
+        return (
+            [str(t) for t in saved["texts"]],
+            {s: list(saved[f"{s}_scores"]) for s in splits},
+            {s: saved[f"{s}_labels"] for s in splits},
+        )
     runs = finished_runs(paths)
     if not runs:
         sys.exit("prompt_pool.py: no finished runs (prompt.json) under " + " ".join(paths))
@@ -59,7 +87,7 @@ def main(paths: list[str]) -> None:
     for run in runs:
         for p in top_prompts(run):
             pool.setdefault(tuple(p["token_ids"]), p["text"])
-        own.append(json.loads((run / "result.json").read_text())["test_ensemble"])
+        own.append(json.loads((run / "result.json").read_text())["test_metrics"]["accuracy"])  # the artifact
     prompts = list(pool)
     print(f"{len(runs)} runs, {len(prompts)} distinct prompts; runs' own ensembles "
           f"{np.round(own, 3).tolist()}, mean {np.mean(own):.3f}", flush=True)  # fmt: skip
@@ -70,22 +98,37 @@ def main(paths: list[str]) -> None:
             r.scores for r in evaluate_prompts(scorer, examples, prompts, split == "test", calibration)
         ]
         labels[split] = np.array([ex.label for ex in examples])
+    texts = [pool[p] for p in prompts]
+    if save:
+        arrays = {f"{split}_scores": np.stack(scores[split]) for split in scores}
+        arrays |= {f"{split}_labels": labels[split] for split in labels}
+        np.savez_compressed(save, texts=np.array(texts), **arrays)
+    return texts, scores, labels
+
+
+def main(paths: list[str], save: str | None = None) -> None:
+    texts, scores, labels = pooled_scores(paths, save)
+    prompts = range(len(texts))
     test = [accuracy(s, labels["test"]) for s in scores["test"]]
     dev = [accuracy_then_loglik(s, labels["dev"]) for s in scores["dev"]]
     by_dev = sorted(range(len(prompts)), key=lambda i: dev[i], reverse=True)
     pooled = [np.concatenate(pair) for pair in zip(scores["train"], scores["dev"], strict=True)]
     pooled_labels = np.concatenate([labels["train"], labels["dev"]])
+    agrees = agreement(pooled)
+    by_agreement = sorted(range(len(prompts)), key=lambda i: (agrees[i], dev[i]), reverse=True)
     members = {
         "first 5 by dev": by_dev[:5],
         "forward 5, train+dev": forward(pooled, pooled_labels, 5, loglik),
+        "top 5 by agreement": by_agreement[:5],
+        "all": list(range(len(prompts))),
         "oracle 5": forward(scores["test"], labels["test"], 5, accuracy_then_loglik),
     }
     best = int(np.argmax(test))
-    print(f"pool mean {np.mean(test):.3f}; best single {test[best]:.3f} ({pool[prompts[best]]!r}, "
+    print(f"pool mean {np.mean(test):.3f}; best single {test[best]:.3f} ({texts[best]!r}, "
           f"dev {dev[best][0]:.3f})")  # fmt: skip
     for rule, taken in members.items():
-        print(f"{rule:22s} {ensemble_accuracy(scores['test'], labels['test'], taken):.3f}  "
-              f"members' test {[round(test[i], 3) for i in taken]}")  # fmt: skip
+        members_test = f"members' test {[round(test[i], 3) for i in taken]}" if len(taken) <= 5 else ""
+        print(f"{rule:22s} {ensemble_accuracy(scores['test'], labels['test'], taken):.3f}  {members_test}")
     more_labels(scores, labels, by_dev, members)
 
 
@@ -101,6 +144,8 @@ def more_labels(scores: dict, labels: dict, by_dev: list[int], members: dict) ->
     rules = {
         "first 5 by dev": by_dev[:5],
         "forward 5, train+dev": members["forward 5, train+dev"],
+        "top 5 by agreement": members["top 5 by agreement"],
+        "all": members["all"],
         f"first 5 by {len(chose_on)} labelled": by_half[:5],
         f"forward 5 on {len(chose_on)} labelled": forward(pick, pick_labels, 5, loglik),
         "oracle 5 on these": forward(held, held_labels, 5, accuracy_then_loglik),
@@ -111,4 +156,10 @@ def more_labels(scores: dict, labels: dict, by_dev: list[int], members: dict) ->
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = sys.argv[1:]
+    save = None
+    if args[:1] == ["--save"]:
+        if len(args) < 2:
+            sys.exit("prompt_pool.py: --save needs a file name")
+        save, args = args[1], args[2:]
+    main(args, save)

@@ -1,0 +1,76 @@
+"""The look-back scripts' shared figures (benchmarks/finished_runs.py) and benchmarks/prompt_pool.py's rules,
+on label scores built by hand, so each rule's choice is known in advance."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _module(name: str):
+    sys.path.insert(0, str(BENCHMARKS))  # the scripts import finished_runs as a sibling
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def _scores(predicted: list[int], confidence: float = 0.9) -> np.ndarray:
+    """(examples, 2) log-probs that put ``confidence`` on each predicted class."""
+    probs = np.full((len(predicted), 2), 1 - confidence)
+    probs[np.arange(len(predicted)), predicted] = confidence
+    return np.log(probs)
+
+
+def test_agreement_is_the_share_of_inputs_on_the_consensus_label():
+    runs = _module("finished_runs")
+    # Three prompts on four inputs: the consensus (majority here) is [0, 1, 1, 0].
+    scores = [_scores([0, 1, 1, 0]), _scores([0, 1, 1, 1]), _scores([1, 1, 1, 0])]
+    assert runs.agreement(scores).tolist() == [1.0, 0.75, 0.75]
+    labels = np.array([0, 1, 0, 0])
+    assert runs.accuracy(scores[0], labels) == 0.75
+    assert runs.ensemble_accuracy(scores, labels, [0, 1, 2]) == 0.75  # the consensus, wrong on input 2
+    assert runs.ensemble_accuracy(scores, labels, [1]) == 0.5
+    # Forward selection takes the prompt that is right most surely, then what the ensemble gains most by.
+    assert runs.forward(scores, labels, 1) == [0]
+
+
+def test_prompt_pool_reads_saved_scores_and_each_rule_picks_what_it_should(tmp_path, capsys):
+    pool = _module("prompt_pool")
+    rng = np.random.default_rng(0)
+    labels = {"train": rng.integers(0, 2, 32), "dev": rng.integers(0, 2, 32), "test": rng.integers(0, 2, 400)}
+
+    def prompt(error_rate: float, seed: int) -> dict:
+        """Label scores that are wrong on a seeded ``error_rate`` of each split's inputs."""
+        flip = np.random.default_rng(seed)
+        return {
+            split: _scores(np.where(flip.random(len(y)) < error_rate, 1 - y, y).tolist())
+            for split, y in labels.items()
+        }
+
+    # Six good prompts that err on different inputs, and two that are wrong on most of them.
+    prompts = [prompt(0.15, seed) for seed in range(6)] + [prompt(0.7, 10), prompt(0.8, 11)]
+    saved = tmp_path / "pool.npz"
+    np.savez_compressed(
+        saved, texts=np.array([f"p{i}" for i in range(len(prompts))]),
+        **{f"{split}_scores": np.stack([p[split] for p in prompts]) for split in labels},
+        **{f"{split}_labels": y for split, y in labels.items()},
+    )  # fmt: skip
+    pool.main([str(saved)])
+    out = capsys.readouterr().out
+    figures = {line[:22].strip(): float(line[22:29]) for line in out.splitlines()[1:6]}
+    # The consensus of mostly good prompts is better than any one of them (each about 0.85); the two bad
+    # prompts agree with it least, so agreement keeps them out without reading a label.
+    assert figures["top 5 by agreement"] > 0.95 and figures["all"] > 0.9
+    (agreed,) = [line for line in out.splitlines() if line.startswith("top 5 by agreement")]
+    assert min(ast.literal_eval(agreed.split("members' test")[1].strip())) > 0.8
+    assert "members' test" in out and "chosen on 200 test sentences" in out
