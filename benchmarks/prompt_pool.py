@@ -108,19 +108,19 @@ def pooled_scores(paths: list[str], save: str | None) -> tuple[list[str], dict, 
 
 def main(paths: list[str], save: str | None = None) -> None:
     texts, scores, labels = pooled_scores(paths, save)
-    prompts = range(len(texts))
+    n = len(texts)
     test = [accuracy(s, labels["test"]) for s in scores["test"]]
     dev = [accuracy_then_loglik(s, labels["dev"]) for s in scores["dev"]]
-    by_dev = sorted(range(len(prompts)), key=lambda i: dev[i], reverse=True)
+    by_dev = sorted(range(n), key=lambda i: dev[i], reverse=True)
     pooled = [np.concatenate(pair) for pair in zip(scores["train"], scores["dev"], strict=True)]
     pooled_labels = np.concatenate([labels["train"], labels["dev"]])
     agrees = agreement(pooled)
-    by_agreement = sorted(range(len(prompts)), key=lambda i: (agrees[i], dev[i]), reverse=True)
+    by_agreement = sorted(range(n), key=lambda i: (agrees[i], dev[i]), reverse=True)
     members = {
         "first 5 by dev": by_dev[:5],
         "forward 5, train+dev": forward(pooled, pooled_labels, 5, loglik),
         "top 5 by agreement": by_agreement[:5],
-        "all": list(range(len(prompts))),
+        "all": list(range(n)),
         "oracle 5": forward(scores["test"], labels["test"], 5, accuracy_then_loglik),
     }
     best = int(np.argmax(test))
