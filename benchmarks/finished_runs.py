@@ -10,19 +10,21 @@ import json
 from pathlib import Path
 
 import numpy as np
+from rlprompt.envs.prompt_env import batch_accuracy, loglik_reward
 
-from rlprompt.evaluation import ensemble_scores, normalised
+from rlprompt.evaluation import ensemble_scores
 from rlprompt.kinds import classification
 
 
 def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Accuracy of (examples, classes) label scores."""
-    return float((scores.argmax(-1) == labels).mean())
+    """Accuracy of one prompt's (examples, classes) label scores (the env's, for one prompt)."""
+    return float(batch_accuracy(scores[None], labels)[0])
 
 
 def loglik(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Mean log-probability of the right label, renormalised over the classes."""
-    return float(normalised(scores)[np.arange(len(labels)), labels].mean())
+    """Mean log-probability of the right label, renormalised over the classes (the env's log-likelihood
+    reward, for one prompt)."""
+    return float(loglik_reward(scores[None], labels)[0])
 
 
 def ensemble_accuracy(scores: list[np.ndarray], labels: np.ndarray, taken: list[int]) -> float:
@@ -50,6 +52,25 @@ def forward(
 
         chosen.append(max(range(len(scores)), key=gain))
     return chosen
+
+
+def save_scores(path, texts: list[str], scores: dict, labels: dict) -> None:
+    """Prompts' label scores on each split (``scores[split]``: one (examples, classes) array a prompt) and
+    the splits' labels, for :func:`load_scores`."""
+    arrays = {f"{split}_scores": np.stack(scores[split]) for split in scores}
+    arrays |= {f"{split}_labels": labels[split] for split in labels}
+    np.savez_compressed(path, texts=np.array(texts), **arrays)
+
+
+def load_scores(path) -> tuple[list[str], dict, dict]:
+    """What :func:`save_scores` wrote: the texts, and the scores and labels by split."""
+    saved = np.load(path)
+    splits = [key.removesuffix("_labels") for key in saved.files if key.endswith("_labels")]
+    return (
+        [str(t) for t in saved["texts"]],
+        {s: list(saved[f"{s}_scores"]) for s in splits},
+        {s: saved[f"{s}_labels"] for s in splits},
+    )
 
 
 def finished_runs(paths: list[str]) -> list[Path]:

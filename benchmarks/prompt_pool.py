@@ -47,7 +47,9 @@ from finished_runs import (
     ensemble_accuracy,
     finished_runs,
     forward,
+    load_scores,
     loglik,
+    save_scores,
     top_prompts,
 )
 
@@ -64,13 +66,7 @@ def pooled_scores(paths: list[str], save: str | None) -> tuple[list[str], dict, 
     """The pooled prompts' texts and their (examples, classes) label scores and labels on each split,
     scored now (and kept in ``save``) or, for one ``.npz`` path, read from an earlier ``--save``."""
     if len(paths) == 1 and paths[0].endswith(".npz"):
-        saved = np.load(paths[0])
-        splits = ("train", "dev", "test")
-        return (
-            [str(t) for t in saved["texts"]],
-            {s: list(saved[f"{s}_scores"]) for s in splits},
-            {s: saved[f"{s}_labels"] for s in splits},
-        )
+        return load_scores(paths[0])
     runs = finished_runs(paths)
     if not runs:
         sys.exit("prompt_pool.py: no finished runs (prompt.json) under " + " ".join(paths))
@@ -100,9 +96,7 @@ def pooled_scores(paths: list[str], save: str | None) -> tuple[list[str], dict, 
         labels[split] = np.array([ex.label for ex in examples])
     texts = [pool[p] for p in prompts]
     if save:
-        arrays = {f"{split}_scores": np.stack(scores[split]) for split in scores}
-        arrays |= {f"{split}_labels": labels[split] for split in labels}
-        np.savez_compressed(save, texts=np.array(texts), **arrays)
+        save_scores(save, texts, scores, labels)
     return texts, scores, labels
 
 

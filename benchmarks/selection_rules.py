@@ -26,9 +26,9 @@ import sys
 
 import numpy as np
 from finished_runs import Scorers, finished_runs, top_prompts
-from rlprompt.envs.prompt_env import batch_accuracy, gap_reward
+from rlprompt.envs.prompt_env import batch_accuracy, gap_reward, loglik_reward
 
-from rlprompt.calibration import calibrate, normalised, scorer_prior, task_calibration
+from rlprompt.calibration import calibrate, scorer_prior, task_calibration
 from rlprompt.config import load_train_config
 
 
@@ -40,7 +40,7 @@ def split_scores(scorer, prompts, examples, calibration, env) -> dict[str, np.nd
     return {
         "accuracy": batch_accuracy(logprobs, labels),
         "reward": gap_reward(logprobs, labels, env.correct_scale, env.wrong_scale),
-        "loglik": normalised(logprobs)[:, np.arange(len(labels)), labels].mean(-1),
+        "loglik": loglik_reward(logprobs, labels),
         "n": np.full(len(prompts), len(examples)),
     }
 

@@ -60,11 +60,8 @@ def test_prompt_pool_reads_saved_scores_and_each_rule_picks_what_it_should(tmp_p
     # Six good prompts that err on different inputs, and two that are wrong on most of them.
     prompts = [prompt(0.15, seed) for seed in range(6)] + [prompt(0.7, 10), prompt(0.8, 11)]
     saved = tmp_path / "pool.npz"
-    np.savez_compressed(
-        saved, texts=np.array([f"p{i}" for i in range(len(prompts))]),
-        **{f"{split}_scores": np.stack([p[split] for p in prompts]) for split in labels},
-        **{f"{split}_labels": y for split, y in labels.items()},
-    )  # fmt: skip
+    scores = {split: [p[split] for p in prompts] for split in labels}
+    _module("finished_runs").save_scores(saved, [f"p{i}" for i in range(len(prompts))], scores, labels)
     pool.main([str(saved)])
     out = capsys.readouterr().out
     figures = {line[:22].strip(): float(line[22:29]) for line in out.splitlines()[1:6]}
