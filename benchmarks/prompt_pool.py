@@ -15,6 +15,8 @@ training, dev and test examples, calibrated as the runs were, and prints the tes
 - ``all``: the ensemble of every pooled prompt;
 - ``oracle 5``: forward selection of 5 on test accuracy itself (an upper bound for any ensemble of 5 of
   these prompts; ties by test log-likelihood);
+- the correlation over the pooled prompts between test accuracy and each signal that reads no test input
+  (agreement, dev accuracy, training+dev accuracy);
 
 and, to see whether more labelled examples to choose on would find the better ensembles, the same rules
 plus the first 5 by accuracy and forward selection on a seeded half of the test set, all scored on the
@@ -123,6 +125,12 @@ def main(paths: list[str], save: str | None = None) -> None:
     for rule, taken in members.items():
         members_test = f"members' test {[round(test[i], 3) for i in taken]}" if len(taken) <= 5 else ""
         print(f"{rule:22s} {ensemble_accuracy(scores['test'], labels['test'], taken):.3f}  {members_test}")
+    # How well each no-test signal ranks the pooled prompts by test accuracy.
+    signals = {"agreement": agrees, "dev accuracy": [d[0] for d in dev],
+               "training+dev accuracy": [accuracy(s, pooled_labels) for s in pooled]}  # fmt: skip
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant signal has no correlation (nan)
+        corr = {name: np.corrcoef(signal, test)[0, 1] for name, signal in signals.items()}
+    print("correlation with test accuracy: " + ", ".join(f"{k} {v:.2f}" for k, v in corr.items()))
     more_labels(scores, labels, by_dev, members)
 
 
