@@ -105,9 +105,9 @@ def plan_run(config, task, speed: Speed) -> list[MethodPlan]:
 
     from rlprompt.registry import METHODS
 
-    train, dev, test = (len(task.examples(s)) for s in ("train", "dev", "test"))
-    # what the methods train on: less the excluded examples and each seed's demonstrations
-    train = max(1, train - len(set(config.task.exclude_train)) - config.task.demonstrations)
+    dev, test = (len(task.examples(s)) for s in ("dev", "test"))
+    # what the methods train on (task.exclude_train left out), less each seed's demonstrations
+    train = max(1, len(task.training_examples(config.task.exclude_train)) - config.task.demonstrations)
     sizes = Sizes(train, dev, test, config.evaluations + 1, 2 * test / speed.cold)
     plans = []
     for method in config.method_list:

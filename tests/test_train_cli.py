@@ -337,6 +337,24 @@ def test_the_plan_prices_weight_training_at_whole_sequences_and_the_soft_prompt_
     )
 
 
+def test_the_plan_sizes_training_without_the_excluded_examples_and_the_demonstrations(monkeypatch):
+    """The plan prices a run on what its methods train on: the task's training examples less
+    task.exclude_train (repeated ids counted once, as the task counts them) and each seed's demonstrations."""
+    import rlprompt.plan as plan
+    from rlprompt.config import TaskConfig, TrainConfig
+    from rlprompt.tasks import load_task
+
+    task = load_task("sst-2", seed="16-13")
+    ids = [ex.uid for ex in task.examples("train")[:3]]
+    config = TrainConfig(methods=["lora"], task=TaskConfig(name="sst-2", seed="16-13", demonstrations=2,
+                                                          exclude_train=[*ids, ids[0]]))  # fmt: skip
+    seen = []
+    monkeypatch.setattr(plan, "gradient_estimate", lambda method, config, sizes, speed: seen.append(sizes)
+                        or plan.Estimate(0, 0, 1.0))  # fmt: skip
+    plan.plan_run(config, task, plan.Speed(cold=80.0, warm=140.0, tokens_per_pair=6.0, full=20.0))
+    assert [s.train for s in seen] == [32 - 3 - 2] and seen[0].dev == 32
+
+
 def test_a_missing_policy_backbone_fails_before_any_method_runs(tiny_gpt2, tiny_task, tmp_path, capsys):
     """A comparison whose RL runs last must not run the others first and then fail on policy.backbone."""
     register_model(tiny_gpt2)
