@@ -66,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--ensemble", action="store_true",
-        help="also evaluate all the prompts as one ensemble (each input's label: the argmax of their mean "
-        "label probabilities, calibrated as each prompt is)",
+        help="also evaluate all the prompts (or all the --adapter weights) as one ensemble (each input's "
+        "label: the argmax of their mean label probabilities, calibrated as each one is)",
     )  # fmt: skip
     p.add_argument("--template", help='override the task\'s template, e.g. "{sentence} {prompt} <mask> ."')
     p.add_argument(
@@ -98,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
         raise RLPromptError(f"--limit must be at least 1, got {args.limit}")
     if args.top_k is not None and args.top_k < 1:
         raise RLPromptError(f"--top-k must be at least 1, got {args.top_k}")
-    if args.ensemble and args.adapter:
-        raise RLPromptError("--ensemble combines prompts; leave out --adapter")
     if args.batch_tokens < 16:
         raise RLPromptError(f"--batch-tokens must be at least 16, got {args.batch_tokens}")
     if args.adapter and (args.prompt is not None or args.prompt_file or args.template):
@@ -142,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
             for path in args.adapter
         ]
         template = adapters[0]["template"]
+        if args.ensemble:  # e.g. one method's seeds: each adapter reads its own template, calibrated as asked
+            if len(results) < 2:
+                raise RLPromptError("--ensemble needs at least 2 adapters (more --adapter)")
+            ensemble = ensemble_result(results, [ex.label for ex in examples])
+            ensemble.prompt = f"ensemble of {len(results)} adapters"
+            results.append(ensemble)
     else:
         template = args.template or (source.template_for(lm.kind) if source else None)
         prompts: list[PromptLike] = []

@@ -210,6 +210,8 @@ def scored_result(
     prior = None
     if calibration is not None and calibration.active:
         prior = calibration.prior(score, scorer.lm, scorer.accepts_input, evaluated=examples)
+    scores = calibrate(logprobs, prior)[0] if prior is not None else logprobs[0]
     raw = classification_metrics(logprobs[0], labels)
-    metrics = classification_metrics(calibrate(logprobs, prior)[0], labels) if prior is not None else raw
-    return PromptResult(name, [], metrics, raw, calibration.method if calibration is not None else "none")
+    metrics = classification_metrics(scores, labels) if prior is not None else raw
+    method = calibration.method if calibration is not None else "none"
+    return PromptResult(name, [], metrics, raw, method, scores, logprobs[0])  # scores kept for ensembles

@@ -426,6 +426,39 @@ def test_manual_method_keeps_the_best_prompt_on_dev(tiny_task, capsys, tiny_gpt2
     assert MethodResult.load(run_dir / "result.json").trainable_params == 0
 
 
+def test_adapters_of_several_seeds_evaluate_as_one_ensemble(tiny_task, capsys, tiny_llama):
+    """--ensemble over --adapter weights (one method's seeds, say): each adapter's row as alone, and a last
+    row whose labels are the argmax of their mean calibrated label probabilities."""
+    from rlprompt.calibration import task_calibration
+    from rlprompt.evaluation import ensemble_scores, evaluate_adapter
+    from rlprompt.tasks import load_task
+
+    register_model(tiny_llama)
+    _train(tiny_task, capsys, "model=tiny-llama", "method=lora", "seeds=[0, 1]", "lora.steps=6",
+           "evaluations=2", "lora.learning_rate=0.05")  # fmt: skip
+    (root,) = (tiny_task / "runs").iterdir()
+    artifacts = [str(root / f"lora__s{seed}" / "lora") for seed in (0, 1)]
+    argv = [arg for path in artifacts for arg in ("--adapter", path)] + ["--calibration", "batch", "--json"]
+    with pytest.raises(SystemExit) as done:
+        run_cli(evaluate_main, [*argv, "--ensemble"])
+    assert done.value.code == 0
+    rows = json.loads(capsys.readouterr().out)["results"]
+    assert [r["prompt"] for r in rows][2:] == ["ensemble of 2 adapters"]
+    task = load_task(str(tiny_task / "task.yaml"))
+    examples = task.examples("test")
+    alone = [evaluate_adapter(path, tiny_llama, task, examples, calibration=task_calibration("batch", task))
+             for path in artifacts]  # fmt: skip
+    assert [r["accuracy"] for r in rows[:2]] == pytest.approx([r.metrics.accuracy for r in alone])
+    labels = np.array([ex.label for ex in examples])
+    mean = ensemble_scores([r.scores for r in alone])
+    assert rows[2]["accuracy"] == pytest.approx(float((mean.argmax(-1) == labels).mean()))
+    # One adapter is no ensemble: one line, exit 2.
+    with pytest.raises(SystemExit) as done:
+        run_cli(evaluate_main, ["--adapter", artifacts[0], "--ensemble"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "--ensemble needs at least 2 adapters" in err and "Traceback" not in err
+
+
 def test_adapter_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         run_cli(evaluate_main, ["--adapter", str(tmp_path)])
