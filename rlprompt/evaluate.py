@@ -131,8 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     recorded = (source.calibration if source else None) or (meta.get("calibration") if meta else None)
     method = args.calibration or recorded or "none"
     calibration = task_calibration(method, task)
+    labels = [ex.label for ex in examples]
     start = time.perf_counter()
     if adapters:
+        # --ensemble over adapters (one method's seeds, say): each reads its own template, calibrated as asked
+        members, kind = len(adapters), "adapters"
+        if args.ensemble and members < 2:
+            raise RLPromptError("--ensemble needs at least 2 adapters (more --adapter)")
         results = [
             evaluate_adapter(
                 path, lm, task, examples, args.batch_tokens, progress=True, calibration=calibration
@@ -140,12 +145,6 @@ def main(argv: list[str] | None = None) -> int:
             for path in args.adapter
         ]
         template = adapters[0]["template"]
-        if args.ensemble:  # e.g. one method's seeds: each adapter reads its own template, calibrated as asked
-            if len(results) < 2:
-                raise RLPromptError("--ensemble needs at least 2 adapters (more --adapter)")
-            ensemble = ensemble_result(results, [ex.label for ex in examples])
-            ensemble.prompt = f"ensemble of {len(results)} adapters"
-            results.append(ensemble)
     else:
         template = args.template or (source.template_for(lm.kind) if source else None)
         prompts: list[PromptLike] = []
@@ -160,19 +159,21 @@ def main(argv: list[str] | None = None) -> int:
             prompts += members
         if args.prompt is not None or not files:
             prompts += args.prompt if args.prompt is not None else [task.manual_prompt, ""]
+        members, kind = len(prompts), "prompts"
+        if args.ensemble and members < 2:
+            raise RLPromptError("--ensemble needs at least 2 prompts (more --prompt, or --top-k)")
         budget = prompt_budget(lm, prompts)
         scorer = make_scorer(lm, task, template, batch_tokens=args.batch_tokens, prompt_budget=budget)
         results = evaluate_prompts(scorer, examples, prompts, progress=True, calibration=calibration)
-        labels = [ex.label for ex in examples]
         for path, first, count in file_ensembles:
             ensemble = ensemble_result(results[first : first + count], labels)
             ensemble.prompt = f"ensemble of {count} prompts ({path})"
             results.append(ensemble)
-        if args.ensemble:
-            if len(results) < 2:
-                raise RLPromptError("--ensemble needs at least 2 prompts (more --prompt, or --top-k)")
-            results.append(ensemble_result(results[: len(prompts)], labels))
         template = scorer.template.text
+    if args.ensemble:  # every prompt or adapter evaluated above, as one
+        ensemble = ensemble_result(results[:members], labels)
+        ensemble.prompt = f"ensemble of {members} {kind}"
+        results.append(ensemble)
     seconds = time.perf_counter() - start
 
     if args.json:
