@@ -129,6 +129,23 @@ def reference_logprobs(
         return out
 
 
+def benchmark_module(name: str):
+    """``benchmarks/<name>.py`` loaded as a module (the scripts import their siblings, e.g. finished_runs,
+    as top-level modules, so the folder is on the path while it loads)."""
+    import importlib.util
+    import sys
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(folder))
+
+
 def write_task(directory: Path, name: str, rows, verbalizers: str = "{0: terrible, 1: great}") -> Path:
     """A user task whose train, dev and test files all hold ``rows`` ((sentence, label) pairs); returns
     its task.yaml."""

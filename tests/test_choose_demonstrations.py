@@ -4,8 +4,6 @@ template, leaves it out of training and scores what the script printed for it.""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,21 +11,9 @@ import pytest
 
 from rlprompt.models import register_model
 from rlprompt.tasks import Example
+from tests.conftest import benchmark_module
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _module():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # the script imports finished_runs as a sibling
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "choose_demonstrations", ROOT / "benchmarks" / "choose_demonstrations.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
 
 
 def _train(per_class: list[int]) -> list[Example]:
@@ -36,7 +22,7 @@ def _train(per_class: list[int]) -> list[Example]:
 
 
 def test_every_ordered_set_of_one_example_per_class_when_they_fit():
-    choose = _module()
+    choose = benchmark_module("choose_demonstrations")
     sets = choose.candidate_sets(_train([2, 3]), 2, max_sets=12)
     # 2 x 3 choices of one per class, each in both orders
     assert len(sets) == 12 and len({tuple(ex.uid for ex in s) for s in sets}) == 12
@@ -45,7 +31,7 @@ def test_every_ordered_set_of_one_example_per_class_when_they_fit():
 
 
 def test_a_seeded_sample_of_distinct_sets_when_there_are_more():
-    choose = _module()
+    choose = benchmark_module("choose_demonstrations")
     train = _train([4, 4, 4])  # 64 choices x 6 orders = 384 sets
     sets = choose.candidate_sets(train, 3, max_sets=50, seed=3)
     uids = [tuple(ex.uid for ex in s) for s in sets]
@@ -60,7 +46,7 @@ def test_a_seeded_sample_of_distinct_sets_when_there_are_more():
 
 def test_the_written_config_holds_the_best_set_and_scores_what_was_printed(tmp_path, tiny_llama, capsys):
     register_model(tiny_llama)
-    choose = _module()
+    choose = benchmark_module("choose_demonstrations")
     out = tmp_path / "demos.yaml"
     argv = ["--config", str(ROOT / "configs" / "sst2_compare.yaml"), "--split", "16-13", "--max-sets", "3",
             "--set", "model=tiny-llama", "--out", str(out)]  # fmt: skip

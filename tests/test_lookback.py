@@ -4,24 +4,10 @@ on label scores built by hand, so each rule's choice is known in advance."""
 from __future__ import annotations
 
 import ast
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _module(name: str):
-    sys.path.insert(0, str(BENCHMARKS))  # the scripts import finished_runs as a sibling
-    try:
-        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+from tests.conftest import benchmark_module
 
 
 def _scores(predicted: list[int], confidence: float = 0.9) -> np.ndarray:
@@ -32,7 +18,7 @@ def _scores(predicted: list[int], confidence: float = 0.9) -> np.ndarray:
 
 
 def test_agreement_is_the_share_of_inputs_on_the_consensus_label():
-    runs = _module("finished_runs")
+    runs = benchmark_module("finished_runs")
     # Three prompts on four inputs: the consensus (majority here) is [0, 1, 1, 0].
     scores = [_scores([0, 1, 1, 0]), _scores([0, 1, 1, 1]), _scores([1, 1, 1, 0])]
     assert runs.agreement(scores).tolist() == [1.0, 0.75, 0.75]
@@ -45,7 +31,7 @@ def test_agreement_is_the_share_of_inputs_on_the_consensus_label():
 
 
 def test_prompt_pool_reads_saved_scores_and_each_rule_picks_what_it_should(tmp_path, capsys):
-    pool = _module("prompt_pool")
+    pool = benchmark_module("prompt_pool")
     rng = np.random.default_rng(0)
     labels = {"train": rng.integers(0, 2, 32), "dev": rng.integers(0, 2, 32), "test": rng.integers(0, 2, 400)}
 
@@ -61,7 +47,8 @@ def test_prompt_pool_reads_saved_scores_and_each_rule_picks_what_it_should(tmp_p
     prompts = [prompt(0.15, seed) for seed in range(6)] + [prompt(0.7, 10), prompt(0.8, 11)]
     saved = tmp_path / "pool.npz"
     scores = {split: [p[split] for p in prompts] for split in labels}
-    _module("finished_runs").save_scores(saved, [f"p{i}" for i in range(len(prompts))], scores, labels)
+    texts = [f"p{i}" for i in range(len(prompts))]
+    benchmark_module("finished_runs").save_scores(saved, texts, scores, labels)
     pool.main([str(saved)])
     out = capsys.readouterr().out
     figures = {line[:22].strip(): float(line[22:29]) for line in out.splitlines()[1:6]}

@@ -3,22 +3,14 @@ chooses by mean test accuracy there, and keeps finished runs when started again.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 from rlprompt.models import register_model
+from tests.conftest import benchmark_module
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "tune_baselines.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("tune_baselines", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _lora_sweep(tmp_path, out, factors: list[str], steps: int) -> list[str]:
@@ -33,7 +25,7 @@ def _lora_sweep(tmp_path, out, factors: list[str], steps: int) -> list[str]:
 
 
 def test_a_tie_keeps_the_config_value_and_the_best_test_wins():
-    choose = _module().choose
+    choose = benchmark_module("tune_baselines").choose
     rows = [{"value": 0.01, "test": 0.7}, {"value": 0.03, "test": 0.8}, {"value": 0.1, "test": 0.8}]
     assert choose(rows, current=0.1) == 0.1
     assert choose(rows, current=0.01) == 0.03  # a tie between two others: the smaller
@@ -42,7 +34,7 @@ def test_a_tie_keeps_the_config_value_and_the_best_test_wins():
 
 def test_the_sweep_runs_each_value_and_resumes(tmp_path, tiny_llama, capsys):
     register_model(tiny_llama)
-    tune = _module()
+    tune = benchmark_module("tune_baselines")
     out = tmp_path / "tune"
     argv = _lora_sweep(tmp_path, out, factors=["0.1", "1"], steps=2)
     assert tune.main(argv) == 0
@@ -73,13 +65,13 @@ def test_the_sweep_runs_each_value_and_resumes(tmp_path, tiny_llama, capsys):
 
 
 def test_a_method_without_a_swept_setting_is_refused(tmp_path, capsys):
-    assert _module().main(["--methods", "manual", "--out", str(tmp_path)]) == 2
+    assert benchmark_module("tune_baselines").main(["--methods", "manual", "--out", str(tmp_path)]) == 2
     assert "--methods: no swept setting for manual" in capsys.readouterr().err
 
 
 def test_a_value_whose_run_fails_is_listed_and_never_chosen(tmp_path, tiny_llama, capsys):
     register_model(tiny_llama)
-    tune = _module()
+    tune = benchmark_module("tune_baselines")
     out = tmp_path / "tune"
     # A learning rate of 1e6 sends the LoRA weights past float range: the NaN guard stops that run.
     argv = _lora_sweep(tmp_path, out, factors=["1", "1e9"], steps=4)
