@@ -15,6 +15,9 @@ training, dev and test examples, calibrated as the runs were, and prints the tes
 - ``all``: the ensemble of every pooled prompt;
 - ``oracle 5``: forward selection of 5 on test accuracy itself (an upper bound for any ensemble of 5 of
   these prompts; ties by test log-likelihood);
+- how the first 5 by dev combine: the mean of their label log-probs (the product's ensemble), of their
+  probabilities, a majority vote, and the mean of their label margins, each divided by its spread over
+  the training and dev inputs (so a prompt with sharp scores weighs no more than one with mild ones);
 - the correlation over the pooled prompts between test accuracy and each signal that reads no test input
   (agreement, dev accuracy, training+dev accuracy);
 
@@ -55,7 +58,7 @@ from finished_runs import (
     top_prompts,
 )
 
-from rlprompt.calibration import task_calibration
+from rlprompt.calibration import normalised, task_calibration
 from rlprompt.config import load_train_config
 from rlprompt.evaluation import evaluate_prompts
 
@@ -130,8 +133,29 @@ def main(paths: list[str], save: str | None = None) -> None:
                "training+dev accuracy": [accuracy(s, pooled_labels) for s in pooled]}  # fmt: skip
     with np.errstate(invalid="ignore", divide="ignore"):  # a constant signal has no correlation (nan)
         corr = {name: np.corrcoef(signal, test)[0, 1] for name, signal in signals.items()}
+    combinations(scores, labels, by_dev[:5])
     print("correlation with test accuracy: " + ", ".join(f"{k} {v:.2f}" for k, v in corr.items()))
     more_labels(scores, labels, by_dev, members)
+
+
+def combinations(scores: dict, labels: dict, taken: list[int]) -> dict[str, float]:
+    """Test accuracy of the ``taken`` prompts' ensemble under four ways of combining their (calibrated)
+    label scores, printed on one line and returned; the margins' spread is read on training and dev."""
+    test = np.stack([normalised(scores["test"][i]) for i in taken])
+    reference = np.stack([normalised(np.concatenate([scores["train"][i], scores["dev"][i]])) for i in taken])
+    y = labels["test"]
+    votes = np.stack([np.eye(test.shape[-1])[t.argmax(-1)] for t in test]).mean(0)
+    # Each prompt's margins over the runner-up class, scaled by their spread on the reference inputs.
+    spread = np.maximum((reference.max(-1) - np.sort(reference, -1)[..., -2]).std(-1), 1e-9)
+    figures = {
+        "log-probs": test.mean(0),
+        "probabilities": np.exp(test).mean(0),
+        "vote": votes + 1e-6 * test.mean(0),  # ties go to the mean log-prob
+        "scaled margins": (test / spread[:, None, None]).mean(0),
+    }
+    accuracies = {name: float((combined.argmax(-1) == y).mean()) for name, combined in figures.items()}
+    print("first 5 by dev, combined by " + ", ".join(f"{k} {v:.3f}" for k, v in accuracies.items()))
+    return accuracies
 
 
 def more_labels(scores: dict, labels: dict, by_dev: list[int], members: dict) -> None:

@@ -58,3 +58,28 @@ def test_prompt_pool_reads_saved_scores_and_each_rule_picks_what_it_should(tmp_p
     (agreed,) = [line for line in out.splitlines() if line.startswith("top 5 by agreement")]
     assert min(ast.literal_eval(agreed.split("members' test")[1].strip())) > 0.8
     assert "members' test" in out and "chosen on 200 test sentences" in out
+    # The product's combination (mean log-probs) is the figure the "first 5 by dev" line gives.
+    (combined,) = [line for line in out.splitlines() if line.startswith("first 5 by dev, combined by")]
+    assert f"log-probs {figures['first 5 by dev']:.3f}" in combined
+
+
+def test_how_the_ensemble_combines_its_members_changes_what_a_sure_wrong_prompt_can_do():
+    pool = benchmark_module("prompt_pool")
+    labels = {"train": np.array([0, 1]), "dev": np.array([0, 1]), "test": np.array([0, 1, 0, 1])}
+
+    def prompt(train: float, dev: float, test: float, right: bool = True) -> dict:
+        """A prompt sure to ``train``, ``dev`` and ``test`` of the right label (or, ``right=False``, of the
+        wrong one on test) on every input of that split."""
+        sure = {"train": train, "dev": dev, "test": test}
+        return {
+            s: _scores((y if right or s != "test" else 1 - y).tolist(), sure[s]) for s, y in labels.items()
+        }
+
+    # Two prompts mildly right on test (margins 0.41 and 0.62) and one wrong and surer (margin 2.2): the vote
+    # follows the two, the mean log-probs (and probabilities) the sure one. Its margins on the reference
+    # inputs spread widely (6.9 and 0, std 3.45; the others' 0.41 and 2.2, std 0.90), so scaled by their
+    # spread it weighs 0.64 against the others' 1.14, and the two outvote it again.
+    prompts = [prompt(0.6, 0.9, 0.6), prompt(0.6, 0.9, 0.65), prompt(0.999, 0.5, 0.9, right=False)]
+    scores = {split: [p[split] for p in prompts] for split in labels}
+    figures = pool.combinations(scores, labels, [0, 1, 2])
+    assert figures == {"log-probs": 0.0, "probabilities": 0.0, "vote": 1.0, "scaled margins": 1.0}
