@@ -17,7 +17,8 @@ training, dev and test examples, calibrated as the runs were, and prints the tes
   these prompts; ties by test log-likelihood);
 - how the first 5 by dev combine: the mean of their label log-probs (the product's ensemble), of their
   probabilities, a majority vote, and the mean of their label margins, each divided by its spread over
-  the training and dev inputs (so a prompt with sharp scores weighs no more than one with mild ones);
+  the training and dev inputs (so a prompt with sharp scores weighs no more than one with mild ones), and
+  the mean log-probs after each prompt takes the class bias that fits its training labels best;
 - the correlation over the pooled prompts between test accuracy and each signal that reads no test input
   (agreement, dev accuracy, training+dev accuracy);
 
@@ -140,7 +141,8 @@ def main(paths: list[str], save: str | None = None) -> None:
 
 def combinations(scores: dict, labels: dict, taken: list[int]) -> dict[str, float]:
     """Test accuracy of the ``taken`` prompts' ensemble under four ways of combining their (calibrated)
-    label scores, printed on one line and returned; the margins' spread is read on training and dev."""
+    label scores, and a fifth that recalibrates each with labels first, printed on one line and returned;
+    the margins' spread is read on training and dev."""
     test = np.stack([normalised(scores["test"][i]) for i in taken])
     reference = np.stack([normalised(np.concatenate([scores["train"][i], scores["dev"][i]])) for i in taken])
     y = labels["test"]
@@ -152,10 +154,28 @@ def combinations(scores: dict, labels: dict, taken: list[int]) -> dict[str, floa
         "probabilities": np.exp(test).mean(0),
         "vote": votes + 1e-6 * test.mean(0),  # ties go to the mean log-prob
         "scaled margins": (test / spread[:, None, None]).mean(0),
+        # Each prompt's class bias fitted to its training examples' labels (64 labels would leave none to
+        # choose on), on top of the label-free calibration: does knowing the labels correct it further?
+        "labelled bias": np.mean(
+            [
+                normalised(t + labelled_bias(scores["train"][i], labels["train"]))
+                for t, i in zip(test, taken, strict=True)
+            ],
+            axis=0,
+        ),  # fmt: skip
     }
     accuracies = {name: float((combined.argmax(-1) == y).mean()) for name, combined in figures.items()}
     print("first 5 by dev, combined by " + ", ".join(f"{k} {v:.3f}" for k, v in accuracies.items()))
     return accuracies
+
+
+def labelled_bias(scores: np.ndarray, labels: np.ndarray, steps: int = 500) -> np.ndarray:
+    """The class bias that maximises the labels' mean log-likelihood under ``normalised(scores + bias)``
+    (gradient ascent; the objective is concave in the bias)."""
+    bias, onehot = np.zeros(scores.shape[-1]), np.eye(scores.shape[-1])[labels]
+    for _ in range(steps):
+        bias += (onehot - np.exp(normalised(scores + bias))).mean(0)
+    return bias - bias.mean()
 
 
 def more_labels(scores: dict, labels: dict, by_dev: list[int], members: dict) -> None:

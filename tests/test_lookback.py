@@ -82,4 +82,16 @@ def test_how_the_ensemble_combines_its_members_changes_what_a_sure_wrong_prompt_
     prompts = [prompt(0.6, 0.9, 0.6), prompt(0.6, 0.9, 0.65), prompt(0.999, 0.5, 0.9, right=False)]
     scores = {split: [p[split] for p in prompts] for split in labels}
     figures = pool.combinations(scores, labels, [0, 1, 2])
-    assert figures == {"log-probs": 0.0, "probabilities": 0.0, "vote": 1.0, "scaled margins": 1.0}
+    # Each prompt's training inputs are balanced and its scores on them symmetric: no bias to fit.
+    assert figures == {
+        "log-probs": 0.0, "probabilities": 0.0, "vote": 1.0, "scaled margins": 1.0, "labelled bias": 0.0
+    }  # fmt: skip
+
+
+def test_the_labelled_bias_takes_away_a_lean_that_the_labels_show():
+    pool = benchmark_module("prompt_pool")
+    labels = np.array([0, 0, 1, 1])
+    leaning = np.log(np.array([[0.4, 0.6], [0.3, 0.7], [0.2, 0.8], [0.1, 0.9]]))  # says 1 throughout
+    bias = pool.labelled_bias(leaning, labels)
+    assert bias[0] > bias[1] and abs(bias.sum()) < 1e-9
+    assert (pool.normalised(leaning + bias).argmax(-1) == labels).all()
