@@ -10,8 +10,9 @@ word, as ``task.demonstrations`` writes it; the manual prompt then reads the oth
 it, batch-calibrated. Sets are ranked by the mean calibrated log-probability of the right label (accuracy on
 so few examples ties), accuracy shown beside it. No dev or test input is read. Every ordered set is scored
 when there are at most ``--max-sets`` of them (two classes, 16 examples each: 512), else a seeded sample of
-that many distinct sets. Writes a config (``base:`` the given one) whose ``task.template`` holds the best set
-and whose ``task.exclude_train`` leaves it out of training, and prints the ten best and the median set.
+that many distinct sets. Writes a config (``base:`` the given one, plus the ``--set`` overrides the sets were
+scored under) whose ``task.template`` holds the best set and whose ``task.exclude_train`` leaves it out of
+training, and prints the ten best and the median set.
 16-shot SST-2 (512 pairs x 30 examples): 22 minutes on 2 AVX-512 cores in bfloat16.
 """
 
@@ -30,7 +31,7 @@ import yaml
 from finished_runs import loglik as right_label_loglik
 
 from rlprompt.calibration import task_calibration
-from rlprompt.config import load_train_config
+from rlprompt.config import load_train_config, overrides_mapping
 from rlprompt.evaluation import evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.kinds.classification import load, with_demonstrations
 
@@ -114,10 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     median = rows[len(rows) // 2]
     print(f"median set: loglik {median[0]:.3f}  accuracy {median[1]:.3f}")
     loglik, accuracy, _, best = rows[0]
+    # The --set overrides become settings: the set was chosen for that model, those words, that template.
+    settings = overrides_mapping(args.set)
+    task_settings = {**settings.pop("task", {}), "seed": args.split, "template": best.template,
+                     "exclude_train": best.exclude_train}  # fmt: skip
     out = {
         # relative to the written file, which is where a config's base is looked up
         "base": os.path.relpath(Path(args.config).resolve(), Path(args.out).resolve().parent),
-        "task": {"seed": args.split, "template": best.template, "exclude_train": best.exclude_train},
+        **settings,
+        "task": task_settings,
     }
     Path(args.out).write_text(
         f"# benchmarks/choose_demonstrations.py --split {args.split}: the best of {len(rows)} sets on the "

@@ -335,6 +335,16 @@ def load_train_config(path: str | None, overrides: list[str] | None = None):
     return from_dict(TrainConfig, data, path or "--set")
 
 
+def overrides_mapping(overrides: list[str]) -> dict:
+    """``--set`` overrides as the mapping a config file with those keys would hold (``task=NAME`` as
+    ``task: {name: NAME}``), checked as :func:`load_train_config` checks them: for a tool that writes a
+    config which must repeat the settings it was run with."""
+    data: dict = {}
+    for item in overrides:
+        data = _task_shorthand(apply_overrides(data, [item], TrainConfig))
+    return data
+
+
 def _one_wins(data: dict, overrides: list[str]) -> dict:
     """``--set seed=1`` (``method``, ``task.seed``) over a file's list of them (``seeds``...) means that one:
     the list is dropped unless it is set too."""

@@ -73,11 +73,12 @@ def test_the_written_config_holds_the_best_set_and_scores_what_was_printed(tmp_p
     best = rows[0]
     assert ranked[0] == f"loglik {best[0]:.3f}  accuracy {best[1]:.3f}  {[ex.uid for ex in best[2]]}"
 
-    # The written config: based on the given one, the best set's template, its examples out of training
-    # (the --set overrides are in its comment line, not settings: a run gives its own); the manual prompt
-    # under it scores the best set's figures.
+    # The written config: based on the given one, with the --set overrides the set was chosen under (the
+    # model here), the best set's template and its examples out of training; the manual prompt under it
+    # scores the best set's figures.
     assert "--set model=tiny-llama" in out.read_text().splitlines()[0]
-    again = load(load_train_config(str(out), ["model=tiny-llama"])).config
+    again = load(load_train_config(str(out))).config
+    assert again.model == "tiny-llama" and again.dtype == config.dtype
     assert again.task.seed == "16-13" and again.ensemble == config.ensemble
     assert again.task.template == best[3].template
     assert sorted(again.task.exclude_train) == sorted(ex.uid for ex in best[2])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -11,6 +12,8 @@ from rlprompt.errors import RLPromptError
 from rlprompt.files import read_yaml
 from rlprompt.settings import apply_overrides, from_dict
 from rlprompt.vocab import action_vocabulary
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -122,6 +125,35 @@ def test_a_config_file_may_start_from_a_base_file(tmp_path):
     (tmp_path / "lost.yaml").write_text("base: nowhere.yaml\n")
     with pytest.raises(RLPromptError, match=r"lost.yaml: base config .*nowhere.yaml does not exist"):
         load_train_config(str(tmp_path / "lost.yaml"))
+
+
+def test_overrides_written_as_a_file_over_a_base_repeat_the_overridden_run(tmp_path):
+    """What a tool that writes a config from --set overrides (benchmarks/choose_demonstrations.py) relies on:
+    the mapping, written under ``base:``, loads as the base with those overrides; bad keys fail alike."""
+    import yaml
+
+    from rlprompt.config import load_train_config, overrides_mapping
+
+    overrides = [
+        "task=mr",
+        "task.verbalizers=[bad, great]",
+        "rl.ent_coef=0.02",
+        "seeds=[4]",
+        "dtype=bfloat16",
+    ]
+    mapping = overrides_mapping(overrides)
+    assert mapping["task"] == {"name": "mr", "verbalizers": ["bad", "great"]} and mapping["rl"] == {
+        "ent_coef": 0.02
+    }
+    base = str(ROOT / "configs" / "sst2_compare.yaml")
+    (tmp_path / "written.yaml").write_text(yaml.safe_dump({"base": base, **mapping}))
+    written = load_train_config(str(tmp_path / "written.yaml"))
+    assert written == load_train_config(base, overrides)
+    assert (written.task.name, written.task.verbalizers, written.seeds) == ("mr", ["bad", "great"], [4])
+    # Another task without words of its own reads its own, as with --set.
+    assert overrides_mapping(["task=agnews"]) == {"task": {"name": "agnews"}}
+    with pytest.raises(RLPromptError, match="unknown key 'rl.ent_coeff'; did you mean 'rl.ent_coef'"):
+        overrides_mapping(["rl.ent_coeff=0.1"])
 
 
 def test_label_words_stay_with_the_task_they_were_chosen_for(tmp_path):
