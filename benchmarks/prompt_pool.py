@@ -149,20 +149,18 @@ def combinations(scores: dict, labels: dict, taken: list[int]) -> dict[str, floa
     votes = np.stack([np.eye(test.shape[-1])[t.argmax(-1)] for t in test]).mean(0)
     # Each prompt's margins over the runner-up class, scaled by their spread on the reference inputs.
     spread = np.maximum((reference.max(-1) - np.sort(reference, -1)[..., -2]).std(-1), 1e-9)
+    # Each prompt's class bias fitted to its 32 training labels (dev is left to choose on), on top of the
+    # label-free calibration: does knowing the labels correct a prompt's lean further?
+    relabelled = [
+        normalised(t + labelled_bias(scores["train"][i], labels["train"]))
+        for t, i in zip(test, taken, strict=True)
+    ]
     figures = {
         "log-probs": test.mean(0),
         "probabilities": np.exp(test).mean(0),
         "vote": votes + 1e-6 * test.mean(0),  # ties go to the mean log-prob
         "scaled margins": (test / spread[:, None, None]).mean(0),
-        # Each prompt's class bias fitted to its training examples' labels (64 labels would leave none to
-        # choose on), on top of the label-free calibration: does knowing the labels correct it further?
-        "labelled bias": np.mean(
-            [
-                normalised(t + labelled_bias(scores["train"][i], labels["train"]))
-                for t, i in zip(test, taken, strict=True)
-            ],
-            axis=0,
-        ),  # fmt: skip
+        "labelled bias": np.mean(relabelled, axis=0),
     }
     accuracies = {name: float((combined.argmax(-1) == y).mean()) for name, combined in figures.items()}
     print("first 5 by dev, combined by " + ", ".join(f"{k} {v:.3f}" for k, v in accuracies.items()))
