@@ -26,7 +26,7 @@ import numpy as np
 from finished_runs import Scorers, finished_runs, top_prompts
 
 from rlprompt.backends import make_label_scorer
-from rlprompt.calibration import log_prior, normalised
+from rlprompt.calibration import log_prior, normalised, task_calibration
 from rlprompt.config import load_train_config
 from rlprompt.evaluation import ensemble_scores
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         words = list(dict.fromkeys(w for sets in variants.values() for ws in sets for w in ws))
         word_scorer = make_label_scorer(scorer.lm, scorer.template.text, words)
         prompts = [tuple(p["token_ids"]) for p in top_prompts(run)[: args.top]]
-        reference = word_scorer.score(prompts, task.examples("train") + task.examples("dev"))
+        reference = word_scorer.score(prompts, task_calibration("batch", task).unlabelled)
         test_examples = task.examples("test")
         test = word_scorer.score(prompts, test_examples, progress=True)
         labels = np.array([ex.label for ex in test_examples])

@@ -3,10 +3,14 @@ on log-probs built by hand so each figure is known in advance."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from tests.conftest import benchmark_module
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_class_scores_its_words_summed_or_averaged_in_log_space():
@@ -46,3 +50,50 @@ def test_word_sets_are_parsed_per_class_and_a_wrong_count_exits_with_one_line():
         sets.parse_word_sets("negative,bad", 2)
     with pytest.raises(SystemExit, match="must give 2 word sets"):
         sets.parse_word_sets("negative/", 2)
+
+
+def test_a_runs_own_words_repeat_the_products_ensemble_and_a_set_of_words_is_read_off_one_pass(
+    tmp_path, tiny_llama, capsys
+):
+    """main() on a finished run made by hand (its config, two top prompts, a result): the run's own words give
+    the figures the product's evaluation gives for the same prompts, calibrated and ensembled."""
+    import json
+
+    from rlprompt.calibration import task_calibration
+    from rlprompt.config import load_train_config
+    from rlprompt.evaluation import ensemble_result, evaluate_prompts
+    from rlprompt.kinds.classification import load
+    from rlprompt.models import register_model
+    from rlprompt.runs import write_config
+
+    register_model(tiny_llama)
+    sets = benchmark_module("label_word_sets")
+    overrides = ["model=tiny-llama", "task.seed=16-13", "task.test_examples=120", "seeds=[0]", "methods=[rl]"]
+    config = load_train_config(str(ROOT / "configs" / "sst2_compare.yaml"), overrides)
+    run = tmp_path / "rl__s0"
+    run.mkdir()
+    write_config(config, run)
+    loaded = load(config)
+    prompts = [" it was truly", " the film is"]
+    ids = [list(loaded.test_scorer.prompt_ids(p)) for p in prompts]
+    top = [{"text": p, "token_ids": i} for p, i in zip(prompts, ids, strict=True)]
+    (run / "prompt.json").write_text(json.dumps({"metrics": {"top_k_prompts": top}}))
+    (run / "result.json").write_text(json.dumps({"test_metrics": {"accuracy": 0.5}}))
+
+    sets.main(["--top", "2", "--words", "negative,bad/positive,great", str(run)])
+    out = capsys.readouterr().out
+    figures = {line[:42].strip(): line[42:].split("|") for line in out.splitlines() if line.startswith("  ")}
+    pair = "negative,bad/positive,great"
+    assert set(figures) == {
+        "own words",
+        f"{pair} (sum)",
+        f"{pair} (mean)",
+        "the runs' artifacts (result.json)",
+    }
+
+    task, test = loaded.task, loaded.task.examples("test")
+    results = evaluate_prompts(loaded.test_scorer, test, prompts, calibration=task_calibration("batch", task))
+    ensemble = ensemble_result(results, [ex.label for ex in test]).metrics.accuracy
+    alone = np.mean([r.metrics.accuracy for r in results])
+    assert float(figures["own words"][0]) == pytest.approx(ensemble, abs=1e-4)
+    assert float(figures["own words"][1]) == pytest.approx(alone, abs=1e-4)
