@@ -11,8 +11,9 @@ it, batch-calibrated. Sets are ranked by the mean calibrated log-probability of 
 so few examples ties), accuracy shown beside it. No dev or test input is read. Every ordered set is scored
 when there are at most ``--max-sets`` of them (two classes, 16 examples each: 512), else a seeded sample of
 that many distinct sets. Writes a config (``base:`` the given one, plus the ``--set`` overrides the sets were
-scored under) whose ``task.template`` holds the best set and whose ``task.exclude_train`` leaves it out of
-training, and prints the ten best and the median set.
+scored under; the split is ``--split``, and another task is ``task.name=``) whose ``task.template`` holds the
+best set and whose ``task.exclude_train`` leaves it out of training, and prints the ten best and the median
+set.
 16-shot SST-2 (512 pairs x 30 examples): 22 minutes on 2 AVX-512 cores in bfloat16.
 """
 
@@ -93,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_sets < 1:
         p.error(f"--max-sets must be at least 1, got {args.max_sets}")
 
+    # The written config repeats the --set overrides (checked here, before any scoring); --split is the split.
+    settings = overrides_mapping(args.set)
+    if {"seed", "seeds"} & set(settings.get("task", {})):
+        p.error("the data split is --split, not --set task.seed or task.seeds")
     # The task (verbalizers, exclusions checked) and its model, as a run loads them
-    loaded = load(load_train_config(args.config, [f"task.seed={args.split}", *args.set]))
+    loaded = load(load_train_config(args.config, [*args.set, f"task.seed={args.split}"]))
     task, lm, config = loaded.task, loaded.lm, loaded.config
     train = task.training_examples(config.task.exclude_train)
     try:
@@ -116,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median set: loglik {median[0]:.3f}  accuracy {median[1]:.3f}")
     loglik, accuracy, _, best = rows[0]
     # The --set overrides become settings: the set was chosen for that model, those words, that template.
-    settings = overrides_mapping(args.set)
     task_settings = {**settings.pop("task", {}), "seed": args.split, "template": best.template,
                      "exclude_train": best.exclude_train}  # fmt: skip
     out = {

@@ -4,7 +4,7 @@ two ways: ``sum`` (the class words' total probability, a log-sum-exp of their lo
 mean of their log-probs, a geometric mean). Each variant is batch-calibrated as the runs were (each prompt's
 prior from the task's unlabelled training and dev inputs) and printed as the calibrated test accuracy of the
 top prompts' ensemble and of the prompts alone (their mean), beside the runs' own words, whose ensemble
-figure repeats the run's ``result.json``.
+figure repeats the run's ``result.json`` when ``--top`` is the run's ``ensemble`` and the dtype its own.
 
 The prompts were learned and chosen with the runs' own words, so this is a look-back screen: a gain here is
 a reason to train with the sets, not a measurement of it. Look at development splits with it.
@@ -73,7 +73,10 @@ def main(argv: list[str] | None = None) -> None:
         variants = {"own words": [[w] for w in scorer.verbalizers]}
         variants |= {text: parse_word_sets(text, task.num_classes) for text in args.words}
         words = list(dict.fromkeys(w for sets in variants.values() for ws in sets for w in ws))
-        word_scorer = make_label_scorer(scorer.lm, scorer.template.text, words)
+        # the run's test scorer's room for the prompt, so that long inputs are cut as the run cut them
+        word_scorer = make_label_scorer(
+            scorer.lm, scorer.template.text, words, prompt_budget=scorer.encoder.prompt_budget
+        )
         prompts = [tuple(p["token_ids"]) for p in top_prompts(run)[: args.top]]
         reference = word_scorer.score(prompts, task_calibration("batch", task).unlabelled)
         test_examples = task.examples("test")
@@ -88,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
         table[str(run)] = row
         print(run, {k: np.round(v, 4).tolist() for k, v in row.items()}, flush=True)
-    print(f"\nmean over {len(table)} runs: ensemble of {args.top} | prompts alone")
+    print(f"\nmean over {len(table)} runs: ensemble of each run's top {args.top} (or fewer kept) | alone")
     rows = list(table.values())
     for key in [k for k in rows[0] if k != "run's artifact"]:
         ensemble, alone = np.mean([r[key] for r in rows], axis=0)

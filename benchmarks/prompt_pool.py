@@ -16,8 +16,9 @@ training, dev and test examples, calibrated as the runs were, and prints the tes
 - ``oracle 5``: forward selection of 5 on test accuracy itself (an upper bound for any ensemble of 5 of
   these prompts; ties by test log-likelihood);
 - how the first 5 by dev combine: the mean of their label log-probs (the product's ensemble), of their
-  probabilities, a majority vote, and the mean of their label margins, each divided by its spread over
-  the training and dev inputs (so a prompt with sharp scores weighs no more than one with mild ones), and
+  probabilities, a majority vote, and the mean of their label margins, each divided by its typical size
+  (root mean square) on the training and dev inputs (so a prompt with sharp scores weighs no more than one
+  with mild ones), and
   the mean log-probs after each prompt takes the class bias that fits its training labels best;
 - the correlation over the pooled prompts between test accuracy and each signal that reads no test input
   (agreement, dev accuracy, training+dev accuracy);
@@ -142,14 +143,16 @@ def main(paths: list[str], save: str | None = None) -> None:
 def combinations(scores: dict, labels: dict, taken: list[int]) -> dict[str, float]:
     """Test accuracy of the ``taken`` prompts' ensemble under four ways of combining their (calibrated)
     label scores, and a fifth that recalibrates each with labels first, printed on one line and returned;
-    the margins' spread is read on training and dev."""
+    the margins' size is read on training and dev."""
     test = np.stack([normalised(scores["test"][i]) for i in taken])
     reference = np.stack([normalised(np.concatenate([scores["train"][i], scores["dev"][i]])) for i in taken])
     y = labels["test"]
     votes = np.stack([np.eye(test.shape[-1])[t.argmax(-1)] for t in test]).mean(0)
-    # Each prompt's margins over the runner-up class, scaled by their spread on the reference inputs.
-    spread = np.maximum((reference.max(-1) - np.sort(reference, -1)[..., -2]).std(-1), 1e-9)
-    # Each prompt's class bias fitted to its 32 training labels (dev is left to choose on), on top of the
+    # Each prompt's log-probs divided by the typical size (root mean square) of its margin over the
+    # runner-up class on the reference inputs: a prompt sure of everything weighs what a mild one does.
+    size = np.sqrt(((reference.max(-1) - np.sort(reference, -1)[..., -2]) ** 2).mean(-1))
+    size = np.maximum(size, 1e-9)
+    # Each prompt's class bias fitted to its training labels (dev is left to choose on), on top of the
     # label-free calibration: does knowing the labels correct a prompt's lean further?
     relabelled = [
         normalised(t + labelled_bias(scores["train"][i], labels["train"]))
@@ -159,7 +162,7 @@ def combinations(scores: dict, labels: dict, taken: list[int]) -> dict[str, floa
         "log-probs": test.mean(0),
         "probabilities": np.exp(test).mean(0),
         "vote": votes + 1e-6 * test.mean(0),  # ties go to the mean log-prob
-        "scaled margins": (test / spread[:, None, None]).mean(0),
+        "scaled margins": (test / size[:, None, None]).mean(0),
         "labelled bias": np.mean(relabelled, axis=0),
     }
     accuracies = {name: float((combined.argmax(-1) == y).mean()) for name, combined in figures.items()}

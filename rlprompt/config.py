@@ -336,12 +336,18 @@ def load_train_config(path: str | None, overrides: list[str] | None = None):
 
 
 def overrides_mapping(overrides: list[str]) -> dict:
-    """``--set`` overrides as the mapping a config file with those keys would hold (``task=NAME`` as
-    ``task: {name: NAME}``), checked as :func:`load_train_config` checks them: for a tool that writes a
-    config which must repeat the settings it was run with."""
+    """``--set`` overrides as the mapping a config file with those keys would hold, checked as
+    :func:`load_train_config` checks them: for a tool that writes a config (``base:`` the one it was given)
+    which must repeat the settings it was run with. ``task=NAME`` is refused: on the command line it replaces
+    the base's whole task section, where a file's task section is merged with its base's."""
     data: dict = {}
     for item in overrides:
-        data = _task_shorthand(apply_overrides(data, [item], TrainConfig))
+        if item.split("=", 1)[0].strip() == "task":
+            raise RLPromptError(
+                f"--set {item}: a written config would merge this task with its base's task settings; "
+                f"set task.name={item.split('=', 1)[1].strip()} (and the task's other keys) instead"
+            )
+        data = apply_overrides(data, [item], TrainConfig)
     return data
 
 

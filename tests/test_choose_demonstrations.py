@@ -87,3 +87,20 @@ def test_the_written_config_holds_the_best_set_and_scores_what_was_printed(tmp_p
         again, task, lm, again.task.template, again.task.exclude_train
     )
     assert loglik == pytest.approx(best[0], abs=1e-5) and accuracy == best[1]
+
+
+def test_the_split_is_not_a_set_override_and_a_whole_task_section_is_refused(tmp_path, capsys):
+    """The written config repeats the --set overrides, so two that it could not repeat stop before any
+    scoring: the split given twice (--split and task.seed), and task=NAME, which replaces the whole task
+    section on the command line but would be merged with the base's in a file."""
+    choose = benchmark_module("choose_demonstrations")
+    out = tmp_path / "demos.yaml"
+    with pytest.raises(SystemExit) as stopped:
+        choose.main(["--split", "16-13", "--set", "task.seed=16-21", "--out", str(out)])
+    assert stopped.value.code == 2 and "the data split is --split" in capsys.readouterr().err
+
+    from rlprompt.errors import RLPromptError
+
+    with pytest.raises(RLPromptError, match="set task.name=mr"):
+        choose.main(["--split", "16-13", "--set", "task=mr", "--out", str(out)])
+    assert not out.exists()

@@ -129,29 +129,31 @@ def test_a_config_file_may_start_from_a_base_file(tmp_path):
 
 def test_overrides_written_as_a_file_over_a_base_repeat_the_overridden_run(tmp_path):
     """What a tool that writes a config from --set overrides (benchmarks/choose_demonstrations.py) relies on:
-    the mapping, written under ``base:``, loads as the base with those overrides; bad keys fail alike."""
+    the mapping, written under ``base:``, loads as the base with those overrides (the base's other task keys
+    kept, words dropped where the task changes without its own); bad keys fail alike, and ``task=NAME``,
+    which on the command line replaces the whole task section, is refused."""
     import yaml
 
     from rlprompt.config import load_train_config, overrides_mapping
 
-    overrides = [
-        "task=mr",
-        "task.verbalizers=[bad, great]",
-        "rl.ent_coef=0.02",
-        "seeds=[4]",
-        "dtype=bfloat16",
-    ]
-    mapping = overrides_mapping(overrides)
-    assert mapping["task"] == {"name": "mr", "verbalizers": ["bad", "great"]} and mapping["rl"] == {
-        "ent_coef": 0.02
-    }
-    base = str(ROOT / "configs" / "sst2_compare.yaml")
-    (tmp_path / "written.yaml").write_text(yaml.safe_dump({"base": base, **mapping}))
-    written = load_train_config(str(tmp_path / "written.yaml"))
-    assert written == load_train_config(base, overrides)
-    assert (written.task.name, written.task.verbalizers, written.seeds) == ("mr", ["bad", "great"], [4])
-    # Another task without words of its own reads its own, as with --set.
-    assert overrides_mapping(["task=agnews"]) == {"task": {"name": "agnews"}}
+    base = tmp_path / "base.yaml"
+    base.write_text(
+        "seeds: [0, 1]\ntask:\n  name: sst-2\n  seed: 16-13\n  test_examples: 100\n"
+        "  verbalizers: [negative, positive]\n"
+    )
+    for overrides in (
+        ["task.name=mr", "task.verbalizers=[bad, great]", "rl.ent_coef=0.02", "seeds=[4]", "dtype=bfloat16"],
+        ["task.name=agnews", "seed=3"],
+        ["task.seed=16-21", "model=gemma3-270m"],
+    ):
+        written = tmp_path / "written.yaml"
+        written.write_text(yaml.safe_dump({"base": str(base), **overrides_mapping(overrides)}))
+        assert load_train_config(str(written)) == load_train_config(str(base), overrides), overrides
+    last = load_train_config(str(written))  # the base's test subsample kept under the new split
+    assert (last.task.seed, last.task.test_examples, last.model) == ("16-21", 100, "gemma3-270m")
+    assert overrides_mapping(["rl.ent_coef=0.02"]) == {"rl": {"ent_coef": 0.02}}
+    with pytest.raises(RLPromptError, match="set task.name=mr"):
+        overrides_mapping(["task=mr"])
     with pytest.raises(RLPromptError, match="unknown key 'rl.ent_coeff'; did you mean 'rl.ent_coef'"):
         overrides_mapping(["rl.ent_coeff=0.1"])
 

@@ -80,16 +80,18 @@ def test_a_runs_own_words_repeat_the_products_ensemble_and_a_set_of_words_is_rea
     (run / "prompt.json").write_text(json.dumps({"metrics": {"top_k_prompts": top}}))
     (run / "result.json").write_text(json.dumps({"test_metrics": {"accuracy": 0.5}}))
 
-    sets.main(["--top", "2", "--words", "negative,bad/positive,great", str(run)])
+    words = ["negative,bad/positive,great", "negative/positive", "positive/negative"]
+    sets.main(["--top", "2", *(arg for w in words for arg in ("--words", w)), str(run)])
     out = capsys.readouterr().out
     figures = {line[:42].strip(): line[42:].split("|") for line in out.splitlines() if line.startswith("  ")}
     pair = "negative,bad/positive,great"
-    assert set(figures) == {
-        "own words",
-        f"{pair} (sum)",
-        f"{pair} (mean)",
-        "the runs' artifacts (result.json)",
-    }
+    assert set(figures) == {"own words", f"{pair} (sum)", f"{pair} (mean)", "negative/positive (sum)",
+                            "positive/negative (sum)", "the runs' artifacts (result.json)"}  # fmt: skip
+    # The run's own words named as a set read the same columns; named the other way round, each class reads
+    # the other's word, and the calibrated accuracies mirror around one half.
+    assert figures["negative/positive (sum)"] == figures["own words"]
+    mirrored = [float(f) for f in figures["positive/negative (sum)"]]
+    assert mirrored == pytest.approx([1 - float(f) for f in figures["own words"]], abs=1e-4)
 
     task, test = loaded.task, loaded.task.examples("test")
     results = evaluate_prompts(loaded.test_scorer, test, prompts, calibration=task_calibration("batch", task))

@@ -77,8 +77,8 @@ def test_how_the_ensemble_combines_its_members_changes_what_a_sure_wrong_prompt_
 
     # Two prompts mildly right on test (margins 0.41 and 0.62) and one wrong and surer (margin 2.2): the vote
     # follows the two, the mean log-probs (and probabilities) the sure one. Its margins on the reference
-    # inputs spread widely (6.9 and 0, std 3.45; the others' 0.41 and 2.2, std 0.90), so scaled by their
-    # spread it weighs 0.64 against the others' 1.14, and the two outvote it again.
+    # inputs are large (6.9 and 0, root mean square 4.9; the others' 0.41 and 2.2, 1.58), so scaled by their
+    # size it weighs 0.45 against the others' 0.26 + 0.39, and the two outvote it again.
     prompts = [prompt(0.6, 0.9, 0.6), prompt(0.6, 0.9, 0.65), prompt(0.999, 0.5, 0.9, right=False)]
     scores = {split: [p[split] for p in prompts] for split in labels}
     figures = pool.combinations(scores, labels, [0, 1, 2])
@@ -86,6 +86,12 @@ def test_how_the_ensemble_combines_its_members_changes_what_a_sure_wrong_prompt_
     assert figures == {
         "log-probs": 0.0, "probabilities": 0.0, "vote": 1.0, "scaled margins": 1.0, "labelled bias": 0.0
     }  # fmt: skip
+    # A prompt as sure on every reference input (margins 6.9 throughout: no spread, a size of 6.9) weighs
+    # 1.0 scaled, against the mild ones' 0.88 + 1.10 (test margins 1.39 and 1.73 over their size 1.58).
+    prompts = [prompt(0.6, 0.9, 0.8), prompt(0.6, 0.9, 0.85), prompt(0.999, 0.999, 0.999, right=False)]
+    scores = {split: [p[split] for p in prompts] for split in labels}
+    figures = pool.combinations(scores, labels, [0, 1, 2])
+    assert (figures["log-probs"], figures["vote"], figures["scaled margins"]) == (0.0, 1.0, 1.0)
 
 
 def test_the_labelled_bias_takes_away_a_lean_that_the_labels_show():
