@@ -23,10 +23,10 @@ import json
 import sys
 
 import numpy as np
-from finished_runs import Scorers, finished_runs, top_prompts
+from finished_runs import Scorers, accuracy, finished_runs, top_prompts
 
 from rlprompt.backends import make_label_scorer
-from rlprompt.calibration import log_prior, normalised, task_calibration
+from rlprompt.calibration import calibrate, log_prior, task_calibration
 from rlprompt.config import load_train_config
 from rlprompt.evaluation import ensemble_scores
 
@@ -50,9 +50,9 @@ def class_scores(logprobs: np.ndarray, columns: list[list[int]], how: str) -> np
 def calibrated_accuracies(reference: np.ndarray, test: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """Batch-calibrated test accuracy of the prompts' ensemble and the mean of theirs alone, from (prompts,
     examples, classes) scores on the reference (training and dev) and test inputs."""
-    calibrated = normalised(test) - log_prior(reference)[:, None, :]
-    alone = [float((c.argmax(-1) == labels).mean()) for c in calibrated]
-    return float((ensemble_scores(calibrated).argmax(-1) == labels).mean()), float(np.mean(alone))
+    calibrated = calibrate(test, log_prior(reference))
+    alone = [accuracy(c, labels) for c in calibrated]
+    return accuracy(ensemble_scores(calibrated), labels), float(np.mean(alone))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -165,7 +165,7 @@ def combinations(scores: dict, labels: dict, taken: list[int]) -> dict[str, floa
         "scaled margins": (test / size[:, None, None]).mean(0),
         "labelled bias": np.mean(relabelled, axis=0),
     }
-    accuracies = {name: float((combined.argmax(-1) == y).mean()) for name, combined in figures.items()}
+    accuracies = {name: accuracy(combined, y) for name, combined in figures.items()}
     print("first 5 by dev, combined by " + ", ".join(f"{k} {v:.3f}" for k, v in accuracies.items()))
     return accuracies
 

@@ -342,10 +342,11 @@ def overrides_mapping(overrides: list[str]) -> dict:
     the base's whole task section, where a file's task section is merged with its base's."""
     data: dict = {}
     for item in overrides:
-        if item.split("=", 1)[0].strip() == "task":
+        key, equals, value = item.partition("=")
+        if key.strip() == "task" and equals:  # without "=", apply_overrides says what --set expects
             raise RLPromptError(
                 f"--set {item}: a written config would merge this task with its base's task settings; "
-                f"set task.name={item.split('=', 1)[1].strip()} (and the task's other keys) instead"
+                f"set task.name={value.strip()} (and the task's other keys) instead"
             )
         data = apply_overrides(data, [item], TrainConfig)
     return data

@@ -154,6 +154,8 @@ def test_overrides_written_as_a_file_over_a_base_repeat_the_overridden_run(tmp_p
     assert overrides_mapping(["rl.ent_coef=0.02"]) == {"rl": {"ent_coef": 0.02}}
     with pytest.raises(RLPromptError, match="set task.name=mr"):
         overrides_mapping(["task=mr"])
+    with pytest.raises(RLPromptError, match="expected key=value"):
+        overrides_mapping(["task"])
     with pytest.raises(RLPromptError, match="unknown key 'rl.ent_coeff'; did you mean 'rl.ent_coef'"):
         overrides_mapping(["rl.ent_coeff=0.1"])
 
