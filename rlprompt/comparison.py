@@ -128,7 +128,12 @@ def _reference_rows(references: list[dict]) -> list[dict]:
             merged = rows.setdefault(key, empty)
             merged["raw"].append(row["test_accuracy_raw"])
             merged["calibrated"].append(row["test_accuracy_calibrated"])
-    return list(rows.values())
+    # Two grids of one setup (seeds run in two parts, reported together) hold the same figures: one row.
+    distinct: dict[tuple, dict] = {}
+    for (_, calibrated_with, *_), row in rows.items():
+        figures = (calibrated_with, row["name"], row["prompt"], tuple(row["raw"]), tuple(row["calibrated"]))
+        distinct.setdefault(figures, row)
+    return list(distinct.values())
 
 
 def _runs_key(r: MethodResult) -> tuple:

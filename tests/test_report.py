@@ -234,3 +234,27 @@ def test_results_written_before_the_top_3_mean_get_it_from_their_prompt_file(tmp
     (tmp_path / "cmp" / "rl__s0" / "prompt.json").write_text(json.dumps(prompt))
     with_file, without = sorted(collect([tmp_path / "cmp"]), key=lambda r: r.seed)
     assert with_file.test_top_3 == pytest.approx(0.8) and without.test_top_3 is None
+
+
+def test_two_parts_of_one_grid_show_their_shared_references_once_and_different_ones_apart(tmp_path):
+    import json
+
+    from rlprompt.comparison import write_report
+    from rlprompt.methods import REFERENCES
+
+    def part(name: str, seed: int, manual_calibrated: float):
+        _write(tmp_path / name, [replace(BASE, seed=seed, test_correct=_correct(7))])
+        rows = [{"name": "manual prompt", "prompt": "News:", "test_accuracy_raw": 0.646,
+                 "test_accuracy_calibrated": manual_calibrated}]  # fmt: skip
+        (tmp_path / name / REFERENCES).write_text(json.dumps({"calibrated_with": "batch", "rows": rows}))
+
+    part("seed0", 0, 0.705)
+    part("seeds12", 1, 0.705)  # seeds run later on the same setup: the same reference figures
+    part("other", 2, 0.600)  # another setup's references stay a row of their own
+    text = write_report([tmp_path / "seed0", tmp_path / "seeds12"], tmp_path / "out")
+    assert text.count("manual prompt `'News:'` (reference)") == 1
+    numbers = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert len(numbers["references"]) == 1
+    assert [run["seed"] for run in numbers["methods"]["rl"]["runs"]] == [0, 1]  # both parts' runs
+    text = write_report([tmp_path / "seed0", tmp_path / "other"], tmp_path / "out2")
+    assert text.count("manual prompt `'News:'` (reference)") == 2
