@@ -10,3 +10,11 @@ for S in 0 1; do
   done
   wait
 done
+# The search reference on the same split and seeds
+for S in 0 1; do
+  .venv/bin/python -m rlprompt.train --config configs/sst2_compare.yaml --run-dir runs/ag13_search_s$S \
+    --set task.name=agnews --set task.seed=16-13 --set "seeds=[$S]" --set "methods=[search]" \
+    --set task.test_examples=2000 --set dtype=bfloat16 --set threads_per_run=1 --executor local --quiet \
+    > runs/ag13_search_s$S.log 2>&1 &
+done
+wait
