@@ -37,11 +37,13 @@ SETTINGS = {
            "--set", "env.examples_per_reward=8", "--set", "rl.batch_size=20",
            "--set", "policy.adapter_hidden=32"],
     # rl with restarts whenever 2 prompt batches held fewer than 90% new prompts: the restart state (prompts
-    # seen, the window, the best training prompt) and self-imitation's elite prompts are in the checkpoint
+    # seen, the window, the best training prompt) and self-imitation's elite prompts are in the checkpoint;
+    # its crossover children are drawn from the update count, so a resumed run draws the same
     "rl_restarts": ["--set", "total_timesteps=1200", "--set", "evaluations=6", "--set", "env.num_envs=4",
                     "--set", "env.examples_per_reward=8", "--set", "rl.batch_size=20",
                     "--set", "policy.adapter_hidden=32", "--set", "rl.restart_window=2",
-                    "--set", "rl.restart_new_fraction=0.9", "--set", "rl.imitate_top=4"],
+                    "--set", "rl.restart_new_fraction=0.9", "--set", "rl.imitate_top=4",
+                    "--set", "rl.imitate_crossover=4"],
     "soft_prompt": ["--set", "method=soft_prompt", "--set", "soft_prompt.steps=150", "--set", "evaluations=6",
                     "--set", "soft_prompt.batch_size=4"],
     "lora": ["--set", "method=lora", "--set", "lora.steps=150", "--set", "evaluations=6",

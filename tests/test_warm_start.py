@@ -355,3 +355,27 @@ def test_imitation_refuses_sql_and_bad_sizes():
         RLConfig(imitate_top=-1)
     with pytest.raises(ValueError, match="'rl.imitate_steps' at least 1"):
         RLConfig(imitate_top=8, imitate_steps=0)
+
+
+def test_crossover_children_mix_two_elite_prompts_position_by_position():
+    """rl.imitate_crossover: each child takes each position's token from one of two distinct parents (a
+    shorter parent's missing position is dropped), the same generator state draws the same children,
+    and fewer than two parents give none."""
+    from rlprompt.methods.rl import RLConfig, crossover_children
+
+    parents = [(1, 2, 3, 4), (5, 6, 7, 8), (9, 10)]
+    children = crossover_children(parents, 200, np.random.default_rng(0))
+    assert len(children) == 200
+    assert children == crossover_children(parents, 200, np.random.default_rng(0))
+    for child in children:
+        assert 2 <= len(child) <= 4
+        for i, token in enumerate(child[:2]):  # the first two positions: one parent's token at i
+            assert token in {p[i] for p in parents}
+    full = [c for c in children if len(c) == 4 and all(t in range(1, 9) for t in c)]
+    assert any(set(c) & {1, 2, 3, 4} and set(c) & {5, 6, 7, 8} for c in full)  # real mixtures
+    assert all(c[i] in (i + 1, i + 5) for c in full for i in range(4))
+    assert crossover_children([(1, 2)], 5, np.random.default_rng(0)) == []
+    with pytest.raises(ValueError, match="'rl.imitate_crossover' must be 0 \\(off\\), or more with"):
+        RLConfig(imitate_crossover=4)
+    with pytest.raises(ValueError, match="'rl.imitate_crossover' must be 0"):
+        RLConfig(imitate_top=8, imitate_crossover=-1)

@@ -106,6 +106,10 @@ class RLConfig:
     # 0 turns it off.
     imitate_top: int = 0
     imitate_steps: int = 1
+    # Crossover in self-imitation: this many children of two elite prompts (each position's token from
+    # either parent, as the search baseline's uniform crossover) join each imitation batch, unscored, so
+    # the policy also samples mixtures of its best prompts, where a genetic search finds better ones.
+    imitate_crossover: int = 0
 
     def __post_init__(self) -> None:
         at_least_one("rl", n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs,
@@ -127,6 +131,11 @@ class RLConfig:
             raise ValueError(
                 f"'rl.imitate_top' must be 0 (off) or more and 'rl.imitate_steps' at least 1, not "
                 f"{self.imitate_top} and {self.imitate_steps}"
+            )
+        if self.imitate_crossover < 0 or (self.imitate_crossover and not self.imitate_top):
+            raise ValueError(
+                f"'rl.imitate_crossover' must be 0 (off), or more with 'rl.imitate_top' set, not "
+                f"{self.imitate_crossover} with imitate_top {self.imitate_top}"
             )
         if self.imitate_top and self.algo == "sql":
             raise ValueError("'rl.imitate_top' applies to ppo and a2c, not sql (it has its own replay)")
@@ -360,6 +369,24 @@ def imitate(model, prompts, vocab, length: int, steps: int) -> float:
     return float(loss.detach())
 
 
+def crossover_children(parents, n: int, rng) -> list[tuple[int, ...]]:
+    """``n`` uniform-crossover children of two distinct ``parents`` each (fewer than two parents: none): each
+    position's token from either parent; a position only the longer parent has is kept or dropped."""
+    parents = list(parents)
+    if len(parents) < 2:
+        return []
+    children = []
+    for _ in range(n):
+        a, b = (parents[i] for i in rng.choice(len(parents), size=2, replace=False))
+        child = []
+        for i, pick in enumerate(rng.random(max(len(a), len(b))) < 0.5):
+            parent = b if pick else a
+            if i < len(parent):
+                child.append(parent[i])
+        children.append(tuple(child))
+    return children
+
+
 def polish_prompt(
     model,
     rewards,
@@ -558,7 +585,11 @@ class _Tracker:
         if self.restart is not None and self.restart.due:  # the buffer is empty: no update mixes policies
             self.restart.apply(self.model, self.vocab, self.config.env.prompt_length, step)
         elif self.elite and self.model._n_updates != self.imitated_at:  # after each update
-            imitate(self.model, list(self.elite), self.vocab, self.config.env.prompt_length,
+            targets = list(self.elite)
+            if self.config.rl.imitate_crossover:  # seeded by the update count: a resume draws the same
+                rng = np.random.default_rng([self.seed, self.model._n_updates])
+                targets += crossover_children(targets, self.config.rl.imitate_crossover, rng)
+            imitate(self.model, targets, self.vocab, self.config.env.prompt_length,
                     self.config.rl.imitate_steps)  # fmt: skip
         self.imitated_at = self.model._n_updates
         if self.ctx.checkpoint_due(step, self.last_checkpoint, self.last_eval_step > self.last_checkpoint):
