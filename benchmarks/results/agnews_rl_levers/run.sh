@@ -1,5 +1,5 @@
 #!/bin/bash
-# AG News, development splits 16-13 and 16-21, seeds 0-2, bf16, one thread a run, two runs at a time:
+# AG News, development splits 16-13, 16-21 and 16-42, seeds 0-2, bf16, one thread a run, two runs at a time:
 # RL as shipped, RL with crossover in self-imitation (16-13), RL with 16 prompts per update, and search.
 # 16-13's shipped-RL and search seeds 0-1 are in ../agnews_examples_per_reward/ (ag13_e32_s*, ag13_search_s*).
 cd "$(dirname "$0")/../../.."  # the repository root
@@ -23,4 +23,9 @@ for S in 0 1 2; do
   one ag21_search_s$S 16-21 --set "seeds=[$S]" --set "methods=[search]" &
   wait
   one ag21_env16_s$S 16-21 --set "seeds=[$S]" --set "methods=[rl]" --set env.num_envs=16
+done
+for S in 0 1 2; do  # a third development split, RL as shipped and search only
+  one ag42_rl_s$S 16-42 --set "seeds=[$S]" --set "methods=[rl]" &
+  one ag42_search_s$S 16-42 --set "seeds=[$S]" --set "methods=[search]" &
+  wait
 done
