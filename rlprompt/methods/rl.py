@@ -47,6 +47,7 @@ from rlprompt.methods.base import (
     top_k_metrics,
     top_k_score,
 )
+from rlprompt.methods.search import uniform_crossover
 from rlprompt.settings import at_least_one, positive, within
 from rlprompt.version import __version__
 from rlprompt.vocab import action_vocabulary, policy_backbone, policy_model
@@ -370,20 +371,15 @@ def imitate(model, prompts, vocab, length: int, steps: int) -> float:
 
 
 def crossover_children(parents, n: int, rng) -> list[tuple[int, ...]]:
-    """``n`` uniform-crossover children of two distinct ``parents`` each (fewer than two parents: none): each
-    position's token from either parent; a position only the longer parent has is kept or dropped."""
+    """``n`` children of two distinct ``parents`` each, by the search baseline's uniform crossover (fewer
+    than two parents: none)."""
     parents = list(parents)
     if len(parents) < 2:
         return []
     children = []
     for _ in range(n):
         a, b = (parents[i] for i in rng.choice(len(parents), size=2, replace=False))
-        child = []
-        for i, pick in enumerate(rng.random(max(len(a), len(b))) < 0.5):
-            parent = b if pick else a
-            if i < len(parent):
-                child.append(parent[i])
-        children.append(tuple(child))
+        children.append(uniform_crossover(a, b, rng))
     return children
 
 

@@ -59,6 +59,17 @@ class SearchConfig:
         within("search", "crossover", self.crossover, 0, 1)
 
 
+def uniform_crossover(a, b, rng) -> tuple[int, ...]:
+    """A child of prompts ``a`` and ``b``: each position's token from ``b`` where a uniform draw is below 0.5,
+    else from ``a``; a position only the longer parent has is kept or dropped as its draw says."""
+    child = []
+    for i, from_b in enumerate(rng.random(max(len(a), len(b))) < 0.5):
+        parent = b if from_b else a
+        if i < len(parent):
+            child.append(int(parent[i]))
+    return tuple(child)
+
+
 class GeneticSearch:
     """The population and its proposals; ``rewards(prompts) -> array`` scores a batch of prompts."""
 
@@ -84,11 +95,10 @@ class GeneticSearch:
         out: list[tuple[int, ...]] = []
         for _ in range(self.size):
             for _attempt in range(20):
-                child = np.array(self._parent())
+                child = self._parent()
                 if self.rng.random() < self.crossover:
-                    other = np.array(self._parent())
-                    mix = self.rng.random(self.length) < 0.5
-                    child[mix] = other[mix]
+                    child = uniform_crossover(child, self._parent(), self.rng)
+                child = np.array(child)
                 flips = self.rng.random(self.length) < 1.0 / self.length
                 flips[self.rng.integers(self.length)] = True  # at least one token changes
                 child[flips] = self.rng.choice(self.vocab, size=int(flips.sum()))
