@@ -107,6 +107,7 @@ class PromptWriterEnv(gym.Env):
         self.observation_space = gym.spaces.Box(low, vocab_size - 1, shape=(prompt_length,), dtype=np.int64)
         self.action_space = gym.spaces.Discrete(len(self.action_token_ids))
         self._prompt: list[int] = []
+        self.last_chosen: np.ndarray | None = None  # the training inputs the last score_prompts read
 
     def score_prompts(
         self, prompts: list[tuple[int, ...]], rng: np.random.Generator
@@ -177,7 +178,7 @@ class PromptEnv(PromptWriterEnv):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Gap reward and accuracy of each prompt on one batch of training examples drawn with ``rng``
         (every prompt sees the same examples, in one Scorer call)."""
-        chosen = rng.choice(len(self.examples), size=self.examples_per_reward, replace=False)
+        chosen = self.last_chosen = rng.choice(len(self.examples), size=self.examples_per_reward, replace=False)
         if self.to_task is not None:  # the policy's tokens, as the task LM reads them
             prompts = [self.to_task(p) for p in prompts]
         logprobs = self.scorer.score(prompts, [self.examples[i] for i in chosen])
@@ -202,7 +203,7 @@ class StylePromptEnv(PromptWriterEnv):
     def score_prompts(
         self, prompts: list[tuple[int, ...]], rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        chosen = rng.choice(len(self.inputs), size=self.inputs_per_reward, replace=False)
+        chosen = self.last_chosen = rng.choice(len(self.inputs), size=self.inputs_per_reward, replace=False)
         return self.objective.train_rewards(prompts, [self.inputs[i] for i in chosen])
 
 
@@ -279,7 +280,11 @@ class PromptVecEnv(VecEnv):
         if self.normalize:
             rewards = (raw - raw.mean()) / (raw.std() + 1e-8)
         texts = [env.decode(p) for p in prompts]
-        self.last_batch = {"prompts": texts, "prompt_ids": prompts, "rewards": raw, "accuracy": accuracy}
+        # "examples": which training inputs the batch read, as a key (sorted: the same set in another order
+        # is the same batch)
+        examples = np.sort(env.last_chosen).tobytes()
+        self.last_batch = {"prompts": texts, "prompt_ids": prompts, "rewards": raw, "accuracy": accuracy,
+                           "examples": examples}  # fmt: skip
         infos = [
             {
                 "terminal_observation": self._prompts[i].copy(),

@@ -111,6 +111,12 @@ class RLConfig:
     # either parent, as the search baseline's uniform crossover) join each imitation batch, unscored, so
     # the policy also samples mixtures of its best prompts, where a genetic search finds better ones.
     imitate_crossover: int = 0
+    # How a prompt written on several training batches is ranked (the dev candidates, the self-imitation
+    # elite, the restart prompt): max, by its best batch's reward; mean, by the mean over the distinct
+    # batches it was scored on. They differ only where a batch is a sample of the training set
+    # (env.examples_per_reward below its size); there max favours the prompts written most often, whose
+    # best batch was the luckiest.
+    elite_by: typing.Literal["max", "mean"] = "max"
 
     def __post_init__(self) -> None:
         at_least_one("rl", n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs,
@@ -138,6 +144,8 @@ class RLConfig:
                 f"'rl.imitate_crossover' must be 0 (off), or more with 'rl.imitate_top' set, not "
                 f"{self.imitate_crossover} with imitate_top {self.imitate_top}"
             )
+        if self.elite_by not in ("max", "mean"):
+            raise ValueError(f"'rl.elite_by' must be max or mean, not {self.elite_by!r}")
         if self.imitate_top and self.algo == "sql":
             raise ValueError("'rl.imitate_top' applies to ppo and a2c, not sql (it has its own replay)")
         if self.init_prompt is not None and not self.init_prompt.strip():
@@ -549,6 +557,8 @@ class _Tracker:
         # at the last imitation (one imitation per update, also across a resume)
         self.elite: dict[tuple[int, ...], float] = {}
         self.imitated_at = 0
+        # rl.elite_by mean: per training prompt, each distinct batch it was scored on -> its reward there
+        self.batch_rewards: dict[tuple[int, ...], dict[bytes, float]] = {}
         log_state = ctx.resume["log"] if ctx.resume else None
         self.log = EvalLog(ctx.run_dir, config.total_timesteps, f"rl s{ctx.seed}", ctx.progress, log_state)
 
@@ -607,6 +617,7 @@ class _Tracker:
             "scores": self.objective.cached_scores(),
             "restart": self.restart.state() if self.restart is not None else None,
             "elite": [[list(p), r] for p, r in self.elite.items()],
+            "batch_rewards": [[list(p), list(seen.items())] for p, seen in self.batch_rewards.items()],
         }  # fmt: skip
         if hasattr(model, "target_head"):  # SQL's target network and sampler
             state["target"] = (model.target_extractor.state_dict(), model.target_head.state_dict())
@@ -640,6 +651,7 @@ class _Tracker:
         if self.restart is not None and state.get("restart"):
             self.restart.load(state["restart"])
         self.elite = {tuple(p): r for p, r in state.get("elite", [])}
+        self.batch_rewards = {tuple(p): dict(seen) for p, seen in state.get("batch_rewards", [])}
         self.imitated_at = model._n_updates  # checkpoints are saved after the rollout start's imitation
         self.last_checkpoint = state["step"]
         self._rng_to_restore = state
@@ -663,13 +675,16 @@ class _Tracker:
             check_finite(batch["rewards"], "the reward", step, self.run_dir, self.last_checkpoint,
                          "The task model's scores overflowed; check the model and its dtype.")  # fmt: skip
             elite = self.objective.elite_scores(batch)
+            mean = self.config.rl.elite_by == "mean"
+            if mean:  # each prompt's rank: its mean over the batches it was scored on, this one included
+                elite = self.mean_rewards(batch["prompt_ids"], elite, batch["examples"])
             for ids, reward in zip(batch["prompt_ids"], elite, strict=True):
-                self.recent[ids] = max(reward, self.recent.get(ids, -np.inf))
+                self.recent[ids] = reward if mean else max(reward, self.recent.get(ids, -np.inf))
             if self.restart is not None:
                 self.restart.observe(batch["prompt_ids"], elite)
             if self.config.rl.imitate_top:
                 for ids, reward in zip(batch["prompt_ids"], elite, strict=True):
-                    self.elite[ids] = max(float(reward), self.elite.get(ids, -np.inf))
+                    self.elite[ids] = float(reward) if mean else max(float(reward), self.elite.get(ids, -np.inf))
                 best = sorted(self.elite.items(), key=lambda item: item[1], reverse=True)
                 self.elite = dict(best[: self.config.rl.imitate_top])
             self.rewards.append(float(np.mean(batch["rewards"])))
@@ -678,6 +693,17 @@ class _Tracker:
             self.evaluate(step)
         budget = self.config.reward_query_budget("rl")
         return not (budget and episode_end and self.objective.stats.pairs_scored >= budget)
+
+    def mean_rewards(self, prompts, rewards, examples: bytes) -> np.ndarray:
+        """Record one batch's rewards (``examples``: which training inputs it read) and return each prompt's
+        mean over the distinct batches it has been scored on (on a batch seen before, its best reward
+        there: the same inputs in another order differ only by float rounding)."""
+        means = []
+        for ids, reward in zip(prompts, rewards, strict=True):
+            seen = self.batch_rewards.setdefault(ids, {})
+            seen[examples] = max(float(reward), seen.get(examples, -np.inf))
+            means.append(sum(seen.values()) / len(seen))
+        return np.array(means)
 
     def evaluate(self, step: int, extra: list[tuple[int, ...]] = (), label: str = "rl") -> None:
         """Score the greedy prompt, the best training prompts since the last evaluation and ``extra``
