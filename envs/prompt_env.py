@@ -178,7 +178,8 @@ class PromptEnv(PromptWriterEnv):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Gap reward and accuracy of each prompt on one batch of training examples drawn with ``rng``
         (every prompt sees the same examples, in one Scorer call)."""
-        chosen = self.last_chosen = rng.choice(len(self.examples), size=self.examples_per_reward, replace=False)
+        chosen = rng.choice(len(self.examples), size=self.examples_per_reward, replace=False)
+        self.last_chosen = chosen
         if self.to_task is not None:  # the policy's tokens, as the task LM reads them
             prompts = [self.to_task(p) for p in prompts]
         logprobs = self.scorer.score(prompts, [self.examples[i] for i in chosen])

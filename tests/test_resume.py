@@ -38,12 +38,14 @@ SETTINGS = {
            "--set", "policy.adapter_hidden=32"],
     # rl with restarts whenever 2 prompt batches held fewer than 90% new prompts: the restart state (prompts
     # seen, the window, the best training prompt) and self-imitation's elite prompts are in the checkpoint;
-    # its crossover children are drawn from the update count, so a resumed run draws the same
+    # its crossover children are drawn from the update count, so a resumed run draws the same; elite_by mean
+    # on batches of 4 of the 8 training sentences: each prompt's rewards per batch are in the checkpoint
     "rl_restarts": ["--set", "total_timesteps=1200", "--set", "evaluations=6", "--set", "env.num_envs=4",
                     "--set", "env.examples_per_reward=8", "--set", "rl.batch_size=20",
                     "--set", "policy.adapter_hidden=32", "--set", "rl.restart_window=2",
                     "--set", "rl.restart_new_fraction=0.9", "--set", "rl.imitate_top=4",
-                    "--set", "rl.imitate_crossover=4"],
+                    "--set", "rl.imitate_crossover=4", "--set", "rl.elite_by=mean",
+                    "--set", "env.examples_per_reward=4"],
     "soft_prompt": ["--set", "method=soft_prompt", "--set", "soft_prompt.steps=150", "--set", "evaluations=6",
                     "--set", "soft_prompt.batch_size=4"],
     "lora": ["--set", "method=lora", "--set", "lora.steps=150", "--set", "evaluations=6",
@@ -308,6 +310,30 @@ def test_same_config_and_seed_give_the_same_prompt(tiny_gpt2, small_task, tmp_pa
     # Both runs are in this process, with the same thread count and fresh caches: the same calls on the
     # same shapes, so the numbers agree exactly.
     assert learning(tmp_path / "first") == learning(tmp_path / "second")
+
+
+def test_elite_by_mean_is_max_where_every_batch_is_the_whole_training_set(
+    tiny_gpt2, small_task, tmp_path, capsys
+):
+    """rl.elite_by: with env.examples_per_reward the training set's size (8), every batch reads the same
+    sentences, so ranking a prompt by the mean over its distinct batches is ranking it by its best batch:
+    with restarts and self-imitation (which rank by it), mean and max learn exactly the same."""
+    register_model(tiny_gpt2)
+    args = ["--quiet", "--set", "model=tiny-gpt2", "--set", f"task.name={small_task}",
+            "--set", "total_timesteps=400", "--set", "evaluations=4",
+            "--set", "env.num_envs=4", "--set", "env.examples_per_reward=8", "--set", "rl.batch_size=20",
+            "--set", "policy.adapter_hidden=32", "--set", "vocab.size=50", "--set", "rl.imitate_top=4",
+            "--set", "rl.restart_window=2", "--set", "rl.restart_new_fraction=0.9",
+            "--set", "env.prompt_length=2"]  # fmt: skip
+    prompts = []
+    for rank in ("max", "mean"):
+        code, _, err = cli([*args, "--set", f"rl.elite_by={rank}", "--run-dir", str(tmp_path / rank)], capsys)
+        assert code == 0, err
+        prompts.append(load_prompt(tmp_path / rank / "prompt.json"))
+    assert prompts[0].token_ids == prompts[1].token_ids
+    assert learning(tmp_path / "max") == learning(tmp_path / "mean")
+    restarts = [p.metrics["restarts"] for p in prompts]
+    assert restarts[0] and restarts[0] == restarts[1]  # the restarts (to the best prompt) came, and alike
 
 
 def test_run_directory_rules(common, tmp_path, capsys):

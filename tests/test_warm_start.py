@@ -379,3 +379,23 @@ def test_crossover_children_mix_two_elite_prompts_position_by_position():
         RLConfig(imitate_crossover=4)
     with pytest.raises(ValueError, match="'rl.imitate_crossover' must be 0"):
         RLConfig(imitate_top=8, imitate_crossover=-1)
+
+
+def test_mean_batch_rewards_ranks_a_prompt_by_its_mean_over_distinct_batches():
+    """rl.elite_by mean: a prompt's rank is the mean of its rewards over the distinct training batches it
+    was scored on; a batch seen again (the same inputs) keeps its best reward, not a second vote."""
+    from rlprompt.methods.rl import RLConfig, mean_batch_rewards
+
+    store: dict = {}
+    a, b = (1, 2), (3, 4)
+    assert mean_batch_rewards(store, [a, b], [1.0, 5.0], b"batch1").tolist() == [1.0, 5.0]
+    assert mean_batch_rewards(store, [a], [3.0], b"batch2").tolist() == [2.0]
+    # batch1 again, a rounding step higher: batch1's reward moves, the batch still counts once
+    assert mean_batch_rewards(store, [a, b], [1.5, 4.0], b"batch1").tolist() == [2.25, 5.0]
+    assert store == {a: {b"batch1": 1.5, b"batch2": 3.0}, b: {b"batch1": 5.0}}
+    # max (as shipped) would rank a prompt written on many batches by its luckiest one
+    lucky = mean_batch_rewards(store, [(5,)] * 3, [0.0, 9.0, 0.0], b"x")  # one batch: its best, 9
+    assert lucky.tolist() == [0.0, 9.0, 9.0]
+    assert mean_batch_rewards(store, [(5,)], [0.0], b"y").tolist() == [4.5]
+    with pytest.raises(ValueError, match="'rl.elite_by' must be max or mean, not 'median'"):
+        RLConfig(elite_by="median")

@@ -391,6 +391,20 @@ def crossover_children(parents, n: int, rng) -> list[tuple[int, ...]]:
     return children
 
 
+def mean_batch_rewards(store: dict, prompts, rewards, examples: bytes) -> np.ndarray:
+    """rl.elite_by mean: record one batch's rewards in ``store`` (prompt -> {batch: reward}; ``examples``
+    names the training inputs the batch read) and return each prompt's mean over the distinct batches it
+    has been scored on. On a batch seen before a prompt keeps its best reward there (the same inputs in
+    another order differ only by float rounding), so where every batch is the whole training set the
+    mean is the max, exactly."""
+    means = []
+    for ids, reward in zip(prompts, rewards, strict=True):
+        seen = store.setdefault(ids, {})
+        seen[examples] = max(float(reward), seen.get(examples, -np.inf))
+        means.append(sum(seen.values()) / len(seen))
+    return np.array(means)
+
+
 def polish_prompt(
     model,
     rewards,
@@ -677,14 +691,15 @@ class _Tracker:
             elite = self.objective.elite_scores(batch)
             mean = self.config.rl.elite_by == "mean"
             if mean:  # each prompt's rank: its mean over the batches it was scored on, this one included
-                elite = self.mean_rewards(batch["prompt_ids"], elite, batch["examples"])
+                elite = mean_batch_rewards(self.batch_rewards, batch["prompt_ids"], elite, batch["examples"])
             for ids, reward in zip(batch["prompt_ids"], elite, strict=True):
                 self.recent[ids] = reward if mean else max(reward, self.recent.get(ids, -np.inf))
             if self.restart is not None:
                 self.restart.observe(batch["prompt_ids"], elite)
             if self.config.rl.imitate_top:
                 for ids, reward in zip(batch["prompt_ids"], elite, strict=True):
-                    self.elite[ids] = float(reward) if mean else max(float(reward), self.elite.get(ids, -np.inf))
+                    best_so_far = self.elite.get(ids, -np.inf)
+                    self.elite[ids] = float(reward) if mean else max(float(reward), best_so_far)
                 best = sorted(self.elite.items(), key=lambda item: item[1], reverse=True)
                 self.elite = dict(best[: self.config.rl.imitate_top])
             self.rewards.append(float(np.mean(batch["rewards"])))
@@ -693,17 +708,6 @@ class _Tracker:
             self.evaluate(step)
         budget = self.config.reward_query_budget("rl")
         return not (budget and episode_end and self.objective.stats.pairs_scored >= budget)
-
-    def mean_rewards(self, prompts, rewards, examples: bytes) -> np.ndarray:
-        """Record one batch's rewards (``examples``: which training inputs it read) and return each prompt's
-        mean over the distinct batches it has been scored on (on a batch seen before, its best reward
-        there: the same inputs in another order differ only by float rounding)."""
-        means = []
-        for ids, reward in zip(prompts, rewards, strict=True):
-            seen = self.batch_rewards.setdefault(ids, {})
-            seen[examples] = max(float(reward), seen.get(examples, -np.inf))
-            means.append(sum(seen.values()) / len(seen))
-        return np.array(means)
 
     def evaluate(self, step: int, extra: list[tuple[int, ...]] = (), label: str = "rl") -> None:
         """Score the greedy prompt, the best training prompts since the last evaluation and ``extra``
