@@ -204,7 +204,8 @@ class StylePromptEnv(PromptWriterEnv):
     def score_prompts(
         self, prompts: list[tuple[int, ...]], rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
-        chosen = self.last_chosen = rng.choice(len(self.inputs), size=self.inputs_per_reward, replace=False)
+        chosen = rng.choice(len(self.inputs), size=self.inputs_per_reward, replace=False)
+        self.last_chosen = chosen
         return self.objective.train_rewards(prompts, [self.inputs[i] for i in chosen])
 
 

@@ -41,11 +41,10 @@ SETTINGS = {
     # its crossover children are drawn from the update count, so a resumed run draws the same; elite_by mean
     # on batches of 4 of the 8 training sentences: each prompt's rewards per batch are in the checkpoint
     "rl_restarts": ["--set", "total_timesteps=1200", "--set", "evaluations=6", "--set", "env.num_envs=4",
-                    "--set", "env.examples_per_reward=8", "--set", "rl.batch_size=20",
+                    "--set", "env.examples_per_reward=4", "--set", "rl.batch_size=20",
                     "--set", "policy.adapter_hidden=32", "--set", "rl.restart_window=2",
                     "--set", "rl.restart_new_fraction=0.9", "--set", "rl.imitate_top=4",
-                    "--set", "rl.imitate_crossover=4", "--set", "rl.elite_by=mean",
-                    "--set", "env.examples_per_reward=4"],
+                    "--set", "rl.imitate_crossover=4", "--set", "rl.elite_by=mean"],
     "soft_prompt": ["--set", "method=soft_prompt", "--set", "soft_prompt.steps=150", "--set", "evaluations=6",
                     "--set", "soft_prompt.batch_size=4"],
     "lora": ["--set", "method=lora", "--set", "lora.steps=150", "--set", "evaluations=6",

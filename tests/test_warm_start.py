@@ -390,7 +390,7 @@ def test_mean_batch_rewards_ranks_a_prompt_by_its_mean_over_distinct_batches():
     a, b = (1, 2), (3, 4)
     assert mean_batch_rewards(store, [a, b], [1.0, 5.0], b"batch1").tolist() == [1.0, 5.0]
     assert mean_batch_rewards(store, [a], [3.0], b"batch2").tolist() == [2.0]
-    # batch1 again, a rounding step higher: batch1's reward moves, the batch still counts once
+    # batch1 again, a's reward higher there: a's batch1 reward is the higher one, and batch1 still counts once
     assert mean_batch_rewards(store, [a, b], [1.5, 4.0], b"batch1").tolist() == [2.25, 5.0]
     assert store == {a: {b"batch1": 1.5, b"batch2": 3.0}, b: {b"batch1": 5.0}}
     # max (as shipped) would rank a prompt written on many batches by its luckiest one
