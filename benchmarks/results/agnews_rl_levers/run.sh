@@ -29,3 +29,8 @@ for S in 0 1 2; do  # a third development split, RL as shipped and search only
   one ag42_search_s$S 16-42 --set "seeds=[$S]" --set "methods=[search]" &
   wait
 done
+for S in 0 1 2; do  # a fourth development split (session 59), RL as shipped and search
+  one ag87_rl_s$S 16-87 --set "seeds=[$S]" --set "methods=[rl]" &
+  one ag87_search_s$S 16-87 --set "seeds=[$S]" --set "methods=[search]" &
+  wait
+done
