@@ -294,12 +294,17 @@ def test_killed_comparison_resumes_keeping_the_runs_that_finished(common, tmp_pa
     assert "soft_prompt" in (run_dir / "report.md").read_text()
 
 
-def test_same_config_and_seed_give_the_same_prompt(tiny_gpt2, small_task, tmp_path, capsys):
-    register_model(tiny_gpt2)
-    args = ["--quiet", "--set", "model=tiny-gpt2", "--set", f"task.name={small_task}",
+def tiny_gpt2_rl(task: Path) -> list[str]:
+    """Train CLI arguments for a short RL run of tiny-gpt2 on ``task``, every batch its 8 sentences."""
+    return ["--quiet", "--set", "model=tiny-gpt2", "--set", f"task.name={task}",
             "--set", "total_timesteps=400", "--set", "evaluations=4",
             "--set", "env.num_envs=4", "--set", "env.examples_per_reward=8", "--set", "rl.batch_size=20",
             "--set", "policy.adapter_hidden=32", "--set", "vocab.size=50"]  # fmt: skip
+
+
+def test_same_config_and_seed_give_the_same_prompt(tiny_gpt2, small_task, tmp_path, capsys):
+    register_model(tiny_gpt2)
+    args = tiny_gpt2_rl(small_task)
     prompts = []
     for name in ("first", "second"):
         code, _, err = cli([*args, "--run-dir", str(tmp_path / name)], capsys)
@@ -318,12 +323,8 @@ def test_elite_by_mean_is_max_where_every_batch_is_the_whole_training_set(
     sentences, so ranking a prompt by the mean over its distinct batches is ranking it by its best batch:
     with restarts and self-imitation (which rank by it), mean and max learn exactly the same."""
     register_model(tiny_gpt2)
-    args = ["--quiet", "--set", "model=tiny-gpt2", "--set", f"task.name={small_task}",
-            "--set", "total_timesteps=400", "--set", "evaluations=4",
-            "--set", "env.num_envs=4", "--set", "env.examples_per_reward=8", "--set", "rl.batch_size=20",
-            "--set", "policy.adapter_hidden=32", "--set", "vocab.size=50", "--set", "rl.imitate_top=4",
-            "--set", "rl.restart_window=2", "--set", "rl.restart_new_fraction=0.9",
-            "--set", "env.prompt_length=2"]  # fmt: skip
+    args = [*tiny_gpt2_rl(small_task), "--set", "rl.imitate_top=4", "--set", "rl.restart_window=2",
+            "--set", "rl.restart_new_fraction=0.9", "--set", "env.prompt_length=2"]  # fmt: skip
     prompts = []
     for rank in ("max", "mean"):
         code, _, err = cli([*args, "--set", f"rl.elite_by={rank}", "--run-dir", str(tmp_path / rank)], capsys)
