@@ -6,7 +6,10 @@ For each run the top prompts are scored again on the training and dev examples (
 examples), calibrated as the run was, and each rule picks one of them:
 
 - ``dev``: the run's own choice (dev accuracy, then the dev gap reward), the first prompt;
-- ``dev_reward``: the highest dev gap reward (less coarse than accuracy on 32 examples);
+- ``dev_reward``: the highest dev reward (the run's ``env.reward``, the gap reward by default: less coarse
+  than accuracy on 32 examples), as
+  ``prompt_rule: top_k_dev_reward`` chooses among the run's ``top_k_report`` prompts;
+- ``dev_reward_3``: the same among the first 3 (``top_k_report: 3``, the library default);
 - ``dev_ll``: the highest mean log-probability of the right label on dev;
 - ``pooled``: accuracy on training and dev examples together (then both gap rewards);
 - ``train``: training accuracy alone (what the reward optimised: biased upwards);
@@ -26,7 +29,7 @@ import sys
 
 import numpy as np
 from finished_runs import Scorers, finished_runs, top_prompts
-from rlprompt.envs.prompt_env import batch_accuracy, gap_reward, loglik_reward
+from rlprompt.envs.prompt_env import batch_accuracy, label_reward, loglik_reward
 
 from rlprompt.calibration import calibrate, scorer_prior, task_calibration
 from rlprompt.config import load_train_config
@@ -39,7 +42,7 @@ def split_scores(scorer, prompts, examples, calibration, env) -> dict[str, np.nd
     logprobs = calibrate(logprobs, scorer_prior(scorer, prompts, calibration))
     return {
         "accuracy": batch_accuracy(logprobs, labels),
-        "reward": gap_reward(logprobs, labels, env.correct_scale, env.wrong_scale),
+        "reward": label_reward(logprobs, labels, env.reward, env.correct_scale, env.wrong_scale),
         "loglik": loglik_reward(logprobs, labels),
         "n": np.full(len(prompts), len(examples)),
     }
@@ -51,6 +54,7 @@ def choices(train: dict, dev: dict) -> dict[str, int]:
     return {
         "dev": 0,
         "dev_reward": int(np.argmax(dev["reward"])),
+        "dev_reward_3": int(np.argmax(dev["reward"][:3])),
         "dev_ll": int(np.argmax(dev["loglik"])),
         "pooled": max(range(n), key=lambda i: (pooled[i], train["reward"][i] + dev["reward"][i])),
         "train": max(range(n), key=lambda i: (train["accuracy"][i], train["reward"][i])),
@@ -84,10 +88,14 @@ def main(paths: list[str]) -> None:
     if picked:
         print(f"mean over {len(picked['dev'])} runs: "
               + "  ".join(f"{rule} {np.mean(values):.3f}" for rule, values in picked.items()))  # fmt: skip
-        gains = np.array(picked["dev_reward"]) - np.array(picked["dev"])
-        if len(gains) > 1:
-            error = gains.std(ddof=1) / np.sqrt(len(gains))
-            print(f"dev_reward - dev: {gains.mean():+.3f} +- {error:.3f} (standard error over runs)")
+        for rule in ("dev_reward", "dev_reward_3"):
+            gains = np.array(picked[rule]) - np.array(picked["dev"])
+            if len(gains) > 1:
+                error = gains.std(ddof=1) / np.sqrt(len(gains))
+                print(
+                    f"{rule} - dev: {gains.mean():+.3f} +- {error:.3f} (standard error over runs); "
+                    f"ahead on {(gains > 0).sum()}, behind on {(gains < 0).sum()} of {len(gains)}"
+                )
 
 
 if __name__ == "__main__":

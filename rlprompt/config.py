@@ -186,6 +186,11 @@ class CoreConfig:
     # headline dev and test figures are the ensemble's, and prompt.json lists its prompts (readable text;
     # rlprompt.evaluate and rlprompt.transfer score them as one). 1: the best prompt alone.
     ensemble: int = 1
+    # rl and search: which of the top prompts is the chosen one (the artifact; an ensemble's first member):
+    # dev_accuracy (then the dev reward) or top_k_dev_reward (of the top_k_report best by dev accuracy, the
+    # one with the highest dev reward: less coarse than accuracy on a few dozen dev examples). Measured in
+    # README "Choosing the single prompt".
+    prompt_rule: typing.Literal["dev_accuracy", "top_k_dev_reward"] = "dev_accuracy"
     # Remove each prompt's label prior from its scores (rlprompt/calibration.py) in the RL reward, on dev
     # (choosing the prompt or checkpoint) and in the headline test figure; reports show raw and calibrated.
     # Measured on the quickstart, seeds 0-4: the calibrated reward's prompts score 0.776 +- 0.036 calibrated
@@ -239,6 +244,11 @@ class CoreConfig:
             raise ValueError(
                 f"method 'in_context' with 'task.demonstrations' ({self.task.demonstrations}): the template "
                 "already puts demonstrations before each input, so compare with 'manual'"
+            )
+        if self.prompt_rule == "top_k_dev_reward" and self.top_k_report < 2:
+            raise ValueError(
+                "'prompt_rule' top_k_dev_reward chooses among the top_k_report best prompts, and "
+                "'top_k_report' is 1: raise it (3 or 5)"
             )
         if self.ensemble > self.top_k_report:
             raise ValueError(

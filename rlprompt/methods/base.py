@@ -307,11 +307,11 @@ class TopK:
 
 
 def top_k_prompts(objective, top: TopCandidates, test_scores: list[float] | None = None) -> list[dict]:
-    """The top prompts for ``prompt.json``: text, the task LM's token ids, dev score and, where measured,
-    test score."""
+    """The top prompts for ``prompt.json``: text, the task LM's token ids, dev score, dev reward and,
+    where measured, test score."""
     scores = test_scores or [None] * len(top.items)
     return [{"text": c.text, "token_ids": list(objective.task_token_ids(c.ids)), "dev": c.dev_score,
-             **({"test": s} if s is not None else {})}
+             "dev_reward": c.dev_reward, **({"test": s} if s is not None else {})}
             for c, s in zip(top.items, scores, strict=True)]  # fmt: skip
 
 
@@ -340,17 +340,28 @@ def chosen_test_score(top: TopCandidates, top_k: TopK, best: Candidate, members:
     return next(s for c, s in zip(top.items, top_k.scores, strict=True) if c.ids == best.ids)
 
 
+def chosen_prompt(rule: str, top: TopCandidates, best: Candidate) -> Candidate:
+    """The run's chosen prompt by ``config.prompt_rule``: ``best`` (dev accuracy, then the dev reward), or
+    (``top_k_dev_reward``) the prompt of ``top`` with the highest dev reward, the better by dev accuracy of
+    two that tie."""
+    if rule == "top_k_dev_reward" and top.items:
+        return max(top.items, key=lambda c: c.dev_reward)  # max keeps the first of equals: top is by dev
+    return best
+
+
 def evaluate_artifact(ctx: MethodContext, objective, top: TopCandidates, best: Candidate,
-                      manual: str) -> tuple[list[Candidate], float, TestResult]:  # fmt: skip
-    """The run's artifact and its test: ``best`` alone, or (``config.ensemble`` > 1, a classification
-    objective; other kinds refuse it when the task loads) the ensemble of ``best`` and the next best
-    prompts by dev in ``top``. Returns those other prompts (none for one prompt, or when no other reached
-    dev), the artifact's dev score and the objective's test."""
+                      manual: str) -> tuple[Candidate, list[Candidate], float, TestResult]:  # fmt: skip
+    """The run's artifact and its test: the chosen prompt (:func:`chosen_prompt`; ``best`` by default)
+    alone, or (``config.ensemble`` > 1, a classification objective; other kinds refuse it when the task
+    loads) the ensemble of it and the next best prompts by dev in ``top``. Returns the chosen prompt, those
+    other prompts (none for one prompt, or when no other reached dev), the artifact's dev score and the
+    objective's test."""
+    best = chosen_prompt(ctx.config.prompt_rule, top, best)
     members = [c for c in top.items if c.ids != best.ids][: ctx.config.ensemble - 1]
     if not members:
-        return [], best.dev_score, objective.test(ctx, best, manual)
+        return best, [], best.dev_score, objective.test(ctx, best, manual)
     dev_score = objective.dev_ensemble([best.ids, *(c.ids for c in members)])
-    return members, dev_score, objective.test(ctx, best, manual, members, dev_score)
+    return best, members, dev_score, objective.test(ctx, best, manual, members, dev_score)
 
 
 def learned_description(best: Candidate, members: list[Candidate]) -> str:

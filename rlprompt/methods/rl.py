@@ -231,7 +231,7 @@ def run(ctx: MethodContext) -> MethodResult:
         raise KeyboardInterrupt
     lm_tokens = int(objective.stats.tokens_processed)  # training and dev; test scoring comes next
     reward_queries = int(objective.stats.pairs_scored)
-    members, dev_score, test = evaluate_artifact(ctx, objective, tracker.top, best, manual)
+    best, members, dev_score, test = evaluate_artifact(ctx, objective, tracker.top, best, manual)
     top_k = top_k_score(ctx, objective, tracker.top, test)
     metrics = {
         f"dev_{objective.metric}": dev_score,

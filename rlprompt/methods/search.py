@@ -270,7 +270,7 @@ def run(ctx: MethodContext) -> MethodResult:
         raise KeyboardInterrupt  # stopped before the first evaluation: nothing to export
     train_seconds = log.elapsed
     lm_tokens, reward_queries = int(objective.stats.tokens_processed), int(objective.stats.pairs_scored)
-    members, dev_score, test = evaluate_artifact(ctx, objective, top, best, manual)
+    best, members, dev_score, test = evaluate_artifact(ctx, objective, top, best, manual)
     top_k = top_k_score(ctx, objective, top, test)
     metrics = {"dev_accuracy": dev_score, **({"chosen_dev_accuracy": best.dev_score} if members else {}),
                **test.details, "found_at_step": best.step,
