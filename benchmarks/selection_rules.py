@@ -9,7 +9,8 @@ examples), calibrated as the run was, and each rule picks one of them:
 - ``dev_reward``: the highest dev reward (the run's ``env.reward``, the gap reward by default: less coarse
   than accuracy on 32 examples), as
   ``prompt_rule: top_k_dev_reward`` chooses among the run's ``top_k_report`` prompts;
-- ``dev_reward_3``: the same among the first 3 (``top_k_report: 3``, the library default);
+- ``dev_reward_3``, ``dev_reward_5``: the same among the first 3 (``top_k_report: 3``, the library
+  default) or 5 (the comparison config's);
 - ``dev_ll``: the highest mean log-probability of the right label on dev;
 - ``pooled``: accuracy on training and dev examples together (then both gap rewards);
 - ``train``: training accuracy alone (what the reward optimised: biased upwards);
@@ -20,12 +21,14 @@ Look at development splits with it, not at the split of the final table.
 
     .venv/bin/python benchmarks/selection_rules.py RUN_DIR [RUN_DIR ...]
 
-RUN_DIR is a comparison directory (its ``rl__s*`` and ``search__s*`` runs) or one run.
+RUN_DIR is a comparison directory (its ``rl__s*`` and ``search__s*`` runs) or one run. Saved outputs
+pool without scoring again: ``python benchmarks/selection_rules.py --pool OUT.txt [OUT.txt ...]``.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 from finished_runs import Scorers, finished_runs, top_prompts
@@ -55,13 +58,46 @@ def choices(train: dict, dev: dict) -> dict[str, int]:
         "dev": 0,
         "dev_reward": int(np.argmax(dev["reward"])),
         "dev_reward_3": int(np.argmax(dev["reward"][:3])),
+        "dev_reward_5": int(np.argmax(dev["reward"][:5])),
         "dev_ll": int(np.argmax(dev["loglik"])),
         "pooled": max(range(n), key=lambda i: (pooled[i], train["reward"][i] + dev["reward"][i])),
         "train": max(range(n), key=lambda i: (train["accuracy"][i], train["reward"][i])),
     }
 
 
+def summarise(picked: dict[str, list[float]]) -> None:
+    """The mean test accuracy of each rule's picks, and each dev-reward rule against the run's own choice."""
+    print(f"mean over {len(picked['dev'])} runs: "
+          + "  ".join(f"{rule} {np.mean(values):.3f}" for rule, values in picked.items()))  # fmt: skip
+    for rule in ("dev_reward", "dev_reward_3", "dev_reward_5", "dev_ll"):
+        gains = np.array(picked[rule]) - np.array(picked["dev"])
+        if len(gains) > 1:
+            error = gains.std(ddof=1) / np.sqrt(len(gains))
+            print(
+                f"{rule} - dev: {gains.mean():+.3f} +- {error:.3f} (standard error over runs); "
+                f"ahead on {(gains > 0).sum()}, behind on {(gains < 0).sum()} of {len(gains)}"
+            )
+
+
+def pool(outputs: list[str]) -> dict[str, list[float]]:
+    """The per-run lines of earlier outputs of this script (``RUN: rule value ...``), pooled without scoring
+    again."""
+    picked: dict[str, list[float]] = {}
+    for output in outputs:
+        for line in Path(output).read_text().splitlines():
+            run, _, figures = line.partition(": ")
+            if not run or run.startswith("mean over") or " - dev:" in line or "no top-k" in figures:
+                continue
+            words = figures.split()
+            for rule, value in zip(words[::2], words[1::2], strict=True):
+                picked.setdefault(rule, []).append(float(value))
+    return picked
+
+
 def main(paths: list[str]) -> None:
+    if paths[:1] == ["--pool"]:
+        summarise(pool(paths[1:]))
+        return
     picked: dict[str, list[float]] = {}
     scorers = Scorers()
     for run in finished_runs(paths):
@@ -86,16 +122,7 @@ def main(paths: list[str]) -> None:
             picked.setdefault(rule, []).append(value)
         print(f"{run}: " + "  ".join(f"{rule} {value:.3f}" for rule, value in row.items()))
     if picked:
-        print(f"mean over {len(picked['dev'])} runs: "
-              + "  ".join(f"{rule} {np.mean(values):.3f}" for rule, values in picked.items()))  # fmt: skip
-        for rule in ("dev_reward", "dev_reward_3"):
-            gains = np.array(picked[rule]) - np.array(picked["dev"])
-            if len(gains) > 1:
-                error = gains.std(ddof=1) / np.sqrt(len(gains))
-                print(
-                    f"{rule} - dev: {gains.mean():+.3f} +- {error:.3f} (standard error over runs); "
-                    f"ahead on {(gains > 0).sum()}, behind on {(gains < 0).sum()} of {len(gains)}"
-                )
+        summarise(picked)
 
 
 if __name__ == "__main__":

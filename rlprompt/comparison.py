@@ -342,11 +342,11 @@ def report_markdown(
         ensembled = any(r.test_chosen is not None for rs in top.values() for r in rs)
         lines += ["", f"## The chosen prompt and the top-{3 if top_3 else ks} mean", "",
                   f"RLPrompt reports the mean test {what} of the top 3 prompts by dev; the chosen prompt is "
-                  f"the best one. Both as the run scored"
+                  f"one of them (by the method's prompt_rule). Both as the run scored"
                   + (f"; the ensemble predicts each test input's label from the top-{ks} prompts' mean "
                      "label probabilities." if ensemble else ".")
                   + (" Where a run's artifact is an ensemble (`ensemble: k`), the headline above is the "
-                     "ensemble's and this table's first column its best prompt's alone."
+                     "ensemble's and this table's first column its chosen prompt's alone."
                      if ensembled else ""),
                   "",
                   markdown_table(["method", f"chosen prompt, test {what}",

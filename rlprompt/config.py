@@ -179,18 +179,15 @@ class CoreConfig:
     checkpoint_every: int | None = None
     candidates_per_eval: int = 4  # rl: best training prompts since the last evaluation also tried on dev
     # rl and search also report the mean test score of their top_k_report prompts by dev (RLPrompt reports
-    # the top 3's); the chosen prompt stays the best one. 1: only the chosen prompt is tested.
+    # the top 3's); the chosen prompt is one of them (rl.prompt_rule, search.prompt_rule). 1: only the
+    # chosen prompt is tested, and there is nothing to choose from but the best by dev accuracy.
     top_k_report: int = 3
-    # rl and search: the artifact is the ensemble of the `ensemble` best prompts by dev (at most
-    # top_k_report): each input's label is the argmax of their mean calibrated label probabilities, the
-    # headline dev and test figures are the ensemble's, and prompt.json lists its prompts (readable text;
-    # rlprompt.evaluate and rlprompt.transfer score them as one). 1: the best prompt alone.
+    # rl and search: the artifact is the ensemble of the chosen prompt and the next best by dev, `ensemble`
+    # in all (at most top_k_report): each input's label is the argmax of their mean calibrated label
+    # probabilities, the headline dev and test figures are the ensemble's, and prompt.json lists its
+    # prompts (readable text; rlprompt.evaluate and rlprompt.transfer score them as one). 1: the chosen
+    # prompt alone.
     ensemble: int = 1
-    # rl and search: which of the top prompts is the chosen one (the artifact; an ensemble's first member):
-    # dev_accuracy (then the dev reward) or top_k_dev_reward (of the top_k_report best by dev accuracy, the
-    # one with the highest dev reward: less coarse than accuracy on a few dozen dev examples). Measured in
-    # README "Choosing the single prompt".
-    prompt_rule: typing.Literal["dev_accuracy", "top_k_dev_reward"] = "dev_accuracy"
     # Remove each prompt's label prior from its scores (rlprompt/calibration.py) in the RL reward, on dev
     # (choosing the prompt or checkpoint) and in the headline test figure; reports show raw and calibrated.
     # Measured on the quickstart, seeds 0-4: the calibrated reward's prompts score 0.776 +- 0.036 calibrated
@@ -244,11 +241,6 @@ class CoreConfig:
             raise ValueError(
                 f"method 'in_context' with 'task.demonstrations' ({self.task.demonstrations}): the template "
                 "already puts demonstrations before each input, so compare with 'manual'"
-            )
-        if self.prompt_rule == "top_k_dev_reward" and self.top_k_report < 2:
-            raise ValueError(
-                "'prompt_rule' top_k_dev_reward chooses among the top_k_report best prompts, and "
-                "'top_k_report' is 1: raise it (3 or 5)"
             )
         if self.ensemble > self.top_k_report:
             raise ValueError(

@@ -61,7 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--top-k", type=int,
-        help="from each prompt file, its K best prompts by dev (its top_k_prompts; default: the file's "
+        help="from each prompt file, its chosen prompt and the next best by dev, K in all (its "
+        "top_k_prompts; default: the file's "
         "artifact: the chosen prompt, or an ensemble's prompts and, as one more row, their ensemble)",
     )  # fmt: skip
     p.add_argument(

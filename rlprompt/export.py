@@ -79,12 +79,15 @@ class LearnedPrompt:
         return [tuple(p["token_ids"]) if own else p["text"].strip() for p in self.ensemble]
 
     def top_prompts_for(self, model_name: str, k: int) -> list[str | tuple[int, ...]]:
-        """The ``k`` best prompts of the run by dev (``metrics.top_k_prompts``, the chosen one first), each
-        as :meth:`prompt_for` gives it; just the chosen one when the file lists none."""
+        """The chosen prompt and the next best prompts of the run by dev (``metrics.top_k_prompts``, by dev
+        accuracy, where rl's chosen one may come later), ``k`` in all, each as :meth:`prompt_for` gives it;
+        just the chosen one when the file lists none."""
         top = self.metrics.get("top_k_prompts") or []
-        if not top:
-            return [self.prompt_for(model_name)]
-        return [tuple(p["token_ids"]) if model_name == self.model else p["text"].strip() for p in top[:k]]
+        others = [p for p in top if p["token_ids"] != self.token_ids]
+        own = model_name == self.model
+        return [self.prompt_for(model_name)] + [
+            tuple(p["token_ids"]) if own else p["text"].strip() for p in others[: k - 1]
+        ]
 
     def fill(self, sentence: str, kind: str | None = None, label: str = "<mask>") -> str:
         """The filled template as text, e.g. to paste into another tool."""

@@ -41,8 +41,9 @@ def test_an_ensemble_run_reports_exports_and_evaluates_the_top_prompts_as_one(
     method, tiny_task, capsys, tiny_gpt2
 ):  # fmt: skip
     register_model(tiny_gpt2)
-    settings = ["env.num_envs=4", "rl.batch_size=20", "policy.adapter_hidden=16"] if method == "rl" else [
-        "search.population=8"]  # fmt: skip
+    # the chosen prompt, the ensemble's first, by dev accuracy (rl's own rule is the next test's)
+    settings = ["env.num_envs=4", "rl.batch_size=20", "policy.adapter_hidden=16",
+                "rl.prompt_rule=dev_accuracy"] if method == "rl" else ["search.population=8"]  # fmt: skip
     run_dir, _ = train_cli(
         tiny_task, capsys, "model=tiny-gpt2", f"method={method}", "ensemble=3", "total_timesteps=80",
         "evaluations=4", "env.prompt_length=3", "vocab.size=50", *settings,
@@ -74,7 +75,7 @@ def test_an_ensemble_run_reports_exports_and_evaluates_the_top_prompts_as_one(
     from rlprompt.comparison import write_report
 
     report = write_report([run_dir], tiny_task / "report")
-    assert "this table's first column its best prompt's alone" in report
+    assert "this table's first column its chosen prompt's alone" in report
     chosen_row = next(
         line for line in report.splitlines() if line.startswith(f"| {method} | ") and line.count("|") == 5
     )  # the top-k table's row
@@ -125,7 +126,7 @@ def test_chosen_prompt_by_dev_reward_among_the_top():
     best = top.items[0]
     assert [c.text for c in top.items] == ["a", "b", "c"]  # "d" is not among the 3 best by dev accuracy
     assert chosen_prompt("dev_accuracy", top, best) is best
-    # the highest dev reward of the three; of two that tie, the first by dev (accuracy, then reward, kept order)
+    # the highest dev reward of the three; of two that tie, the first by dev (accuracy, then kept order)
     assert chosen_prompt("top_k_dev_reward", top, best).text == "b"
     assert chosen_prompt("top_k_dev_reward", TopCandidates(3), best) is best  # nothing kept: the best
 
@@ -135,12 +136,12 @@ def test_prompt_rule_top_k_dev_reward_exports_the_top_prompt_with_the_highest_de
     method, tiny_task, capsys, tiny_gpt2
 ):  # fmt: skip
     register_model(tiny_gpt2)
+    # rl's default rule; search's is dev accuracy
     settings = ["env.num_envs=4", "rl.batch_size=20", "policy.adapter_hidden=16"] if method == "rl" else [
-        "search.population=8"]  # fmt: skip
+        "search.population=8", "search.prompt_rule=top_k_dev_reward"]  # fmt: skip
     run_dir, _ = train_cli(
-        tiny_task, capsys, "model=tiny-gpt2", f"method={method}", "prompt_rule=top_k_dev_reward",
-        "top_k_report=4", "ensemble=2", "total_timesteps=80", "evaluations=4", "env.prompt_length=3",
-        "vocab.size=50", *settings,
+        tiny_task, capsys, "model=tiny-gpt2", f"method={method}", "top_k_report=4", "ensemble=2",
+        "total_timesteps=80", "evaluations=4", "env.prompt_length=3", "vocab.size=50", *settings,
     )  # fmt: skip
     exported = json.loads((run_dir / "prompt.json").read_text())
     top = exported["metrics"]["top_k_prompts"]
@@ -155,3 +156,12 @@ def test_prompt_rule_top_k_dev_reward_exports_the_top_prompt_with_the_highest_de
     result = MethodResult.load(run_dir / "result.json")
     assert result.test_chosen == chosen["test"]
     assert result.learned == f"{chosen['text']!r} + {second['text']!r}"
+    # rlprompt.evaluate --top-k: the chosen prompt first, then the next best by dev
+    path = str(run_dir / "prompt.json")
+    with pytest.raises(SystemExit) as done:
+        run_cli(evaluate_main, ["--prompt-file", path, "--top-k", "2", "--json"])
+    rows = json.loads(capsys.readouterr().out)["results"]
+    assert done.value.code == 0 and [r["prompt_ids"] for r in rows] == [
+        chosen["token_ids"],
+        second["token_ids"],
+    ]

@@ -163,10 +163,6 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
         return ["--set", "ensemble=5"], (
             "'ensemble' (5) is more than 'top_k_report' (3): the ensemble's prompts are the reported top "
             "ones; raise top_k_report to at least 5")  # fmt: skip
-    if case == "prompt rule with no top prompts to choose among":
-        return ["--set", "prompt_rule=top_k_dev_reward", "--set", "top_k_report=1"], (
-            "'prompt_rule' top_k_dev_reward chooses among the top_k_report best prompts, and 'top_k_report' "
-            "is 1: raise it (3 or 5)")  # fmt: skip
     if case == "unknown task kind":
         return ["--set", "task.kind=regression"], (
             "'task.kind' must be one of classification, style, got 'regression'")  # fmt: skip
@@ -181,7 +177,6 @@ CASES = [
     "ensemble on a style task", "demonstrations on a style task", "negative demonstrations",
     "in_context on demonstrations", "unknown training example excluded",
     "training examples excluded on a style task", "ensemble larger than the reported top",
-    "prompt rule with no top prompts to choose among",
     "unknown task kind", "style kind declared for a classification task",
     "unknown key", "unknown key in a file", "wrong type", "missing data file", "empty data file",
     "header only",

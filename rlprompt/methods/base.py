@@ -8,7 +8,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -19,6 +19,9 @@ from rlprompt.models import LanguageModel
 from rlprompt.registry import DEFAULT_KIND, TASK_KINDS, TaskKindSpec
 from rlprompt.scoring import LabelScorer
 from rlprompt.tasks import Task
+
+# Which of a run's top prompts is its chosen one (rl.prompt_rule, search.prompt_rule; :func:`chosen_prompt`)
+PromptRule = Literal["dev_accuracy", "top_k_dev_reward"]
 
 # A comparison directory's reference rows: the manual and empty prompts on test, raw and calibrated.
 REFERENCES = "references.json"
@@ -340,23 +343,23 @@ def chosen_test_score(top: TopCandidates, top_k: TopK, best: Candidate, members:
     return next(s for c, s in zip(top.items, top_k.scores, strict=True) if c.ids == best.ids)
 
 
-def chosen_prompt(rule: str, top: TopCandidates, best: Candidate) -> Candidate:
-    """The run's chosen prompt by ``config.prompt_rule``: ``best`` (dev accuracy, then the dev reward), or
-    (``top_k_dev_reward``) the prompt of ``top`` with the highest dev reward, the better by dev accuracy of
-    two that tie."""
+def chosen_prompt(rule: PromptRule, top: TopCandidates, best: Candidate) -> Candidate:
+    """The run's chosen prompt by the method's ``prompt_rule``: ``best`` (dev accuracy, then the dev reward),
+    or (``top_k_dev_reward``) the prompt of ``top`` with the highest dev reward, the better by dev accuracy
+    of two that tie."""
     if rule == "top_k_dev_reward" and top.items:
         return max(top.items, key=lambda c: c.dev_reward)  # max keeps the first of equals: top is by dev
     return best
 
 
-def evaluate_artifact(ctx: MethodContext, objective, top: TopCandidates, best: Candidate,
-                      manual: str) -> tuple[Candidate, list[Candidate], float, TestResult]:  # fmt: skip
-    """The run's artifact and its test: the chosen prompt (:func:`chosen_prompt`; ``best`` by default)
-    alone, or (``config.ensemble`` > 1, a classification objective; other kinds refuse it when the task
-    loads) the ensemble of it and the next best prompts by dev in ``top``. Returns the chosen prompt, those
+def evaluate_artifact(ctx: MethodContext, objective, top: TopCandidates, best: Candidate, manual: str,
+                      rule: PromptRule) -> tuple[Candidate, list[Candidate], float, TestResult]:  # fmt: skip
+    """The run's artifact and its test: the chosen prompt (:func:`chosen_prompt` by ``rule``) alone, or
+    (``config.ensemble`` > 1, a classification objective; other kinds refuse it when the task loads) the
+    ensemble of it and the next best prompts by dev in ``top``. Returns the chosen prompt, those
     other prompts (none for one prompt, or when no other reached dev), the artifact's dev score and the
     objective's test."""
-    best = chosen_prompt(ctx.config.prompt_rule, top, best)
+    best = chosen_prompt(rule, top, best)
     members = [c for c in top.items if c.ids != best.ids][: ctx.config.ensemble - 1]
     if not members:
         return best, [], best.dev_score, objective.test(ctx, best, manual)
