@@ -119,7 +119,7 @@ class MethodResult:
     # ... and the accuracy of their ensemble (each test input's class: the argmax of their mean label
     # probabilities, calibrated as the run scores)
     test_ensemble: float | None = None
-    # An ensemble's run (config `ensemble` > 1): the best prompt's own test score (test_score is the
+    # An ensemble's run (config `ensemble` > 1): the chosen prompt's own test score (test_score is the
     # ensemble's)
     test_chosen: float | None = None
 
@@ -337,7 +337,7 @@ def ensemble_fields(objective, best: Candidate, members: list[Candidate]) -> dic
 
 
 def chosen_test_score(top: TopCandidates, top_k: TopK, best: Candidate, members: list[Candidate]):
-    """``MethodResult.test_chosen``: the best prompt's own test score when the artifact is an ensemble."""
+    """``MethodResult.test_chosen``: the chosen prompt's own test score when the artifact is an ensemble."""
     if not members or not top_k.scores:
         return None
     return next(s for c, s in zip(top.items, top_k.scores, strict=True) if c.ids == best.ids)

@@ -7,9 +7,10 @@ the export are shared.
 
 Every ``total_timesteps / evaluations`` env steps the greedy prompt and the best training prompts since the
 last evaluation are scored on dev, and the best so far is kept (and exported at once, so an interrupted run
-still leaves a valid ``prompt.json``). The run directory gets ``metrics.jsonl``, TensorBoard events,
-``prompt.json``, the trained policy (``policy.zip``: trainable weights and the backbone's name) and
-``summary.txt``.
+still leaves a valid ``prompt.json``); at the end the chosen prompt is the kept one with the highest dev
+reward among the ``top_k_report`` best by dev accuracy (``rl.prompt_rule``). The run directory gets
+``metrics.jsonl``, TensorBoard events, ``prompt.json``, the trained policy (``policy.zip``: trainable
+weights and the backbone's name) and ``summary.txt``.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ class RLConfig:
 
 
 def run(ctx: MethodContext) -> MethodResult:
-    """Train the prompt policy; evaluate the best dev prompt (and the manual prompt) on test."""
+    """Train the prompt policy; evaluate the chosen prompt (rl.prompt_rule; and the manual prompt) on test."""
     config, task, lm, run_dir = ctx.config, ctx.task, ctx.lm, ctx.run_dir
     manual = ctx.manual_prompt
     policy_lm = policy_model(config)
