@@ -4,7 +4,8 @@ then holds the 20 best prompts by dev). Each prompt is scored again on training,
 calibrated as the run was, and each rule's ensemble (the mean of its prompts' calibrated label
 log-probabilities, as ``ensemble: k`` builds it) is scored on test:
 
-- ``chosen``: the run's best prompt alone; ``ens3``, ``ens5``, ``ens10``, ``ens20``: the first k by dev;
+- ``chosen``: the run's best prompt by dev accuracy alone (the first; RL's own choice before
+  ``rl.prompt_rule``); ``ens3``, ``ens5``, ``ens10``, ``ens20``: the first k by dev;
 - ``diverse3``, ``diverse5``: down the dev ranking, skipping a prompt that shares 3 or more distinct tokens
   with one already taken (near-copies add little to an ensemble);
 - ``gap1``, ``gap3``, ``gap5``: the first 1, 3 or 5 by dev gap reward alone (RLPrompt's reward on dev,

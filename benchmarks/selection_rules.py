@@ -5,12 +5,12 @@ runs of a classification task, run with ``top_k_report`` of about 10 (``prompt.j
 For each run the top prompts are scored again on the training and dev examples (cheap: 10 prompts x 64
 examples), calibrated as the run was, and each rule picks one of them:
 
-- ``dev``: the run's own choice (dev accuracy, then the dev gap reward), the first prompt;
+- ``dev``: the best by dev accuracy (then the dev reward), the first prompt: the run's own choice where
+  it ran with ``prompt_rule: dev_accuracy`` (every run before ``rl.prompt_rule``; search);
 - ``dev_reward``: the highest dev reward (the run's ``env.reward``, the gap reward by default: less coarse
-  than accuracy on 32 examples), as
-  ``prompt_rule: top_k_dev_reward`` chooses among the run's ``top_k_report`` prompts;
-- ``dev_reward_3``, ``dev_reward_5``: the same among the first 3 (``top_k_report: 3``, the library
-  default) or 5 (the comparison config's);
+  than accuracy on 32 examples) among all kept prompts;
+- ``dev_reward_3``, ``dev_reward_5``: the same among the first 3 (``rl.prompt_rule: top_3_dev_reward``,
+  RL's choice since) or 5;
 - ``dev_ll``: the highest mean log-probability of the right label on dev;
 - ``pooled``: accuracy on training and dev examples together (then both gap rewards);
 - ``train``: training accuracy alone (what the reward optimised: biased upwards);

@@ -83,7 +83,8 @@ class LearnedPrompt:
         accuracy, where rl's chosen one may come later), ``k`` in all, each as :meth:`prompt_for` gives it;
         just the chosen one when the file lists none."""
         top = self.metrics.get("top_k_prompts") or []
-        others = [p for p in top if p["token_ids"] != self.token_ids]
+        chosen = next((i for i, p in enumerate(top) if p["token_ids"] == self.token_ids), None)
+        others = [p for i, p in enumerate(top) if i != chosen]
         own = model_name == self.model
         return [self.prompt_for(model_name)] + [
             tuple(p["token_ids"]) if own else p["text"].strip() for p in others[: k - 1]

@@ -117,51 +117,55 @@ def test_transfer_scores_an_ensemble_file_as_one_row(tiny_task, capsys, tiny_gpt
     assert len(result["rows"]) == 3  # the ensemble, the manual prompt, the empty prompt
 
 
-def test_chosen_prompt_by_dev_reward_among_the_top():
+def test_chosen_prompt_by_dev_reward_among_the_top_3():
     from rlprompt.methods.base import Candidate, TopCandidates, chosen_prompt
 
-    top = TopCandidates(3)
+    top = TopCandidates(4)
     top.add([Candidate((1,), "a", 0.75, 0.10, 0), Candidate((2,), "b", 0.70, 0.30, 0),
-             Candidate((3,), "c", 0.70, 0.30, 1), Candidate((4,), "d", 0.60, 0.90, 2)])  # fmt: skip
+             Candidate((3,), "c", 0.70, 0.30, 1), Candidate((4,), "d", 0.65, 0.90, 2),
+             Candidate((5,), "e", 0.60, 0.95, 2)])  # fmt: skip
     best = top.items[0]
-    assert [c.text for c in top.items] == ["a", "b", "c"]  # "d" is not among the 3 best by dev accuracy
+    assert [c.text for c in top.items] == ["a", "b", "c", "d"]  # "e" is not among the 4 best by dev
     assert chosen_prompt("dev_accuracy", top, best) is best
-    # the highest dev reward of the three; of two that tie, the first by dev (accuracy, then kept order)
-    assert chosen_prompt("top_k_dev_reward", top, best).text == "b"
-    assert chosen_prompt("top_k_dev_reward", TopCandidates(3), best) is best  # nothing kept: the best
+    # of the first 3 ("d", 4th, is kept for the report only), the highest dev reward; of two that tie,
+    # the first by dev (accuracy, then kept order)
+    assert chosen_prompt("top_3_dev_reward", top, best).text == "b"
+    assert chosen_prompt("top_3_dev_reward", TopCandidates(3), best) is best  # nothing kept: the best
 
 
-@pytest.mark.parametrize("method", ["rl", "search"])
-def test_prompt_rule_top_k_dev_reward_exports_the_top_prompt_with_the_highest_dev_reward(
-    method, tiny_task, capsys, tiny_gpt2
+@pytest.mark.parametrize("method,ensemble", [("rl", 1), ("search", 2)])
+def test_prompt_rule_top_3_dev_reward_exports_the_top_prompt_with_the_highest_dev_reward(
+    method, ensemble, tiny_task, capsys, tiny_gpt2
 ):  # fmt: skip
     register_model(tiny_gpt2)
     # rl's default rule; search's is dev accuracy
     settings = ["env.num_envs=4", "rl.batch_size=20", "policy.adapter_hidden=16"] if method == "rl" else [
-        "search.population=8", "search.prompt_rule=top_k_dev_reward"]  # fmt: skip
+        "search.population=8", "search.prompt_rule=top_3_dev_reward"]  # fmt: skip
     run_dir, _ = train_cli(
-        tiny_task, capsys, "model=tiny-gpt2", f"method={method}", "top_k_report=4", "ensemble=2",
+        tiny_task, capsys, "model=tiny-gpt2", f"method={method}", "top_k_report=4", f"ensemble={ensemble}",
         "total_timesteps=80", "evaluations=4", "env.prompt_length=3", "vocab.size=50", *settings,
     )  # fmt: skip
     exported = json.loads((run_dir / "prompt.json").read_text())
     top = exported["metrics"]["top_k_prompts"]
     assert len(top) == 4 and [p["dev"] for p in top] == sorted((p["dev"] for p in top), reverse=True)
-    chosen = max(top, key=lambda p: p["dev_reward"])
+    chosen = max(top[:3], key=lambda p: p["dev_reward"])
     assert chosen is not top[0]  # (else this run could not tell the two rules apart)
-    # the chosen prompt is the artifact's (the ensemble's first member), the next best by dev joins it
     second = next(p for p in top if p is not chosen)
-    assert exported["token_ids"] == chosen["token_ids"]
-    assert [m["token_ids"] for m in exported["ensemble"]] == [chosen["token_ids"], second["token_ids"]]
-    assert exported["metrics"]["chosen_dev_accuracy"] == chosen["dev"]
     result = MethodResult.load(run_dir / "result.json")
-    assert result.test_chosen == chosen["test"]
-    assert result.learned == f"{chosen['text']!r} + {second['text']!r}"
+    assert exported["token_ids"] == chosen["token_ids"]
+    if ensemble == 1:  # the chosen prompt alone is the artifact: its dev and test figures are the run's
+        assert not exported["ensemble"] and result.learned == chosen["text"]
+        assert result.dev_score == exported["metrics"]["dev_accuracy"] == chosen["dev"]
+        assert result.test_score == pytest.approx(chosen["test"])
+    else:  # the ensemble's first member; the next best by dev joins it
+        assert [m["token_ids"] for m in exported["ensemble"]] == [chosen["token_ids"], second["token_ids"]]
+        assert exported["metrics"]["chosen_dev_accuracy"] == chosen["dev"]
+        assert result.test_chosen == chosen["test"]
+        assert result.learned == f"{chosen['text']!r} + {second['text']!r}"
     # rlprompt.evaluate --top-k: the chosen prompt first, then the next best by dev
     path = str(run_dir / "prompt.json")
     with pytest.raises(SystemExit) as done:
         run_cli(evaluate_main, ["--prompt-file", path, "--top-k", "2", "--json"])
     rows = json.loads(capsys.readouterr().out)["results"]
-    assert done.value.code == 0 and [r["prompt_ids"] for r in rows] == [
-        chosen["token_ids"],
-        second["token_ids"],
-    ]
+    assert done.value.code == 0
+    assert [r["prompt_ids"] for r in rows] == [chosen["token_ids"], second["token_ids"]]

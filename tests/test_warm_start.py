@@ -161,7 +161,7 @@ def test_rlprompts_top_3_mean_takes_the_first_three_of_more_kept_prompts():
 def test_the_top_k_mean_is_the_mean_test_accuracy_of_the_best_dev_prompts(tiny_task, capsys, tiny_gpt2):
     """RLPrompt's top-3 figure: the k best distinct prompts seen on dev, each scored on test as the run
     scores (batch-calibrated here; each one's score in prompt.json), averaged; the chosen prompt is the
-    first of them."""
+    one of them with the highest dev reward (rl.prompt_rule)."""
     from rlprompt.calibration import task_calibration
     from rlprompt.evaluation import evaluate_prompts, make_scorer
     from rlprompt.methods import MethodResult
@@ -177,9 +177,9 @@ def test_the_top_k_mean_is_the_mean_test_accuracy_of_the_best_dev_prompts(tiny_t
     top = exported["metrics"]["top_k_prompts"]
     result = MethodResult.load(run_dir / "result.json")
     assert len(top) == result.top_k == 3 and len({tuple(p["token_ids"]) for p in top}) == 3
-    assert top[0]["token_ids"] == exported["token_ids"] and [p["dev"] for p in top] == sorted(
-        [p["dev"] for p in top], reverse=True
-    )
+    chosen = max(top, key=lambda p: p["dev_reward"])
+    assert chosen["token_ids"] == exported["token_ids"]
+    assert [p["dev"] for p in top] == sorted([p["dev"] for p in top], reverse=True)
     task = load_task(str(tiny_task / "task.yaml"))
     scorer = make_scorer(tiny_gpt2, task, prompt_budget=8)  # the sentences are short: none is cut
     scored = evaluate_prompts(scorer, task.examples("test"), [tuple(p["token_ids"]) for p in top],
@@ -187,7 +187,7 @@ def test_the_top_k_mean_is_the_mean_test_accuracy_of_the_best_dev_prompts(tiny_t
     assert result.test_top_k == pytest.approx(np.mean([r.metrics.accuracy for r in scored]))
     assert result.test_top_3 == exported["metrics"]["test_top_3_mean"] == pytest.approx(result.test_top_k)
     assert [p["test"] for p in top] == pytest.approx([r.metrics.accuracy for r in scored])
-    assert scored[0].metrics.accuracy == pytest.approx(result.test_score)
+    assert scored[top.index(chosen)].metrics.accuracy == pytest.approx(result.test_score)
     # The ensemble of the 3: each test sentence's class is the argmax of their mean calibrated label
     # probabilities (log-softmax of each prompt's calibrated scores, averaged)
     labels = np.array([ex.label for ex in task.examples("test")])
@@ -202,7 +202,10 @@ def test_the_top_k_mean_is_the_mean_test_accuracy_of_the_best_dev_prompts(tiny_t
     with pytest.raises(SystemExit) as done:
         run_cli(evaluate_main, argv)
     rows = json.loads(capsys.readouterr().out)["results"]
-    assert done.value.code == 0 and [r["prompt_ids"] for r in rows[:3]] == [p["token_ids"] for p in top]
+    chosen_first = [chosen, *(p for p in top if p is not chosen)]
+    assert done.value.code == 0 and [r["prompt_ids"] for r in rows[:3]] == [
+        p["token_ids"] for p in chosen_first
+    ]
     assert rows[3]["prompt"] == "ensemble of 3 prompts"
     assert rows[3]["accuracy"] == pytest.approx(exported["metrics"]["test_ensemble_top_3"])
     with pytest.raises(SystemExit) as done:

@@ -21,7 +21,7 @@ from rlprompt.scoring import LabelScorer
 from rlprompt.tasks import Task
 
 # Which of a run's top prompts is its chosen one (rl.prompt_rule, search.prompt_rule; :func:`chosen_prompt`)
-PromptRule = Literal["dev_accuracy", "top_k_dev_reward"]
+PromptRule = Literal["dev_accuracy", "top_3_dev_reward"]
 
 # A comparison directory's reference rows: the manual and empty prompts on test, raw and calibrated.
 REFERENCES = "references.json"
@@ -345,10 +345,11 @@ def chosen_test_score(top: TopCandidates, top_k: TopK, best: Candidate, members:
 
 def chosen_prompt(rule: PromptRule, top: TopCandidates, best: Candidate) -> Candidate:
     """The run's chosen prompt by the method's ``prompt_rule``: ``best`` (dev accuracy, then the dev reward),
-    or (``top_k_dev_reward``) the prompt of ``top`` with the highest dev reward, the better by dev accuracy
-    of two that tie."""
-    if rule == "top_k_dev_reward" and top.items:
-        return max(top.items, key=lambda c: c.dev_reward)  # max keeps the first of equals: top is by dev
+    or (``top_3_dev_reward``) of the first 3 of ``top`` (RLPrompt's top 3 by dev, however many the run
+    keeps for its report), the one with the highest dev reward, the better by dev accuracy of two that
+    tie."""
+    if rule == "top_3_dev_reward" and top.items:
+        return max(top.items[:3], key=lambda c: c.dev_reward)  # max keeps the first of equals: top is by dev
     return best
 
 

@@ -33,6 +33,7 @@ from rlprompt.methods.base import (
     MethodResult,
     PromptRule,
     TopCandidates,
+    chosen_prompt,
     chosen_test_score,
     ensemble_fields,
     evaluate_artifact,
@@ -54,8 +55,8 @@ class SearchConfig:
     population: int = 16  # prompts kept; each generation proposes as many children (RL's reward batch)
     crossover: float = 0.5  # share of children that mix two parents (uniform crossover) before mutating
     tournament: int = 2  # parents are the best of this many prompts drawn from the population
-    # Which of the top_k_report best prompts by dev is the chosen one (as rl.prompt_rule): for search, dev
-    # accuracy; the dev reward's choice scored 1.0 points less on AG News over 12 runs (README "Would
+    # Which prompt the run chooses (as rl.prompt_rule): for search, the best by dev accuracy; the dev
+    # reward's choice (top_3_dev_reward) scored 1.0 points less on AG News over 12 runs (README "Would
     # another rule choose better than dev accuracy?").
     prompt_rule: PromptRule = "dev_accuracy"
 
@@ -161,9 +162,10 @@ def run(ctx: MethodContext) -> MethodResult:
     top = TopCandidates(config.top_k_report)  # for the report's top-k mean on test
     on_dev: set[tuple[int, ...]] = set()
     written, interrupted = 0, False
+    saved: tuple[int, ...] | None = None  # the prompt prompt.json holds (written when it changes)
 
     def evaluate(step: int) -> None:
-        nonlocal best
+        nonlocal best, saved
         fresh = [p for p in search.members if p not in on_dev][: config.candidates_per_eval]
         if not fresh:
             return
@@ -176,10 +178,12 @@ def run(ctx: MethodContext) -> MethodResult:
         for cand in found:
             if best is None or cand.key > best.key:
                 best, improved = cand, True
-        if improved:  # export at once: an interrupted run keeps its best prompt
+        chosen = chosen_prompt(config.search.prompt_rule, top, best)
+        if improved or chosen.ids != saved:  # export at once: a killed run keeps its chosen prompt
             save_prompt(
-                _exported(ctx, objective, best, {"dev_accuracy": best.dev_score}), run_dir / "prompt.json"
+                _exported(ctx, objective, chosen, {"dev_accuracy": chosen.dev_score}), run_dir / "prompt.json"
             )
+            saved = chosen.ids
         log.record(step, max(c.dev_score for c in found), objective.stats.tokens_processed,
                    best_prompt=best.text, best_dev_reward=best.dev_reward,
                    train_reward=search.scores[search.members[0]], population_reward=search.mean_reward(),
@@ -264,7 +268,7 @@ def run(ctx: MethodContext) -> MethodResult:
         except KeyboardInterrupt:
             interrupted = True
         if interrupted:
-            print(f"\nstopped after {written} prompts: evaluating the best prompt so far", flush=True)
+            print(f"\nstopped after {written} prompts: evaluating the chosen prompt so far", flush=True)
             if log.curve:  # a search resumes from a scored population; before the first one, it starts again
                 checkpoint()
         else:
