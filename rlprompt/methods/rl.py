@@ -6,9 +6,9 @@ candidates on dev, and evaluates the chosen prompt on test; the policy, the trac
 the export are shared.
 
 Every ``total_timesteps / evaluations`` env steps the greedy prompt and the best training prompts since the
-last evaluation are scored on dev, and the best so far is kept (and exported at once, so an interrupted run
-still leaves a valid ``prompt.json``); at the end the chosen prompt is the kept one with the highest dev
-reward among the 3 best by dev accuracy (``rl.prompt_rule``). The run directory gets
+last evaluation are scored on dev, and the run's chosen prompt so far (``rl.prompt_rule``: of the 3 best by
+dev accuracy, the one with the highest dev reward) is exported at once, so an interrupted run still leaves
+a valid ``prompt.json``. The run directory gets
 ``metrics.jsonl``, TensorBoard events, ``prompt.json``, the trained policy (``policy.zip``: trainable
 weights and the backbone's name) and ``summary.txt``.
 """
