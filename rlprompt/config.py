@@ -337,6 +337,23 @@ def load_train_config(path: str | None, overrides: list[str] | None = None):
     return from_dict(TrainConfig, data, path or "--set")
 
 
+# Settings added after runs were written whose new default changes what a run exports: a run's config.yaml
+# without the key (written before it existed) resumes with the value the run began with.
+ADDED_SINCE = {"rl.prompt_rule": "dev_accuracy"}
+
+
+def load_resumed_config(path: Path, overrides: list[str]):
+    """A run's own config.yaml for ``--resume`` (:func:`load_train_config`), each key of
+    :data:`ADDED_SINCE` that the file lacks set as the run ran before it existed."""
+    data = read_config_file(path)
+    older = []
+    for key, value in ADDED_SINCE.items():
+        section, _, name = key.partition(".")
+        if not isinstance(data.get(section), dict) or name not in data[section]:
+            older.append(f"{key}={value}")
+    return load_train_config(str(path), [*older, *overrides])
+
+
 def overrides_mapping(overrides: list[str]) -> dict:
     """``--set`` overrides as the mapping a config file with those keys would hold, checked as
     :func:`load_train_config` checks them: for a tool that writes a config (``base:`` the one it was given)

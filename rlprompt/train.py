@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from rlprompt.config import load_train_config
+from rlprompt.config import load_resumed_config, load_train_config
 from rlprompt.console import add_verbose_flag
 from rlprompt.driver import train
 from rlprompt.errors import RLPromptError, run_cli
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
             raise RLPromptError(f"{run_dir}: not a run directory (no config.yaml)")
-        config = load_train_config(str(run_dir / "config.yaml"), args.set)
+        config = load_resumed_config(run_dir / "config.yaml", args.set)
     else:
         config = load_train_config(args.config, args.set)
         run_dir = Path(args.run_dir) if args.run_dir else None

@@ -389,3 +389,19 @@ def test_checkpoints_wait_for_a_prompt_boundary(tiny_gpt2, small_task, tmp_path,
     assert code == 0, err
     steps = [state["step"] for state in saved]
     assert len(steps) >= 3 and all(step % 20 == 0 for step in steps), steps  # 4 envs x 5 tokens
+
+
+def test_a_run_written_before_a_setting_existed_resumes_as_it_began(tmp_path):
+    """--resume reads the run's own config.yaml; a key added since (rl.prompt_rule, whose default changed
+    which prompt RL exports) takes the value the run began with, not the new default."""
+    from rlprompt.config import load_resumed_config, load_train_config
+    from rlprompt.runs import write_config
+
+    write_config(load_train_config(None, ["method=rl"]), tmp_path)
+    path = tmp_path / "config.yaml"
+    assert load_resumed_config(path, []).rl.prompt_rule == "top_3_dev_reward"  # written with the key
+    data = yaml.safe_load(path.read_text())
+    del data["rl"]["prompt_rule"]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    resumed = load_resumed_config(path, ["rl.learning_rate=1e-4"])
+    assert resumed.rl.prompt_rule == "dev_accuracy" and resumed.rl.learning_rate == 1e-4
