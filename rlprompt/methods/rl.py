@@ -737,12 +737,11 @@ class _Tracker:
             for p, a, r in zip(prompts, accuracy, reward, strict=True)
         ]
         self.top.add(found)
-        improved = False
         for cand in found:
             if self.best is None or cand.key > self.best.key:
-                self.best, improved = cand, True
+                self.best = cand
         chosen = chosen_prompt(self.config.rl.prompt_rule, self.top, self.best)
-        if improved or chosen.ids != self.saved:  # export at once: a killed run keeps its chosen prompt
+        if chosen.ids != self.saved:  # export at once: a killed run keeps its chosen prompt
             save_prompt(
                 self.exported(chosen, {f"dev_{self.objective.metric}": chosen.dev_score}),
                 self.run_dir / "prompt.json",

@@ -174,12 +174,11 @@ def run(ctx: MethodContext) -> MethodResult:
         found = [Candidate(p, vocab_lm.decode(list(p)), float(a), float(r), step)
                  for p, a, r in zip(fresh, accuracy, reward, strict=True)]  # fmt: skip
         top.add(found)
-        improved = False
         for cand in found:
             if best is None or cand.key > best.key:
-                best, improved = cand, True
+                best = cand
         chosen = chosen_prompt(config.search.prompt_rule, top, best)
-        if improved or chosen.ids != saved:  # export at once: a killed run keeps its chosen prompt
+        if chosen.ids != saved:  # export at once: a killed run keeps its chosen prompt
             save_prompt(
                 _exported(ctx, objective, chosen, {"dev_accuracy": chosen.dev_score}), run_dir / "prompt.json"
             )
