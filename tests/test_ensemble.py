@@ -169,3 +169,23 @@ def test_prompt_rule_top_3_dev_reward_exports_the_top_prompt_with_the_highest_de
     rows = json.loads(capsys.readouterr().out)["results"]
     assert done.value.code == 0
     assert [r["prompt_ids"] for r in rows] == [chosen["token_ids"], second["token_ids"]]
+
+
+def test_polishing_starts_from_the_prompt_the_rule_chooses(tiny_task, capsys, tiny_gpt2, monkeypatch):
+    """rl.polish_rounds edits the prompt rl.prompt_rule would export (here not the first by dev), not the
+    first by dev: the run of the test above, its polishing recorded (and made to accept nothing, so the
+    kept prompts stay those it chose among)."""
+    import rlprompt.methods.rl as rl
+
+    register_model(tiny_gpt2)
+    starts = []
+    monkeypatch.setattr(rl, "polish_prompt", lambda model, reward, start, *rest: starts.append(start) or [])
+    run_dir, _ = train_cli(
+        tiny_task, capsys, "model=tiny-gpt2", "method=rl", "top_k_report=4", "ensemble=1",
+        "total_timesteps=80", "evaluations=4", "env.prompt_length=3", "vocab.size=50", "env.num_envs=4",
+        "rl.batch_size=20", "policy.adapter_hidden=16", "rl.polish_rounds=1",
+    )  # fmt: skip
+    top = json.loads((run_dir / "prompt.json").read_text())["metrics"]["top_k_prompts"]
+    chosen = max(top[:3], key=lambda p: p["dev_reward"])
+    assert chosen is not top[0]
+    assert [list(s) for s in starts] == [chosen["token_ids"]]  # the task and the policy share a tokenizer

@@ -71,8 +71,9 @@ class RLConfig:
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
-    # After RL: policy-guided coordinate ascent on the training reward (see methods/rl.py polish_prompt);
-    # the prompts it accepts are candidates on dev like any other. 0 turns it off.
+    # After RL: policy-guided coordinate ascent on the training reward (see methods/rl.py polish_prompt),
+    # from the prompt rl.prompt_rule chooses; the prompts it accepts are candidates on dev like any other.
+    # 0 turns it off.
     polish_rounds: int = 0
     polish_top_k: int = 50
     # SQL only (RLPrompt's values in brackets; learning_rate above: RLPrompt 5e-5): target-network Polyak
@@ -215,8 +216,9 @@ def run(ctx: MethodContext) -> MethodResult:
         if not interrupted and tracker.last_eval_step != model.num_timesteps:
             tracker.evaluate(model.num_timesteps)
         if not interrupted and config.rl.polish_rounds and tracker.best is not None:
+            start = chosen_prompt(config.rl.prompt_rule, tracker.top, tracker.best)  # what would be exported
             polished = polish_prompt(
-                model, objective.train_reward, tracker.best.ids, vocab, config.rl.polish_rounds,
+                model, objective.train_reward, start.ids, vocab, config.rl.polish_rounds,
                 config.rl.polish_top_k, config.env.prompt_length,
             )  # fmt: skip
             tracker.evaluate(model.num_timesteps, extra=polished, label="polish")
