@@ -362,8 +362,8 @@ def test_imitation_refuses_sql_and_bad_sizes():
 
 def test_crossover_children_mix_two_elite_prompts_position_by_position():
     """rl.imitate_crossover: each child takes each position's token from one of two distinct parents (a
-    shorter parent's missing position is dropped), the same generator state draws the same children,
-    and fewer than two parents give none."""
+    shorter parent's missing position from the longer one, so no token moves), is as long as one of them,
+    the same generator state draws the same children, and fewer than two parents give none."""
     from rlprompt.methods.rl import RLConfig, crossover_children
 
     parents = [(1, 2, 3, 4), (5, 6, 7, 8), (9, 10)]
@@ -371,9 +371,12 @@ def test_crossover_children_mix_two_elite_prompts_position_by_position():
     assert len(children) == 200
     assert children == crossover_children(parents, 200, np.random.default_rng(0))
     for child in children:
-        assert 2 <= len(child) <= 4
-        for i, token in enumerate(child[:2]):  # the first two positions: one parent's token at i
-            assert token in {p[i] for p in parents}
+        assert len(child) in (2, 4)
+        for i, token in enumerate(child):  # one parent's token at i
+            assert token in {p[i] for p in parents if i < len(p)}
+    assert {len(c) for c in children} == {2, 4}
+    short = [c for c in children if len(c) == 2 and c[0] in (1, 5)]  # a 4-token parent's and (9, 10)'s
+    assert any(c[1] == 10 for c in short) and any(c[1] != 10 for c in short)
     full = [c for c in children if len(c) == 4 and all(t in range(1, 9) for t in c)]
     assert any(set(c) & {1, 2, 3, 4} and set(c) & {5, 6, 7, 8} for c in full)  # real mixtures
     assert all(c[i] in (i + 1, i + 5) for c in full for i in range(4))

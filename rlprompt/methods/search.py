@@ -67,12 +67,15 @@ class SearchConfig:
 
 def uniform_crossover(a, b, rng) -> tuple[int, ...]:
     """A child of prompts ``a`` and ``b``: each position's token from ``b`` where a uniform draw is below 0.5,
-    else from ``a``; a position only the longer parent has is kept or dropped as its draw says."""
+    else from ``a``. Parents of different lengths (RL's prompts with the blank action) give a child as long
+    as one of them, drawn; a position the drawn parent lacks takes the other's token, so every token stays
+    at its position."""
+    from_b = rng.random(max(len(a), len(b))) < 0.5
+    length = len(a) if len(a) == len(b) else (len(b) if rng.random() < 0.5 else len(a))
     child = []
-    for i, from_b in enumerate(rng.random(max(len(a), len(b))) < 0.5):
-        parent = b if from_b else a
-        if i < len(parent):
-            child.append(int(parent[i]))
+    for i in range(length):
+        parent = b if from_b[i] else a
+        child.append(int((parent if i < len(parent) else (a if parent is b else b))[i]))
     return tuple(child)
 
 
