@@ -429,6 +429,8 @@ def write_report(paths: list[str | Path], out_dir: str | Path) -> str:
     Markdown."""
     results = collect(paths)
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RLPromptError(f"{out_dir}: a file, not a directory for the report")
     out_dir.mkdir(parents=True, exist_ok=True)
     references, failures = collect_references(paths), collect_failures(paths)
     text = report_markdown(results, references, failures)

@@ -102,7 +102,8 @@ class VocabConfig:
     tokens: list[str] = dataclasses.field(default_factory=list)  # for kind "list"
 
     def __post_init__(self) -> None:
-        at_least_one("vocab", size=self.size)
+        if self.size < 2:  # one word leaves the policy nothing to choose
+            raise ValueError(f"'vocab.size' must be at least 2, got {self.size}")
 
 
 @dataclasses.dataclass

@@ -322,5 +322,10 @@ def _new_dir(output_dir: str, name: str) -> Path:
     while run_dir.exists():
         suffix += 1
         run_dir = Path(output_dir) / f"{name}-{suffix}"
-    run_dir.mkdir(parents=True)
+    try:
+        run_dir.mkdir(parents=True)
+    except OSError as err:  # output_dir is a file, or not writable
+        raise RLPromptError(
+            f"output_dir {output_dir}: cannot create {run_dir.name} in it ({err.strerror})"
+        ) from None
     return run_dir

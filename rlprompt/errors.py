@@ -7,6 +7,7 @@ with a message that names the culprit. Entry points wrap ``main`` in :func:`run_
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 
@@ -15,6 +16,14 @@ EXIT_USAGE = 2
 
 class RLPromptError(Exception):
     """A user-facing error: the message alone must tell the user what to fix."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors: argparse's own message (it names the flag and the value)
+    without the usage block before it."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"error: {message} ({self.prog} --help lists the options)\n")
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:

@@ -10,7 +10,6 @@ way it was trained. Without any prompt it evaluates the task's manual prompt and
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -18,7 +17,7 @@ import time
 from rlprompt.backends import Capability, load_task_model, require
 from rlprompt.calibration import CALIBRATIONS, task_calibration
 from rlprompt.console import add_verbose_flag
-from rlprompt.errors import RLPromptError, run_cli
+from rlprompt.errors import ArgumentParser, RLPromptError, run_cli
 from rlprompt.evaluation import (
     PromptResult,
     ensemble_result,
@@ -34,8 +33,8 @@ from rlprompt.tables import number, text_table
 from rlprompt.tasks import DEFAULT_SEED, FEW_SHOT_SEEDS, SPLITS, load_task
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(
         prog="python -m rlprompt.evaluate",
         description="Evaluate discrete prompts on a task with a frozen language model.",
     )
@@ -99,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         raise RLPromptError(f"--limit must be at least 1, got {args.limit}")
     if args.top_k is not None and args.top_k < 1:
         raise RLPromptError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.top_k is not None and not args.prompt_file:
+        raise RLPromptError("--top-k reads a run's best prompts from its prompt file: give --prompt-file")
     if args.batch_tokens < 16:
         raise RLPromptError(f"--batch-tokens must be at least 16, got {args.batch_tokens}")
     if args.adapter and (args.prompt is not None or args.prompt_file or args.template):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 
 from rlprompt.errors import RLPromptError
@@ -136,11 +136,36 @@ def load_prompt(path: str | Path) -> LearnedPrompt:
             f"{path}: prompt file version {data.get('version')!r}; this rlprompt reads versions "
             f"{', '.join(map(str, READABLE_VERSIONS))}"
         )
-    known = set(LearnedPrompt.__dataclass_fields__)
-    try:
-        return LearnedPrompt(**{k: v for k, v in data.items() if k in known})
-    except TypeError as err:
-        raise RLPromptError(f"{path}: incomplete prompt file ({err})") from None
+    from rlprompt.calibration import CALIBRATIONS
+    from rlprompt.settings import from_dict
+
+    known = set(LearnedPrompt.__dataclass_fields__)  # keys a later version adds are left out
+    missing = [name for name, f in LearnedPrompt.__dataclass_fields__.items()
+               if name not in data and f.default is MISSING and f.default_factory is MISSING]  # fmt: skip
+    if missing:
+        raise RLPromptError(f"{path}: incomplete prompt file (no {', '.join(repr(m) for m in missing)})")
+    prompt = from_dict(LearnedPrompt, {k: v for k, v in data.items() if k in known}, str(path))  # types
+    if prompt.calibration not in CALIBRATIONS:
+        raise RLPromptError(
+            f"{path}: 'calibration' must be one of {', '.join(CALIBRATIONS)}, got {prompt.calibration!r}"
+        )
+    _check_prompts(path, "ensemble", prompt.ensemble)
+    top = prompt.metrics.get("top_k_prompts")
+    if top is not None:
+        _check_prompts(path, "metrics.top_k_prompts", top if isinstance(top, list) else [top])
+    for key in ("token_ids", "policy_token_ids"):
+        if any(t < 0 for t in getattr(prompt, key) or []):
+            raise RLPromptError(f"{path}: '{key}' must be token ids (0 or more), got {getattr(prompt, key)}")
+    return prompt
+
+
+def _check_prompts(path: Path, key: str, prompts: list) -> None:
+    """An ensemble's or a top-k list's prompts: each a mapping with a text and its token ids."""
+    for i, p in enumerate(prompts):
+        ids = p.get("token_ids") if isinstance(p, dict) else None
+        if not (isinstance(p, dict) and isinstance(p.get("text"), str) and isinstance(ids, list)
+                and all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in ids)):  # fmt: skip
+            raise RLPromptError(f"{path}: '{key}[{i}]' must hold a 'text' and its 'token_ids', got {p!r}")
 
 
 # -- weight artifacts: soft prompts, LoRA, fine-tuned models --------------------------------------------
@@ -249,7 +274,7 @@ def recorded_label_words(
 ) -> list[str] | None:
     """The label words the prompt files and adapters trained on ``task_name`` recorded (a run's
     ``task.verbalizers`` may have replaced the task's), for scoring them on that task; None where none
-    recorded words for it, or their count does not fit the task. Different words: a one-line error."""
+    recorded words for it. Different words, or a count that does not fit the task: a one-line error."""
     recorded = [s.verbalizers if isinstance(s, LearnedPrompt) else s.get("verbalizers") for s in sources
                 if own_task(s) == task_name]  # fmt: skip
     words = {tuple(w) for w in recorded if w}
@@ -259,6 +284,12 @@ def recorded_label_words(
             f"the prompt files and adapters for {task_name} read labels through different words ({listed}); "
             "evaluate them separately"
         )
-    if not words or len(next(iter(words))) != num_classes:
+    if not words:
         return None
-    return list(next(iter(words)))
+    (only,) = words
+    if len(only) != num_classes:
+        raise RLPromptError(
+            f"the prompt files and adapters for {task_name} record {len(only)} label words "
+            f"({' '.join(only)}); the task has {num_classes} classes"
+        )
+    return list(only)

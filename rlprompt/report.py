@@ -9,15 +9,13 @@ The driver (:mod:`rlprompt.driver`) writes it at the end of a comparison run; th
 
 from __future__ import annotations
 
-import argparse
-
 from rlprompt.comparison import write_report
 from rlprompt.console import add_verbose_flag
-from rlprompt.errors import run_cli
+from rlprompt.errors import ArgumentParser, run_cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rlprompt.report", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m rlprompt.report", description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", help="run directories (comparison directories or single runs)")
     p.add_argument(
         "--out",

@@ -56,7 +56,8 @@ def run_one(config, method, seed, task, lm, root: Path, single, test_scorer, cac
                 f"{run_dir}/{CHECKPOINT}: a checkpoint of {state.get('method')!r}, not {method!r}"
             )
         print(
-            f"{method} seed {seed}: " + (f"resuming at step {state['step']}" if state else "starting"),
+            f"{method} seed {seed}: "
+            + (f"resuming at step {state['step']}" if state else "no checkpoint yet: starting from step 0"),
             flush=True,
         )
     (run_dir / FAILURE).unlink(missing_ok=True)  # an earlier attempt's failure: this one starts afresh

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, TypeVar
@@ -71,7 +72,7 @@ def coerce(value: Any, annotation: Any, source: str, key: str) -> Any:
         if not isinstance(value, list):
             raise RLPromptError(f"{where}'{key}' must be a list, got {value!r}")
         return [coerce(v, args[0], source, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
+    if origin is dict or annotation is dict:
         if not isinstance(value, dict):
             raise RLPromptError(f"{where}'{key}' must be a mapping, got {value!r}")
         return dict(value)
@@ -97,9 +98,12 @@ def coerce(value: Any, annotation: Any, source: str, key: str) -> Any:
         if isinstance(value, bool):
             raise RLPromptError(f"{where}'{key}' must be a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError, OverflowError):
             raise RLPromptError(f"{where}'{key}' must be a number, got {value!r}") from None
+        if not math.isfinite(number):  # a NaN passes every range check (nan <= 0 is False)
+            raise RLPromptError(f"{where}'{key}' must be a finite number, got {value!r}")
+        return number
     if annotation is str:
         if isinstance(value, (dict, list)) or value is None:
             raise RLPromptError(f"{where}'{key}' must be a string, got {value!r}")

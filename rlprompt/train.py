@@ -12,7 +12,6 @@ the data split, the evaluation schedule (``evaluations`` evenly spaced dev evalu
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -20,15 +19,15 @@ from pathlib import Path
 from rlprompt.config import load_resumed_config, load_train_config
 from rlprompt.console import add_verbose_flag
 from rlprompt.driver import train
-from rlprompt.errors import RLPromptError, run_cli
+from rlprompt.errors import ArgumentParser, RLPromptError, run_cli
 
 # What --resume --set may change: the step size, and where the runs execute; not what is learned or how it
 # is scored.
 RESUMABLE_KEYS = re.compile(r"(^|\.)(learning_rate|max_grad_norm)$|^executor$|^ray\.")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(
         prog="python -m rlprompt.train",
         description="Learn a discrete prompt with RL, and compare it with baselines.",
     )
@@ -83,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             raise RLPromptError(f"{run_dir}: not a run directory (no config.yaml)")
         config = load_resumed_config(run_dir / "config.yaml", args.set)
     else:
+        if args.overwrite and not args.run_dir:
+            raise RLPromptError("--overwrite replaces the directory --run-dir names: give --run-dir too")
         config = load_train_config(args.config, args.set)
         run_dir = Path(args.run_dir) if args.run_dir else None
         if run_dir is not None and run_dir.exists():

@@ -12,7 +12,6 @@ the empty prompt are evaluated on every target as reference rows. Writes ``trans
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import numpy as np
 from rlprompt.backends import load_task_model
 from rlprompt.calibration import CALIBRATIONS, task_calibration
 from rlprompt.console import add_verbose_flag
-from rlprompt.errors import RLPromptError, run_cli
+from rlprompt.errors import ArgumentParser, RLPromptError, run_cli
 from rlprompt.evaluation import ensemble_result, evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, load_classification_prompt, recorded_label_words
 from rlprompt.files import atomic_write_bytes
@@ -84,8 +83,9 @@ def run_transfer(
         rows.append(Row(name if not taken else f"{name} #{taken + 1}", "learned", text, p.model, p.method))
     manual_row, empty_row = Row("manual prompt", "manual", ""), Row("empty prompt", "empty", "")
     targets, templates = [], {}
+    loaded = {name: load_task(name, seed) for name in tasks}  # a bad task name fails before any scoring
     for task_name in tasks:
-        task = load_task(task_name, seed)
+        task = loaded[task_name]
         # On the prompts' own task, the label words they were trained with (a run's task.verbalizers may have
         # replaced the task's); the manual and empty prompts of that column read the same words.
         words = recorded_label_words(prompts, task_name, task.num_classes)
@@ -244,8 +244,8 @@ def heatmap(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m rlprompt.transfer", description=__doc__.split("\n\n")[0])
+def _parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m rlprompt.transfer", description=__doc__.split("\n\n")[0])
     p.add_argument("--prompts", nargs="+", required=True, help="exported prompt.json files")
     p.add_argument(
         "--models", default="smollm2-135m,gemma3-270m,bert-tiny-splade", help="comma-separated targets"

@@ -68,17 +68,23 @@ def test_report_cli_writes_markdown_and_plot(tmp_path, capsys):
     capsys.readouterr()
 
 
-@pytest.mark.parametrize("setup", ["missing", "empty", "broken"])
+@pytest.mark.parametrize("setup", ["missing", "empty", "broken", "not an object", "out is a file"])
 def test_report_errors_name_the_directory(tmp_path, capsys, setup):
-    target = tmp_path / "run"
+    target, argv = tmp_path / "run", []
     if setup != "missing":
         target.mkdir()
     if setup == "broken":
         (target / "result.json").write_text("{not json", encoding="utf-8")
+    if setup == "not an object":
+        (target / "result.json").write_text("[1, 2]", encoding="utf-8")
+    if setup == "out is a file":
+        _write(target, [BASE])
+        (tmp_path / "out").write_text("keep", encoding="utf-8")
+        argv, target = ["--out", str(tmp_path / "out")], tmp_path / "out"  # the file is what is named
     with pytest.raises(SystemExit) as done:
-        run_cli(report_main, [str(target)])
+        run_cli(report_main, [str(tmp_path / "run"), *argv])
     err = capsys.readouterr().err
-    assert done.value.code == 2 and str(target) in err and "Traceback" not in err
+    assert done.value.code == 2 and len(err.strip().splitlines()) == 1 and str(target) in err, err
 
 
 def test_report_shows_raw_and_calibrated_accuracy_and_the_reference_rows(tmp_path):

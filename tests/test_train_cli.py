@@ -115,6 +115,78 @@ def test_prompt_file_errors(tmp_path):
         load_prompt(bad)
 
 
+def _a_prompt_file() -> dict:
+    from dataclasses import asdict
+
+    from rlprompt.export import LearnedPrompt
+
+    return asdict(LearnedPrompt(
+        text=" It was", token_ids=[1027, 436], model="smollm2-135m", model_kind="causal",
+        template="{sentence} {prompt}", verbalizers=["terrible", "great"], task="sst-2",
+        method="rl", seed=0, calibration="batch",
+        ensemble=[{"text": " It was", "token_ids": [1027, 436]}, {"text": " So", "token_ids": [1406]}],
+        metrics={"top_k_prompts": [{"text": " It was", "token_ids": [1027, 436], "dev": 0.5}]},
+    ))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("token_ids", "abc", "'token_ids' must be a list, got 'abc'"),
+        ("token_ids", [1, -2], "'token_ids' must be token ids (0 or more), got [1, -2]"),
+        ("model", None, "'model' must be a string, got None"),
+        ("seed", "first", "'seed' must be an integer, got 'first'"),
+        ("ensemble", "notalist", "'ensemble' must be a list, got 'notalist'"),
+        ("ensemble", [{"text": "a"}], "'ensemble[0]' must hold a 'text' and its 'token_ids'"),
+        ("metrics", None, "'metrics' must be a mapping, got None"),
+        ("metrics", {"top_k_prompts": [{"text": "a", "token_ids": ["x"]}]}, "'metrics.top_k_prompts[0]'"),
+        ("calibration", "bogus", "'calibration' must be one of none, batch, contextual, domain"),
+        ("text", "MISSING", "incomplete prompt file (no 'text')"),
+    ],
+)  # fmt: skip
+def test_a_malformed_prompt_file_is_one_line_naming_the_file_and_the_field(tmp_path, field, value, message):
+    """Every field a tool reads is checked when the file loads, so evaluate, transfer and the API answer a
+    hand-edited or foreign file with one line instead of failing deep inside."""
+    data = _a_prompt_file()
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(data), encoding="utf-8")
+    assert load_prompt(good).ensemble == data["ensemble"]  # the file as written loads
+    if value == "MISSING":
+        del data[field]
+    else:
+        data[field] = value
+    bad = tmp_path / "p.json"
+    bad.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(RLPromptError) as err:
+        load_prompt(bad)
+    assert str(err.value).startswith(f"{bad}: ") and message in str(err.value), err.value
+
+
+def test_evaluate_refuses_ids_outside_the_model_and_a_top_k_without_a_prompt_file(
+    tiny_gpt2, tmp_path, capsys
+):
+    register_model(tiny_gpt2)
+    data = {**_a_prompt_file(), "model": "tiny-gpt2", "token_ids": [10**9], "ensemble": []}
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    code, _, err = run(
+        evaluate_main, ["--prompt-file", str(path), "--model", "tiny-gpt2", "--limit", "2"], capsys
+    )
+    size = len(tiny_gpt2.tokenizer)
+    assert (
+        code == 2
+        and err.strip() == f"error: prompt token id {10**9} is not a token of tiny-gpt2 ({size} tokens)"
+    )
+    code, _, err = run(evaluate_main, ["--prompt", "It was", "--top-k", "2"], capsys)
+    assert code == 2
+    assert err.strip() == "error: --top-k reads a run's best prompts from its prompt file: give --prompt-file"
+    code, _, err = run(evaluate_main, ["--limit", "abc"], capsys)  # argparse's own: one line, exit 2
+    assert code == 2 and err.strip().splitlines() == [
+        "error: argument --limit: invalid int value: 'abc' "
+        "(python -m rlprompt.evaluate --help lists the options)"
+    ]
+
+
 def test_a_reward_query_budget_stops_training_early(tiny_gpt2, tiny_task, tmp_path, capsys):
     register_model(tiny_gpt2)
     argv = ["--quiet", "--set", "model=tiny-gpt2", "--set", f"task.name={tiny_task}",

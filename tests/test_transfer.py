@@ -99,3 +99,16 @@ def test_round_trip_and_weight_artifacts_are_reported(learned_prompt, tmp_path, 
     assert "re-tokenizing the text 'xx yy zz' for tiny-gpt2 gives" in result["round_trip"][odd_row["name"]]
     assert "cannot move to another model" in soft_row["cells"]["tiny/tiny-bert"]["not_applicable"]
     assert "n/a" in (tmp_path / "out" / "transfer.md").read_text()
+
+
+def test_an_unknown_task_is_refused_before_any_model_loads(learned_prompt, tmp_path, capsys):
+    """The task list is checked first: a typo in the last task does not cost every model's evaluation (the
+    model named here does not exist either, and is not what the error names)."""
+    task = str(learned_prompt.parents[2] / "task.yaml")
+    argv = ["--prompts", str(learned_prompt), "--models", "no-such-model", "--tasks", f"{task},nosuch",
+            "--output-dir", str(tmp_path / "transfer"), "--quiet"]  # fmt: skip
+    with pytest.raises(SystemExit) as done:
+        run_cli(transfer_main, argv)
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.startswith("error: unknown task 'nosuch'"), err
+    assert not (tmp_path / "transfer").exists()

@@ -169,10 +169,25 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
     if case == "style kind declared for a classification task":
         return ["--set", "task.kind=style"], (
             "task.name 'sst-2': the style kind's tasks are yelp-sentiment, shakespeare")  # fmt: skip
+    if case == "NaN learning rate":  # NaN passes every range check, so the loader refuses it
+        return ["--set", "rl.learning_rate=nan"], "'rl.learning_rate' must be a finite number, got 'nan'"
+    if case == "vocabulary of one word":
+        return ["--set", "vocab.size=1"], "'vocab.size' must be at least 2, got 1"
+    if case == "overwrite without a run directory":
+        return ["--overwrite"], "--overwrite replaces the directory --run-dir names: give --run-dir too"
+    if case == "bad flag value":  # argparse's message, without its usage block
+        return ["--executor", "nowhere"], "argument --executor: invalid choice: 'nowhere'"
+    if case == "output directory is a file":
+        (tmp_path / "taken.txt").write_text("keep")
+        return ["--set", f"output_dir={tmp_path / 'taken.txt'}"], (
+            f"output_dir {tmp_path / 'taken.txt'}: cannot create sst-2__manual__smollm2-135m__s0__"
+        )
     raise AssertionError(case)
 
 
 CASES = [
+    "NaN learning rate", "vocabulary of one word", "overwrite without a run directory", "bad flag value",
+    "output directory is a file",
     "style task with a method that needs labels", "unknown style target", "style task on a masked model",
     "ensemble on a style task", "demonstrations on a style task", "negative demonstrations",
     "in_context on demonstrations", "unknown training example excluded",

@@ -137,7 +137,10 @@ class MethodResult:
 
     @classmethod
     def load(cls, path: Path) -> MethodResult:
-        data = _upgraded(json.loads(Path(path).read_text(encoding="utf-8")))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON object expected, got {type(data).__name__}")
+        data = _upgraded(data)
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
 
