@@ -276,6 +276,12 @@ def collect_failures(paths: list[str | Path]) -> list[dict]:
     return found
 
 
+def _seeds_cell(rs: list[MethodResult]) -> str:
+    """How many runs a row averages, and how many of them were interrupted."""
+    stopped = sum(bool(r.interrupted) for r in rs)
+    return f"{len(rs)} ({stopped} interrupted)" if stopped else str(len(rs))
+
+
 def report_markdown(
     results: list[MethodResult], references: list[dict] = (), failures: list[dict] = ()
 ) -> str:
@@ -319,7 +325,7 @@ def report_markdown(
         rows.append([
             method, "/".join(sorted({r.calibration for r in rs})), _mean_std([_raw(r) for r in rs]),
             _mean_std(calibrated) if None not in calibrated else "—", _mean_std([r.dev_score for r in rs]),
-            len(rs), _count(mean("trainable_params")), _size(mean("artifact_bytes")),
+            _seeds_cell(rs), _count(mean("trainable_params")), _size(mean("artifact_bytes")),
             f"{mean('train_seconds'):.0f} s", _count(np.mean(spent)) if None not in spent else "—",
             _count(mean("lm_tokens")), ppl, "yes" if rs[0].interpretable else "no",
             "yes" if rs[0].transferable else "no",
@@ -330,6 +336,13 @@ def report_markdown(
         rows.append([name, "—", _mean_std(row["raw"]), _mean_std(row["calibrated"]), "—", "—", 0, "—", "—",
                      "—", "—", unchanged, "yes", "yes"])  # fmt: skip
     lines += [markdown_table(headers, rows)]
+    stopped = [r for r in results if r.interrupted]
+    if stopped:
+        listed = ", ".join(f"{r.method} seed {r.seed}" + (f" on {r.data_seed}" if r.data_seed else "")
+                           for r in sorted(stopped, key=_runs_key))  # fmt: skip
+        lines += ["", "Interrupted before the end of training, so counted above with the prompt or "
+                  f"checkpoint kept so far: {listed} (`python -m rlprompt.train --resume` on the "
+                  "comparison directory finishes them)."]  # fmt: skip
     splits = sorted({r.data_seed for r in results if r.data_seed})
     if len(splits) > 1:
         lines += ["", f"Runs: {len(splits)} data splits ({', '.join(splits)}) x seeds; mean ± std over all."]

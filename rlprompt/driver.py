@@ -23,6 +23,9 @@ from rlprompt.registry import METHODS, task_kind
 from rlprompt.runs import run_one, write_config
 from rlprompt.tasks import BUILTIN_TASKS, FEW_SHOT_SEEDS, Task
 
+# What a grid stopped by Ctrl-C or SIGTERM says before its report
+STOPPED_GRID = "\ninterrupted: the report covers the runs that finished and marks any stopped midway"
+
 
 def train(
     config: TrainConfig, progress: bool = True, run_dir: Path | None = None, resume: bool = False,
@@ -76,7 +79,7 @@ def _run_grid(grid: _Grid, requested: TrainConfig, resume: bool, progress: bool)
             results, failures = getattr(stopped, "results", []), getattr(stopped, "failures", [])
             if single or not results:
                 raise
-            print("\ninterrupted: the report covers the runs that finished", flush=True)
+            print(STOPPED_GRID, flush=True)
     return results, failures
 
 
@@ -241,7 +244,7 @@ def _train_splits(config: TrainConfig, progress: bool, run_dir: Path | None, res
                 per_grid = getattr(stopped, "by_grid", None)
                 if not per_grid or not any(results for results, _ in per_grid):
                     raise
-                print("\ninterrupted: the report covers the runs that finished", flush=True)
+                print(STOPPED_GRID, flush=True)
         outs = [_finish(g, results, failures, progress)
                 for g, (results, failures) in zip(grids, per_grid, strict=True)]  # fmt: skip
     else:
@@ -254,7 +257,7 @@ def _train_splits(config: TrainConfig, progress: bool, run_dir: Path | None, res
             except KeyboardInterrupt:
                 if not outs:
                     raise
-                print("\ninterrupted: the report covers the runs that finished", flush=True)
+                print(STOPPED_GRID, flush=True)
                 break
             if outs[-1]["interrupted"]:
                 break

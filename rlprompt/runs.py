@@ -57,7 +57,7 @@ def run_one(config, method, seed, task, lm, root: Path, single, test_scorer, cac
             )
         print(
             f"{method} seed {seed}: "
-            + (f"resuming at step {state['step']}" if state else "no checkpoint yet: starting from step 0"),
+            + (f"resuming at step {state['step']}" if state else "starting (no checkpoint to continue from)"),
             flush=True,
         )
     (run_dir / FAILURE).unlink(missing_ok=True)  # an earlier attempt's failure: this one starts afresh

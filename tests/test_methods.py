@@ -551,7 +551,7 @@ def test_a_failed_run_is_recorded_and_the_grid_goes_on_then_resume_reruns_only_i
     out = capsys.readouterr().out
     assert done.value.code == 0, out
     assert "manual seed 0: finished before, kept" in out
-    assert "in_context seed 0: no checkpoint yet: starting from step 0" in out
+    assert "in_context seed 0: starting (no checkpoint to continue from)" in out
     assert (root / "in_context__s0" / "result.json").exists() and not (
         root / "in_context__s0" / "failure.json"
     ).exists()

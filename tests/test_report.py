@@ -55,6 +55,13 @@ def test_report_table_aggregates_over_seeds(tmp_path):
     assert rows["lora"].rstrip().endswith("| no | no |")
     assert text.index("| rl |") < text.index("| lora |") < text.index("| manual |")
     assert "bad \\| film" in text  # a learned prompt cannot break the table
+    assert "Interrupted before the end of training" not in text
+    # a run stopped early is marked where it is averaged, and named under the table
+    text = report_markdown([replace(r, interrupted=(r.method, r.seed) == ("rl", 1)) for r in loaded])
+    table = text.split("## Per seed")[0]
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert "| 2 (1 interrupted) |" in rows["rl"] and "| 1 |" in rows["lora"]
+    assert "counted above with the prompt or checkpoint kept so far: rl seed 1 (" in table
 
 
 def test_report_cli_writes_markdown_and_plot(tmp_path, capsys):

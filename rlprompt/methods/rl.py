@@ -210,7 +210,7 @@ def run(ctx: MethodContext) -> MethodResult:
                 raise
             raise non_finite("the policy's action scores", model.num_timesteps, run_dir,
                              tracker.last_checkpoint, "Lower rl.learning_rate.") from None  # fmt: skip
-        if interrupted:
+        if interrupted and tracker.best is not None:  # (none yet: said below, with the --resume line)
             step = tracker.last_checkpoint
             print(f"\nstopped at step {step}: evaluating the chosen prompt so far", flush=True)
         if not interrupted and tracker.last_eval_step != model.num_timesteps:

@@ -270,7 +270,8 @@ def run(ctx: MethodContext) -> MethodResult:
         except KeyboardInterrupt:
             interrupted = True
         if interrupted:
-            print(f"\nstopped after {written} prompts: evaluating the chosen prompt so far", flush=True)
+            if best is not None:  # (none yet: the run stops with the --resume line)
+                print(f"\nstopped after {written} prompts: evaluating the chosen prompt so far", flush=True)
             if log.curve:  # a search resumes from a scored population; before the first one, it starts again
                 checkpoint()
         else:
