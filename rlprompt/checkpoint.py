@@ -139,8 +139,9 @@ class StopRequest:
             raise StopAtOnce
         self.requested = True
         name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
-        print(f"\n{name}: stopping at the next clean point with a checkpoint (again: at once)",
-              flush=True)  # fmt: skip
+        # (a run whose training is over finishes its test evaluation first: there is nothing to checkpoint)
+        print(f"\n{name}: stopping at the next clean point, with a checkpoint if training is still running "
+              "(again: at once)", flush=True)  # fmt: skip
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():

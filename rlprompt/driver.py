@@ -54,7 +54,11 @@ def train(
         grid = _prepare(config, progress and show_plan, run_dir, resume, overwrite, dry_run, splits)
         if isinstance(grid, dict):  # a dry run's answer
             return grid
-        results, failures = _run_grid(grid, requested, resume, progress)
+        try:
+            results, failures = _run_grid(grid, requested, resume, progress)
+        except KeyboardInterrupt as stopped:  # a second signal: the CLI's last line says how to go on
+            stopped.run_dir = getattr(stopped, "run_dir", None) or grid.root
+            raise
     return _finish(grid, results, failures, progress)
 
 
@@ -243,6 +247,7 @@ def _train_splits(config: TrainConfig, progress: bool, run_dir: Path | None, res
             except KeyboardInterrupt as stopped:
                 per_grid = getattr(stopped, "by_grid", None)
                 if not per_grid or not any(results for results, _ in per_grid):
+                    stopped.run_dir = root  # --resume ROOT continues every split
                     raise
                 print(STOPPED_GRID, flush=True)
         outs = [_finish(g, results, failures, progress)
@@ -254,8 +259,9 @@ def _train_splits(config: TrainConfig, progress: bool, run_dir: Path | None, res
             try:
                 outs.append(train(split_config, progress, sub, resume and sub.exists(), False, False,
                                   len(splits), show_plan=i == 0))  # fmt: skip
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as stopped:
                 if not outs:
+                    stopped.run_dir = root  # --resume ROOT continues every split
                     raise
                 print(STOPPED_GRID, flush=True)
                 break

@@ -274,6 +274,7 @@ def test_a_second_signal_mid_training_ends_the_run_without_the_test_evaluation(
     assert len(calls) == 5  # nothing was scored after the second signal: no dev or test evaluation
     assert code == 130, err
     assert "evaluating the best" not in out and not (run_dir / "result.json").exists()
+    assert err.strip().endswith(f"interrupted: continue with  python -m rlprompt.train --resume {run_dir}")
 
 
 def test_killed_comparison_resumes_keeping_the_runs_that_finished(common, tmp_path, capsys):

@@ -238,8 +238,8 @@ def run(ctx: MethodContext) -> MethodResult:
 
     best = tracker.best
     if best is None:
-        print(f"stopped before the first evaluation, so there is no prompt to export yet; "
-              f"continue with  python -m rlprompt.train --resume {run_dir}", flush=True)  # fmt: skip
+        # (the command's last line gives the --resume that continues it: for a grid, the grid's directory)
+        print("stopped before the first evaluation, so there is no prompt to export yet", flush=True)
         raise KeyboardInterrupt
     lm_tokens = int(objective.stats.tokens_processed)  # training and dev; test scoring comes next
     reward_queries = int(objective.stats.pairs_scored)
