@@ -205,7 +205,8 @@ class EvalLog:
             path.unlink(missing_ok=True)  # a fresh start of this run: no rows from an earlier attempt
         self.file = path.open("a", encoding="utf-8")
         self.started = time.perf_counter()
-        self.bar = tqdm(total=total, desc=desc, unit="step", disable=not progress,
+        # no bar for a method with no training steps (manual, in-context): it would only show "0step"
+        self.bar = tqdm(total=total, desc=desc, unit="step", disable=not progress or not total,
                         initial=resume["step"] if resume else 0)  # fmt: skip
 
     @property
