@@ -56,7 +56,7 @@ def train(
             return grid
         try:
             results, failures = _run_grid(grid, requested, resume, progress)
-        except KeyboardInterrupt as stopped:  # a second signal: the CLI's last line says how to go on
+        except KeyboardInterrupt as stopped:  # a second signal: rlprompt.train's last line says how to go on
             stopped.run_dir = getattr(stopped, "run_dir", None) or grid.root
             raise
     return _finish(grid, results, failures, progress)

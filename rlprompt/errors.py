@@ -39,9 +39,7 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     except RLPromptError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    except KeyboardInterrupt as stopped:  # a training run's says where it stopped (rlprompt.driver)
-        run_dir = getattr(stopped, "run_dir", None)
-        resume = f": continue with  python -m rlprompt.train --resume {run_dir}" if run_dir else ""
-        print(f"interrupted{resume}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(status or 0)

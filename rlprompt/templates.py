@@ -160,7 +160,7 @@ class TemplateEncoder:
         # Literal pieces never change: tokenize them once. The prompt slot contributes its literal text
         # (e.g. "Review:"), the prompt being tokenized with only the whitespace before it. A causal model's
         # label slot contributes the text before it (e.g. " Answer:"); the label word is what is predicted.
-        self._tokens: int | None = None  # the tokenizer's size, read when a prompt is first checked
+        self._tokens = len(lm.tokenizer)  # a prompt's ids must be below it (check_prompt)
         self._literal_ids = {}
         for i, c in enumerate(template.chunks):
             if c.slot == PROMPT:
@@ -199,8 +199,6 @@ class TemplateEncoder:
         return tuple(self.lm.encode(self.template.prompt_space + prompt)) if prompt else ()
 
     def check_prompt(self, prompt_ids: tuple[int, ...]) -> None:
-        if self._tokens is None:
-            self._tokens = len(self.lm.tokenizer)
         unknown = [i for i in prompt_ids if not 0 <= i < self._tokens]
         if unknown:  # (a prompt file's ids for another tokenizer, or edited)
             raise RLPromptError(

@@ -96,10 +96,15 @@ def main(argv: list[str] | None = None) -> int:
                         f"--resume {run_dir} continues it, --overwrite replaces it"
                     )
                 overwrite = True
-    result = train(
-        config, progress=not args.quiet, run_dir=run_dir, resume=bool(args.resume), overwrite=overwrite,
-        dry_run=args.dry_run,
-    )  # fmt: skip
+    try:
+        result = train(
+            config, progress=not args.quiet, run_dir=run_dir, resume=bool(args.resume), overwrite=overwrite,
+            dry_run=args.dry_run,
+        )  # fmt: skip
+    except KeyboardInterrupt as stopped:  # a second signal: the driver names the directory it stopped in
+        if getattr(stopped, "run_dir", None) is None:
+            raise  # before any run directory existed: nothing to resume
+        return _interrupted(stopped.run_dir)
     print(result["summary"])
     if result.get("failed"):
         names = ", ".join(f"{f['method']} seed {f['seed']}" for f in result["failed"])
@@ -110,12 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     if result["interrupted"]:
-        print(
-            f"interrupted: continue with  python -m rlprompt.train --resume {result['run_dir']}",
-            file=sys.stderr,
-        )
-        return 130
+        return _interrupted(result["run_dir"])
     return 0
+
+
+def _interrupted(run_dir: Path) -> int:
+    """A stopped run's last line, the same whether it stopped cleanly or at once: how to continue it."""
+    print(f"interrupted: continue with  python -m rlprompt.train --resume {run_dir}", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":
