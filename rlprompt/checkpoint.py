@@ -1,7 +1,8 @@
 """Checkpoints, resume and graceful stops.
 
 A run writes ``checkpoint.pt`` into its run directory at its dev evaluations (or every
-``checkpoint_every`` steps) and when it is asked to stop (Ctrl-C or SIGTERM): the trainable weights, the
+``checkpoint_every`` steps), when it is asked to stop (Ctrl-C or SIGTERM) and once training is over
+(``finished``: a resume goes straight to the test evaluation): the trainable weights, the
 optimizer state, the step counters, the random-number states of Python, NumPy and torch and what the
 method tracks (the best prompt or checkpoint so far and its scores, the learning curve). The file is
 written to a temporary name and renamed, so a run killed at any moment leaves either the old checkpoint or

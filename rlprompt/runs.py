@@ -55,11 +55,7 @@ def run_one(config, method, seed, task, lm, root: Path, single, test_scorer, cac
             raise RLPromptError(
                 f"{run_dir}/{CHECKPOINT}: a checkpoint of {state.get('method')!r}, not {method!r}"
             )
-        print(
-            f"{method} seed {seed}: "
-            + (f"resuming at step {state['step']}" if state else "starting (no checkpoint to continue from)"),
-            flush=True,
-        )
+        print(f"{method} seed {seed}: {_resuming(state)}", flush=True)
     (run_dir / FAILURE).unlink(missing_ok=True)  # an earlier attempt's failure: this one starts afresh
     set_random_seed(seed)
     context = MethodContext(
@@ -97,6 +93,15 @@ def record_failure(run_dir: Path, method: str, seed: int, err: Exception) -> dic
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / FAILURE, (json.dumps(failure, indent=2) + "\n").encode("utf-8"))
     return failure
+
+
+def _resuming(state: dict | None) -> str:
+    """What a resumed run does next, from its checkpoint (None: it has none)."""
+    if state is None:
+        return "starting (no checkpoint to continue from)"
+    if state.get("finished"):
+        return f"training was over (step {state['step']}): resuming at its test evaluation"
+    return f"resuming at step {state['step']}"
 
 
 def finished_result(run_dir: Path):

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from rlprompt import load_prompt
-from rlprompt.checkpoint import CHECKPOINT, StopAtOnce, StopRequest
+from rlprompt.checkpoint import CHECKPOINT, StopAtOnce, StopRequest, load_checkpoint
 from rlprompt.errors import run_cli
 from rlprompt.methods import MethodResult
 from rlprompt.models import register_model
@@ -210,7 +210,8 @@ def test_sigterm_stops_cleanly_with_a_checkpoint_and_the_run_resumes(method, tot
     assert f"--resume {run_dir}" in err
     interrupted = MethodResult.load(run_dir / "result.json")
     assert interrupted.interrupted and interrupted.steps < total
-    assert (run_dir / CHECKPOINT).exists()
+    # the steps it reports are its checkpoint's, where a resume continues
+    assert interrupted.steps == load_checkpoint(run_dir)["step"]
     # The best so far is exported and valid: RL's prompt, BBT's PEFT adapter.
     if method == "rl":
         load_prompt(run_dir / "prompt.json")
@@ -275,6 +276,55 @@ def test_a_second_signal_mid_training_ends_the_run_without_the_test_evaluation(
     assert code == 130, err
     assert "evaluating the best" not in out and not (run_dir / "result.json").exists()
     assert err.strip().endswith(f"interrupted: continue with  python -m rlprompt.train --resume {run_dir}")
+
+
+# Where each method's test evaluation starts, and how many steps (prompts, candidates) its run trains.
+TEST_EVALUATION = {
+    "rl": ("rlprompt.methods.rl.evaluate_artifact", 1200),
+    "search": ("rlprompt.methods.search.evaluate_artifact", 120),
+    "bbt": ("rlprompt.methods.bbt.scored_result", 120),
+    "soft_prompt": ("rlprompt.methods.tuning.scored_result", 150),
+}
+
+
+@pytest.mark.parametrize("method", TEST_EVALUATION)
+def test_a_run_stopped_during_its_test_evaluation_resumes_there_without_training_again(
+    method, common, tmp_path, capsys, monkeypatch
+):
+    """Two signals during the test evaluation end the run there (exit 130, no result.json); --resume
+    goes straight back to the test evaluation: nothing is trained or evaluated on dev again."""
+    import importlib
+
+    hook, total = TEST_EVALUATION[method]
+    module_name, attr = hook.rsplit(".", 1)
+    module = importlib.import_module(module_name)
+    real = getattr(module, attr)
+
+    def signalled_twice(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the second handler raises here
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, attr, signalled_twice)
+    run_dir = tmp_path / "run"
+    code, out, err = cli(["--run-dir", str(run_dir), *common, *SETTINGS[method]], capsys)
+    assert code == 130, err
+    assert not (run_dir / "result.json").exists() and (run_dir / CHECKPOINT).exists()
+    logged = (run_dir / "metrics.jsonl").read_text()  # each row holds its seconds: a retrained row differs
+    exported = load_prompt(run_dir / "prompt.json").token_ids if method in ("rl", "search") else None
+
+    monkeypatch.setattr(module, attr, real)
+    code, out, err = cli(["--resume", str(run_dir), "--quiet"], capsys)
+    assert code == 0, err
+    assert f"training was over (step {total}): resuming at its test evaluation" in out
+    assert (run_dir / "metrics.jsonl").read_text() == logged
+    result = MethodResult.load(run_dir / "result.json")
+    assert result.steps == total and not result.interrupted
+    assert not (run_dir / CHECKPOINT).exists()
+    if exported is not None:
+        assert load_prompt(run_dir / "prompt.json").token_ids == exported
 
 
 def test_killed_comparison_resumes_keeping_the_runs_that_finished(common, tmp_path, capsys):

@@ -180,11 +180,12 @@ def run(ctx: MethodContext) -> MethodResult:
     evaluated, next_eval, interrupted = 0, 1, False
     last_checkpoint = 0
 
-    def checkpoint() -> None:
+    def checkpoint(finished: bool = False) -> None:
         # The start embeddings and the projection are drawn again from the seed on resume.
         nonlocal last_checkpoint
         save_checkpoint(run_dir, {
-            "method": "bbt", "step": evaluated, "next_eval": next_eval, "optimizer": cma_state(optimizer),
+            "method": "bbt", "step": evaluated, "finished": finished, "next_eval": next_eval,
+            "optimizer": cma_state(optimizer),
             "spent": spent["pairs"], "best_z": best_z, "best_key": best_key, "recent": list(recent),
             "cost": dict(cost), "log": log.state(evaluated),
             "scorer_stats": (stats.pairs_scored, stats.tokens_processed),
@@ -235,8 +236,9 @@ def run(ctx: MethodContext) -> MethodResult:
             print(f"\nstopped after {evaluated} candidates: evaluating the best prompt so far", flush=True)
         if recent[1] is not None or not log.curve or log.curve[-1]["step"] != evaluated:
             evaluate(evaluated)
-        if interrupted:  # after that evaluation, so a resumed run's state and metrics.jsonl agree
-            checkpoint()
+        # After that evaluation, so a resumed run's state and metrics.jsonl agree; a finished run's
+        # checkpoint lets one stopped during its test evaluation resume there.
+        checkpoint(finished=not interrupted)
     finally:
         log.close()
     if best_z is None:

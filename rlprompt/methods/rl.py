@@ -183,6 +183,9 @@ def run(ctx: MethodContext) -> MethodResult:
     model = _make_algorithm(config, ctx.seed, env, vocab, policy_backbone(config), run_dir)
     tracker = _Tracker(ctx, objective, env, model)
     done_steps = tracker.resume(ctx.resume) if ctx.resume else 0
+    # A checkpoint written once training, its last evaluation and polishing were over: only the test
+    # evaluation is left (a second signal or a kill stopped it).
+    only_test = bool(ctx.resume and ctx.resume.get("finished"))
     if start is not None and not done_steps:  # (a resumed run has its warm-started policy back already)
         steps, probs = warm_start(model, start, vocab, config.env.prompt_length, config.rl.init_confidence)
         tracker.warm = {"prompt": config.rl.init_prompt, "steps": steps,
@@ -195,12 +198,13 @@ def run(ctx: MethodContext) -> MethodResult:
     interrupted = False
     try:
         try:
-            model.learn(
-                total_timesteps=config.total_timesteps - done_steps, callback=tracker.callback(),
-                reset_num_timesteps=not done_steps,
-            )  # fmt: skip
-            # A stop request during the last rollout still lets training finish.
-            interrupted = ctx.stop.requested and model.num_timesteps < config.total_timesteps
+            if not only_test:
+                model.learn(
+                    total_timesteps=config.total_timesteps - done_steps, callback=tracker.callback(),
+                    reset_num_timesteps=not done_steps,
+                )  # fmt: skip
+                # A stop request during the last rollout still lets training finish.
+                interrupted = ctx.stop.requested and model.num_timesteps < config.total_timesteps
         except StopAtOnce:
             raise
         except KeyboardInterrupt:
@@ -213,15 +217,19 @@ def run(ctx: MethodContext) -> MethodResult:
         if interrupted and tracker.best is not None:  # (none yet: said below, with the --resume line)
             step = tracker.last_checkpoint
             print(f"\nstopped at step {step}: evaluating the chosen prompt so far", flush=True)
-        if not interrupted and tracker.last_eval_step != model.num_timesteps:
-            tracker.evaluate(model.num_timesteps)
-        if not interrupted and config.rl.polish_rounds and tracker.best is not None:
-            start = chosen_prompt(config.rl.prompt_rule, tracker.top, tracker.best)  # what would be exported
-            polished = polish_prompt(
-                model, objective.train_reward, start.ids, vocab, config.rl.polish_rounds,
-                config.rl.polish_top_k, config.env.prompt_length,
-            )  # fmt: skip
-            tracker.evaluate(model.num_timesteps, extra=polished, label="polish")
+        if not interrupted and not only_test:
+            if tracker.last_eval_step != model.num_timesteps:
+                tracker.evaluate(model.num_timesteps)
+            if config.rl.polish_rounds and tracker.best is not None:
+                start = chosen_prompt(config.rl.prompt_rule, tracker.top, tracker.best)  # the exported one
+                polished = polish_prompt(
+                    model, objective.train_reward, start.ids, vocab, config.rl.polish_rounds,
+                    config.rl.polish_top_k, config.env.prompt_length,
+                )  # fmt: skip
+                tracker.evaluate(model.num_timesteps, extra=polished, label="polish")
+            # The test evaluation comes next (minutes on a large test set): a run stopped there resumes
+            # from here instead of training again since its last checkpoint.
+            tracker.save_checkpoint(model.num_timesteps, finished=True)
     except StopAtOnce:
         raise
     except KeyboardInterrupt:
@@ -230,6 +238,9 @@ def run(ctx: MethodContext) -> MethodResult:
     finally:
         tracker.close()
     train_seconds = tracker.log.elapsed
+    # A clean stop ends training at its checkpoint (the steps taken after it were not learned from, and
+    # a resume takes them again), so the run reports the checkpoint's step.
+    steps_trained = tracker.last_checkpoint if interrupted and tracker.stopping else int(model.num_timesteps)
     # Only the trainable adapter, value head and logit gain (with their optimizer state) are saved; the
     # backbone is recorded by name in the policy's constructor arguments.
     buffer = io.BytesIO()
@@ -252,7 +263,7 @@ def run(ctx: MethodContext) -> MethodResult:
         **({f"chosen_dev_{objective.metric}": best.dev_score} if members else {}),
         **test.details,
         "found_at_step": best.step,
-        "steps": int(model.num_timesteps),
+        "steps": steps_trained,
         "train_seconds": round(train_seconds, 1),
         "reward_queries": reward_queries,
         **({"warm_start": tracker.warm} if tracker.warm else {}),
@@ -264,14 +275,14 @@ def run(ctx: MethodContext) -> MethodResult:
         f"run: {run_dir}\n"
         + "".join(f"prompt: {c.text!r}  (token ids {list(c.ids)})\n" for c in (best, *members))
         + f"{test.summary}\n"
-        f"{model.num_timesteps} steps in {train_seconds:.0f} s, {reward_queries} reward queries"
+        f"{steps_trained} steps in {train_seconds:.0f} s, {reward_queries} reward queries"
         + (" (interrupted)" if interrupted else "")
     )
     atomic_write_bytes(run_dir / "summary.txt", (summary + "\n").encode("utf-8"))
     trainable = sum(p.numel() for p in model.policy.parameters() if p.requires_grad)
     return MethodResult(
         method="rl", seed=ctx.seed, model=lm.name, task=task.name, dev_score=dev_score,
-        test_metrics=test.scores, steps=int(model.num_timesteps),
+        test_metrics=test.scores, steps=steps_trained,
         train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=int(trainable),
         artifact="prompt.json", artifact_bytes=path_bytes(run_dir / "prompt.json"),
         learned=learned_description(best, members),
@@ -631,12 +642,13 @@ class _Tracker:
             self.save_checkpoint(step)
             self.stopping = self.ctx.stop.requested
 
-    def save_checkpoint(self, step: int) -> None:
+    def save_checkpoint(self, step: int, finished: bool = False) -> None:
+        """``finished``: training, its last evaluation and polishing are over (a resume only tests)."""
         from dataclasses import asdict
 
         model, stats = self.model, self.objective.stats
         state = {
-            "method": "rl", "step": step, "n_updates": getattr(model, "_n_updates", 0),
+            "method": "rl", "step": step, "finished": finished, "n_updates": getattr(model, "_n_updates", 0),
             "policy": model.policy.state_dict(), "optimizer": model.policy.optimizer.state_dict(),
             "env_rng": self.env.rng.bit_generator.state,
             "best": asdict(self.best) if self.best else None, "last_eval_step": self.last_eval_step,

@@ -214,10 +214,11 @@ def run(ctx: MethodContext) -> MethodResult:
 
     next_eval, last_checkpoint = 1, 0
 
-    def checkpoint() -> None:
+    def checkpoint(finished: bool = False) -> None:
         nonlocal last_checkpoint
         save_checkpoint(run_dir, {
-            "method": "search", "step": written, "next_eval": next_eval, "search": search.state(),
+            "method": "search", "step": written, "finished": finished, "next_eval": next_eval,
+            "search": search.state(),
             "best": asdict(best) if best else None, "top": top.state(), "on_dev": [list(p) for p in on_dev],
             "costs": dict(costs), "log": log.state(written), "scores": objective.cached_scores(),
             "scorer_stats": (stats.pairs_scored, stats.tokens_processed),
@@ -276,6 +277,7 @@ def run(ctx: MethodContext) -> MethodResult:
                 checkpoint()
         else:
             evaluate(written)  # the final population's best, if dev has not seen them
+            checkpoint(finished=True)  # a run stopped during its test evaluation resumes there
     finally:
         log.close()
     if best is None:

@@ -389,21 +389,23 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
                     best_state, best_step, best_key, best_dev = snapshot(), step, key, accuracy
                 losses.clear()
                 last_eval = step
-            if step == section.steps:
-                break
+            # (after the last step too: a run stopped during its test evaluation resumes there)
             due = ctx.checkpoint_due(step, last_checkpoint, last_eval > last_checkpoint)
             if checkpoints and due and step != last_checkpoint:
                 check_finite(
                     parameters_sum(params), f"the {name} weights", step, ctx.run_dir, last_checkpoint, hint
                 )
                 save_checkpoint(ctx.run_dir, {
-                    "method": name, "step": step, "params": snapshot(), "optimizer": optimizer.state_dict(),
+                    "method": name, "step": step, "finished": step == section.steps, "params": snapshot(),
+                    "optimizer": optimizer.state_dict(),
                     "data_rng": rng.bit_generator.state, "best_state": best_state, "best_step": best_step,
                     "best_key": best_key, "best_dev": best_dev,
                     "losses": list(losses), "order": list(order), "log": log.state(step),
                     "scorer_stats": (stats.pairs_scored, stats.tokens_processed),
                 })  # fmt: skip
                 last_checkpoint = step
+            if step == section.steps:
+                break
             if ctx.stop.requested:
                 raise KeyboardInterrupt
             if len(order) < section.batch_size:  # epoch-wise shuffling, drawn from the run's seed
