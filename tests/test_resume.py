@@ -47,6 +47,9 @@ SETTINGS = {
                     "--set", "rl.imitate_crossover=4", "--set", "rl.elite_by=mean"],
     "soft_prompt": ["--set", "method=soft_prompt", "--set", "soft_prompt.steps=150", "--set", "evaluations=6",
                     "--set", "soft_prompt.batch_size=4"],
+    "soft_prompt_rare_checkpoints": ["--set", "method=soft_prompt", "--set", "soft_prompt.steps=150",
+                                     "--set", "evaluations=6", "--set", "soft_prompt.batch_size=4",
+                                     "--set", "checkpoint_every=1000"],
     "lora": ["--set", "method=lora", "--set", "lora.steps=150", "--set", "evaluations=6",
              "--set", "lora.batch_size=4"],
     # lora behind two demonstrations: the run's config.yaml, which --resume reads, has them written out and
@@ -284,6 +287,8 @@ TEST_EVALUATION = {
     "search": ("rlprompt.methods.search.evaluate_artifact", 120),
     "bbt": ("rlprompt.methods.bbt.scored_result", 120),
     "soft_prompt": ("rlprompt.methods.tuning.scored_result", 150),
+    # no checkpoint during training (every 1,000 steps of 150): the end of training still writes one
+    "soft_prompt_rare_checkpoints": ("rlprompt.methods.tuning.scored_result", 150),
 }
 
 

@@ -389,14 +389,15 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
                     best_state, best_step, best_key, best_dev = snapshot(), step, key, accuracy
                 losses.clear()
                 last_eval = step
-            # (after the last step too: a run stopped during its test evaluation resumes there)
-            due = ctx.checkpoint_due(step, last_checkpoint, last_eval > last_checkpoint)
+            # always after the last step: a run stopped during its test evaluation resumes there
+            last = step == section.steps
+            due = last or ctx.checkpoint_due(step, last_checkpoint, last_eval > last_checkpoint)
             if checkpoints and due and step != last_checkpoint:
                 check_finite(
                     parameters_sum(params), f"the {name} weights", step, ctx.run_dir, last_checkpoint, hint
                 )
                 save_checkpoint(ctx.run_dir, {
-                    "method": name, "step": step, "finished": step == section.steps, "params": snapshot(),
+                    "method": name, "step": step, "finished": last, "params": snapshot(),
                     "optimizer": optimizer.state_dict(),
                     "data_rng": rng.bit_generator.state, "best_state": best_state, "best_step": best_step,
                     "best_key": best_key, "best_dev": best_dev,
@@ -404,7 +405,7 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
                     "scorer_stats": (stats.pairs_scored, stats.tokens_processed),
                 })  # fmt: skip
                 last_checkpoint = step
-            if step == section.steps:
+            if last:
                 break
             if ctx.stop.requested:
                 raise KeyboardInterrupt
