@@ -176,8 +176,8 @@ class CoreConfig:
     # breaks ties, as the gap reward does for rl's prompts and the training loss for bbt's) or dev_loss.
     checkpoint_rule: typing.Literal["dev_accuracy", "dev_accuracy_then_loss", "dev_loss"] = "dev_accuracy"
     # Checkpoints (for --resume) in each method's own steps (rl: env steps; tuning: optimizer steps);
-    # None: after every dev evaluation. A stop request (Ctrl-C, SIGTERM) and the end of training always
-    # write one.
+    # None: after every dev evaluation; 0: none at those points. A stop request (Ctrl-C, SIGTERM) and the
+    # end of training always write one (full_finetune never does: it restarts).
     checkpoint_every: int | None = None
     candidates_per_eval: int = 4  # rl: best training prompts since the last evaluation also tried on dev
     # rl and search also report the mean test score of their top_k_report prompts by dev (RLPrompt reports

@@ -62,6 +62,8 @@ SETTINGS = {
     # search: 120 prompts in generations of 8; the population, its rewards and its sampler are checkpointed
     "search": ["--set", "method=search", "--set", "total_timesteps=600", "--set", "evaluations=6",
                "--set", "search.population=8"],
+    "search_population_32": ["--set", "method=search", "--set", "total_timesteps=600",
+                             "--set", "evaluations=6", "--set", "search.population=32"],
 }  # fmt: skip
 
 
@@ -285,6 +287,8 @@ def test_a_second_signal_mid_training_ends_the_run_without_the_test_evaluation(
 TEST_EVALUATION = {
     "rl": ("rlprompt.methods.rl.evaluate_artifact", 1200),
     "search": ("rlprompt.methods.search.evaluate_artifact", 120),
+    # a population of 32: more of it than the last two dev evaluations take (4 each) stays unseen by dev
+    "search_population_32": ("rlprompt.methods.search.evaluate_artifact", 120),
     "bbt": ("rlprompt.methods.bbt.scored_result", 120),
     "soft_prompt": ("rlprompt.methods.tuning.scored_result", 150),
     # no checkpoint during training (every 1,000 steps of 150): the end of training still writes one
@@ -318,7 +322,7 @@ def test_a_run_stopped_during_its_test_evaluation_resumes_there_without_training
     assert code == 130, err
     assert not (run_dir / "result.json").exists() and (run_dir / CHECKPOINT).exists()
     logged = (run_dir / "metrics.jsonl").read_text()  # each row holds its seconds: a retrained row differs
-    exported = load_prompt(run_dir / "prompt.json").token_ids if method in ("rl", "search") else None
+    exported = load_prompt(run_dir / "prompt.json").token_ids if method.startswith(("rl", "search")) else None
 
     monkeypatch.setattr(module, attr, real)
     code, out, err = cli(["--resume", str(run_dir), "--quiet"], capsys)

@@ -203,8 +203,9 @@ def run(ctx: MethodContext) -> MethodResult:
                     total_timesteps=config.total_timesteps - done_steps, callback=tracker.callback(),
                     reset_num_timesteps=not done_steps,
                 )  # fmt: skip
-                # A stop request during the last rollout still lets training finish.
-                interrupted = ctx.stop.requested and model.num_timesteps < config.total_timesteps
+                # Stopped at a checkpoint on request. A request during the last rollout (or one the
+                # reward-query budget ends) still lets training finish.
+                interrupted = tracker.stopping
         except StopAtOnce:
             raise
         except KeyboardInterrupt:

@@ -10,8 +10,9 @@ It writes as many prompts as RL (``total_timesteps / env.prompt_length``) and st
 ``max_reward_queries`` (prompt, example) pairs are scored: a prompt proposed again is a cache hit and costs
 nothing. Dev is scored at ``evaluations`` evenly spaced points, on the best prompts not yet seen there;
 the best by dev accuracy (then dev reward) is exported and evaluated on test, as RL's. A checkpoint
-after each dev evaluation (and on a stop request) holds the population, every reward seen, the score cache
-and the sampler's state, so ``--resume`` continues the search an unbroken run would have made.
+after each dev evaluation (on a stop request, and once the search is over) holds the population, every
+reward seen, the score cache and the sampler's state, so ``--resume`` continues the search an unbroken run
+would have made.
 """
 
 from __future__ import annotations
@@ -275,7 +276,7 @@ def run(ctx: MethodContext) -> MethodResult:
                 print(f"\nstopped after {written} prompts: evaluating the chosen prompt so far", flush=True)
             if log.curve:  # a search resumes from a scored population; before the first one, it starts again
                 checkpoint()
-        else:
+        elif not (resume and resume.get("finished")):  # (a finished run's resume only tests)
             evaluate(written)  # the final population's best, if dev has not seen them
             checkpoint(finished=True)  # a run stopped during its test evaluation resumes there
     finally:
