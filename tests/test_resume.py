@@ -246,6 +246,15 @@ def test_first_signal_asks_for_a_clean_stop_and_a_second_interrupts_at_once(firs
     assert signal.getsignal(signal.SIGTERM) == before  # the handlers are given back
 
 
+def send_two_sigterms() -> None:
+    """SIGTERM this process twice: the first asks for a clean stop, the second's handler raises StopAtOnce
+    (during the sleep after it)."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(1)
+
+
 # A call each method makes on every training step, where the test sends its two signals.
 HOOKS = {
     "rl": "rlprompt.scoring.LabelScorer.score",
@@ -268,10 +277,7 @@ def test_a_second_signal_mid_training_ends_the_run_without_the_test_evaluation(
     def signalled_on_the_fifth_call(*args, **kwargs):
         calls.append(1)
         if len(calls) == 5:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.05)
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(1)  # the second handler raises here
+            send_two_sigterms()
         return real(*args, **kwargs)
 
     monkeypatch.setattr(cls, attr, signalled_on_the_fifth_call)
@@ -310,10 +316,7 @@ def test_a_run_stopped_during_its_test_evaluation_resumes_there_without_training
     real = getattr(module, attr)
 
     def signalled_twice(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(1)  # the second handler raises here
+        send_two_sigterms()
         return real(*args, **kwargs)
 
     monkeypatch.setattr(module, attr, signalled_twice)
