@@ -96,9 +96,10 @@ class Scorer(LabelScorer):
         self.prefix_group = prefix_group
         self.prefix_model = prefix_model
         self._prefix_kv = _LRU(prefix_cache_mb * 2**20, size=lambda entry: _kv_bytes(entry.kv))
-        # (uid, prompt start) -> per layer (heads, tokens, dim): the keys/values of a scored prompt's
+        # (uid, prompt start) -> (keys, values), each (layers, heads, tokens, dim): those of a scored prompt's
         # tokens but the last, on that example; _start_of maps each shorter start to the entry holding it.
-        self._prompt_kv = _LRU(prompt_prefix_cache_mb * 2**20, size=_kv_bytes)
+        # One tensor over all layers: a pass keeps hundreds of starts, and a copy per layer was slow.
+        self._prompt_kv = _LRU(prompt_prefix_cache_mb * 2**20, size=lambda kv: sum(t.nbytes for t in kv))
         self._start_of: dict[tuple[str, tuple[int, ...]], tuple[str, tuple[int, ...]]] = {}
         self._device = next(lm.model.parameters()).device
         vids = self.encoder.verbalizer_ids
@@ -551,44 +552,53 @@ class Scorer(LabelScorer):
     def _kept_section(self, starts: list[dict], width: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per layer, the kept starts' keys and values laid out per packed row ``(rows, heads, width,
         dim)`` (zeros where a row has fewer; the mask hides them)."""
-        layers = next(kv for at in starts for kv in at.values())[1]
-        section = []
-        for layer, (k0, v0) in enumerate(layers):
-            k = k0.new_zeros((len(starts), k0.shape[0], width, k0.shape[2]))
-            v = v0.new_zeros((len(starts), v0.shape[0], width, v0.shape[2]))
-            for i, at in enumerate(starts):
-                for (_, n), (offset, kept_kv) in at.items():
-                    kk, vv = kept_kv[layer]
-                    k[i, :, offset : offset + n] = kk[:, :n]
-                    v[i, :, offset : offset + n] = vv[:, :n]
-            section.append((k, v))
-        return section
+        k0, v0 = next(kv for at in starts for kv in at.values())[1]
+        layers, heads, _, dim = k0.shape
+        k = k0.new_zeros((layers, len(starts), heads, width, dim))
+        v = v0.new_zeros((layers, len(starts), v0.shape[1], width, v0.shape[3]))
+        for i, at in enumerate(starts):
+            for (_, n), (offset, (kk, vv)) in at.items():
+                k[:, i, :, offset : offset + n] = kk[:, :, :n]
+                v[:, i, :, offset : offset + n] = vv[:, :, :n]
+        return list(zip(k.unbind(0), v.unbind(0), strict=True))
 
     def _keep_starts(self, segments, cache, suffix_from: int) -> None:
         """Keep the keys/values of each freshly scored prompt's tokens but the last, per repeatedly scored
         example, from the cache of the forward pass that scored it (``suffix_from``: where the packed
         suffixes begin)."""
-        layers = [(layer[0], layer[1]) for layer in cache]
+        kept = []  # (row, segment, first column in the pass, tokens taken from it)
+        rows, cols = [], []
         for i, seg in enumerate(segments):
             col = 0
             for row in seg:
                 n = self._kept_length(row) if row.keeps else 0
                 n = min(n, len(row.prompt) - 1)  # a start another prompt of this length can share
                 if n > row.skip:
-                    new = slice(suffix_from + col, suffix_from + col + n - row.skip)
-                    kv = []
-                    for layer, (k, v) in enumerate(layers):
-                        own = (k[i, :, new], v[i, :, new])
-                        if row.skip:
-                            kk, vv = row.kept_kv[layer]
-                            own = (torch.cat([kk[:, : row.skip], own[0]], 1),
-                                   torch.cat([vv[:, : row.skip], own[1]], 1))  # fmt: skip
-                        kv.append((own[0].clone(), own[1].clone()))
-                    key = (row.uid, row.prompt[:n])
-                    self._prompt_kv.put(key, kv)
-                    for j in range(1, n + 1):
-                        self._start_of[(row.uid, row.prompt[:j])] = key
+                    kept.append((row, len(cols), n))
+                    rows.extend([i] * (n - row.skip))
+                    cols.extend(range(suffix_from + col, suffix_from + col + n - row.skip))
                 col += row.computed
+        if not kept:
+            return
+        # Every kept token of every layer gathered at once: (layers, heads, tokens, dim).
+        rows, cols = torch.tensor(rows, device=self._device), torch.tensor(cols, device=self._device)
+        layers = [(layer[0], layer[1]) for layer in cache]
+        keys = torch.stack([k[rows, :, cols] for k, _ in layers]).transpose(1, 2)
+        values = torch.stack([v[rows, :, cols] for _, v in layers]).transpose(1, 2)
+        for row, at, n in kept:
+            own = (keys[:, :, at : at + n - row.skip], values[:, :, at : at + n - row.skip])
+            if row.skip:
+                kk, vv = row.kept_kv
+                own = (
+                    torch.cat([kk[:, :, : row.skip], own[0]], 2),
+                    torch.cat([vv[:, :, : row.skip], own[1]], 2),
+                )
+            else:
+                own = tuple(t.clone(memory_format=torch.contiguous_format) for t in own)
+            key = (row.uid, row.prompt[:n])
+            self._prompt_kv.put(key, own)
+            for j in range(1, n + 1):
+                self._start_of[(row.uid, row.prompt[:j])] = key
         if len(self._start_of) > 16 * (len(self._prompt_kv) + 64):  # drop what points at evicted entries
             self._start_of = {s: key for s, key in self._start_of.items() if key in self._prompt_kv}
 
@@ -711,7 +721,7 @@ class _CausalRow:
     keeps: bool = False  # its pass keeps its prompt's start (one row per pair on a repeatedly scored example)
     kept: tuple[str, tuple[int, ...]] | None = None  # the kept prompt start it continues from
     skip: int = 0  # how many first suffix tokens that start supplies
-    kept_kv: list | None = field(default=None, compare=False, repr=False)  # its keys/values, per layer
+    kept_kv: tuple | None = field(default=None, compare=False, repr=False)  # its (keys, values), all layers
 
     @property
     def computed(self) -> int:
