@@ -128,6 +128,25 @@ def test_reward_cache_never_scores_a_pair_twice(tiny_gpt2, examples):
     assert scorer.stats.pairs_scored == 2 * len(examples) + 4
 
 
+def test_the_score_cache_a_checkpoint_keeps_reaches_a_fresh_scorer_whole(tiny_gpt2, examples):
+    """A checkpoint keeps the cache as arrays (and still reads one written as (key, scores) pairs): a
+    fresh scorer given it scores none of those pairs again, returns the same numbers and keeps the order
+    the LRU evicts in."""
+    scorer = Scorer(tiny_gpt2, "{sentence} {prompt}", VERBALIZERS, prompt_budget=16)
+    first = scorer.score(PROMPTS, examples)  # prompts of 0 to 7 tokens, examples of several uids
+    saved = scorer.cached_scores()
+    assert saved["values"].shape == (len(PROMPTS) * len(examples), 2)
+    for form in (saved, list(scorer._scores.items())):
+        fresh = Scorer(tiny_gpt2, "{sentence} {prompt}", VERBALIZERS, prompt_budget=16)
+        fresh.load_cached_scores(form)
+        assert list(fresh._scores) == list(scorer._scores)  # the same keys, oldest first
+        np.testing.assert_array_equal(fresh.score(PROMPTS, examples), first)
+        assert fresh.stats.pairs_scored == 0
+    empty = Scorer(tiny_gpt2, "{sentence} {prompt}", VERBALIZERS, prompt_budget=16)
+    empty.load_cached_scores(empty.cached_scores())
+    assert len(empty._scores) == 0
+
+
 def test_long_sentences_are_cut_never_the_prompt_or_label(tiny_gpt2, tiny_bert):
     long_text = " ".join(["wonderful"] * 300)
     ex = Example(uid="long", text=long_text, label=1)
