@@ -111,7 +111,9 @@ class LabelScorer:
             "example": np.array([of_uid[uid] for _, uid in keys], dtype=np.int64),
             "lengths": lengths,
             "ids": np.fromiter((t for ids, _ in keys for t in ids), dtype=np.int64, count=int(lengths.sum())),
-            "values": np.stack(list(self._scores.values())) if keys else np.zeros((0, self.num_classes)),
+            "values": np.stack(list(self._scores.values()))
+            if keys
+            else np.zeros((0, self.num_classes), np.float32),
         }
 
     def load_cached_scores(self, saved: dict | list) -> None:

@@ -135,7 +135,7 @@ def test_the_score_cache_a_checkpoint_keeps_reaches_a_fresh_scorer_whole(tiny_gp
     scorer = Scorer(tiny_gpt2, "{sentence} {prompt}", VERBALIZERS, prompt_budget=16)
     first = scorer.score(PROMPTS, examples)  # prompts of 0 to 7 tokens, examples of several uids
     saved = scorer.cached_scores()
-    assert saved["values"].shape == (len(PROMPTS) * len(examples), 2)
+    assert saved["values"].shape == (len(PROMPTS) * len(examples), 2) and saved["values"].dtype == np.float32
     for form in (saved, list(scorer._scores.items())):
         fresh = Scorer(tiny_gpt2, "{sentence} {prompt}", VERBALIZERS, prompt_budget=16)
         fresh.load_cached_scores(form)

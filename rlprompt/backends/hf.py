@@ -566,7 +566,7 @@ class Scorer(LabelScorer):
         """Keep the keys/values of each freshly scored prompt's tokens but the last, per repeatedly scored
         example, from the cache of the forward pass that scored it (``suffix_from``: where the packed
         suffixes begin)."""
-        kept = []  # (row, segment, first column in the pass, tokens taken from it)
+        kept = []  # (row, where its tokens begin among those gathered, the start's length)
         rows, cols = [], []
         for i, seg in enumerate(segments):
             col = 0
@@ -580,11 +580,21 @@ class Scorer(LabelScorer):
                 col += row.computed
         if not kept:
             return
+        layers = [(layer[0], layer[1]) for layer in cache]
+        if len({(k.shape[1], k.shape[3], v.shape[1], v.shape[3]) for k, v in layers}) > 1:
+            # Layers of unlike shapes do not stack into one tensor: this model keeps no starts.
+            self._prompt_kv.capacity = 0
+            self._prompt_kv.clear()
+            self._start_of.clear()
+            return
         # Every kept token of every layer gathered at once: (layers, heads, tokens, dim).
         rows, cols = torch.tensor(rows, device=self._device), torch.tensor(cols, device=self._device)
-        layers = [(layer[0], layer[1]) for layer in cache]
-        keys = torch.stack([k[rows, :, cols] for k, _ in layers]).transpose(1, 2)
-        values = torch.stack([v[rows, :, cols] for _, v in layers]).transpose(1, 2)
+        k0, v0 = layers[0]
+        keys = k0.new_empty((len(layers), len(rows), k0.shape[1], k0.shape[3]))
+        values = v0.new_empty((len(layers), len(rows), v0.shape[1], v0.shape[3]))
+        for layer, (k, v) in enumerate(layers):
+            keys[layer], values[layer] = k[rows, :, cols], v[rows, :, cols]
+        keys, values = keys.transpose(1, 2), values.transpose(1, 2)
         for row, at, n in kept:
             own = (keys[:, :, at : at + n - row.skip], values[:, :, at : at + n - row.skip])
             if row.skip:
