@@ -289,6 +289,40 @@ def test_a_second_signal_mid_training_ends_the_run_without_the_test_evaluation(
     assert err.strip().endswith(f"interrupted: continue with  python -m rlprompt.train --resume {run_dir}")
 
 
+def test_an_interrupt_without_the_signal_handler_reports_the_steps_it_reached(
+    common, tmp_path, capsys, monkeypatch
+):
+    """A KeyboardInterrupt raised with no signal handler in place (a cancelled worker thread) stops RL
+    between checkpoints: the run says and records the steps it reached, says that a resume goes back to
+    its checkpoint, and the resume ends at the full step count."""
+    from rlprompt.scoring import LabelScorer
+
+    run_dir = tmp_path / "run"
+    real, after_checkpoint = LabelScorer.score, []
+
+    def interrupted_mid_rollout(*args, **kwargs):
+        if (run_dir / CHECKPOINT).exists():  # three training batches after the first checkpoint
+            after_checkpoint.append(1)
+            if len(after_checkpoint) == 3:
+                raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(LabelScorer, "score", interrupted_mid_rollout)
+    code, out, err = cli(["--run-dir", str(run_dir), *common, *SETTINGS["rl"]], capsys)
+    assert code == 130, err
+    stopped = MethodResult.load(run_dir / "result.json")
+    kept = load_checkpoint(run_dir)["step"]
+    assert stopped.interrupted and kept < stopped.steps < 1200
+    assert f"stopped at step {stopped.steps} (a resume continues from the checkpoint at step {kept})" in out
+    assert load_prompt(run_dir / "prompt.json").metrics["steps"] == stopped.steps
+
+    monkeypatch.setattr(LabelScorer, "score", real)
+    code, out, err = cli(["--resume", str(run_dir), "--quiet"], capsys)
+    assert code == 0, err
+    done = MethodResult.load(run_dir / "result.json")
+    assert not done.interrupted and done.steps == 1200
+
+
 # Where each method's test evaluation starts, and how many steps (prompts, candidates) its run trains.
 TEST_EVALUATION = {
     "rl": ("rlprompt.methods.rl.evaluate_artifact", 1200),

@@ -216,8 +216,11 @@ def run(ctx: MethodContext) -> MethodResult:
             raise non_finite("the policy's action scores", model.num_timesteps, run_dir,
                              tracker.last_checkpoint, "Lower rl.learning_rate.") from None  # fmt: skip
         if interrupted and tracker.best is not None:  # (none yet: said below, with the --resume line)
-            step = tracker.last_checkpoint
-            print(f"\nstopped at step {step}: evaluating the chosen prompt so far", flush=True)
+            # A clean stop is at its checkpoint; an interrupt without our signal handler (a cancelled
+            # worker) stops wherever it was, and a resume goes back to the last checkpoint.
+            step, kept = trained_steps(tracker, model, interrupted), tracker.last_checkpoint
+            resumes = "" if step == kept else f" (a resume continues from the checkpoint at step {kept})"
+            print(f"\nstopped at step {step}{resumes}: evaluating the chosen prompt so far", flush=True)
         if not interrupted and not only_test:
             if tracker.last_eval_step != model.num_timesteps:
                 tracker.evaluate(model.num_timesteps)
@@ -239,9 +242,7 @@ def run(ctx: MethodContext) -> MethodResult:
     finally:
         tracker.close()
     train_seconds = tracker.log.elapsed
-    # A clean stop ends training at its checkpoint (the steps taken after it were not learned from, and
-    # a resume takes them again), so the run reports the checkpoint's step.
-    steps_trained = tracker.last_checkpoint if interrupted and tracker.stopping else int(model.num_timesteps)
+    steps_trained = trained_steps(tracker, model, interrupted)
     # Only the trainable adapter, value head and logit gain (with their optimizer state) are saved; the
     # backbone is recorded by name in the policy's constructor arguments.
     buffer = io.BytesIO()
@@ -294,6 +295,12 @@ def run(ctx: MethodContext) -> MethodResult:
         test_ensemble=top_k.ensemble,
         test_chosen=chosen_test_score(tracker.top, top_k, best, members),
     )  # fmt: skip
+
+
+def trained_steps(tracker, model, interrupted: bool) -> int:
+    """The steps a run reports. A clean stop ends training at its checkpoint (the steps taken after it
+    were not learned from, and a resume takes them again); any other end at the steps taken."""
+    return tracker.last_checkpoint if interrupted and tracker.stopping else int(model.num_timesteps)
 
 
 def greedy_prompt(model, vocab, length: int) -> tuple[int, ...]:
