@@ -14,11 +14,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rlprompt.checkpoint import StopRequest, truncate_metrics
+from rlprompt.export import LearnedPrompt, save_prompt
 from rlprompt.files import atomic_write_bytes
 from rlprompt.models import LanguageModel
 from rlprompt.registry import DEFAULT_KIND, TASK_KINDS, TaskKindSpec
 from rlprompt.scoring import LabelScorer
 from rlprompt.tasks import Task
+from rlprompt.version import __version__
 
 # Which of a run's top prompts is its chosen one (rl.prompt_rule, search.prompt_rule; :func:`chosen_prompt`)
 PromptRule = Literal["dev_accuracy", "top_3_dev_reward"]
@@ -355,6 +357,57 @@ def chosen_prompt(rule: PromptRule, top: TopCandidates, best: Candidate) -> Cand
     if rule == "top_3_dev_reward" and top.items:
         return max(top.items[:3], key=lambda c: c.dev_reward)  # max keeps the first of equals: top is by dev
     return best
+
+
+class DevChoice:
+    """What a prompt method (rl, search) has seen on dev: the best prompt (by :attr:`Candidate.key`), the
+    ``top_k_report`` best for the report and the ensemble, and the chosen prompt (``rule``), which is
+    written to ``prompt.json`` whenever it changes, so that a killed run keeps it."""
+
+    def __init__(
+        self, ctx: MethodContext, objective, method: str, rule: PromptRule, state: dict | None = None
+    ):
+        self.ctx, self.objective, self.method, self.rule = ctx, objective, method, rule
+        state = state or {}
+        best = state.get("best")
+        if best and "dev_accuracy" in best:  # a checkpoint from before the kind-neutral name
+            best = {**best, "dev_score": best["dev_accuracy"]}
+            del best["dev_accuracy"]
+        self.best: Candidate | None = Candidate.from_state(best) if best else None
+        # (a checkpoint from before the top prompts were kept has only the best)
+        self.top = TopCandidates(ctx.config.top_k_report, state.get("top", [best] if best else []))
+        self.saved: tuple[int, ...] | None = None  # the prompt prompt.json holds
+
+    def add(self, found: list[Candidate]) -> None:
+        """Prompts just scored on dev; exports the chosen prompt if it changed."""
+        self.top.add(found)
+        for cand in found:
+            if self.best is None or cand.key > self.best.key:
+                self.best = cand
+        chosen = self.chosen()
+        if chosen.ids != self.saved:
+            metrics = {f"dev_{self.objective.metric}": chosen.dev_score}
+            save_prompt(self.exported(chosen, metrics), self.ctx.run_dir / "prompt.json")
+            self.saved = chosen.ids
+
+    def chosen(self) -> Candidate:
+        return chosen_prompt(self.rule, self.top, self.best)
+
+    def state(self) -> dict:
+        """For the method's checkpoint (its ``best`` and ``top`` keys)."""
+        return {"best": asdict(self.best) if self.best else None, "top": self.top.state()}
+
+    def exported(self, best: Candidate, metrics: dict, members: list[Candidate] = ()) -> LearnedPrompt:
+        """``best`` as ``prompt.json`` (with ``members``: the ensemble of it and them)."""
+        cfg, task, objective, lm = self.ctx.config, self.ctx.task, self.objective, self.objective.lm
+        return LearnedPrompt(
+            text=best.text, token_ids=objective.task_token_ids(best.ids), model=lm.name, model_kind=lm.kind,
+            task=task.name, policy_model=objective.policy_lm.name, policy_token_ids=list(best.ids),
+            data_seed=getattr(task, "data_seed", cfg.task.seed), task_source=cfg.task.name,
+            method=self.method, seed=self.ctx.seed, metrics=metrics, library_version=__version__,
+            calibration=cfg.calibration, **objective.export_fields(),
+            **ensemble_fields(objective, best, members),
+        )  # fmt: skip
 
 
 def evaluate_artifact(ctx: MethodContext, objective, top: TopCandidates, best: Candidate, manual: str,

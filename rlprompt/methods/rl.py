@@ -30,20 +30,18 @@ from rlprompt.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from rlprompt.export import LearnedPrompt, save_prompt
+from rlprompt.export import save_prompt
 from rlprompt.files import atomic_write_bytes
 from rlprompt.kinds import kind_module
 from rlprompt.methods.base import (
     Candidate,
+    DevChoice,
     Estimate,
     EvalLog,
     MethodContext,
     MethodResult,
     PromptRule,
-    TopCandidates,
-    chosen_prompt,
     chosen_test_score,
-    ensemble_fields,
     evaluate_artifact,
     learned_description,
     path_bytes,
@@ -52,7 +50,6 @@ from rlprompt.methods.base import (
 )
 from rlprompt.methods.search import uniform_crossover
 from rlprompt.settings import at_least_one, positive, within
-from rlprompt.version import __version__
 from rlprompt.vocab import action_vocabulary, policy_backbone, policy_model
 
 
@@ -215,7 +212,7 @@ def run(ctx: MethodContext) -> MethodResult:
                 raise
             raise non_finite("the policy's action scores", model.num_timesteps, run_dir,
                              tracker.last_checkpoint, "Lower rl.learning_rate.") from None  # fmt: skip
-        if interrupted and tracker.best is not None:  # (none yet: said below, with the --resume line)
+        if interrupted and tracker.dev.best is not None:  # (none yet: said below, with the --resume line)
             # A clean stop is at its checkpoint; an interrupt without our signal handler (a cancelled
             # worker) stops wherever it was, and a resume goes back to the last checkpoint.
             step, kept = trained_steps(tracker, model, interrupted), tracker.last_checkpoint
@@ -224,8 +221,8 @@ def run(ctx: MethodContext) -> MethodResult:
         if not interrupted and not only_test:
             if tracker.last_eval_step != model.num_timesteps:
                 tracker.evaluate(model.num_timesteps)
-            if config.rl.polish_rounds and tracker.best is not None:
-                start = chosen_prompt(config.rl.prompt_rule, tracker.top, tracker.best)  # the exported one
+            if config.rl.polish_rounds and tracker.dev.best is not None:
+                start = tracker.dev.chosen()  # the exported one
                 polished = polish_prompt(
                     model, objective.train_reward, start.ids, vocab, config.rl.polish_rounds,
                     config.rl.polish_top_k, config.env.prompt_length,
@@ -249,7 +246,7 @@ def run(ctx: MethodContext) -> MethodResult:
     model.save(buffer)
     atomic_write_bytes(run_dir / "policy.zip", buffer.getvalue())
 
-    best = tracker.best
+    best, top = tracker.dev.best, tracker.dev.top
     if best is None:
         # (the command's last line gives the --resume that continues it: for a grid, the grid's directory)
         print("stopped before the first evaluation, so there is no prompt to export yet", flush=True)
@@ -257,9 +254,9 @@ def run(ctx: MethodContext) -> MethodResult:
     lm_tokens = int(objective.stats.tokens_processed)  # training and dev; test scoring comes next
     reward_queries = int(objective.stats.pairs_scored)
     best, members, dev_score, test = evaluate_artifact(
-        ctx, objective, tracker.top, best, manual, config.rl.prompt_rule
+        ctx, objective, top, best, manual, config.rl.prompt_rule
     )
-    top_k = top_k_score(ctx, objective, tracker.top, test)
+    top_k = top_k_score(ctx, objective, top, test)
     metrics = {
         f"dev_{objective.metric}": dev_score,
         **({f"chosen_dev_{objective.metric}": best.dev_score} if members else {}),
@@ -270,9 +267,9 @@ def run(ctx: MethodContext) -> MethodResult:
         "reward_queries": reward_queries,
         **({"warm_start": tracker.warm} if tracker.warm else {}),
         **({"restarts": tracker.restart.steps} if tracker.restart is not None else {}),
-        **top_k_metrics(objective, tracker.top, top_k),
+        **top_k_metrics(objective, top, top_k),
     }
-    save_prompt(tracker.exported(best, metrics, members), run_dir / "prompt.json")
+    save_prompt(tracker.dev.exported(best, metrics, members), run_dir / "prompt.json")
     summary = (
         f"run: {run_dir}\n"
         + "".join(f"prompt: {c.text!r}  (token ids {list(c.ids)})\n" for c in (best, *members))
@@ -293,7 +290,7 @@ def run(ctx: MethodContext) -> MethodResult:
         calibrated_with=test.details.get("calibrated_with"), reward_queries=reward_queries,
         test_correct=test.correct, test_top_k=top_k.mean, top_k=top_k.k, test_top_3=top_k.top_3_mean,
         test_ensemble=top_k.ensemble,
-        test_chosen=chosen_test_score(tracker.top, top_k, best, members),
+        test_chosen=chosen_test_score(top, top_k, best, members),
     )  # fmt: skip
 
 
@@ -586,9 +583,7 @@ class _Tracker:
         self.env, self.model, self.run_dir, self.task = env, model, ctx.run_dir, ctx.task
         self.eval_every = max(1, config.total_timesteps // config.evaluations)
         self.vocab = env.template.action_token_ids
-        self.best: Candidate | None = None
-        self.top = TopCandidates(config.top_k_report)  # for the report's top-k mean on test
-        self.saved: tuple[int, ...] | None = None  # the prompt prompt.json holds (written when it changes)
+        self.dev = DevChoice(ctx, objective, "rl", config.rl.prompt_rule)  # best, top, chosen prompt
         self.warm: dict | None = None  # how the warm start went (rl.init_prompt), for prompt.json
         self.last_eval_step = -1
         self.recent: dict[tuple[int, ...], float] = {}  # training prompts since the last eval -> best reward
@@ -652,15 +647,12 @@ class _Tracker:
 
     def save_checkpoint(self, step: int, finished: bool = False) -> None:
         """``finished``: training, its last evaluation and polishing are over (a resume only tests)."""
-        from dataclasses import asdict
-
         model, stats = self.model, self.objective.stats
         state = {
             "method": "rl", "step": step, "finished": finished, "n_updates": getattr(model, "_n_updates", 0),
             "policy": model.policy.state_dict(), "optimizer": model.policy.optimizer.state_dict(),
             "env_rng": self.env.rng.bit_generator.state,
-            "best": asdict(self.best) if self.best else None, "last_eval_step": self.last_eval_step,
-            "top": self.top.state(), "warm": self.warm,
+            **self.dev.state(), "last_eval_step": self.last_eval_step, "warm": self.warm,
             "recent": dict(self.recent), "rewards": list(self.rewards), "accuracies": list(self.accuracies),
             "scorer_stats": (stats.pairs_scored, stats.tokens_processed), "log": self.log.state(step),
             "scores": self.objective.cached_scores(),
@@ -687,11 +679,7 @@ class _Tracker:
             model.target_head.load_state_dict(state["target"][1])
             model._rng.bit_generator.state = state["sql_rng"]
             model.replay.extend(state.get("replay", []))
-        best = state["best"]
-        if best and "dev_accuracy" in best:  # a checkpoint from before the kind-neutral name
-            best["dev_score"] = best.pop("dev_accuracy")
-        self.best = Candidate.from_state(best) if best else None
-        self.top = TopCandidates(self.config.top_k_report, state.get("top", [state["best"]] if best else []))
+        self.dev = DevChoice(self.ctx, self.objective, "rl", self.config.rl.prompt_rule, state)
         self.warm = state.get("warm")
         self.last_eval_step = state["last_eval_step"]
         self.recent, self.rewards, self.accuracies = state["recent"], state["rewards"], state["accuracies"]
@@ -758,51 +746,28 @@ class _Tracker:
             Candidate(p, lm.decode(list(p)), float(a), float(r), step)
             for p, a, r in zip(prompts, accuracy, reward, strict=True)
         ]
-        self.top.add(found)
-        for cand in found:
-            if self.best is None or cand.key > self.best.key:
-                self.best = cand
-        chosen = chosen_prompt(self.config.rl.prompt_rule, self.top, self.best)
-        if chosen.ids != self.saved:  # export at once: a killed run keeps its chosen prompt
-            save_prompt(
-                self.exported(chosen, {f"dev_{self.objective.metric}": chosen.dev_score}),
-                self.run_dir / "prompt.json",
-            )
-            self.saved = chosen.ids
+        self.dev.add(found)  # exports the chosen prompt at once if it changed: a killed run keeps it
+        best = self.dev.best
         self.log.record(
             step, max(c.dev_score for c in found), self.objective.stats.tokens_processed,
             train_reward=self.rewards[-1] if self.rewards else None,
             train_batch_accuracy=self.accuracies[-1] if self.accuracies else None,
             greedy_prompt=found[0].text, greedy_dev_score=found[0].dev_score,
-            best_prompt=self.best.text, best_dev_reward=self.best.dev_reward, phase=label,
+            best_prompt=best.text, best_dev_reward=best.dev_reward, phase=label,
             reward_queries=int(self.objective.stats.pairs_scored),
             **({"restarts": len(self.restart.steps)} if self.restart is not None else {}),
         )  # fmt: skip
         logger = self.model.logger
         logger.record("rlprompt/greedy_dev_score", found[0].dev_score)
-        logger.record("rlprompt/best_dev_score", self.best.dev_score)
+        logger.record("rlprompt/best_dev_score", best.dev_score)
         if self.rewards:
             logger.record("rlprompt/train_reward", self.rewards[-1])
             logger.record("rlprompt/train_batch_accuracy", self.accuracies[-1])
         logger.dump(step)
         train = f"{self.accuracies[-1]:.3f}" if self.accuracies else "—"  # no training batch scored yet
         self.log.bar.set_postfix_str(
-            f"train {self.objective.metric} {train} best dev {self.best.dev_score:.3f} {self.best.text!r}"
+            f"train {self.objective.metric} {train} best dev {best.dev_score:.3f} {best.text!r}"
         )
-
-    def exported(self, best: Candidate, metrics: dict, members: list[Candidate] = ()) -> LearnedPrompt:
-        """``best`` as ``prompt.json`` (with ``members``: the ensemble of it and them)."""
-        cfg, lm, objective = self.config, self.objective.lm, self.objective
-        task_ids = objective.task_token_ids(best.ids)
-        return LearnedPrompt(
-            text=best.text, token_ids=task_ids, model=lm.name, model_kind=lm.kind, task=self.task.name,
-            policy_model=objective.policy_lm.name, policy_token_ids=list(best.ids),
-            data_seed=self.task.data_seed if hasattr(self.task, "data_seed") else cfg.task.seed,
-            task_source=cfg.task.name,
-            method="rl", seed=self.seed, metrics=metrics, library_version=__version__,
-            calibration=cfg.calibration, **self.objective.export_fields(),
-            **ensemble_fields(objective, best, members),
-        )  # fmt: skip
 
     def close(self) -> None:
         self.log.close()

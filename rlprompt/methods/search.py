@@ -17,26 +17,24 @@ would have made.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from rlprompt.checkpoint import StopAtOnce, save_checkpoint
 from rlprompt.errors import RLPromptError
-from rlprompt.export import LearnedPrompt, save_prompt
+from rlprompt.export import save_prompt
 from rlprompt.files import atomic_write_bytes
 from rlprompt.kinds import classification
 from rlprompt.methods.base import (
     Candidate,
+    DevChoice,
     Estimate,
     EvalLog,
     MethodContext,
     MethodResult,
     PromptRule,
-    TopCandidates,
-    chosen_prompt,
     chosen_test_score,
-    ensemble_fields,
     evaluate_artifact,
     learned_description,
     path_bytes,
@@ -44,7 +42,6 @@ from rlprompt.methods.base import (
     top_k_score,
 )
 from rlprompt.settings import at_least_one, within
-from rlprompt.version import __version__
 from rlprompt.vocab import action_vocabulary, policy_model
 
 
@@ -162,14 +159,11 @@ def run(ctx: MethodContext) -> MethodResult:
     log = EvalLog(
         run_dir, total_prompts, f"search s{ctx.seed}", ctx.progress, resume["log"] if resume else None
     )
-    best: Candidate | None = None
-    top = TopCandidates(config.top_k_report)  # for the report's top-k mean on test
+    dev = DevChoice(ctx, objective, "search", config.search.prompt_rule, resume)  # best, top, chosen prompt
     on_dev: set[tuple[int, ...]] = set()
     written, interrupted = 0, False
-    saved: tuple[int, ...] | None = None  # the prompt prompt.json holds (written when it changes)
 
     def evaluate(step: int) -> None:
-        nonlocal best, saved
         fresh = [p for p in search.members if p not in on_dev][: config.candidates_per_eval]
         if not fresh:
             return
@@ -177,16 +171,8 @@ def run(ctx: MethodContext) -> MethodResult:
         accuracy, reward = objective.dev(fresh)
         found = [Candidate(p, vocab_lm.decode(list(p)), float(a), float(r), step)
                  for p, a, r in zip(fresh, accuracy, reward, strict=True)]  # fmt: skip
-        top.add(found)
-        for cand in found:
-            if best is None or cand.key > best.key:
-                best = cand
-        chosen = chosen_prompt(config.search.prompt_rule, top, best)
-        if chosen.ids != saved:  # export at once: a killed run keeps its chosen prompt
-            save_prompt(
-                _exported(ctx, objective, chosen, {"dev_accuracy": chosen.dev_score}), run_dir / "prompt.json"
-            )
-            saved = chosen.ids
+        dev.add(found)  # exports the chosen prompt at once if it changed: a killed run keeps it
+        best = dev.best
         log.record(step, max(c.dev_score for c in found), objective.stats.tokens_processed,
                    best_prompt=best.text, best_dev_reward=best.dev_reward,
                    train_reward=search.scores[search.members[0]], population_reward=search.mean_reward(),
@@ -220,7 +206,7 @@ def run(ctx: MethodContext) -> MethodResult:
         save_checkpoint(run_dir, {
             "method": "search", "step": written, "finished": finished, "next_eval": next_eval,
             "search": search.state(),
-            "best": asdict(best) if best else None, "top": top.state(), "on_dev": [list(p) for p in on_dev],
+            **dev.state(), "on_dev": [list(p) for p in on_dev],
             "costs": dict(costs), "log": log.state(written), "scores": objective.cached_scores(),
             "scorer_stats": (stats.pairs_scored, stats.tokens_processed),
         })  # fmt: skip
@@ -228,9 +214,6 @@ def run(ctx: MethodContext) -> MethodResult:
 
     if resume:
         search.load(resume["search"])
-        if resume["best"]:
-            best = Candidate.from_state(resume["best"])
-        top = TopCandidates(config.top_k_report, resume["top"])
         on_dev.update(tuple(p) for p in resume["on_dev"])
         costs.update(resume["costs"])
         objective.load_cached_scores(resume["scores"])
@@ -272,7 +255,7 @@ def run(ctx: MethodContext) -> MethodResult:
         except KeyboardInterrupt:
             interrupted = True
         if interrupted:
-            if best is not None:  # (none yet: the run stops with the --resume line)
+            if dev.best is not None:  # (none yet: the run stops with the --resume line)
                 print(f"\nstopped after {written} prompts: evaluating the chosen prompt so far", flush=True)
             if log.curve:  # a search resumes from a scored population; before the first one, it starts again
                 checkpoint()
@@ -281,6 +264,7 @@ def run(ctx: MethodContext) -> MethodResult:
             checkpoint(finished=True)  # a run stopped during its test evaluation resumes there
     finally:
         log.close()
+    best, top = dev.best, dev.top
     if best is None:
         raise KeyboardInterrupt  # stopped before the first evaluation: nothing to export
     train_seconds = log.elapsed
@@ -288,11 +272,12 @@ def run(ctx: MethodContext) -> MethodResult:
     rule = config.search.prompt_rule
     best, members, dev_score, test = evaluate_artifact(ctx, objective, top, best, manual, rule)
     top_k = top_k_score(ctx, objective, top, test)
-    metrics = {"dev_accuracy": dev_score, **({"chosen_dev_accuracy": best.dev_score} if members else {}),
+    metric = objective.metric
+    metrics = {f"dev_{metric}": dev_score, **({f"chosen_dev_{metric}": best.dev_score} if members else {}),
                **test.details, "found_at_step": best.step,
                "steps": written, "train_seconds": round(train_seconds, 1),
                "reward_queries": reward_queries, **top_k_metrics(objective, top, top_k)}  # fmt: skip
-    save_prompt(_exported(ctx, objective, best, metrics, members), run_dir / "prompt.json")
+    save_prompt(dev.exported(best, metrics, members), run_dir / "prompt.json")
     prompts = "".join(f"prompt: {c.text!r}  (token ids {list(c.ids)})\n" for c in (best, *members))
     summary = (f"run: {run_dir}\n{prompts}{test.summary}\n"
                f"{written} prompts in {train_seconds:.0f} s, {reward_queries} reward queries"
@@ -309,23 +294,6 @@ def run(ctx: MethodContext) -> MethodResult:
         reward_queries=reward_queries, test_correct=test.correct, test_top_k=top_k.mean, top_k=top_k.k,
         test_top_3=top_k.top_3_mean, test_ensemble=top_k.ensemble,
         test_chosen=chosen_test_score(top, top_k, best, members),
-    )  # fmt: skip
-
-
-def _exported(
-    ctx: MethodContext,
-    objective: classification.ClassificationObjective,
-    best: Candidate,
-    metrics: dict,
-    members: list[Candidate] = (),
-) -> LearnedPrompt:
-    cfg, lm = ctx.config, objective.lm
-    return LearnedPrompt(
-        text=best.text, token_ids=objective.task_token_ids(best.ids), model=lm.name, model_kind=lm.kind,
-        task=ctx.task.name, policy_model=objective.policy_lm.name, policy_token_ids=list(best.ids),
-        data_seed=cfg.task.seed, task_source=cfg.task.name, method="search", seed=ctx.seed, metrics=metrics,
-        library_version=__version__, calibration=cfg.calibration, **objective.export_fields(),
-        **ensemble_fields(objective, best, members),
     )  # fmt: skip
 
 
