@@ -225,6 +225,29 @@ def test_kept_prompt_starts_evicted_or_off(tiny_llama, examples):
     assert len(tight._prompt_kv) == 1
 
 
+def test_a_model_whose_layers_differ_in_key_value_shape_keeps_no_starts(tiny_llama, examples):
+    """Kept starts are stored as one tensor over all layers; a model whose layers' keys and values differ
+    in shape (fewer heads in one layer, as some pruned models have) switches them off and scores as before.
+    No bundled model has such layers: the forward pass's cache is narrowed here to one."""
+    scorer = Scorer(tiny_llama, "{sentence} {prompt}", VERBALIZERS, prompt_budget=16)
+    real, seen = scorer._keep_starts, []
+
+    def with_a_narrower_last_layer(segments, cache, suffix_from):
+        layers = [(layer[0], layer[1]) for layer in cache]
+        k, v = layers[-1]
+        seen.append(k.shape[1])
+        layers[-1] = (k[:, :1].contiguous(), v[:, :1].contiguous())
+        return real(segments, layers, suffix_from)
+
+    scorer._keep_starts = with_a_narrower_last_layer
+    prompts = [(500,), (300, 301, 302, 303, 304), (300, 301, 302, 303, 400), (300, 301, 401, 303, 304)]
+    for p in prompts:
+        assert_matches_reference(scorer, [p], examples)
+    assert seen and seen[0] > 1  # the narrowed layer had more heads than the others now have
+    assert scorer._prompt_kv.capacity == 0 and len(scorer._prompt_kv) == 0 and not scorer._start_of
+    assert scorer.stats.prompt_tokens_reused == 0
+
+
 def test_kept_prompt_starts_only_on_repeatedly_scored_examples(tiny_llama, examples):
     """A set scored once (a test set) keeps no prompt starts, so it cannot evict the training set's."""
     train, test = examples[:3], [Example(f"t{i}", f"another sentence number {i} .", i % 2) for i in range(6)]
