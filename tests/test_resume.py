@@ -301,7 +301,7 @@ def test_an_interrupt_without_the_signal_handler_reports_the_steps_it_reached(
     real, after_checkpoint = LabelScorer.score, []
 
     def interrupted_mid_rollout(*args, **kwargs):
-        if (run_dir / CHECKPOINT).exists():  # three training batches after the first checkpoint
+        if (run_dir / CHECKPOINT).exists():  # the third scoring call after the first checkpoint
             after_checkpoint.append(1)
             if len(after_checkpoint) == 3:
                 raise KeyboardInterrupt
@@ -321,6 +321,31 @@ def test_an_interrupt_without_the_signal_handler_reports_the_steps_it_reached(
     assert code == 0, err
     done = MethodResult.load(run_dir / "result.json")
     assert not done.interrupted and done.steps == 1200
+
+
+def test_an_interrupt_before_any_checkpoint_says_that_a_resume_starts_again(
+    common, tmp_path, capsys, monkeypatch
+):
+    """With checkpoint_every=0 a run writes no checkpoint until a stop request; a KeyboardInterrupt that
+    bypasses the signal handler after its first dev evaluation leaves none to go back to, and says so."""
+    from rlprompt.scoring import LabelScorer
+
+    run_dir = tmp_path / "run"
+    real, calls = LabelScorer.score, []
+
+    def interrupted_on_the_fifth_call(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(LabelScorer, "score", interrupted_on_the_fifth_call)
+    settings = [*SETTINGS["rl"], "--set", "checkpoint_every=0"]
+    code, out, err = cli(["--run-dir", str(run_dir), *common, *settings], capsys)
+    assert code == 130, err
+    stopped = MethodResult.load(run_dir / "result.json")
+    assert stopped.interrupted and 0 < stopped.steps < 1200 and not (run_dir / CHECKPOINT).exists()
+    assert f"stopped at step {stopped.steps} (no checkpoint was written yet: a resume starts again)" in out
 
 
 # Where each method's test evaluation starts, and how many steps (prompts, candidates) its run trains.

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from rlprompt.checkpoint import (
+    CHECKPOINT,
     StopAtOnce,
     check_finite,
     non_finite,
@@ -216,7 +217,10 @@ def run(ctx: MethodContext) -> MethodResult:
             # A clean stop is at its checkpoint; an interrupt without our signal handler (a cancelled
             # worker) stops wherever it was, and a resume goes back to the last checkpoint.
             step, kept = trained_steps(tracker, model, interrupted), tracker.last_checkpoint
-            resumes = "" if step == kept else f" (a resume continues from the checkpoint at step {kept})"
+            if not (run_dir / CHECKPOINT).exists():
+                resumes = " (no checkpoint was written yet: a resume starts again)"
+            else:
+                resumes = "" if step == kept else f" (a resume continues from the checkpoint at step {kept})"
             print(f"\nstopped at step {step}{resumes}: evaluating the chosen prompt so far", flush=True)
         if not interrupted and not only_test:
             if tracker.last_eval_step != model.num_timesteps:
