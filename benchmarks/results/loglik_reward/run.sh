@@ -16,3 +16,21 @@ for SPLIT in 13 21; do
     wait
   done
 done
+# Then search, whose training reward is env.reward too, on the same splits and seeds: as shipped and loglik.
+for SPLIT in 13 21; do
+  for S in 0 1 2; do
+    one ag${SPLIT}_search_gap_s$S 16-$SPLIT --set "seeds=[$S]" --set "methods=[search]" &
+    one ag${SPLIT}_search_loglik_s$S 16-$SPLIT --set "seeds=[$S]" --set "methods=[search]" --set env.reward=loglik &
+    wait
+  done
+done
+# Then RL on MR and CR (their screened label words), development split 16-13, seeds 0-2: as shipped and loglik.
+for TASK in mr cr; do
+  if [ $TASK = mr ]; then WORDS="[negative, positive]"; else WORDS="[bad, great]"; fi
+  for S in 0 1 2; do
+    one ${TASK}13_gap_s$S 16-13 --set task.name=$TASK --set "task.verbalizers=$WORDS" --set "seeds=[$S]" &
+    one ${TASK}13_loglik_s$S 16-13 --set task.name=$TASK --set "task.verbalizers=$WORDS" --set "seeds=[$S]" \
+      --set env.reward=loglik &
+    wait
+  done
+done
