@@ -243,7 +243,7 @@ def test_a_model_whose_layers_differ_in_key_value_shape_keeps_no_starts(tiny_lla
     prompts = [(500,), (300, 301, 302, 303, 304), (300, 301, 302, 303, 400), (300, 301, 401, 303, 304)]
     for p in prompts:
         assert_matches_reference(scorer, [p], examples)
-    assert seen and seen[0] > 1  # the narrowed layer had more heads than the others now have
+    assert seen and seen[0] > 1  # the last layer had more than one head before it was narrowed
     assert scorer._prompt_kv.capacity == 0 and len(scorer._prompt_kv) == 0 and not scorer._start_of
     assert scorer.stats.prompt_tokens_reused == 0
 
