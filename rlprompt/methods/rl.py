@@ -216,7 +216,7 @@ def run(ctx: MethodContext) -> MethodResult:
         if interrupted and tracker.dev.best is not None:  # (none yet: said below, with the --resume line)
             # A clean stop is at its checkpoint; an interrupt without our signal handler (a cancelled
             # worker) stops wherever it was, and a resume goes back to the last checkpoint.
-            step, kept = trained_steps(tracker, model, interrupted), tracker.last_checkpoint
+            step, kept = tracker.trained_steps(interrupted), tracker.last_checkpoint
             if not (run_dir / CHECKPOINT).exists():
                 resumes = " (no checkpoint was written yet: a resume starts again)"
             else:
@@ -243,7 +243,7 @@ def run(ctx: MethodContext) -> MethodResult:
     finally:
         tracker.close()
     train_seconds = tracker.log.elapsed
-    steps_trained = trained_steps(tracker, model, interrupted)
+    steps_trained = tracker.trained_steps(interrupted)
     # Only the trainable adapter, value head and logit gain (with their optimizer state) are saved; the
     # backbone is recorded by name in the policy's constructor arguments.
     buffer = io.BytesIO()
@@ -296,12 +296,6 @@ def run(ctx: MethodContext) -> MethodResult:
         test_ensemble=top_k.ensemble,
         test_chosen=chosen_test_score(top, top_k, best, members),
     )  # fmt: skip
-
-
-def trained_steps(tracker, model, interrupted: bool) -> int:
-    """The steps a run reports. A clean stop ends training at its checkpoint (the steps taken after it
-    were not learned from, and a resume takes them again); any other end at the steps taken."""
-    return tracker.last_checkpoint if interrupted and tracker.stopping else int(model.num_timesteps)
 
 
 def greedy_prompt(model, vocab, length: int) -> tuple[int, ...]:
@@ -772,6 +766,11 @@ class _Tracker:
         self.log.bar.set_postfix_str(
             f"train {self.objective.metric} {train} best dev {best.dev_score:.3f} {best.text!r}"
         )
+
+    def trained_steps(self, interrupted: bool) -> int:
+        """The steps the run reports. A clean stop ends training at its checkpoint (the steps taken after
+        it were not learned from, and a resume takes them again); any other end at the steps taken."""
+        return self.last_checkpoint if interrupted and self.stopping else int(self.model.num_timesteps)
 
     def close(self) -> None:
         self.log.close()
