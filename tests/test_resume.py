@@ -350,10 +350,10 @@ def test_an_interrupt_before_any_checkpoint_says_that_a_resume_starts_again(
 
 # Where each method's test evaluation starts, and how many steps (prompts, candidates) its run trains.
 TEST_EVALUATION = {
-    "rl": ("rlprompt.methods.rl.evaluate_artifact", 1200),
-    "search": ("rlprompt.methods.search.evaluate_artifact", 120),
+    "rl": ("rlprompt.methods.base.evaluate_artifact", 1200),
+    "search": ("rlprompt.methods.base.evaluate_artifact", 120),
     # a population of 32: more of it than the last two dev evaluations take (4 each) stays unseen by dev
-    "search_population_32": ("rlprompt.methods.search.evaluate_artifact", 120),
+    "search_population_32": ("rlprompt.methods.base.evaluate_artifact", 120),
     "bbt": ("rlprompt.methods.bbt.scored_result", 120),
     "soft_prompt": ("rlprompt.methods.tuning.scored_result", 150),
     # no checkpoint during training (every 1,000 steps of 150): the end of training still writes one

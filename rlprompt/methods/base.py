@@ -397,6 +397,55 @@ class DevChoice:
         """For the method's checkpoint (its ``best`` and ``top`` keys)."""
         return {"best": asdict(self.best) if self.best else None, "top": self.top.state()}
 
+    def finish(
+        self, steps: int, unit: str, train_seconds: float, interrupted: bool, curve: list,
+        trainable_params: int = 0, extra_metrics: dict | None = None,
+    ) -> MethodResult:  # fmt: skip
+        """After training: test the artifact (:func:`evaluate_artifact`) and the top prompts, write
+        ``prompt.json`` and ``summary.txt``, and return the run's result. ``steps`` counts ``unit``
+        (rl: "steps", search: "prompts"); ``extra_metrics`` join ``prompt.json``'s metrics."""
+        ctx, objective, run_dir = self.ctx, self.objective, self.ctx.run_dir
+        lm_tokens = int(objective.stats.tokens_processed)  # training and dev; test scoring comes next
+        reward_queries = int(objective.stats.pairs_scored)
+        best, members, dev_score, test = evaluate_artifact(
+            ctx, objective, self.top, self.best, ctx.manual_prompt, self.rule
+        )
+        top_k = top_k_score(ctx, objective, self.top, test)
+        metric = objective.metric
+        metrics = {
+            f"dev_{metric}": dev_score,
+            **({f"chosen_dev_{metric}": best.dev_score} if members else {}),
+            **test.details,
+            "found_at_step": best.step,
+            "steps": steps,
+            "train_seconds": round(train_seconds, 1),
+            "reward_queries": reward_queries,
+            **(extra_metrics or {}),
+            **top_k_metrics(objective, self.top, top_k),
+        }
+        save_prompt(self.exported(best, metrics, members), run_dir / "prompt.json")
+        summary = (
+            f"run: {run_dir}\n"
+            + "".join(f"prompt: {c.text!r}  (token ids {list(c.ids)})\n" for c in (best, *members))
+            + f"{test.summary}\n"
+            f"{steps} {unit} in {train_seconds:.0f} s, {reward_queries} reward queries"
+            + (" (interrupted)" if interrupted else "")
+        )
+        atomic_write_bytes(run_dir / "summary.txt", (summary + "\n").encode("utf-8"))
+        return MethodResult(
+            method=self.method, seed=ctx.seed, model=ctx.lm.name, task=ctx.task.name,
+            dev_score=dev_score, test_metrics=test.scores, steps=steps, train_seconds=round(train_seconds, 1),
+            lm_tokens=lm_tokens, trainable_params=int(trainable_params),
+            artifact="prompt.json", artifact_bytes=path_bytes(run_dir / "prompt.json"),
+            learned=learned_description(best, members),
+            interpretable=True, transferable=True, curve=curve, interrupted=interrupted,
+            metric=metric, calibration=ctx.config.calibration,
+            calibrated_with=test.details.get("calibrated_with"), reward_queries=reward_queries,
+            test_correct=test.correct, test_top_k=top_k.mean, top_k=top_k.k, test_top_3=top_k.top_3_mean,
+            test_ensemble=top_k.ensemble,
+            test_chosen=chosen_test_score(self.top, top_k, best, members),
+        )  # fmt: skip
+
     def exported(self, best: Candidate, metrics: dict, members: list[Candidate] = ()) -> LearnedPrompt:
         """``best`` as ``prompt.json`` (with ``members``: the ensemble of it and them)."""
         cfg, task, objective, lm = self.ctx.config, self.ctx.task, self.objective, self.objective.lm

@@ -31,7 +31,6 @@ from rlprompt.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from rlprompt.export import save_prompt
 from rlprompt.files import atomic_write_bytes
 from rlprompt.kinds import kind_module
 from rlprompt.methods.base import (
@@ -42,12 +41,6 @@ from rlprompt.methods.base import (
     MethodContext,
     MethodResult,
     PromptRule,
-    chosen_test_score,
-    evaluate_artifact,
-    learned_description,
-    path_bytes,
-    top_k_metrics,
-    top_k_score,
 )
 from rlprompt.methods.search import uniform_crossover
 from rlprompt.settings import at_least_one, positive, within
@@ -165,8 +158,7 @@ class RLConfig:
 
 def run(ctx: MethodContext) -> MethodResult:
     """Train the prompt policy; evaluate the chosen prompt (rl.prompt_rule; and the manual prompt) on test."""
-    config, task, lm, run_dir = ctx.config, ctx.task, ctx.lm, ctx.run_dir
-    manual = ctx.manual_prompt
+    config, run_dir = ctx.config, ctx.run_dir
     policy_lm = policy_model(config)
     # The policy writes tokens of its own vocabulary; the task LM gets them as they are when the two share
     # a tokenizer, else as the decoded text (ClassificationObjective.task_prompt).
@@ -250,52 +242,17 @@ def run(ctx: MethodContext) -> MethodResult:
     model.save(buffer)
     atomic_write_bytes(run_dir / "policy.zip", buffer.getvalue())
 
-    best, top = tracker.dev.best, tracker.dev.top
-    if best is None:
+    if tracker.dev.best is None:
         # (the command's last line gives the --resume that continues it: for a grid, the grid's directory)
         print("stopped before the first evaluation, so there is no prompt to export yet", flush=True)
         raise KeyboardInterrupt
-    lm_tokens = int(objective.stats.tokens_processed)  # training and dev; test scoring comes next
-    reward_queries = int(objective.stats.pairs_scored)
-    best, members, dev_score, test = evaluate_artifact(
-        ctx, objective, top, best, manual, config.rl.prompt_rule
-    )
-    top_k = top_k_score(ctx, objective, top, test)
-    metrics = {
-        f"dev_{objective.metric}": dev_score,
-        **({f"chosen_dev_{objective.metric}": best.dev_score} if members else {}),
-        **test.details,
-        "found_at_step": best.step,
-        "steps": steps_trained,
-        "train_seconds": round(train_seconds, 1),
-        "reward_queries": reward_queries,
+    extra = {
         **({"warm_start": tracker.warm} if tracker.warm else {}),
         **({"restarts": tracker.restart.steps} if tracker.restart is not None else {}),
-        **top_k_metrics(objective, top, top_k),
     }
-    save_prompt(tracker.dev.exported(best, metrics, members), run_dir / "prompt.json")
-    summary = (
-        f"run: {run_dir}\n"
-        + "".join(f"prompt: {c.text!r}  (token ids {list(c.ids)})\n" for c in (best, *members))
-        + f"{test.summary}\n"
-        f"{steps_trained} steps in {train_seconds:.0f} s, {reward_queries} reward queries"
-        + (" (interrupted)" if interrupted else "")
-    )
-    atomic_write_bytes(run_dir / "summary.txt", (summary + "\n").encode("utf-8"))
     trainable = sum(p.numel() for p in model.policy.parameters() if p.requires_grad)
-    return MethodResult(
-        method="rl", seed=ctx.seed, model=lm.name, task=task.name, dev_score=dev_score,
-        test_metrics=test.scores, steps=steps_trained,
-        train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=int(trainable),
-        artifact="prompt.json", artifact_bytes=path_bytes(run_dir / "prompt.json"),
-        learned=learned_description(best, members),
-        interpretable=True, transferable=True, curve=tracker.log.curve, interrupted=interrupted,
-        metric=objective.metric, calibration=config.calibration,
-        calibrated_with=test.details.get("calibrated_with"), reward_queries=reward_queries,
-        test_correct=test.correct, test_top_k=top_k.mean, top_k=top_k.k, test_top_3=top_k.top_3_mean,
-        test_ensemble=top_k.ensemble,
-        test_chosen=chosen_test_score(top, top_k, best, members),
-    )  # fmt: skip
+    return tracker.dev.finish(steps_trained, "steps", train_seconds, interrupted, tracker.log.curve,
+                              trainable, extra)  # fmt: skip
 
 
 def greedy_prompt(model, vocab, length: int) -> tuple[int, ...]:

@@ -23,8 +23,6 @@ import numpy as np
 
 from rlprompt.checkpoint import StopAtOnce, save_checkpoint
 from rlprompt.errors import RLPromptError
-from rlprompt.export import save_prompt
-from rlprompt.files import atomic_write_bytes
 from rlprompt.kinds import classification
 from rlprompt.methods.base import (
     Candidate,
@@ -34,12 +32,6 @@ from rlprompt.methods.base import (
     MethodContext,
     MethodResult,
     PromptRule,
-    chosen_test_score,
-    evaluate_artifact,
-    learned_description,
-    path_bytes,
-    top_k_metrics,
-    top_k_score,
 )
 from rlprompt.settings import at_least_one, within
 from rlprompt.vocab import action_vocabulary, policy_model
@@ -142,8 +134,7 @@ class GeneticSearch:
 
 def run(ctx: MethodContext) -> MethodResult:
     """Search for a prompt; evaluate the best dev prompt (and the manual prompt) on test."""
-    config, task, lm, run_dir = ctx.config, ctx.task, ctx.lm, ctx.run_dir
-    manual = ctx.manual_prompt
+    config, run_dir = ctx.config, ctx.run_dir
     # The same search space as RL: its policy's action vocabulary (the task LM's, unless a policy backbone
     # with another tokenizer is named), the same prompt length.
     vocab_lm = policy_model(config)
@@ -264,37 +255,9 @@ def run(ctx: MethodContext) -> MethodResult:
             checkpoint(finished=True)  # a run stopped during its test evaluation resumes there
     finally:
         log.close()
-    best, top = dev.best, dev.top
-    if best is None:
+    if dev.best is None:
         raise KeyboardInterrupt  # stopped before the first evaluation: nothing to export
-    train_seconds = log.elapsed
-    lm_tokens, reward_queries = int(objective.stats.tokens_processed), int(objective.stats.pairs_scored)
-    rule = config.search.prompt_rule
-    best, members, dev_score, test = evaluate_artifact(ctx, objective, top, best, manual, rule)
-    top_k = top_k_score(ctx, objective, top, test)
-    metric = objective.metric
-    metrics = {f"dev_{metric}": dev_score, **({f"chosen_dev_{metric}": best.dev_score} if members else {}),
-               **test.details, "found_at_step": best.step,
-               "steps": written, "train_seconds": round(train_seconds, 1),
-               "reward_queries": reward_queries, **top_k_metrics(objective, top, top_k)}  # fmt: skip
-    save_prompt(dev.exported(best, metrics, members), run_dir / "prompt.json")
-    prompts = "".join(f"prompt: {c.text!r}  (token ids {list(c.ids)})\n" for c in (best, *members))
-    summary = (f"run: {run_dir}\n{prompts}{test.summary}\n"
-               f"{written} prompts in {train_seconds:.0f} s, {reward_queries} reward queries"
-               + (" (interrupted)" if interrupted else ""))  # fmt: skip
-    atomic_write_bytes(run_dir / "summary.txt", (summary + "\n").encode("utf-8"))
-    return MethodResult(
-        method="search", seed=ctx.seed, model=lm.name, task=task.name, dev_score=dev_score,
-        test_metrics=test.scores, steps=written,
-        train_seconds=round(train_seconds, 1), lm_tokens=lm_tokens, trainable_params=0,
-        artifact="prompt.json", artifact_bytes=path_bytes(run_dir / "prompt.json"),
-        learned=learned_description(best, members),
-        interpretable=True, transferable=True, curve=log.curve, interrupted=interrupted,
-        calibration=config.calibration, calibrated_with=test.details.get("calibrated_with"),
-        reward_queries=reward_queries, test_correct=test.correct, test_top_k=top_k.mean, top_k=top_k.k,
-        test_top_3=top_k.top_3_mean, test_ensemble=top_k.ensemble,
-        test_chosen=chosen_test_score(top, top_k, best, members),
-    )  # fmt: skip
+    return dev.finish(written, "prompts", log.elapsed, interrupted, log.curve)
 
 
 def estimate(method: str, config, sizes, speed):
