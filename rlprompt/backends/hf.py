@@ -101,6 +101,7 @@ class Scorer(LabelScorer):
         # One tensor over all layers: a pass keeps hundreds of starts, and a copy per layer was slow.
         self._prompt_kv = _LRU(prompt_prefix_cache_mb * 2**20, size=lambda kv: sum(t.nbytes for t in kv))
         self._start_of: dict[tuple[str, tuple[int, ...]], tuple[str, tuple[int, ...]]] = {}
+        self._layers_stack = False  # whether the model's layers' keys/values stack (checked on first keep)
         self._device = next(lm.model.parameters()).device
         vids = self.encoder.verbalizer_ids
         self._single = [c for c, ids in enumerate(vids) if len(ids) == 1]
@@ -581,12 +582,14 @@ class Scorer(LabelScorer):
         if not kept:
             return
         layers = [(layer[0], layer[1]) for layer in cache]
-        if len({(k.shape[1], k.shape[3], v.shape[1], v.shape[3]) for k, v in layers}) > 1:
-            # Layers of unlike shapes do not stack into one tensor: this model keeps no starts.
-            self._prompt_kv.capacity = 0
-            self._prompt_kv.clear()
-            self._start_of.clear()
-            return
+        if not self._layers_stack:
+            if len({(k.shape[1], k.shape[3], v.shape[1], v.shape[3]) for k, v in layers}) > 1:
+                # Layers of unlike shapes do not stack into one tensor: this model keeps no starts.
+                self._prompt_kv.capacity = 0
+                self._prompt_kv.clear()
+                self._start_of.clear()
+                return
+            self._layers_stack = True
         # Every kept token of every layer gathered at once: (layers, heads, tokens, dim).
         rows, cols = torch.tensor(rows, device=self._device), torch.tensor(cols, device=self._device)
         k0, v0 = layers[0]
