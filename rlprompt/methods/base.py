@@ -362,7 +362,8 @@ def chosen_prompt(rule: PromptRule, top: TopCandidates, best: Candidate) -> Cand
 class DevChoice:
     """What a prompt method (rl, search) has seen on dev: the best prompt (by :attr:`Candidate.key`), the
     ``top_k_report`` best for the report and the ensemble, and the chosen prompt (``rule``), which is
-    written to ``prompt.json`` whenever it changes, so that a killed run keeps it."""
+    written to ``prompt.json`` whenever it changes, so that a killed run keeps it; after training,
+    :meth:`finish` tests what was chosen and writes the run's outputs."""
 
     def __init__(
         self, ctx: MethodContext, objective, method: str, rule: PromptRule, state: dict | None = None
