@@ -41,9 +41,12 @@ def load_checkpoint(run_dir: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
         raise RLPromptError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or not {"method", "step"} <= state.keys():
+        raise RLPromptError(f"{path}: not an rlprompt checkpoint (no 'method' and 'step')")
+    return state
 
 
 def remove_checkpoint(run_dir: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rlprompt.errors import RLPromptError
-from rlprompt.files import atomic_write_bytes, read_yaml
+from rlprompt.files import atomic_write_bytes, check_output_dir, read_yaml
 from rlprompt.methods import REFERENCES, MethodResult
 from rlprompt.registry import METHODS
 from rlprompt.tables import markdown_table, number
@@ -26,7 +26,7 @@ def collect(paths: list[str | Path]) -> list[MethodResult]:
     results = []
     for path in map(Path, paths):
         if not path.is_dir():
-            raise RLPromptError(f"{path}: no such run directory")
+            raise RLPromptError(f"{path}: {'a file, not' if path.exists() else 'no such'} run directory")
         files = (
             [path / "result.json"] if (path / "result.json").exists() else sorted(path.rglob("result.json"))
         )
@@ -441,9 +441,7 @@ def write_report(paths: list[str | Path], out_dir: str | Path) -> str:
     """Write ``report.md``, ``report.json`` and ``learning_curves.png`` into ``out_dir``; returns the
     Markdown."""
     results = collect(paths)
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RLPromptError(f"{out_dir}: a file, not a directory for the report")
+    out_dir = check_output_dir(out_dir, "the report's directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     references, failures = collect_references(paths), collect_failures(paths)
     text = report_markdown(results, references, failures)

@@ -104,6 +104,11 @@ class VocabConfig:
     def __post_init__(self) -> None:
         if self.size < 2:  # one word leaves the policy nothing to choose
             raise ValueError(f"'vocab.size' must be at least 2, got {self.size}")
+        if self.kind == "list":
+            if not self.tokens:
+                raise ValueError("vocab.kind 'list' needs vocab.tokens: the words the policy may use")
+            if len({w.strip() for w in self.tokens}) < 2:
+                raise ValueError(f"'vocab.tokens' must hold at least 2 distinct words, got {self.tokens}")
 
 
 @dataclasses.dataclass
@@ -239,6 +244,10 @@ class CoreConfig:
                      heldout_sentences=self.heldout_sentences, threads_per_run=self.threads_per_run,
                      max_reward_queries=self.max_reward_queries, top_k_report=self.top_k_report,
                      ensemble=self.ensemble)  # fmt: skip
+        for key, values in (("seed", [self.seed]), ("seeds", self.seeds)):
+            for value in values:
+                if not 0 <= value < 2**32:  # numpy's and SB3's seeds
+                    raise ValueError(f"'{key}' must be between 0 and {2**32 - 1}, got {value}")
         if self.task.demonstrations and "in_context" in (self.methods or [self.method]):
             raise ValueError(
                 f"method 'in_context' with 'task.demonstrations' ({self.task.demonstrations}): the template "
@@ -329,14 +338,33 @@ def _words_stay_with_their_task(before, task, sets_words: bool):
 def load_train_config(path: str | None, overrides: list[str] | None = None):
     """The run configuration (a :data:`TrainConfig`) from a YAML file (or the defaults) and ``--set``
     overrides."""
-    data = _one_wins(read_config_file(Path(path)) if path else {}, overrides or [])
+    data = read_config_file(Path(path)) if path else {}
+    if path and not data:
+        raise RLPromptError(f"{path}: no settings in it; leave out --config for the defaults")
+    data = _one_wins(data, overrides or [])
     sets_words = any(o.split("=", 1)[0].strip() == "task.verbalizers" for o in overrides or [])
     for item in overrides or []:  # one at a time: `task=my.yaml` then `task.seeds=...` keeps the name
         before = data.get("task")
         data = _task_shorthand(apply_overrides(data, [item], TrainConfig))
         if "task" in data:
             data["task"] = _words_stay_with_their_task(before, data["task"], sets_words)
-    return from_dict(TrainConfig, data, path or "--set")
+    try:
+        return from_dict(TrainConfig, data, path or "--set")
+    except RLPromptError as err:
+        raise _blamed_on_override(err, path, overrides or []) from None
+
+
+def _blamed_on_override(err: RLPromptError, path: str | None, overrides: list[str]) -> RLPromptError:
+    """An error about a key a ``--set`` gave names that ``--set``, not the config file (whose value it
+    replaced)."""
+    message = str(err)
+    if not path or not message.startswith(f"{path}: "):
+        return err
+    rest = message[len(path) + 2 :]
+    for item in reversed(overrides):  # the last --set of a key is the one that holds
+        if rest.startswith(f"'{item.split('=', 1)[0].strip()}'"):
+            return RLPromptError(f"--set {item.strip()}: {rest}")
+    return err
 
 
 # Settings added after runs were written whose new default changes what a run exports: a run's config.yaml
@@ -348,6 +376,11 @@ def load_resumed_config(path: Path, overrides: list[str]):
     """A run's own config.yaml for ``--resume`` (:func:`load_train_config`), each key of
     :data:`ADDED_SINCE` that the file lacks set as the run ran before it existed."""
     data = read_config_file(path)
+    if not data:
+        raise RLPromptError(
+            f"{path}: empty; a run's config.yaml holds the settings it was started with, and --resume "
+            "needs them"
+        )
     older = []
     for key, value in ADDED_SINCE.items():
         section, _, name = key.partition(".")

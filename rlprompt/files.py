@@ -29,6 +29,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def check_output_dir(path: Path, what: str) -> Path:
+    """``path`` as a directory outputs can go to, checked before any work: neither it nor a folder above it
+    may be a file, and the nearest existing one must be writable. ``what`` names the option, for the error."""
+    path = Path(path)
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                where = "is a file" if existing == path else f"is under {existing}, a file"
+                raise RLPromptError(f"{what} {path}: {where}, not a directory")
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise RLPromptError(f"{what} {path}: {existing} is not writable")
+            break
+    return path
+
+
 def read_text(path: Path) -> str:
     """A whole UTF-8 file, with clear errors for a missing, unreadable or non-UTF-8 file."""
     path = Path(path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 
 import yaml
@@ -105,12 +106,18 @@ def _resuming(state: dict | None) -> str:
 
 
 def finished_result(run_dir: Path):
-    """The result of a run that finished (None for one interrupted, or whose result.json is unreadable)."""
+    """The result of a run that finished (None for one interrupted, or whose result.json is missing or
+    unreadable: said, as the run then continues from its checkpoint or trains again)."""
     from rlprompt.methods import MethodResult
 
+    path = run_dir / "result.json"
+    if not path.exists():
+        return None
     try:
-        result = MethodResult.load(run_dir / "result.json")
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        result = MethodResult.load(path)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        print(f"warning: {path}: unreadable ({type(err).__name__}), so the run is not taken as finished",
+              file=sys.stderr, flush=True)  # fmt: skip
         return None
     return None if result.interrupted else result
 

@@ -28,6 +28,7 @@ import numpy as np
 from rlprompt.errors import RLPromptError
 from rlprompt.files import read_text, read_yaml
 from rlprompt.models import ModelKind
+from rlprompt.registry import DEFAULT_KIND, task_kind
 from rlprompt.templates import DEFAULT_TEMPLATES
 
 SPLITS = ("train", "dev", "test")
@@ -82,8 +83,18 @@ class Task:
             raise RLPromptError(f"task {self.name!r} has no {split} split")
         if split not in self._cache:
             examples = self._read(split, self.split_files[split])
+            if split != "test":  # a test file may hold some classes only (to score one class, say)
+                self.check_classes(split, examples, self.split_files[split])
             self._cache[split] = sampled_test(examples, self.test_limit) if split == "test" else examples
         return self._cache[split]
+
+    def check_classes(self, split: str, examples: list[Example], source) -> None:
+        """Every class must have examples in ``split``: a method cannot learn or choose on a class it never
+        sees. ``source`` names the file for the error."""
+        present = {ex.label for ex in examples}
+        missing = [self.class_names[c] for c in range(self.num_classes) if c not in present]
+        if missing:
+            raise RLPromptError(f"{source}: class {missing[0]!r} has no examples in the {split} split")
 
     def training_examples(self, exclude=()) -> list[Example]:
         """The training split less the examples whose ids are in ``exclude`` (``task.exclude_train``):
@@ -214,12 +225,7 @@ class SplitPlan:
                     f"{self.source}: the task has no {split} examples; give a '{split}' file, a split column "
                     f"value for it, or '{split}_size' to carve it out of the training data"
                 )
-            present = {ex.label for ex in splits[split]}
-            missing = [task.class_names[c] for c in range(task.num_classes) if c not in present]
-            if missing:
-                raise RLPromptError(
-                    f"{self.source}: class {missing[0]!r} has no examples in the {split} split"
-                )
+            task.check_classes(split, splits[split], self.source)
         return splits
 
 
@@ -426,6 +432,12 @@ def load_task(name: str, seed: str = DEFAULT_SEED) -> Task:
     path = Path(name)
     if path.suffix in (".yaml", ".yml"):
         return task_from_spec(read_yaml(path), path.parent, str(path))
+    kind = task_kind(name)
+    if kind.name != DEFAULT_KIND:  # a built-in task of another kind: it has no labels to score
+        raise RLPromptError(
+            f"{name!r} is a {kind.name} task, not a classification one: its prompts are evaluated by the "
+            "training run that learns them"
+        )
     raise RLPromptError(
         f"unknown task {name!r}; built-in tasks are {', '.join(BUILTIN_TASKS)}, or give a task YAML file"
     )

@@ -20,6 +20,7 @@ from rlprompt.config import load_resumed_config, load_train_config
 from rlprompt.console import add_verbose_flag
 from rlprompt.driver import train
 from rlprompt.errors import ArgumentParser, RLPromptError, run_cli
+from rlprompt.files import check_output_dir
 
 # What --resume --set may change: the step size, and where the runs execute; not what is learned or how it
 # is scored.
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                 "run resumes"
             )
         run_dir = Path(args.resume)
+        if not run_dir.is_dir():
+            raise RLPromptError(f"{run_dir}: no such run directory")
         if not (run_dir / "config.yaml").is_file():
             raise RLPromptError(f"{run_dir}: not a run directory (no config.yaml)")
         config = load_resumed_config(run_dir / "config.yaml", args.set)
@@ -85,17 +88,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.overwrite and not args.run_dir:
             raise RLPromptError("--overwrite replaces the directory --run-dir names: give --run-dir too")
         config = load_train_config(args.config, args.set)
-        run_dir = Path(args.run_dir) if args.run_dir else None
-        if run_dir is not None and run_dir.exists():
-            if not run_dir.is_dir():
-                raise RLPromptError(f"{run_dir}: exists and is not a directory")
-            if any(run_dir.iterdir()):
-                if not args.overwrite:
-                    raise RLPromptError(
-                        f"{run_dir}: run directory already exists; "
-                        f"--resume {run_dir} continues it, --overwrite replaces it"
-                    )
-                overwrite = True
+        run_dir = check_output_dir(args.run_dir, "--run-dir") if args.run_dir else None
+        if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()):
+            if not args.overwrite:
+                raise RLPromptError(
+                    f"{run_dir}: run directory already exists; "
+                    f"--resume {run_dir} continues it, --overwrite replaces it"
+                )
+            if not (run_dir / "config.yaml").is_file():  # --overwrite deletes the directory: runs only
+                raise RLPromptError(
+                    f"{run_dir}: not a run directory (no config.yaml); --overwrite only replaces runs"
+                )
+            overwrite = True
     try:
         result = train(
             config, progress=not args.quiet, run_dir=run_dir, resume=bool(args.resume), overwrite=overwrite,

@@ -25,7 +25,7 @@ from rlprompt.console import add_verbose_flag
 from rlprompt.errors import ArgumentParser, RLPromptError, run_cli
 from rlprompt.evaluation import ensemble_result, evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, load_classification_prompt, recorded_label_words
-from rlprompt.files import atomic_write_bytes
+from rlprompt.files import atomic_write_bytes, check_output_dir
 from rlprompt.models import load_model
 from rlprompt.registry import ARTIFACTS, METHODS
 from rlprompt.tables import markdown_table
@@ -286,11 +286,12 @@ def main(argv: list[str] | None = None) -> int:
         raise RLPromptError("give at least one model (--models) and one task (--task/--tasks)")
     if args.limit is not None and args.limit < 1:
         raise RLPromptError(f"--limit must be at least 1, got {args.limit}")
+    out_dir = check_output_dir(args.output_dir, "--output-dir")  # before the scoring, not after it
     result = run_transfer(
         files, models, tasks, args.split, args.seed, args.limit, not args.quiet, args.calibration,
         args.device, args.dtype,
     )  # fmt: skip
-    paths = write_outputs(result, Path(args.output_dir))
+    paths = write_outputs(result, out_dir)
     print(markdown(result))
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

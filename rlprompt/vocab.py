@@ -34,7 +34,12 @@ def action_vocabulary(
             if len(encoded) != 1:
                 raise RLPromptError(f"vocab.tokens: {word!r} is {len(encoded)} tokens for {lm.name}, not one")
             ids.append(encoded[0])
-        return list(dict.fromkeys(ids))
+        ids = list(dict.fromkeys(ids))
+        if len(ids) < 2:  # one token leaves the policy nothing to choose
+            raise RLPromptError(
+                f"vocab.tokens: {tokens} are one token for {lm.name}; give at least 2 distinct ones"
+            )
+        return ids
     if kind != "frequent":
         raise RLPromptError(f"vocab.kind must be 'frequent', 'all' or 'list', got {kind!r}")
     if size < 2:

@@ -75,10 +75,14 @@ def test_report_cli_writes_markdown_and_plot(tmp_path, capsys):
     capsys.readouterr()
 
 
-@pytest.mark.parametrize("setup", ["missing", "empty", "broken", "not an object", "out is a file"])
+@pytest.mark.parametrize(
+    "setup", ["missing", "a file", "empty", "broken", "not an object", "out is a file", "out under a file"]
+)
 def test_report_errors_name_the_directory(tmp_path, capsys, setup):
     target, argv = tmp_path / "run", []
-    if setup != "missing":
+    if setup == "a file":
+        target.write_text("x", encoding="utf-8")
+    elif setup != "missing":
         target.mkdir()
     if setup == "broken":
         (target / "result.json").write_text("{not json", encoding="utf-8")
@@ -88,6 +92,10 @@ def test_report_errors_name_the_directory(tmp_path, capsys, setup):
         _write(target, [BASE])
         (tmp_path / "out").write_text("keep", encoding="utf-8")
         argv, target = ["--out", str(tmp_path / "out")], tmp_path / "out"  # the file is what is named
+    if setup == "out under a file":
+        _write(target, [BASE])
+        (tmp_path / "out").write_text("keep", encoding="utf-8")
+        argv, target = ["--out", str(tmp_path / "out" / "report")], tmp_path / "out" / "report"
     with pytest.raises(SystemExit) as done:
         run_cli(report_main, [str(tmp_path / "run"), *argv])
     err = capsys.readouterr().err

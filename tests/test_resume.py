@@ -458,6 +458,43 @@ def test_elite_by_mean_is_max_where_every_batch_is_the_whole_training_set(
     assert restarts[0] and restarts[0] == restarts[1]  # the restarts (to the best prompt) came, and alike
 
 
+@pytest.mark.parametrize("damage", ["garbage", "a list", "no step", "empty config", "broken result"])
+def test_a_damaged_run_directory_is_named_not_trained_over(damage, common, tmp_path, capsys):
+    """--resume on a run whose files were damaged: a checkpoint that is not one, or an emptied config.yaml,
+    stops with one line naming the file (never a traceback, never a run with the defaults); an unreadable
+    result.json is said before the run is continued, not silently trained over."""
+    import torch
+
+    run_dir = tmp_path / "run"
+    code, _, err = cli(["--run-dir", str(run_dir), *common, "--set", "method=manual"], capsys)
+    assert code == 0, err
+    checkpoint = run_dir / CHECKPOINT
+    if damage == "broken result":
+        (run_dir / "result.json").write_text('{"x', encoding="utf-8")
+        code, out, err = cli(["--resume", str(run_dir)], capsys)
+        assert code == 0, err
+        assert f"warning: {run_dir / 'result.json'}: unreadable (JSONDecodeError)" in err, err
+        assert MethodResult.load(run_dir / "result.json").method == "manual"  # written again
+        return
+    (run_dir / "result.json").unlink()  # an interrupted run's directory
+    if damage == "garbage":
+        checkpoint.write_bytes(b"not a checkpoint")
+        expected = f"{checkpoint}: unreadable checkpoint"
+    elif damage == "a list":
+        torch.save([1, 2], checkpoint)
+        expected = f"{checkpoint}: not an rlprompt checkpoint (no 'method' and 'step')"
+    elif damage == "no step":
+        torch.save({"method": "manual"}, checkpoint)
+        expected = f"{checkpoint}: not an rlprompt checkpoint (no 'method' and 'step')"
+    else:
+        (run_dir / "config.yaml").write_text("", encoding="utf-8")
+        expected = f"{run_dir / 'config.yaml'}: empty; a run's config.yaml holds the settings it was started"
+    code, out, err = cli(["--resume", str(run_dir)], capsys)
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert expected in err, err
+    assert not (run_dir / "result.json").exists(), "nothing ran"
+
+
 def test_run_directory_rules(common, tmp_path, capsys):
     existing = tmp_path / "taken"
     existing.mkdir()
@@ -466,7 +503,13 @@ def test_run_directory_rules(common, tmp_path, capsys):
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
     assert f"{existing}: run directory already exists" in err and "--overwrite" in err
     assert (existing / "notes.txt").read_text() == "mine", "nothing touched"
+    # --overwrite deletes the directory: only one that holds a run (its config.yaml)
+    code, _, err = cli(["--run-dir", str(existing), "--overwrite", *common], capsys)
+    assert code == 2 and "--overwrite only replaces runs" in err
+    assert f"{existing}: not a run directory (no config.yaml)" in err
+    assert (existing / "notes.txt").read_text() == "mine", "nothing touched"
 
+    (existing / "config.yaml").write_text("method: manual\n")  # an earlier run's
     code, out, err = cli(
         ["--run-dir", str(existing), "--overwrite", *common, "--set", "method=manual"], capsys
     )
@@ -474,14 +517,18 @@ def test_run_directory_rules(common, tmp_path, capsys):
     assert not (existing / "notes.txt").exists() and (existing / "result.json").exists()
 
     code, _, err = cli(["--resume", str(tmp_path / "nowhere")], capsys)
-    assert code == 2 and "not a run directory (no config.yaml)" in err
+    assert code == 2 and f"{tmp_path / 'nowhere'}: no such run directory" in err
+    code, _, err = cli(["--resume", str(tmp_path)], capsys)
+    assert code == 2 and f"{tmp_path}: not a run directory (no config.yaml)" in err
     code, _, err = cli(["--resume", str(existing), "--set", "seed=1"], capsys)
     assert code == 2 and "--resume --set seed=1: only learning rates and gradient clipping" in err
 
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
     code, _, err = cli(["--run-dir", str(a_file), *common], capsys)
-    assert code == 2 and f"{a_file}: exists and is not a directory" in err
+    assert code == 2 and f"--run-dir {a_file}: is a file, not a directory" in err
+    code, _, err = cli(["--run-dir", str(a_file / "run"), *common, "--dry-run"], capsys)
+    assert code == 2 and f"--run-dir {a_file / 'run'}: is under {a_file}, a file, not a directory" in err
 
     # --overwrite replaces a directory only once the new config has passed its checks
     code, _, err = cli(["--run-dir", str(existing), "--overwrite", *common, "--set", "model=gpt-17"], capsys)

@@ -89,6 +89,30 @@ def test_bad_splits_are_one_line_errors(tmp_path, extra, rows, message):
         task.examples("train")
 
 
+@pytest.mark.parametrize("split", ["train", "dev", "test"])
+def test_a_split_file_without_a_class_is_a_one_line_error(tmp_path, split):
+    """Separate train and dev files are checked as a split column is: a class missing from one (here
+    only positive reviews in it) is named with the file, before training. A test file may hold one class
+    (to score that class alone)."""
+    for name in ("train", "dev", "test"):
+        kept = POSITIVE[:3] if name == split else POSITIVE[:3] + NEGATIVE[:3]
+        labels = ["pos"] * 3 + ["neg"] * (len(kept) - 3)
+        (tmp_path / f"{name}.tsv").write_text("text\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in zip(
+            kept, labels, strict=True)))  # fmt: skip
+    (tmp_path / "task.yaml").write_text(
+        "name: mine\ntrain: train.tsv\ndev: dev.tsv\ntest: test.tsv\ntext_column: text\n"
+        "verbalizers: {neg: terrible, pos: great}\n"
+    )
+    task = load_task(str(tmp_path / "task.yaml"))
+    for other in {"train", "dev", "test"} - {split}:
+        assert len(task.examples(other)) == 6
+    if split == "test":
+        assert {ex.label for ex in task.examples("test")} == {1}
+        return
+    with pytest.raises(RLPromptError, match=f"{split}.tsv: class 'neg' has no examples in the {split} split"):
+        task.examples(split)
+
+
 TINY = ["--set", "total_timesteps=40", "--set", "evaluations=2", "--set", "env.num_envs=4",
         "--set", "env.examples_per_reward=4", "--set", "rl.batch_size=20", "--set", "vocab.size=30",
         "--set", "policy.adapter_hidden=16"]  # fmt: skip

@@ -108,7 +108,12 @@ def test_numeric_labels_match_yaml_int_keys(tmp_path):
         ("d.jsonl", '{"review": "x", "sentiment": "pos"}\n{oops\n', {}, r"d\.jsonl:2: not valid JSON"),
         ("d.jsonl", '["x", "pos"]\n', {}, r"d\.jsonl:1: each line must be a JSON object"),
         ("d.txt", "review\tsentiment\n", {}, r"unsupported data file type '\.txt'"),
-        ("d.tsv", "review\tsentiment\nx\tpos\n", {"dev": "missing.tsv"}, r"missing\.tsv: file not found"),
+        (
+            "d.tsv",
+            "review\tsentiment\nx\tpos\ny\tneg\n",
+            {"dev": "missing.tsv"},
+            r"missing\.tsv: file not found",
+        ),
         ("d.tsv", "review\tsentiment\nx\tpos\n", {"verbalizer": {}}, r"unknown task key 'verbalizer'"),
         ("d.tsv", "review\tsentiment\nx\tpos\n", {"verbalizers": ["bad", "good"]}, "'verbalizers' must map"),
         ("d.tsv", "review\tsentiment\nx\tpos\n", {"verbalizers": {"pos": ""}}, "must be a non-empty word"),

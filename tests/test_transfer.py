@@ -112,3 +112,24 @@ def test_an_unknown_task_is_refused_before_any_model_loads(learned_prompt, tmp_p
     err = capsys.readouterr().err
     assert done.value.code == 2 and err.startswith("error: unknown task 'nosuch'"), err
     assert not (tmp_path / "transfer").exists()
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file"])
+def test_an_output_directory_that_cannot_be_made_is_refused_before_any_scoring(
+    learned_prompt, tmp_path, capsys, monkeypatch, where
+):
+    """A transfer's outputs are written after all its scoring (tens of minutes): --output-dir naming a
+    file, or a path under one, is refused first, in one line."""
+    import rlprompt.transfer as transfer
+
+    monkeypatch.setattr(transfer, "run_transfer", lambda *a, **k: pytest.fail("scored before the check"))
+    a_file = tmp_path / "taken"
+    a_file.write_text("keep", encoding="utf-8")
+    out = a_file if where == "a file" else a_file / "transfer"
+    argv = ["--prompts", str(learned_prompt), "--output-dir", str(out), "--quiet"]
+    with pytest.raises(SystemExit) as done:
+        run_cli(transfer_main, argv)
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"--output-dir {out}: " in err and "not a directory" in err, err
+    assert a_file.read_text(encoding="utf-8") == "keep"

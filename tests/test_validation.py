@@ -173,6 +173,21 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
         return ["--set", "rl.learning_rate=nan"], "'rl.learning_rate' must be a finite number, got 'nan'"
     if case == "vocabulary of one word":
         return ["--set", "vocab.size=1"], "'vocab.size' must be at least 2, got 1"
+    if case == "negative seed":  # numpy and SB3 refuse it only once a run starts
+        return ["--set", "seed=-1"], "'seed' must be between 0 and 4294967295, got -1"
+    if case == "seed too large":
+        return ["--set", "seeds=[0, 4294967296]"], "'seeds' must be between 0 and 4294967295, got 4294967296"
+    if case == "wrong type set over a config file":  # the file is fine: the error names the --set
+        (tmp_path / "run.yaml").write_text("seed: 1\n")
+        return ["--config", str(tmp_path / "run.yaml"), "--set", "rl.learning_rate=abc"], (
+            "error: --set rl.learning_rate=abc: 'rl.learning_rate' must be a number, got 'abc'")  # fmt: skip
+    if case == "empty config file":  # a file that was meant to say something
+        (tmp_path / "run.yaml").write_text("# nothing yet\n")
+        return ["--config", str(tmp_path / "run.yaml")], (
+            f"{tmp_path / 'run.yaml'}: no settings in it; leave out --config for the defaults")  # fmt: skip
+    if case == "listed vocabulary of one word":
+        return ["--set", "vocab.kind=list", "--set", "vocab.tokens=[great, great]"], (
+            "'vocab.tokens' must hold at least 2 distinct words, got ['great', 'great']")  # fmt: skip
     if case == "overwrite without a run directory":
         return ["--overwrite"], "--overwrite replaces the directory --run-dir names: give --run-dir too"
     if case == "bad flag value":  # argparse's message, without its usage block
@@ -187,6 +202,8 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
 
 CASES = [
     "NaN learning rate", "vocabulary of one word", "overwrite without a run directory", "bad flag value",
+    "negative seed", "seed too large", "empty config file", "listed vocabulary of one word",
+    "wrong type set over a config file",
     "output directory is a file",
     "style task with a method that needs labels", "unknown style target", "style task on a masked model",
     "ensemble on a style task", "demonstrations on a style task", "negative demonstrations",
