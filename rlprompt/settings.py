@@ -122,9 +122,9 @@ def apply_overrides(data: dict, overrides: list[str], cls: type) -> dict:
     """Apply ``key.sub=value`` overrides (values parsed as YAML) to a config mapping, checking keys."""
     data = dict(data)
     for item in overrides:
-        if "=" not in item:
+        dotted, equals, raw = item.partition("=")
+        if not equals or not dotted.strip():
             raise RLPromptError(f"--set {item!r}: expected key=value, e.g. rl.learning_rate=3e-4")
-        dotted, raw = item.split("=", 1)
         parts = dotted.strip().split(".")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""

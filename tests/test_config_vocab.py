@@ -72,6 +72,8 @@ def test_set_overrides_are_parsed_and_checked():
         apply_overrides({}, ["rl.lr=1"], Run)
     with pytest.raises(RLPromptError, match="--set 'seed': expected key=value"):
         apply_overrides({}, ["seed"], Run)
+    with pytest.raises(RLPromptError, match="--set '=5': expected key=value"):  # not a list of every key
+        apply_overrides({}, ["=5"], Run)
     with pytest.raises(RLPromptError, match="'seed' has no sub-keys"):
         apply_overrides({}, ["seed.x=1"], Run)
 

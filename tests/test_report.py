@@ -75,9 +75,11 @@ def test_report_cli_writes_markdown_and_plot(tmp_path, capsys):
     capsys.readouterr()
 
 
-@pytest.mark.parametrize(
-    "setup", ["missing", "a file", "empty", "broken", "not an object", "out is a file", "out under a file"]
-)
+REPORT_ERRORS = ["missing", "a file", "empty", "broken", "not an object", "no method", "out is a file",
+                 "out under a file"]  # fmt: skip
+
+
+@pytest.mark.parametrize("setup", REPORT_ERRORS)
 def test_report_errors_name_the_directory(tmp_path, capsys, setup):
     target, argv = tmp_path / "run", []
     if setup == "a file":
@@ -88,6 +90,8 @@ def test_report_errors_name_the_directory(tmp_path, capsys, setup):
         (target / "result.json").write_text("{not json", encoding="utf-8")
     if setup == "not an object":
         (target / "result.json").write_text("[1, 2]", encoding="utf-8")
+    if setup == "no method":  # a field every result has, missing: named, not the constructor's complaint
+        (target / "result.json").write_text('{"seed": 0}', encoding="utf-8")
     if setup == "out is a file":
         _write(target, [BASE])
         (tmp_path / "out").write_text("keep", encoding="utf-8")
@@ -100,6 +104,8 @@ def test_report_errors_name_the_directory(tmp_path, capsys, setup):
         run_cli(report_main, [str(tmp_path / "run"), *argv])
     err = capsys.readouterr().err
     assert done.value.code == 2 and len(err.strip().splitlines()) == 1 and str(target) in err, err
+    if setup == "no method":
+        assert "not a valid result file (no 'method' field)" in err, err
 
 
 def test_report_shows_raw_and_calibrated_accuracy_and_the_reference_rows(tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -143,8 +143,12 @@ class MethodResult:
         if not isinstance(data, dict):
             raise ValueError(f"a JSON object expected, got {type(data).__name__}")
         data = _upgraded(data)
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        fields = cls.__dataclass_fields__
+        required = [k for k, f in fields.items() if f.default is MISSING and f.default_factory is MISSING]
+        missing = [k for k in required if k not in data]
+        if missing:  # (a hand-edited or foreign file: say which field, not the constructor's complaint)
+            raise ValueError(f"no {missing[0]!r} field")
+        return cls(**{k: v for k, v in data.items() if k in fields})
 
 
 def _upgraded(data: dict) -> dict:
