@@ -244,6 +244,10 @@ class CoreConfig:
                      heldout_sentences=self.heldout_sentences, threads_per_run=self.threads_per_run,
                      max_reward_queries=self.max_reward_queries, top_k_report=self.top_k_report,
                      ensemble=self.ensemble)  # fmt: skip
+        if self.checkpoint_every is not None and self.checkpoint_every < 0:
+            raise ValueError(
+                f"'checkpoint_every' must be 0 (none during training) or more, got {self.checkpoint_every}"
+            )
         for key, values in (("seed", [self.seed]), ("seeds", self.seeds)):
             for value in values:
                 if not 0 <= value < 2**32:  # numpy's and SB3's seeds

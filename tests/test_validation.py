@@ -175,6 +175,9 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
         return ["--set", "vocab.size=1"], "'vocab.size' must be at least 2, got 1"
     if case == "negative seed":  # numpy and SB3 refuse it only once a run starts
         return ["--set", "seed=-1"], "'seed' must be between 0 and 4294967295, got -1"
+    if case == "negative checkpoint interval":
+        return ["--set", "checkpoint_every=-1"], (
+            "'checkpoint_every' must be 0 (none during training) or more, got -1")  # fmt: skip
     if case == "seed too large":
         return ["--set", "seeds=[0, 4294967296]"], "'seeds' must be between 0 and 4294967295, got 4294967296"
     if case == "wrong type set over a config file":  # the file is fine: the error names the --set
@@ -203,7 +206,7 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
 CASES = [
     "NaN learning rate", "vocabulary of one word", "overwrite without a run directory", "bad flag value",
     "negative seed", "seed too large", "empty config file", "listed vocabulary of one word",
-    "wrong type set over a config file",
+    "wrong type set over a config file", "negative checkpoint interval",
     "output directory is a file",
     "style task with a method that needs labels", "unknown style target", "style task on a masked model",
     "ensemble on a style task", "demonstrations on a style task", "negative demonstrations",
