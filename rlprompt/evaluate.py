@@ -94,6 +94,9 @@ def _parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    for flag, value in (("--model", args.model), ("--task", args.task)):
+        if value is not None and not value.strip():  # (an unset shell variable, say): not the default
+            raise RLPromptError(f"{flag} is empty: name one, or leave {flag} out for the default")
     if args.limit is not None and args.limit < 1:
         raise RLPromptError(f"--limit must be at least 1, got {args.limit}")
     if args.top_k is not None and args.top_k < 1:

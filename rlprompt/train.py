@@ -58,6 +58,8 @@ def _parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.config is not None and not args.config.strip():  # (an unset shell variable, say)
+        raise RLPromptError("--config is empty: name a config file, or leave --config out for the defaults")
     if args.executor:
         args.set = [*args.set, f"executor={args.executor}"]
     if args.list_methods:

@@ -49,6 +49,8 @@ def test_table_output_on_a_causal_model_with_a_user_task(tmp_path, capsys):
     ("argv", "message"),
     [
         (["--task", "sst2"], "error: unknown task 'sst2'"),
+        (["--task", ""], "error: --task is empty: name one, or leave --task out for the default"),
+        (["--model", " "], "error: --model is empty"),
         (["--task", "yelp-sentiment"], "error: 'yelp-sentiment' is a style task, not a classification one"),
         (["--model", "gpt-17"], "error: unknown model 'gpt-17'"),
         (

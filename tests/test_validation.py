@@ -184,6 +184,8 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
         (tmp_path / "run.yaml").write_text("seed: 1\n")
         return ["--config", str(tmp_path / "run.yaml"), "--set", "rl.learning_rate=abc"], (
             "error: --set rl.learning_rate=abc: 'rl.learning_rate' must be a number, got 'abc'")  # fmt: skip
+    if case == "empty --config":
+        return ["--config", ""], "--config is empty: name a config file, or leave --config out for the"
     if case == "empty config file":  # a file that was meant to say something
         (tmp_path / "run.yaml").write_text("# nothing yet\n")
         return ["--config", str(tmp_path / "run.yaml")], (
@@ -206,7 +208,7 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
 CASES = [
     "NaN learning rate", "vocabulary of one word", "overwrite without a run directory", "bad flag value",
     "negative seed", "seed too large", "empty config file", "listed vocabulary of one word",
-    "wrong type set over a config file", "negative checkpoint interval",
+    "wrong type set over a config file", "negative checkpoint interval", "empty --config",
     "output directory is a file",
     "style task with a method that needs labels", "unknown style target", "style task on a masked model",
     "ensemble on a style task", "demonstrations on a style task", "negative demonstrations",
