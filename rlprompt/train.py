@@ -44,7 +44,10 @@ def _parser() -> ArgumentParser:
     p.add_argument(
         "--run-dir", metavar="DIR", help="write the run here (default: a new directory in output_dir)"
     )
-    p.add_argument("--overwrite", action="store_true", help="with --run-dir: replace an existing directory")
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="with --run-dir: replace an existing run directory (one holding a config.yaml)",
+    )  # fmt: skip
     p.add_argument("--dry-run", action="store_true", help="check everything, print the plan, write nothing")
     p.add_argument("--list-methods", action="store_true", help="list the methods, what they learn and need")
     p.add_argument(
