@@ -101,6 +101,10 @@ def test_frequent_vocabulary_is_whole_single_token_words(smol, bert):
         action_vocabulary(smol, "list", tokens=["magnificently"])
     with pytest.raises(RLPromptError, match="vocab.kind must be"):
         action_vocabulary(smol, "rare")
+    # two words but one token for an uncased model: the policy would have nothing to choose
+    assert len(action_vocabulary(smol, "list", tokens=["great", "Great"])) == 2
+    with pytest.raises(RLPromptError, match=r"\['great', 'Great'\] are one token for bert-tiny"):
+        action_vocabulary(bert, "list", tokens=["great", "Great"])
 
 
 def test_a_config_file_may_start_from_a_base_file(tmp_path):
