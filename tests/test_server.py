@@ -81,17 +81,18 @@ def test_replicas_fail_over_from_a_dead_address_to_the_real_server(vllm_url, cap
 
 
 def test_rl_against_the_server_raises_its_training_reward(vllm_url, tmp_path, capsys):
-    """An easy task: four upbeat sentences labelled "terrible". SmolLM2 calls them great, so the reward
-    starts low; prompts with the right words flip them. The training reward of the last quarter of the
-    run beats the first quarter's by more than three standard errors (Welch's t)."""
+    """An easy task: four upbeat sentences labelled "terrible" (and a plain one labelled "great": every
+    class has training examples). SmolLM2 calls them all great, so the reward starts low; prompts with the
+    right words flip the four. The training reward of the last quarter of the run beats the first
+    quarter's by more than three standard errors (Welch's t; in-process fp32, measured: 14.6)."""
     from rlprompt.train import main as train_main
 
     rows = [("a bright , lively film .", 0), ("sunny and warm .", 0), ("full of colour .", 0),
-            ("a big , loud show .", 0)]  # fmt: skip
+            ("a big , loud show .", 0), ("a film .", 1)]  # fmt: skip
     task = write_task(tmp_path, "flip", rows)
     argv = ["--quiet", "--run-dir", str(tmp_path / "run"), "--set", f"model={server_name(vllm_url)}",
             "--set", f"task.name={task}", "--set", "total_timesteps=1600", "--set", "evaluations=40",
-            "--set", "env.num_envs=8", "--set", "env.prompt_length=2", "--set", "env.examples_per_reward=4",
+            "--set", "env.num_envs=8", "--set", "env.prompt_length=2", "--set", "env.examples_per_reward=5",
             "--set", "rl.n_steps=2", "--set", "rl.batch_size=16", "--set", "rl.learning_rate=3e-3",
             "--set", "vocab.size=200", "--set", "policy.adapter_hidden=64", "--set", "candidates_per_eval=1",
             "--set", "manual_prompt=It was", "--set", "seed=0"]  # fmt: skip
