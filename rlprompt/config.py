@@ -359,12 +359,12 @@ def load_train_config(path: str | None, overrides: list[str] | None = None):
 
 
 def _blamed_on_override(err: RLPromptError, path: str | None, overrides: list[str]) -> RLPromptError:
-    """An error about a key a ``--set`` gave names that ``--set``, not the config file (whose value it
-    replaced)."""
-    message = str(err)
-    if not path or not message.startswith(f"{path}: "):
+    """An error about a key a ``--set`` gave names that ``--set`` (key and value), not the config file
+    whose value it replaced, nor ``--set`` alone."""
+    message, source = str(err), path or "--set"
+    if not message.startswith(f"{source}: "):
         return err
-    rest = message[len(path) + 2 :]
+    rest = message[len(source) + 2 :]
     for item in reversed(overrides):  # the last --set of a key is the one that holds
         if rest.startswith(f"'{item.split('=', 1)[0].strip()}'"):
             return RLPromptError(f"--set {item.strip()}: {rest}")

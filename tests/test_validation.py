@@ -61,7 +61,8 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
             str(tmp_path / "run.yaml"),
         ], f"{tmp_path / 'run.yaml'}: unknown key 'rl.n_step'; did you mean 'rl.n_steps'?"  # noqa: E501
     if case == "wrong type":
-        return ["--set", "env.prompt_length=five"], "'env.prompt_length' must be an integer, got 'five'"
+        return ["--set", "env.prompt_length=five"], (
+            "--set env.prompt_length=five: 'env.prompt_length' must be an integer, got 'five'")  # fmt: skip
     if case == "missing data file":
         return ["--set", f"task.name={write_task(tmp_path, None)}"], f"{train}: file not found"
     if case == "empty data file":
