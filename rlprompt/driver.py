@@ -164,7 +164,7 @@ def _prepare(config: TrainConfig, progress: bool, run_dir: Path | None, resume: 
     else:
         root = Path(run_dir)
         if overwrite:
-            shutil.rmtree(root)
+            _remove_previous_run(root)
         root.mkdir(parents=True, exist_ok=True)
     write_config(config, root)  # when resuming: with any new learning rate
     record = getattr(task, "split_record", None)
@@ -231,7 +231,7 @@ def _train_splits(config: TrainConfig, progress: bool, run_dir: Path | None, res
     else:
         root = Path(run_dir)
         if overwrite and root.exists():
-            shutil.rmtree(root)
+            _remove_previous_run(root)
     root.mkdir(parents=True, exist_ok=True)
     write_config(config, root)  # --resume ROOT comes back here, with every split
     subs = [root / f"split-{s}" for s in splits]
@@ -321,6 +321,17 @@ def _clean(name: str) -> str:
 def _new_run_dir(config: TrainConfig, task: Task, lm: LanguageModel, method: str, seed: int | None) -> Path:
     seed_part = f"__s{seed}" if seed is not None else ""
     return _new_dir(config.output_dir, f"{_clean(task.name)}__{method}__{_clean(lm.name)}{seed_part}")
+
+
+def require_previous_run(root: Path) -> None:
+    """Refuse to replace ``root`` unless it holds a run (its ``config.yaml``): overwriting deletes it."""
+    if not (Path(root) / "config.yaml").is_file():
+        raise RLPromptError(f"{root}: not a run directory (no config.yaml); --overwrite only replaces runs")
+
+
+def _remove_previous_run(root: Path) -> None:
+    require_previous_run(root)  # (rlprompt.train checks it before any model loads; a library caller here)
+    shutil.rmtree(root)
 
 
 def _new_dir(output_dir: str, name: str) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rlprompt.config import load_resumed_config, load_train_config
 from rlprompt.console import add_verbose_flag
-from rlprompt.driver import train
+from rlprompt.driver import require_previous_run, train
 from rlprompt.errors import ArgumentParser, RLPromptError, run_cli
 from rlprompt.files import check_output_dir
 
@@ -100,10 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{run_dir}: run directory already exists; "
                     f"--resume {run_dir} continues it, --overwrite replaces it"
                 )
-            if not (run_dir / "config.yaml").is_file():  # --overwrite deletes the directory: runs only
-                raise RLPromptError(
-                    f"{run_dir}: not a run directory (no config.yaml); --overwrite only replaces runs"
-                )
+            require_previous_run(run_dir)  # --overwrite deletes the directory: runs only
             overwrite = True
     try:
         result = train(

@@ -495,6 +495,23 @@ def test_a_damaged_run_directory_is_named_not_trained_over(damage, common, tmp_p
     assert not (run_dir / "result.json").exists(), "nothing ran"
 
 
+def test_the_library_overwrites_only_a_run_directory(common, tmp_path):
+    """rlprompt.driver.train(overwrite=True), called from Python, deletes only a directory holding a run,
+    as the command line does (which checks it before any model loads)."""
+    from rlprompt.config import load_train_config
+    from rlprompt.driver import train
+    from rlprompt.errors import RLPromptError
+
+    sets = [value for flag, value in zip(common, common[1:], strict=False) if flag == "--set"]
+    config = load_train_config(None, [*sets, "method=manual"])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(RLPromptError, match="not a run directory \\(no config.yaml\\); --overwrite only"):
+        train(config, progress=False, run_dir=mine, overwrite=True)
+    assert (mine / "notes.txt").read_text() == "keep"
+
+
 def test_run_directory_rules(common, tmp_path, capsys):
     existing = tmp_path / "taken"
     existing.mkdir()
