@@ -12,8 +12,9 @@ being the cosine, and prints, per run and on average, the calibrated test accura
 - ``all 20``: the ensemble of every prompt;
 - ``SPACE: 16-NN label vote, dev|train+dev``: the majority label of the 16 nearest dev (or training and
   dev) inputs, no prompt: how much the space's neighbours share a label;
-- ``SPACE: local top 5, k=K, dev|train+dev``: for each test input, the 5 prompts with the best accuracy (ties by
-  log-likelihood of the right label) on its K nearest dev (or training and dev) inputs, as one ensemble;
+- ``SPACE: local top 5, k=K, dev|train+dev``: for each test input, the 5 prompts with the best accuracy
+  (ties by log-likelihood of the right label) on its K nearest dev (or training and dev) inputs, as one
+  ensemble;
 - ``SPACE: local weights, k=K, ...``: all 20 prompts weighted by the softmax of their local log-likelihood
   times 32 (sharp enough for a prompt that is locally right to dominate one that is locally unsure);
 - ``per-input oracle``: the input counts as right when any of the 20 prompts gets it (an upper bound for
@@ -149,11 +150,12 @@ def main(paths: list[str]) -> None:
     results = {}
     for path in paths:
         results[path] = run(path, lm)
-        print(path, "  ".join(f"{k}: {v:.3f}" for k, v in results[path].items() if k in ("artifact", "all 20")),
-              flush=True)  # fmt: skip
+        shown = {k: v for k, v in results[path].items() if k in ("artifact", "all 20")}
+        print(path, "  ".join(f"{k}: {v:.3f}" for k, v in shown.items()), flush=True)
     names = list(next(iter(results.values())))
     base = np.array([results[p]["artifact"] for p in paths])
-    print(f"\n{'rule':46s} " + " ".join(f"{p.rsplit('/', 1)[-1][6:-4]:>9s}" for p in paths) + "      mean  Δ vs artifact")
+    runs = " ".join(f"{p.rsplit('/', 1)[-1][6:-4]:>9s}" for p in paths)  # top20_16-13_s0.npz -> 16-13_s0
+    print(f"\n{'rule':46s} {runs}      mean  Δ vs artifact")
     for name in names:
         values = np.array([results[p][name] for p in paths])
         delta = 100 * (values - base)

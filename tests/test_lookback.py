@@ -101,3 +101,29 @@ def test_the_labelled_bias_takes_away_a_lean_that_the_labels_show():
     bias = pool.labelled_bias(leaning, labels)
     assert bias[0] > bias[1] and abs(bias.sum()) < 1e-9
     assert (pool.normalised(leaning + bias).argmax(-1) == labels).all()
+
+
+def test_per_input_choice_takes_the_prompts_right_near_each_input():
+    """benchmarks/input_dependent.py's local rules: three prompts right on one cluster of inputs and wrong on
+    the other, three the reverse; for each test input both rules follow the prompts right near it, where the
+    six together tie."""
+    local = benchmark_module("input_dependent")
+    cluster = np.array([0] * 8 + [1] * 8)  # reference inputs: 8 near cluster 0, 8 near cluster 1
+    ref_labels = np.array([0, 1] * 8)
+    test_cluster, test_labels = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
+
+    def prompt(right_on: int, where, labels) -> np.ndarray:
+        return _scores(np.where(where == right_on, labels, 1 - labels).tolist())
+
+    ref = np.stack([prompt(c, cluster, ref_labels) for c in (0, 0, 0, 1, 1, 1)])
+    test = np.stack([prompt(c, test_cluster, test_labels) for c in (0, 0, 0, 1, 1, 1)])
+    similarity = (test_cluster[:, None] == cluster[None]).astype(float)  # near its own cluster only
+    top5, weighted = local.local_rules(test, ref, ref_labels, similarity, k=8)
+    assert top5.tolist() == test_labels.tolist()
+    assert weighted.tolist() == test_labels.tolist()
+    margins = test[..., 1] - test[..., 0]
+    assert np.allclose(margins.mean(0), 0)  # every prompt at once cannot tell
+    # With the neighbours reversed, each input follows the prompts wrong on it.
+    top5, weighted = local.local_rules(test, ref, ref_labels, 1 - similarity, k=8)
+    assert top5.tolist() == (1 - test_labels).tolist()
+    assert weighted.tolist() == (1 - test_labels).tolist()
