@@ -71,6 +71,11 @@ class TaskConfig:
             raise ValueError(f"'task.kind' must be one of {', '.join(TASK_KINDS)}, got {self.kind!r}")
 
 
+# RL writes one token an action and search edits one a step: RLPrompt's prompts have 2-5 tokens, and at 8 the
+# screens already learned worse (README "More RL levers"); a longer prompt is the template's job.
+MAX_PROMPT_LENGTH = 64
+
+
 @dataclasses.dataclass
 class EnvConfig:
     prompt_length: int = 5  # tokens per prompt (RLPrompt: 5)
@@ -86,6 +91,11 @@ class EnvConfig:
     def __post_init__(self) -> None:
         at_least_one("env", prompt_length=self.prompt_length, num_envs=self.num_envs,
                      examples_per_reward=self.examples_per_reward)  # fmt: skip
+        if self.prompt_length > MAX_PROMPT_LENGTH:
+            raise ValueError(
+                f"'env.prompt_length' must be at most {MAX_PROMPT_LENGTH} tokens (one action a token), got "
+                f"{self.prompt_length}"
+            )
         if self.reward not in ("gap", "loglik"):
             raise ValueError(f"'env.reward' must be 'gap' or 'loglik', got {self.reward!r}")
 

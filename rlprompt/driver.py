@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import re
 import shutil
 from datetime import datetime
@@ -50,6 +51,12 @@ def train(
         # Runs in this process use threads_per_run, and so does the plan's speed probe: probed with every
         # core while another process starts beside it, the plan came out several times too long.
         if config.threads_per_run is not None and (_single(config, splits) or config.executor == "local"):
+            cpus = os.cpu_count() or 1
+            if config.threads_per_run > cpus:  # on Ray a task's CPUs are the cluster's to grant; here, ours
+                raise RLPromptError(
+                    f"'threads_per_run' is {config.threads_per_run}, more than this machine's {cpus} CPUs "
+                    "(runs in this process use that many threads)"
+                )
             torch.set_num_threads(config.threads_per_run)
         grid = _prepare(config, progress and show_plan, run_dir, resume, overwrite, dry_run, splits)
         if isinstance(grid, dict):  # a dry run's answer

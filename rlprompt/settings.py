@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import yaml
 
 from rlprompt.errors import RLPromptError
+from rlprompt.files import load_yaml
 
 T = TypeVar("T")
 
@@ -126,11 +127,16 @@ def apply_overrides(data: dict, overrides: list[str], cls: type) -> dict:
         if not equals or not dotted.strip():
             raise RLPromptError(f"--set {item!r}: expected key=value, e.g. rl.learning_rate=3e-4")
         parts = dotted.strip().split(".")
+        annotation = _check_path(cls, parts, dotted)
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+            value = load_yaml(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            # Text that is not YAML is kept as text where a string goes ("{sentence} It was" is a template);
+            # elsewhere (an unclosed "[0, 1", say) the YAML is what went wrong.
+            if not _takes_text(annotation):
+                problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+                raise RLPromptError(f"--set {item}: not valid YAML ({problem})") from None
             value = raw
-        _check_path(cls, parts, dotted)
         node = data
         for part in parts[:-1]:
             child = node.get(part)
@@ -140,7 +146,18 @@ def apply_overrides(data: dict, overrides: list[str], cls: type) -> dict:
     return data
 
 
-def _check_path(cls: type, parts: list[str], dotted: str) -> None:
+def _takes_text(annotation: Any) -> bool:
+    """Whether a field of this type may hold arbitrary text: ``str``, a ``Literal`` of names, or a union
+    with one of them."""
+    if annotation is str or annotation is Any or typing.get_origin(annotation) is typing.Literal:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_takes_text(a) for a in typing.get_args(annotation))
+    return False
+
+
+def _check_path(cls: type, parts: list[str], dotted: str) -> Any:
+    """Check that the dotted key names a field, and return the field's type."""
     current: Any = cls
     for depth, part in enumerate(parts):
         prefix = ".".join(parts[:depth])
@@ -157,6 +174,7 @@ def _check_path(cls: type, parts: list[str], dotted: str) -> None:
         args = [a for a in typing.get_args(current) if a is not type(None)]
         if typing.get_origin(current) in (typing.Union, types.UnionType) and len(args) == 1:
             current = args[0]
+    return current
 
 
 def to_dict(config: Any) -> dict:

@@ -103,13 +103,21 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
             "--set",
             "task.template={sentence} It was",
         ], "template '{sentence} It was' must contain {prompt} exactly once"  # noqa: E501
-    if case == "prompt longer than the model allows":
-        return [
-            "--set",
-            "model=bert-tiny-splade",
-            "--set",
-            "env.prompt_length=600",
-        ], "a 600-token prompt is too long for bert-tiny-splade"  # noqa: E501
+    if case == "prompt longer than the model allows":  # tiny-gpt2 reads 64 positions (registered below)
+        return ["--set", "model=tiny-gpt2", "--set", "env.prompt_length=64"], (
+            "a 64-token prompt is too long for tiny-gpt2")  # fmt: skip
+    if case == "prompt longer than any run takes":
+        return ["--set", "env.prompt_length=600"], (
+            "'env.prompt_length' must be at most 64 tokens (one action a token), got 600")  # fmt: skip
+    if case == "more threads than this machine has":  # a run in this process: its threads are ours
+        return ["--set", "threads_per_run=100000"], (
+            "'threads_per_run' is 100000, more than this machine's")  # fmt: skip
+    if case == "duplicate key in a config file":  # PyYAML alone keeps the second and says nothing
+        (tmp_path / "run.yaml").write_text("rl:\n  learning_rate: 1e-3\nseed: 1\nrl:\n  ent_coef: 0.1\n")
+        return ["--config", str(tmp_path / "run.yaml")], (
+            f"{tmp_path / 'run.yaml'}: not valid YAML at line 4 (duplicate key 'rl')")  # fmt: skip
+    if case == "unclosed list set":  # not taken as text: seeds is no string
+        return ["--set", "seeds=[0, 1"], "--set seeds=[0, 1: not valid YAML (expected ',' or ']'"
     if case == "unknown model":
         return ["--set", "model=gpt-17"], "unknown model 'gpt-17': not an offline alias"
     if case == "missing offline bundle":
@@ -210,7 +218,8 @@ CASES = [
     "NaN learning rate", "vocabulary of one word", "overwrite without a run directory", "bad flag value",
     "negative seed", "seed too large", "empty config file", "listed vocabulary of one word",
     "wrong type set over a config file", "negative checkpoint interval", "empty --config",
-    "output directory is a file",
+    "output directory is a file", "prompt longer than any run takes", "more threads than this machine has",
+    "duplicate key in a config file", "unclosed list set",
     "style task with a method that needs labels", "unknown style target", "style task on a masked model",
     "ensemble on a style task", "demonstrations on a style task", "negative demonstrations",
     "in_context on demonstrations", "unknown training example excluded",
@@ -226,7 +235,10 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_is_one_clear_line_exit_2_and_nothing_written(case, tmp_path, capsys, monkeypatch):
+def test_bad_input_is_one_clear_line_exit_2_and_nothing_written(case, tmp_path, capsys, monkeypatch, request):
+    if case == "prompt longer than the model allows":
+        register_model(request.getfixturevalue("tiny_gpt2"))
+        capsys.readouterr()  # building it warns about its borrowed tokenizer's ids: not the CLI's output
     if case == "missing offline bundle":  # as if llm-gemma3 were not installed
         real_find_spec, module = importlib.util.find_spec, models.BUNDLES["gemma3-270m"].module
         monkeypatch.setattr(
