@@ -127,3 +127,21 @@ def test_per_input_choice_takes_the_prompts_right_near_each_input():
     top5, weighted = local.local_rules(test, ref, ref_labels, 1 - similarity, k=8)
     assert top5.tolist() == (1 - test_labels).tolist()
     assert weighted.tolist() == (1 - test_labels).tolist()
+
+
+def test_per_prompt_label_words_take_the_pair_that_reads_the_labels():
+    """benchmarks/prompt_verbalizers.py: a pair's columns come out of the all-words scores in class order, and
+    the choice goes to the pair with the best accuracy, then the best log-likelihood of the right label."""
+    local = benchmark_module("prompt_verbalizers")
+    words = ["bad", "great", "negative", "positive"]
+    labels = np.array([0, 1, 1, 0])
+    always_great = _scores([1, 1, 1, 1])  # bad/great: "great" for every input
+    right_unsure = _scores([0, 1, 1, 0], 0.6)  # negative/positive: right, unsure
+    logprobs = np.concatenate([always_great, right_unsure], -1)[None]  # (1 prompt, 4 inputs, 4 words)
+    pairs = {
+        p: local.pair_scores(logprobs, words, p)[0] for p in ("bad/great", "negative/positive", "great/bad")
+    }
+    assert pairs["great/bad"].argmax(-1).tolist() == [0, 0, 0, 0]  # the columns follow the pair's order
+    assert local.choose(pairs, labels) == "negative/positive"
+    sure = {"unsure": _scores([0, 1, 1, 0], 0.6), "sure": _scores([0, 1, 1, 0], 0.9)}  # the same accuracy
+    assert local.choose(sure, labels) == "sure"
