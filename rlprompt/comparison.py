@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -23,7 +24,7 @@ ORDER = list(METHODS)  # the registry's order
 
 def collect(paths: list[str | Path]) -> list[MethodResult]:
     """Every method result under ``paths`` (each a run directory or a directory of runs)."""
-    results = []
+    results, seen = [], set()
     for path in map(Path, paths):
         if not path.is_dir():
             raise RLPromptError(f"{path}: {'a file, not' if path.exists() else 'no such'} run directory")
@@ -33,6 +34,11 @@ def collect(paths: list[str | Path]) -> list[MethodResult]:
         if not files:
             raise RLPromptError(f"{path}: no result.json in it (is the run finished?)")
         for file in files:
+            if file.resolve() in seen:  # a run given on its own and inside its comparison, say
+                print(f"warning: {file} is under more than one of the directories given; counted once",
+                      file=sys.stderr)  # fmt: skip
+                continue
+            seen.add(file.resolve())
             try:
                 result = MethodResult.load(file)
             except (ValueError, TypeError) as err:
@@ -105,11 +111,12 @@ def collect_references(paths: list[str | Path]) -> list[dict]:
     """The reference rows (manual and empty prompt, raw and calibrated) a comparison directory holds (one
     set per data split for a grid over splits); each set is marked with the directory given (``grid``):
     only one grid's splits are averaged together."""
-    found = []
+    found, seen = [], set()
     for path in map(Path, paths):
         for file in sorted([path / REFERENCES] + list(path.glob(f"split-*/{REFERENCES}"))):
-            if not file.is_file():
+            if not file.is_file() or file.resolve() in seen:
                 continue
+            seen.add(file.resolve())
             try:
                 found.append({**json.loads(file.read_text(encoding="utf-8")), "grid": str(path)})
             except (ValueError, UnicodeDecodeError) as err:
@@ -262,10 +269,13 @@ def _raw(r: MethodResult) -> float:
 def collect_failures(paths: list[str | Path]) -> list[dict]:
     """The runs of a grid that failed (their ``failure.json``), method and seed order; a grid over data
     splits names each one's split (``split``)."""
-    found = []
+    found, seen = [], set()
     for path in map(Path, paths):
         files = path.glob("*/failure.json"), path.glob("split-*/*/failure.json"), path.glob("failure.json")
         for file in [f for group in files for f in sorted(group)]:
+            if file.resolve() in seen:
+                continue
+            seen.add(file.resolve())
             try:
                 failure = json.loads(file.read_text(encoding="utf-8"))
             except (ValueError, UnicodeDecodeError):

@@ -24,7 +24,14 @@ from rlprompt.calibration import CALIBRATIONS, task_calibration
 from rlprompt.console import add_verbose_flag
 from rlprompt.errors import ArgumentParser, RLPromptError, run_cli
 from rlprompt.evaluation import ensemble_result, evaluate_prompts, make_scorer, prompt_budget
-from rlprompt.export import LearnedPrompt, load_classification_prompt, recorded_label_words
+from rlprompt.export import (
+    ADAPTER_DIRS,
+    ADAPTER_META,
+    LearnedPrompt,
+    load_adapter_meta,
+    load_classification_prompt,
+    recorded_label_words,
+)
 from rlprompt.files import atomic_write_bytes, check_output_dir
 from rlprompt.models import load_model
 from rlprompt.registry import ARTIFACTS, METHODS
@@ -42,6 +49,38 @@ class Row:
     # "task/model" -> {"accuracy", "gain", "calibrated", "gain_calibrated_manual", "gain_calibrated_empty"}
     # or {"not_applicable"}
     cells: dict = field(default_factory=dict)
+
+
+def load_source(path: Path) -> LearnedPrompt:
+    """A prompt file, or a weight artifact (an exported soft prompt, adapter or model directory, or the run
+    directory holding one) as a row of its own: the table shows it as not applicable on other models, so a
+    comparison's artifacts can all be named. A run directory with a ``prompt.json`` reads that."""
+    path = Path(path)
+    if not path.is_dir():
+        return load_classification_prompt(path)
+    if (path / "prompt.json").is_file():
+        return load_classification_prompt(path / "prompt.json")
+    exported = [d for d in [path, *(path / name for name in sorted(set(ADAPTER_DIRS.values())))]
+                if (d / ADAPTER_META).is_file()]  # fmt: skip
+    if not exported:
+        raise RLPromptError(
+            f"{path}: a directory with neither prompt.json nor an exported baseline ({ADAPTER_META}); give a "
+            "prompt.json file or a run directory"
+        )
+    meta = load_adapter_meta(exported[0])
+    spec = METHODS[meta["method"]]
+    return LearnedPrompt(
+        text=f"({ARTIFACTS[spec.artifact].description})", token_ids=[], model=meta["model"],
+        model_kind=meta["model_kind"], template=meta["template"], verbalizers=list(meta["verbalizers"]),
+        task=meta["task"], method=meta["method"], seed=meta["seed"], class_names=meta.get("class_names", []),
+        data_seed=meta.get("data_seed"), task_source=meta.get("task_source"), metrics=meta.get("metrics", {}),
+        calibration=meta.get("calibration", "none"),
+    )  # fmt: skip
+
+
+def _is_weights(prompt: LearnedPrompt) -> bool:
+    spec = METHODS.get(prompt.method)
+    return spec is not None and ARTIFACTS[spec.artifact].weights
 
 
 def round_trip_problem(prompt: LearnedPrompt, device: str = "auto", dtype: str = "auto") -> str | None:
@@ -73,7 +112,7 @@ def run_transfer(
 ) -> dict:  # fmt: skip
     """Evaluate every prompt on every (task, model), raw and calibrated (each prompt's prior re-estimated on
     each target); returns the rows, targets and round-trip notes."""
-    prompts = [load_classification_prompt(path) for path in prompt_files]
+    prompts = [load_source(path) for path in prompt_files]
     rows = []
     for p in prompts:
         ensemble = f", ensemble of {len(p.ensemble)}" if p.ensemble else ""
@@ -148,7 +187,9 @@ def run_transfer(
         "templates": templates,
         "rows": [vars(r) for r in [*rows, manual_row, empty_row]],
         "round_trip": {
-            row.name: round_trip_problem(p, device, dtype) for row, p in zip(rows, prompts, strict=True)
+            row.name: round_trip_problem(p, device, dtype)
+            for row, p in zip(rows, prompts, strict=True)
+            if not _is_weights(p)  # weights have no text to re-tokenize
         },
     }
 
@@ -246,7 +287,11 @@ def heatmap(result: dict, path: Path) -> None:
 
 def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="python -m rlprompt.transfer", description=__doc__.split("\n\n")[0])
-    p.add_argument("--prompts", nargs="+", required=True, help="exported prompt.json files")
+    p.add_argument(
+        "--prompts", nargs="+", required=True,
+        help="exported prompt.json files or run directories (a soft prompt's, adapter's or fine-tuned "
+        "model's run is listed as not applicable on other models)",
+    )  # fmt: skip
     p.add_argument(
         "--models", default="smollm2-135m,gemma3-270m,bert-tiny-splade", help="comma-separated targets"
     )
@@ -275,7 +320,7 @@ def _parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     files = [Path(p) for p in args.prompts]
-    first = load_classification_prompt(files[0])
+    first = load_source(files[0])
     tasks = [
         t.strip()
         for t in (args.tasks or args.task or first.task_source or first.task).split(",")

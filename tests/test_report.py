@@ -75,6 +75,14 @@ def test_report_cli_writes_markdown_and_plot(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_a_run_under_two_of_the_directories_given_counts_once(tmp_path, capsys):
+    _write(tmp_path / "cmp", [BASE, replace(BASE, seed=1, test_metrics=_scores(0.8))])
+    loaded = collect([tmp_path / "cmp", tmp_path / "cmp" / "rl__s0", tmp_path / "cmp" / "." / "rl__s1"])
+    assert sorted(r.seed for r in loaded) == [0, 1]
+    err = capsys.readouterr().err
+    assert err.count("under more than one of the directories given; counted once") == 2, err
+
+
 REPORT_ERRORS = ["missing", "a file", "empty", "broken", "not an object", "no method", "out is a file",
                  "out under a file"]  # fmt: skip
 

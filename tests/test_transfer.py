@@ -85,20 +85,38 @@ def test_round_trip_and_weight_artifacts_are_reported(learned_prompt, tmp_path, 
     prompt = load_prompt(learned_prompt)
     # A prompt whose ids are not what its text tokenizes to (say, two tokens that merge when re-read).
     odd = asdict(prompt) | {"token_ids": prompt.token_ids[:1] + [prompt.token_ids[0]] * 2, "text": "xx yy zz"}
-    soft = asdict(prompt) | {"method": "soft_prompt"}
-    for name, data in (("odd.json", odd), ("soft.json", soft)):
-        save_prompt(type(prompt)(**data), tmp_path / name)
-    argv = ["--prompts", str(tmp_path / "odd.json"), str(tmp_path / "soft.json"),
+    save_prompt(type(prompt)(**odd), tmp_path / "odd.json")
+    # A LoRA run's directory as a comparison leaves it: its export's description, no prompt.json.
+    lora_run = tmp_path / "lora__s0"
+    (lora_run / "lora").mkdir(parents=True)
+    meta = {"format": "rlprompt.adapter", "version": 1, "method": "lora", "model": prompt.model,
+            "model_kind": prompt.model_kind, "template": prompt.template, "verbalizers": prompt.verbalizers,
+            "class_names": prompt.class_names, "task": prompt.task, "task_source": prompt.task_source,
+            "data_seed": prompt.data_seed, "seed": 0, "prompt": "It was", "metrics": {}}  # fmt: skip
+    (lora_run / "lora" / "rlprompt_adapter.json").write_text(json.dumps(meta))
+    rl_run = learned_prompt.parent  # a run directory names its prompt.json
+    argv = ["--prompts", str(tmp_path / "odd.json"), str(lora_run), str(rl_run),
             "--models", "tiny-gpt2,tiny-bert",
             "--output-dir", str(tmp_path / "out"), "--quiet"]  # fmt: skip
     with pytest.raises(SystemExit) as done:
         run_cli(transfer_main, argv)
     assert done.value.code == 0, capsys.readouterr().err
     result = json.loads((tmp_path / "out" / "transfer.json").read_text())
-    odd_row, soft_row = result["rows"][:2]
+    odd_row, lora_row, rl_row = result["rows"][:3]
     assert "re-tokenizing the text 'xx yy zz' for tiny-gpt2 gives" in result["round_trip"][odd_row["name"]]
-    assert "cannot move to another model" in soft_row["cells"]["tiny/tiny-bert"]["not_applicable"]
+    assert lora_row["name"].startswith("lora s0") and lora_row["text"] == "(a PEFT weight adapter)"
+    assert "cannot move to another model" in lora_row["cells"]["tiny/tiny-bert"]["not_applicable"]
+    assert "rlprompt.evaluate" in lora_row["cells"]["tiny/tiny-gpt2"]["not_applicable"]
+    assert lora_row["name"] not in result["round_trip"]  # weights have no text to re-tokenize
+    assert rl_row["text"] == prompt.text and 0 <= rl_row["cells"]["tiny/tiny-bert"]["accuracy"] <= 1
     assert "n/a" in (tmp_path / "out" / "transfer.md").read_text()
+    # A directory that holds neither is one line.
+    (tmp_path / "empty").mkdir()
+    argv = ["--prompts", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "out2"), "--quiet"]
+    with pytest.raises(SystemExit) as done:
+        run_cli(transfer_main, argv)
+    assert done.value.code == 2
+    assert "a directory with neither prompt.json nor an exported baseline" in capsys.readouterr().err
 
 
 def test_an_unknown_task_is_refused_before_any_model_loads(learned_prompt, tmp_path, capsys):

@@ -116,6 +116,9 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
         (tmp_path / "run.yaml").write_text("rl:\n  learning_rate: 1e-3\nseed: 1\nrl:\n  ent_coef: 0.1\n")
         return ["--config", str(tmp_path / "run.yaml")], (
             f"{tmp_path / 'run.yaml'}: not valid YAML at line 4 (duplicate key 'rl')")  # fmt: skip
+    if case == "overflowing learning rate":  # 1e38 passed every check, then overflowed inside torch
+        return ["--set", "method=soft_prompt", "--set", "soft_prompt.learning_rate=1e38"], (
+            "'soft_prompt.learning_rate' must be positive and at most 10, got 1e+38")  # fmt: skip
     if case == "unclosed list set":  # not taken as text: seeds is no string
         return ["--set", "seeds=[0, 1"], "--set seeds=[0, 1: not valid YAML (expected ',' or ']'"
     if case == "unknown model":
@@ -219,7 +222,7 @@ CASES = [
     "negative seed", "seed too large", "empty config file", "listed vocabulary of one word",
     "wrong type set over a config file", "negative checkpoint interval", "empty --config",
     "output directory is a file", "prompt longer than any run takes", "more threads than this machine has",
-    "duplicate key in a config file", "unclosed list set",
+    "duplicate key in a config file", "unclosed list set", "overflowing learning rate",
     "style task with a method that needs labels", "unknown style target", "style task on a masked model",
     "ensemble on a style task", "demonstrations on a style task", "negative demonstrations",
     "in_context on demonstrations", "unknown training example excluded",

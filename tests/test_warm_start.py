@@ -313,8 +313,14 @@ def test_a_settled_policy_restarts_from_the_best_training_prompt(tiny_llama):
 def test_restarts_refuse_sql_and_a_negative_window():
     from rlprompt.methods.rl import RLConfig
 
-    with pytest.raises(ValueError, match="'rl.restart_window' applies to ppo and a2c"):
+    with pytest.raises(ValueError, match=r"'rl.restart_window' \(10\) applies to ppo and a2c, not sql: add "
+                       r"--set rl.restart_window=0$"):  # fmt: skip
         RLConfig(algo="sql", restart_window=10)
+    # Both PPO-only settings (as configs/quickstart.yaml has them) are named in one message, with the fix.
+    both = (r"'rl.restart_window' \(10\) and 'rl.imitate_top' \(16\) apply to ppo and a2c, not sql: add "
+            r"--set rl.restart_window=0 --set rl.imitate_top=0$")  # fmt: skip
+    with pytest.raises(ValueError, match=both):
+        RLConfig(algo="sql", restart_window=10, imitate_top=16)
     with pytest.raises(ValueError, match="'rl.restart_window' must be 0"):
         RLConfig(restart_window=-1)
     with pytest.raises(ValueError, match="'rl.restart_new_fraction' must be between 0 and 1"):
@@ -352,7 +358,7 @@ def test_imitation_raises_the_elite_prompts_likelihood_with_the_policys_optimize
 def test_imitation_refuses_sql_and_bad_sizes():
     from rlprompt.methods.rl import RLConfig
 
-    with pytest.raises(ValueError, match="'rl.imitate_top' applies to ppo and a2c"):
+    with pytest.raises(ValueError, match=r"'rl.imitate_top' \(8\) applies to ppo and a2c, not sql"):
         RLConfig(algo="sql", imitate_top=8)
     with pytest.raises(ValueError, match="'rl.imitate_top' must be 0"):
         RLConfig(imitate_top=-1)

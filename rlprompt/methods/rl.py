@@ -43,7 +43,7 @@ from rlprompt.methods.base import (
     PromptRule,
 )
 from rlprompt.methods.search import uniform_crossover
-from rlprompt.settings import at_least_one, positive, within
+from rlprompt.settings import at_least_one, check_learning_rate, within
 from rlprompt.vocab import action_vocabulary, policy_backbone, policy_model
 
 
@@ -123,7 +123,7 @@ class RLConfig:
     def __post_init__(self) -> None:
         at_least_one("rl", n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs,
                      max_reward_queries=self.max_reward_queries)  # fmt: skip
-        positive("rl", learning_rate=self.learning_rate)
+        check_learning_rate("rl", self.learning_rate)
         within("rl", "init_confidence", self.init_confidence, 0.5, 0.99)  # >= 0.5: each token is the argmax
         within("rl", "restart_confidence", self.restart_confidence, 0.5, 0.99)
         within("rl", "restart_new_fraction", self.restart_new_fraction, 0, 1)
@@ -131,10 +131,15 @@ class RLConfig:
             raise ValueError(
                 f"'rl.restart_window' must be 0 (no restarts) or more, not {self.restart_window}"
             )
-        if self.restart_window and self.algo == "sql":
+        ppo_only = {"restart_window": self.restart_window, "imitate_top": self.imitate_top}
+        if self.algo == "sql" and any(ppo_only.values()):
+            # Restarts: SQL's replay and target network would keep the settled prompt; self-imitation: SQL
+            # has its own replay. Both named at once, so that one retry is enough.
+            used = [key for key, value in ppo_only.items() if value]
             raise ValueError(
-                "'rl.restart_window' applies to ppo and a2c, not sql (its replay and target "
-                "network would keep the settled prompt)"
+                " and ".join(f"'rl.{key}' ({ppo_only[key]})" for key in used)
+                + f" {'apply' if len(used) > 1 else 'applies'} to ppo and a2c, not sql: add "
+                + " ".join(f"--set rl.{key}=0" for key in used)
             )
         if self.imitate_top < 0 or self.imitate_steps < 1:
             raise ValueError(
@@ -148,8 +153,6 @@ class RLConfig:
             )
         if self.elite_by not in ("max", "mean"):
             raise ValueError(f"'rl.elite_by' must be max or mean, not {self.elite_by!r}")
-        if self.imitate_top and self.algo == "sql":
-            raise ValueError("'rl.imitate_top' applies to ppo and a2c, not sql (it has its own replay)")
         if self.init_prompt is not None and not self.init_prompt.strip():
             raise ValueError(
                 "'rl.init_prompt' is empty: give a prompt, or leave the key out for a cold start"

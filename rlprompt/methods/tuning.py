@@ -35,7 +35,7 @@ from rlprompt.methods.base import (
 )
 from rlprompt.perplexity import heldout_sentences, perplexity
 from rlprompt.scoring import ScorerStats
-from rlprompt.settings import at_least_one, positive
+from rlprompt.settings import at_least_one, check_learning_rate
 
 
 @dataclass
@@ -52,7 +52,7 @@ class TuningConfig:
 
     def __post_init__(self) -> None:
         at_least_one(self.section, steps=self.steps, batch_size=self.batch_size)
-        positive(self.section, learning_rate=self.learning_rate)
+        check_learning_rate(self.section, self.learning_rate)
 
 
 @dataclass
