@@ -197,17 +197,6 @@ def positive(section: str, **values) -> None:
             raise ValueError(f"'{_key(section, key)}' must be positive, got {value}")
 
 
-MAX_LEARNING_RATE = 10.0  # Adam moves a weight by about the rate a step; far above 1 only overflows
-
-
-def check_learning_rate(section: str, value: float, key: str = "learning_rate") -> None:
-    """A learning rate: positive and at most :data:`MAX_LEARNING_RATE` (1e38 overflowed deep in torch)."""
-    if not 0 < value <= MAX_LEARNING_RATE:
-        raise ValueError(
-            f"'{_key(section, key)}' must be positive and at most {MAX_LEARNING_RATE:g}, got {value}"
-        )
-
-
 def within(section: str, key: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
         raise ValueError(f"'{_key(section, key)}' must be between {low:g} and {high:g}, got {value}")

@@ -43,7 +43,7 @@ from rlprompt.methods.base import (
     PromptRule,
 )
 from rlprompt.methods.search import uniform_crossover
-from rlprompt.settings import at_least_one, check_learning_rate, within
+from rlprompt.settings import at_least_one, positive, within
 from rlprompt.vocab import action_vocabulary, policy_backbone, policy_model
 
 
@@ -123,7 +123,7 @@ class RLConfig:
     def __post_init__(self) -> None:
         at_least_one("rl", n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs,
                      max_reward_queries=self.max_reward_queries)  # fmt: skip
-        check_learning_rate("rl", self.learning_rate)
+        positive("rl", learning_rate=self.learning_rate)
         within("rl", "init_confidence", self.init_confidence, 0.5, 0.99)  # >= 0.5: each token is the argmax
         within("rl", "restart_confidence", self.restart_confidence, 0.5, 0.99)
         within("rl", "restart_new_fraction", self.restart_new_fraction, 0, 1)
@@ -207,6 +207,11 @@ def run(ctx: MethodContext) -> MethodResult:
             if "invalid values" not in str(err):
                 raise
             raise non_finite("the policy's action scores", model.num_timesteps, run_dir,
+                             tracker.last_checkpoint, "Lower rl.learning_rate.") from None  # fmt: skip
+        except RuntimeError as err:  # an update too large for the weights' dtype (learning rate 1e38, say)
+            if "overflow" not in str(err):
+                raise
+            raise non_finite("the policy's update", model.num_timesteps, run_dir,
                              tracker.last_checkpoint, "Lower rl.learning_rate.") from None  # fmt: skip
         if interrupted and tracker.dev.best is not None:  # (none yet: said below, with the --resume line)
             # A clean stop is at its checkpoint; an interrupt without our signal handler (a cancelled

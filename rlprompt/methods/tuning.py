@@ -19,7 +19,14 @@ import numpy as np
 import torch
 
 from rlprompt.calibration import calibrate, normalised, reference_method, task_calibration
-from rlprompt.checkpoint import StopAtOnce, check_finite, parameters_sum, restore_rng, save_checkpoint
+from rlprompt.checkpoint import (
+    StopAtOnce,
+    check_finite,
+    non_finite,
+    parameters_sum,
+    restore_rng,
+    save_checkpoint,
+)
 from rlprompt.compat import returned_cache
 from rlprompt.errors import RLPromptError
 from rlprompt.evaluation import make_scorer, prompt_budget, scored_result
@@ -35,7 +42,7 @@ from rlprompt.methods.base import (
 )
 from rlprompt.perplexity import heldout_sentences, perplexity
 from rlprompt.scoring import ScorerStats
-from rlprompt.settings import at_least_one, check_learning_rate
+from rlprompt.settings import at_least_one, positive
 
 
 @dataclass
@@ -52,7 +59,7 @@ class TuningConfig:
 
     def __post_init__(self) -> None:
         at_least_one(self.section, steps=self.steps, batch_size=self.batch_size)
-        check_learning_rate(self.section, self.learning_rate)
+        positive(self.section, learning_rate=self.learning_rate)
 
 
 @dataclass
@@ -421,7 +428,12 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, section.max_grad_norm)
-            optimizer.step()
+            try:
+                optimizer.step()
+            except RuntimeError as err:  # a step too large for the weights' dtype (learning rate 1e38, say)
+                if "overflow" not in str(err):
+                    raise
+                raise non_finite(f"the {name} update", step, ctx.run_dir, last_checkpoint, hint) from None
             losses.append(loss.item())
     except StopAtOnce:
         raise
