@@ -20,7 +20,13 @@ class RLPromptError(Exception):
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with the project's one-line errors: argparse's own message (it names the flag and the value)
-    without the usage block before it."""
+    without the usage block before it. Under the ``rlprompt`` command (which names the subcommand in
+    ``sys.argv[0]``) usage and errors name ``rlprompt SUBCOMMAND``, not the module."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if sys.argv and sys.argv[0].startswith("rlprompt "):  # set by rlprompt.cli.run
+            self.prog = sys.argv[0]
 
     def error(self, message: str):
         self.exit(EXIT_USAGE, f"error: {message} ({self.prog} --help lists the options)\n")

@@ -33,3 +33,11 @@ def test_a_subcommand_takes_the_module_s_options(bert):
     bad = subprocess.run([str(COMMAND), "evaluate", "--model", "gpt-17"], capture_output=True, text=True,
                          timeout=300, cwd=ROOT)  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown model 'gpt-17'")
+    # Its usage names the command as typed, not the module behind it.
+    helped = subprocess.run([str(COMMAND), "transfer", "--help"], capture_output=True, text=True, timeout=300,
+                            cwd=ROOT)  # fmt: skip
+    assert helped.returncode == 0 and helped.stdout.startswith("usage: rlprompt transfer "), helped.stdout
+    assert "--help lists the options" not in helped.stdout
+    flagged = subprocess.run([str(COMMAND), "report", "--nope"], capture_output=True, text=True, timeout=300,
+                             cwd=ROOT)  # fmt: skip
+    assert flagged.returncode == 2 and "(rlprompt report --help lists the options)" in flagged.stderr
