@@ -68,6 +68,12 @@ def check_finite(value, what: str, step: int, run_dir: Path, last_checkpoint: in
         raise non_finite(what, step, run_dir, last_checkpoint, hint)
 
 
+def overflowed(err: RuntimeError) -> bool:
+    """Whether torch refused a value too large for a tensor's dtype: an optimizer step with a learning rate
+    like 1e38 ends so, before any weight is non-finite for :func:`check_finite` to see."""
+    return "overflow" in str(err)
+
+
 def non_finite(what: str, step: int, run_dir: Path, last_checkpoint: int | None, hint: str) -> NonFiniteError:
     saved = (
         f"its last checkpoint (step {last_checkpoint}) is in {run_dir}"

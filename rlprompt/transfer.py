@@ -78,9 +78,10 @@ def load_source(path: Path) -> LearnedPrompt:
     )  # fmt: skip
 
 
-def _is_weights(prompt: LearnedPrompt) -> bool:
-    spec = METHODS.get(prompt.method)
-    return spec is not None and ARTIFACTS[spec.artifact].weights
+def _weights(prompt: LearnedPrompt):
+    """The artifact spec of a source that is weights (a soft prompt, adapter or model), else None."""
+    artifact = ARTIFACTS[METHODS[prompt.method].artifact] if prompt.method in METHODS else None
+    return artifact if artifact is not None and artifact.weights else None
 
 
 def round_trip_problem(prompt: LearnedPrompt, device: str = "auto", dtype: str = "auto") -> str | None:
@@ -138,14 +139,14 @@ def run_transfer(
             targets.append(target)
             to_score, owners = [], []
             for row, prompt in zip(rows, prompts, strict=True):
-                artifact = ARTIFACTS[METHODS[prompt.method].artifact] if prompt.method in METHODS else None
-                if artifact is not None and artifact.weights and prompt.model != lm.name:
+                artifact = _weights(prompt)
+                if artifact is not None and prompt.model != lm.name:
                     row.cells[target] = {
                         "not_applicable": f"{prompt.method} ({artifact.description}) is weights for "
                         f"{prompt.model} (its hidden size and vocabulary); it cannot move to another model"
                     }
                     continue
-                if artifact is not None and artifact.weights:
+                if artifact is not None:
                     row.cells[target] = {
                         "not_applicable": "weight artifacts are evaluated with rlprompt.evaluate"
                     }
@@ -189,7 +190,7 @@ def run_transfer(
         "round_trip": {
             row.name: round_trip_problem(p, device, dtype)
             for row, p in zip(rows, prompts, strict=True)
-            if not _is_weights(p)  # weights have no text to re-tokenize
+            if _weights(p) is None  # weights have no text to re-tokenize
         },
     }
 

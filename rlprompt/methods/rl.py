@@ -27,6 +27,7 @@ from rlprompt.checkpoint import (
     StopAtOnce,
     check_finite,
     non_finite,
+    overflowed,
     parameters_sum,
     restore_rng,
     save_checkpoint,
@@ -208,8 +209,8 @@ def run(ctx: MethodContext) -> MethodResult:
                 raise
             raise non_finite("the policy's action scores", model.num_timesteps, run_dir,
                              tracker.last_checkpoint, "Lower rl.learning_rate.") from None  # fmt: skip
-        except RuntimeError as err:  # an update too large for the weights' dtype (learning rate 1e38, say)
-            if "overflow" not in str(err):
+        except RuntimeError as err:
+            if not overflowed(err):
                 raise
             raise non_finite("the policy's update", model.num_timesteps, run_dir,
                              tracker.last_checkpoint, "Lower rl.learning_rate.") from None  # fmt: skip

@@ -23,6 +23,7 @@ from rlprompt.checkpoint import (
     StopAtOnce,
     check_finite,
     non_finite,
+    overflowed,
     parameters_sum,
     restore_rng,
     save_checkpoint,
@@ -430,8 +431,8 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
             torch.nn.utils.clip_grad_norm_(params, section.max_grad_norm)
             try:
                 optimizer.step()
-            except RuntimeError as err:  # a step too large for the weights' dtype (learning rate 1e38, say)
-                if "overflow" not in str(err):
+            except RuntimeError as err:
+                if not overflowed(err):
                     raise
                 raise non_finite(f"the {name} update", step, ctx.run_dir, last_checkpoint, hint) from None
             losses.append(loss.item())
