@@ -363,9 +363,15 @@ def load_train_config(path: str | None, overrides: list[str] | None = None):
         if "task" in data:
             data["task"] = _words_stay_with_their_task(before, data["task"], sets_words)
     try:
-        return from_dict(TrainConfig, data, path or "--set")
+        config = from_dict(TrainConfig, data, path or "--set")
     except RLPromptError as err:
         raise _blamed_on_override(err, path, overrides or []) from None
+    # A task file by its absolute path: config.yaml and prompt.json record it, and --resume or evaluate
+    # from another directory must find this file, not another task.yaml that happens to be there.
+    task_file = Path(config.task.name).expanduser()
+    if config.task.name.endswith((".yaml", ".yml")) and task_file.is_file():
+        config.task.name = str(task_file.resolve())
+    return config
 
 
 def _blamed_on_override(err: RLPromptError, path: str | None, overrides: list[str]) -> RLPromptError:

@@ -18,7 +18,9 @@ mapping (a YAML file, or the ``task:`` section of a run config) naming TSV, CSV 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import re
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -203,6 +205,11 @@ class SplitPlan:
                     splits.setdefault(lookup[value], []).append(ex)
         for split, path in task.split_files.items():
             if path != self.data:
+                if split in splits:  # the split column gave it rows already: neither silently wins
+                    raise RLPromptError(
+                        f"{self.source}: the '{split}' file and the {split} rows of {self.data}'s split "
+                        f"column {self.split_column!r} both give a {split} split; drop one of them"
+                    )
                 splits[split] = task._read(split, path)
         rng = np.random.default_rng(self.seed)
         for split, size in (("test", self.test_size), ("dev", self.dev_size)):
@@ -218,6 +225,12 @@ class SplitPlan:
                     f"{self.source}: '{split}_size' would leave a split without class "
                     f"{task.class_names[small[0]]!r}: it has fewer than 2 training examples to share"
                 )
+            if size >= 1 and not task.num_classes <= size <= len(pool) - task.num_classes:
+                raise RLPromptError(
+                    f"{self.source}: '{split}_size' {size:g} cannot be carved out of {len(pool)} training "
+                    f"rows of {task.num_classes} classes, keeping one of each class on both sides; give a "
+                    f"count from {task.num_classes} to {len(pool) - task.num_classes}, or a fraction below 1"
+                )
             splits["train"], splits[split] = _carve(pool, size, task.num_classes, rng)
         for split in SPLITS:
             if not splits.get(split):
@@ -230,25 +243,43 @@ class SplitPlan:
 
 
 def _carve(pool: list[Example], size: float, num_classes: int, rng) -> tuple[list[Example], list[Example]]:
-    """Split ``pool`` into (kept, carved): per class, a ``size`` fraction (or, for a count, that share
-    of it), at least one, never all."""
+    """Split ``pool`` into (kept, carved), stratified by class: per class, a ``size`` fraction, at least one,
+    never all; a count (``size`` >= 1, which the caller checked can be met) exactly, shared over the classes
+    in proportion to their rows by largest remainders within those bounds."""
     by_class: dict[int, list[Example]] = {}
     for ex in pool:
         by_class.setdefault(ex.label, []).append(ex)
-    fraction = size if size < 1 else size / max(1, len(pool))
+    groups = list(by_class.values())
+    if size < 1:
+        counts = [min(len(m) - 1, max(1, round(len(m) * size))) for m in groups]
+    else:
+        shares = [len(m) * size / len(pool) for m in groups]
+        counts = [min(len(m) - 1, max(1, int(share))) for m, share in zip(groups, shares, strict=True)]
+        order = sorted(
+            range(len(groups)), key=lambda c: int(shares[c]) - shares[c]
+        )  # largest remainder first
+        while sum(counts) != int(size):
+            step = 1 if sum(counts) < size else -1
+            room = [c for c in order if 1 <= counts[c] + step <= len(groups[c]) - 1]
+            counts[room[0] if step > 0 else room[-1]] += step
     carved: set[str] = set()
-    for members in by_class.values():
-        n = min(len(members) - 1, max(1, round(len(members) * fraction)))
+    for members, n in zip(groups, counts, strict=True):
         for i in rng.permutation(len(members))[:n]:
             carved.add(members[i].uid)
     return [ex for ex in pool if ex.uid not in carved], [ex for ex in pool if ex.uid in carved]
 
 
 def _label_key(value) -> str:
-    """Labels compare as text: ``1``, ``"1"`` and ``1.0`` from YAML, TSV or JSON all mean the same."""
+    """Labels compare as text: ``1``, ``"1"``, ``1.0`` and ``"1.0"`` from YAML, TSV or JSON all mean the
+    same, as do YAML's ``true`` and a file's ``true`` or ``True``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    return str(value).strip()
+    text = str(value).strip()
+    if text.lower() in ("true", "false"):
+        return text.lower()
+    return re.sub(r"^([+-]?\d+)\.0+$", r"\1", text)  # a TSV's 5.0 is the YAML key 5
 
 
 # -- built-in tasks --------------------------------------------------------------------------------
@@ -329,6 +360,18 @@ def task_from_spec(spec: dict, base_dir: Path, source: str) -> Task:
                 f"{source}: verbalizer for label {label!r} must be a non-empty word, got {word!r}"
             )
         words.append(word.strip())
+    keys = [_label_key(k) for k in verbalizers]
+    same = next(((a, b) for i, a in enumerate(verbalizers) for b in list(verbalizers)[i + 1 :]
+                 if _label_key(a) == _label_key(b)), None)  # fmt: skip
+    if same is not None:
+        raise RLPromptError(
+            f"{source}: verbalizers {same[0]!r} and {same[1]!r} are the same label value; give each "
+            "label once"
+        )
+    if len(keys) < 2:
+        raise RLPromptError(
+            f"{source}: 'verbalizers' names one label ({keys[0]!r}); a classification task needs at least two"
+        )
     split_files = {}
     for split in SPLITS:
         if spec.get(split) is not None:
@@ -478,15 +521,17 @@ def read_table(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
         raise RLPromptError(f"{path}: file is empty")
     if suffix == ".jsonl":
         return _read_jsonl(path, text)
-    lines = text.splitlines()
     if suffix == ".tsv":
-        records = [(i + 1, line.split("\t")) for i, line in enumerate(lines)]
+        records = [(i + 1, line.split("\t")) for i, line in enumerate(_lines(text))]
     else:
-        try:
-            reader = csv.reader(lines)
-            records = [(reader.line_num, row) for row in reader]
+        try:  # the reader, not a line split, ends rows: a quoted field may hold line breaks
+            reader = csv.reader(io.StringIO(text, newline=""))
+            records, start = [], 1
+            for row in reader:  # a row is named by the line it starts on
+                records.append((start, row))
+                start = reader.line_num + 1
         except csv.Error as err:
-            raise RLPromptError(f"{path}: malformed CSV ({err})") from None
+            raise RLPromptError(f"{path}:{start}: malformed CSV ({err})") from None
     _, header = records[0]
     header = [h.strip() for h in header]
     if len(set(header)) != len(header) or not all(header):
@@ -499,6 +544,12 @@ def read_table(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
             raise RLPromptError(f"{path}:{line}: {len(fields)} fields, but the header has {len(header)}")
         rows.append((line, dict(zip(header, fields, strict=True))))
     return header, rows
+
+
+def _lines(text: str) -> list[str]:
+    """A file's lines, ended by newlines only: str.splitlines also breaks at form feeds, U+2028 and other
+    characters that a sentence (or a JSON string) may hold."""
+    return text.removesuffix("\n").split("\n")
 
 
 def _pyarrow(path: Path, module: str):
@@ -554,7 +605,7 @@ def _read_saved_dataset(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
 
 def _read_jsonl(path: Path, text: str) -> tuple[list[str], list[tuple[int, dict]]]:
     rows, columns = [], {}
-    for i, line in enumerate(text.splitlines(), start=1):
+    for i, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:

@@ -181,17 +181,28 @@ class TemplateEncoder:
                     )
                 self._mask_index[i] = ids.index(lm.mask_token_id)
         # Checked here, before any run writes anything: what the template and the prompt leave for sentences.
-        fixed = len(lm.prefix_ids) + sum(len(ids) for ids in self._literal_ids.values())
+        # The text just before the sentence (demonstrations, an instruction) is tokenized with it; it counts
+        # as fixed too, so that cutting a long input to fit cuts the sentence, never that text.
+        sentence_lead = next(c.lead for c in template.chunks if c.slot == SENTENCE)
+        self._sentence_lead = len(lm.encode(sentence_lead)) if sentence_lead else 0
+        fixed = len(lm.prefix_ids) + self._sentence_lead + sum(len(ids) for ids in self._literal_ids.values())
         if lm.kind == "masked":
             fixed += len(lm.suffix_ids)
         else:  # the label's tokens but the last, and maybe a start token
             fixed += max(len(v) for v in self.verbalizer_ids) - 1 + (0 if lm.prefix_ids else 1)
         self._sentence_room = lm.max_length - fixed - self.prompt_budget
+        if fixed >= lm.max_length:
+            raise RLPromptError(
+                f"template {_shown(template.text)} is too long for {lm.name}: its own text takes {fixed} of "
+                f"the {lm.max_length} tokens it reads, leaving none for the sentence and the prompt "
+                "(shorten the template, or show fewer demonstrations)"
+            )
         if self._sentence_room < 1:
             raise RLPromptError(
                 f"a {self.prompt_budget}-token prompt is too long for {lm.name}: with template "
-                f"{template.text!r} it leaves no room for the sentence within {lm.max_length} tokens "
-                "(shorten env.prompt_length, soft_prompt.num_virtual_tokens or the manual prompt)"
+                f"{_shown(template.text)} ({fixed} tokens of its own) it leaves no room for the sentence "
+                f"within {lm.max_length} tokens (shorten the prompt: env.prompt_length, "
+                "soft_prompt.num_virtual_tokens or the manual prompt; or the template)"
             )
 
     def encode_prompt(self, prompt: str) -> tuple[int, ...]:
@@ -215,7 +226,10 @@ class TemplateEncoder:
         lm, chunks = self.lm, self.template.chunks
         sentence_index = next(i for i, c in enumerate(chunks) if c.slot == SENTENCE)
         prompt_index = next(i for i, c in enumerate(chunks) if c.slot == PROMPT)
-        sentence_ids = lm.encode(chunks[sentence_index].lead + sentence)[: self._sentence_room]
+        room = (
+            self._sentence_lead + self._sentence_room
+        )  # the lead's tokens and what is left for the sentence
+        sentence_ids = lm.encode(chunks[sentence_index].lead + sentence)[:room]
         head: list[int] = list(lm.prefix_ids)
         tail: list[int] = []
         label_in_head = label_pos_in_tail = None
@@ -238,6 +252,12 @@ class TemplateEncoder:
         return EncodedExample(
             head=tuple(head), tail=tuple(tail), label_from_end=label_from_end, label_in_head=label_in_head
         )
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """A template in an error message: whole when short, else its start and length (demonstrations can run
+    to thousands of characters)."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def in_context_template(

@@ -89,6 +89,82 @@ def test_bad_splits_are_one_line_errors(tmp_path, extra, rows, message):
         task.examples("train")
 
 
+def test_a_carved_count_is_exact_and_one_that_cannot_be_met_is_refused(tmp_path):
+    """``test_size: 5`` on 16 rows of two classes gives 5 test rows (3 + 2), not the per-class rounding's
+    4 or 6; a count that would empty a class on one side is an error."""
+    rows = [(s, "pos", "x") for s in POSITIVE] + [(s, "neg", "x") for s in NEGATIVE]
+    for count in (2, 3, 5, 9, 12):
+        task = load_task(_write(tmp_path, rows, task_extra=f"test_size: {count}\ndev_size: 0.25\n"))
+        test = task.examples("test")
+        assert len(test) == count and {ex.label for ex in test} == {0, 1}
+        assert len(task.examples("train")) + len(task.examples("dev")) == 16 - count
+    for count in (1, 15, 100):
+        with pytest.raises(
+            RLPromptError,
+            match=f"'test_size' {count} cannot be carved out of 16 training "
+            r"rows of 2 classes.*from 2 to 14",
+        ):
+            load_task(_write(tmp_path, rows, task_extra=f"test_size: {count}\ndev_size: 0.25\n")).examples(
+                "train"
+            )
+
+
+def test_a_split_given_by_a_column_and_a_file_is_refused(tmp_path):
+    splits = ["train", "train", "validation", "test"] * 2
+    rows = [
+        (s, y, sp)
+        for y, group in (("pos", POSITIVE), ("neg", NEGATIVE))
+        for s, sp in zip(group, splits, strict=True)
+    ]
+    path = _write(tmp_path, rows, task_extra="split_column: split\ndev: dev.tsv\n")
+    (tmp_path / "dev.tsv").write_text("text\tlabel\nfine .\tpos\nawful .\tneg\n")
+    with pytest.raises(
+        RLPromptError,
+        match=r"the 'dev' file and the dev rows of .*all\.tsv's split column "
+        "'split' both give a dev split; drop one of them",
+    ):
+        load_task(path).examples("train")
+
+
+def test_text_keeps_its_line_breaks_and_labels_match_across_spellings(tmp_path):
+    """A quoted CSV field may hold a line break (kept, not glued); U+2028 and form feeds are text in TSV
+    and JSONL, not line ends. Labels 5.0 / 5 and True / 'true' are the same label; keys that collide, or
+    one class alone, are refused."""
+    (tmp_path / "train.csv").write_text(
+        'text,label\n"a wonderful film\nto the end",5.0\n"a dull\u2028mess",1\n"warm, funny",5\nboring,1.0\n',
+        encoding="utf-8",
+    )
+    (tmp_path / "dev.tsv").write_text("text\tlabel\nlovely\u2028film\x0cyes\t5\nbad\t1\n", encoding="utf-8")
+    (tmp_path / "test.jsonl").write_text(
+        json.dumps({"text": "fine\u2028film", "label": 5}, ensure_ascii=False)
+        + "\n"
+        + json.dumps({"text": "awful", "label": "1"})
+        + "\n"
+    )
+    spec = "train: train.csv\ndev: dev.tsv\ntest: test.jsonl\ntext_column: text\n"
+    (tmp_path / "task.yaml").write_text(spec + "verbalizers: {1: terrible, 5: great}\n")
+    task = load_task(str(tmp_path / "task.yaml"))
+    train = task.examples("train")
+    assert [ex.text for ex in train[:2]] == ["a wonderful film\nto the end", "a dull\u2028mess"]
+    assert [ex.label for ex in train] == [1, 0, 1, 0]
+    assert [ex.text for ex in task.examples("dev")] == ["lovely\u2028film\x0cyes", "bad"]
+    assert [ex.text for ex in task.examples("test")] == ["fine\u2028film", "awful"]
+    assert train[1].uid.endswith("/4"), "a row is named by the line it starts on"
+    (tmp_path / "bool.tsv").write_text("text\tlabel\nyes .\ttrue\nno .\tFalse\n")
+    (tmp_path / "bool.yaml").write_text(
+        "train: bool.tsv\ndev: bool.tsv\ntest: bool.tsv\ntext_column: text\n"
+        "verbalizers: {false: terrible, true: great}\n"
+    )
+    assert [ex.label for ex in load_task(str(tmp_path / "bool.yaml")).examples("train")] == [1, 0]
+    for verbalizers, message in (
+        ("{1: terrible, '1': bad, 5: great}", "verbalizers 1 and '1' are the same label"),
+        ("{5: great}", "'verbalizers' names one label"),
+    ):
+        (tmp_path / "task.yaml").write_text(spec + f"verbalizers: {verbalizers}\n")
+        with pytest.raises(RLPromptError, match=message):
+            load_task(str(tmp_path / "task.yaml")).examples("train")
+
+
 @pytest.mark.parametrize("split", ["train", "dev", "test"])
 def test_a_split_file_without_a_class_is_a_one_line_error(tmp_path, split):
     """Separate train and dev files are checked as a split column is: a class missing from one (here
@@ -195,3 +271,15 @@ def test_a_split_column_file_trains_from_python(tiny_gpt2, tmp_path):
     assert prompt.metrics["test_accuracy"] in {0.0, 0.25, 0.5, 0.75, 1.0}, "4 test rows in the file"
     record = json.loads((tmp_path / "run" / "split.json").read_text())
     assert [len(record["splits"][s]) for s in ("train", "dev", "test")] == [8, 4, 4]
+
+
+def test_a_task_file_is_recorded_by_its_absolute_path(tmp_path, monkeypatch):
+    """config.yaml and prompt.json keep the task file as an absolute path: a resume or an evaluation from
+    another directory reads this file, not a task.yaml that happens to be there."""
+    from rlprompt.config import load_train_config
+
+    rows = [(s, "pos", "x") for s in POSITIVE] + [(s, "neg", "x") for s in NEGATIVE]
+    _write(tmp_path, rows, task_extra="dev_size: 0.25\ntest_size: 0.25\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_train_config(None, ["task.name=task.yaml"]).task.name == str(tmp_path / "task.yaml")
+    assert load_train_config(None, ["task.name=sst-2"]).task.name == "sst-2"

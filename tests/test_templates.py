@@ -54,3 +54,31 @@ def test_slot_encoding_equals_whole_text_tokenization(smol, bert):
         if lm.kind == "causal":
             ours += list(encoder.verbalizer_ids[1])
         assert ours == list(whole), text
+
+
+@pytest.mark.real_model
+def test_a_long_input_is_cut_in_its_sentence_and_a_template_that_fills_the_model_is_refused(tiny_gpt2):
+    """Text before {sentence} is tokenized with the sentence; a long sentence is cut from its end, leaving
+    that text whole and the input still inside the model's 64 positions. A template whose own text leaves no
+    room is an error, not inputs that all read the same."""
+    lead = "Read this review and judge it:"
+    encoder = TemplateEncoder(
+        tiny_gpt2,
+        Template.parse(lead + " {sentence} {prompt} <mask>", "causal"),
+        ["terrible", "great"],
+        prompt_budget=5,
+    )
+    words = " ".join(f"word{i}" for i in range(200))
+    heads = {encoder.encode_example(f"{first} {words}").head for first in ("good", "bad")}
+    assert len(heads) == 2  # both sentences still in their input
+    for head in heads:
+        assert tiny_gpt2.tokenizer.decode(head).startswith(lead)
+        assert len(head) + 5 + len(encoder.encode_example("x").tail) < 64
+    long_lead = "Read this review and judge it carefully. " * 8  # about 70 tokens
+    with pytest.raises(RLPromptError, match="is too long for tiny-gpt2: its own text takes"):
+        TemplateEncoder(
+            tiny_gpt2,
+            Template.parse(long_lead + "{sentence} {prompt} <mask>", "causal"),
+            ["terrible", "great"],
+            prompt_budget=5,
+        )
