@@ -68,14 +68,14 @@ class LearnedPrompt:
 
     def prompt_for(self, model_name: str) -> str | tuple[int, ...]:
         """What to give the Scorer on ``model_name``: the exact ids on the source model, else the text."""
-        return tuple(self.token_ids) if model_name == self.model else self.text.strip()
+        return tuple(self.token_ids) if same_model(model_name, self.model) else self.text.strip()
 
     def members_for(self, model_name: str) -> list[str | tuple[int, ...]]:
         """The prompts the artifact is, each as :meth:`prompt_for` gives it: an ensemble's prompts, else
         the prompt alone."""
         if not self.ensemble:
             return [self.prompt_for(model_name)]
-        own = model_name == self.model
+        own = same_model(model_name, self.model)
         return [tuple(p["token_ids"]) if own else p["text"].strip() for p in self.ensemble]
 
     def top_prompts_for(self, model_name: str, k: int) -> list[str | tuple[int, ...]]:
@@ -85,7 +85,7 @@ class LearnedPrompt:
         top = self.metrics.get("top_k_prompts") or []
         chosen = next((i for i, p in enumerate(top) if p["token_ids"] == self.token_ids), None)
         others = [p for i, p in enumerate(top) if i != chosen]
-        own = model_name == self.model
+        own = same_model(model_name, self.model)
         return [self.prompt_for(model_name)] + [
             tuple(p["token_ids"]) if own else p["text"].strip() for p in others[: k - 1]
         ]
@@ -99,6 +99,24 @@ class LearnedPrompt:
         kind = kind or self.model_kind
         template = Template.parse(self.template_for(kind), kind)
         return template.fill_text(sentence, self.text.strip(), label)
+
+
+def recorded_model_name(name: str) -> str:
+    """How an artifact records the model it was made on: a local directory by its absolute path (``./gpt2``
+    here and ``./gpt2`` elsewhere are different models, and a prompt's token ids hold on the first only);
+    an alias, a hub id or a server as given."""
+    from rlprompt.models import BUNDLES
+
+    if name in BUNDLES:  # an alias wins over a directory of that name, as load_model resolves it
+        return name
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else name
+
+
+def same_model(name: str, recorded: str) -> bool:
+    """Whether the model ``name`` (as the user gives it) is the one an artifact records as ``recorded``
+    (files from before absolute paths were recorded compare as before, from where they are read)."""
+    return name == recorded or recorded_model_name(name) == recorded_model_name(recorded)
 
 
 def save_prompt(prompt: LearnedPrompt, path: Path) -> None:
@@ -225,7 +243,8 @@ def save_adapter(
             wrapper.save_pretrained(tmp)
             lm.tokenizer.save_pretrained(tmp)
         meta = {
-            "format": "rlprompt.adapter", "version": 1, "method": method, "model": lm.name,
+            "format": "rlprompt.adapter", "version": 1, "method": method,
+            "model": recorded_model_name(lm.name),
             "model_kind": lm.kind, "template": scorer.template.text, "verbalizers": list(task.verbalizers),
             "class_names": list(task.class_names), "task": task.name, "task_source": config.task.name,
             "data_seed": config.task.seed, "seed": seed,

@@ -372,20 +372,40 @@ def _load_directory(name: str, directory: Path, device: str = "cpu", dtype: str 
 
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()  # loading takes well under a second; its bars are noise
+    if not any((directory / f).is_file() for f in TOKENIZER_FILES):
+        # transformers would build an empty tokenizer, and every word would then encode to nothing
+        raise RLPromptError(
+            f"model directory {directory} has no tokenizer (none of {', '.join(TOKENIZER_FILES[:4])}, ...); "
+            "save the model's tokenizer there too (tokenizer.save_pretrained)"
+        )
     try:
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
         kind = model_kind(config)
         auto = AutoModelForCausalLM if kind == "causal" else AutoModelForMaskedLM
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        model = auto.from_pretrained(directory, config=config, dtype=DTYPES[dtype], local_files_only=True)
+        model, loading = auto.from_pretrained(
+            directory, config=config, dtype=DTYPES[dtype], local_files_only=True, output_loading_info=True
+        )
     except RLPromptError:
         raise
-    except (OSError, ValueError, KeyError) as err:
-        raise RLPromptError(f"cannot load model {name!r} from {directory}: {err}") from None
+    except (OSError, ValueError, KeyError, ImportError) as err:
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise RLPromptError(f"cannot load model {name!r} from {directory}: {first}") from None
     finally:
         if bars:
             hf_logging.enable_progress_bar()
+    missing = [*loading.get("missing_keys", []), *(k for k, *_ in loading.get("mismatched_keys", []))]
+    if missing:  # transformers fills them with random weights and only logs it: the scores would be noise
+        raise RLPromptError(
+            f"model {name!r} in {directory}: {len(missing)} weight(s) missing from its checkpoint or of the "
+            f"wrong shape (e.g. {sorted(missing)[0]}); a {kind} model needs its {kind} LM head saved too"
+        )
     return wrap_model(name, model.to(device), tokenizer, kind)
+
+
+# Files one of which a directory's tokenizer is read from (fast tokenizers, WordPiece, BPE, SentencePiece).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model",
+                   "spiece.model", "sentencepiece.bpe.model", "merges.txt")  # fmt: skip
 
 
 def wrap_model(name: str, model: torch.nn.Module, tokenizer, kind: ModelKind | None = None) -> LanguageModel:
@@ -395,6 +415,12 @@ def wrap_model(name: str, model: torch.nn.Module, tokenizer, kind: ModelKind | N
     if not getattr(model.config, "architectures", None):
         model.config.architectures = [type(model).__name__]  # as save_pretrained would record it
     kind = kind or model_kind(model.config)
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:  # its last ids would index past the embeddings deep inside torch
+        raise RLPromptError(
+            f"model {name!r}: its tokenizer has {len(tokenizer)} tokens but the model embeds only {rows}; "
+            "the tokenizer is not this model's"
+        )
     if kind == "masked" and getattr(tokenizer, "mask_token_id", None) is None:
         raise RLPromptError(f"masked model {name!r} has a tokenizer without a mask token")
     prefix, suffix = _special_token_frame(tokenizer)

@@ -31,6 +31,7 @@ from rlprompt.export import (
     load_adapter_meta,
     load_classification_prompt,
     recorded_label_words,
+    same_model,
 )
 from rlprompt.files import atomic_write_bytes, check_output_dir
 from rlprompt.models import load_model
@@ -140,7 +141,7 @@ def run_transfer(
             to_score, owners = [], []
             for row, prompt in zip(rows, prompts, strict=True):
                 artifact = _weights(prompt)
-                if artifact is not None and prompt.model != lm.name:
+                if artifact is not None and not same_model(lm.name, prompt.model):
                     row.cells[target] = {
                         "not_applicable": f"{prompt.method} ({artifact.description}) is weights for "
                         f"{prompt.model} (its hidden size and vocabulary); it cannot move to another model"

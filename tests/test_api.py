@@ -86,3 +86,82 @@ def test_the_example_runs_end_to_end(tiny_gpt2, tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert f"learned prompt {prompt.text!r}" in out and "batch-calibrated" in out
+
+
+def test_learn_keeps_strings_as_given_and_leaves_nothing_behind_when_it_fails(tiny_gpt2, tmp_path):
+    """Python strings reach the config as those strings (not YAML: 'Yes' is no boolean, '#1' no comment);
+    a failed call leaves no run directory, and an existing run is never written over."""
+    register_model(tiny_gpt2)
+    examples = {split: ROWS for split in ("train", "dev", "test")}
+    words = {0: "terrible", 1: "great"}
+    prompt = rlprompt.learn(
+        model="tiny-gpt2",
+        method="manual",
+        examples=examples,
+        verbalizers=words,
+        manual_prompt="#1 movie: Yes",
+        run_dir=tmp_path / "run",
+        progress=False,
+    )
+    assert prompt.text == "#1 movie: Yes"
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["manual_prompt"] == "#1 movie: Yes"
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    with pytest.raises(RLPromptError, match="exists and is not empty"):
+        rlprompt.learn(
+            model="tiny-gpt2",
+            method="manual",
+            examples=examples,
+            verbalizers=words,
+            run_dir=tmp_path / "run",
+            progress=False,
+        )
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+    out = tmp_path / "runs"
+    with pytest.raises(RLPromptError, match="label"):  # label 1 has no word: the task is refused
+        rlprompt.learn(
+            model="tiny-gpt2",
+            method="manual",
+            examples=examples,
+            verbalizers={0: "terrible"},
+            output_dir=str(out),
+            progress=False,
+        )
+    assert not out.exists() or not any(out.iterdir())
+    with pytest.raises(RLPromptError, match="method 'lora' does not write one"):
+        rlprompt.learn(overrides={"method": "lora"}, progress=False)  # not hidden by a default of rl
+    with pytest.raises(RLPromptError, match="verbalizers must map each label value to its label word"):
+        rlprompt.learn(examples=examples, verbalizers=["terrible", "great"], output_dir=str(out))
+    with pytest.raises(RLPromptError, match="no 'test' split"):
+        rlprompt.learn(examples={"train": ROWS, "dev": ROWS}, verbalizers=words, output_dir=str(out))
+    with pytest.raises(RLPromptError, match=r"examples\['dev'\] must be a list"):
+        rlprompt.learn(
+            examples={"train": ROWS, "dev": None, "test": ROWS}, verbalizers=words, output_dir=str(out)
+        )
+
+
+def test_a_prompt_s_token_ids_are_used_only_on_the_directory_it_was_learned_on(
+    tiny_gpt2, tiny_bert, tmp_path, monkeypatch
+):
+    """A local model is recorded by its absolute path: the same relative name elsewhere is another model,
+    which gets the prompt's text, not ids from a foreign tokenizer."""
+    for where, lm in (("here", tiny_gpt2), ("there", tiny_bert)):
+        lm.model.save_pretrained(tmp_path / where / "m")
+        lm.tokenizer.save_pretrained(tmp_path / where / "m")
+    monkeypatch.chdir(tmp_path / "here")
+    examples = {split: ROWS for split in ("train", "dev", "test")}
+    prompt = rlprompt.learn(
+        model="m",
+        method="manual",
+        examples=examples,
+        verbalizers={0: "bad", 1: "good"},
+        manual_prompt="It was",
+        run_dir=tmp_path / "run",
+        progress=False,
+    )
+    assert prompt.model == str(tmp_path / "here" / "m")
+    assert prompt.prompt_for("m") == tuple(prompt.token_ids)
+    assert prompt.prompt_for(str(tmp_path / "here" / "m")) == tuple(prompt.token_ids)
+    monkeypatch.chdir(tmp_path / "there")
+    assert prompt.prompt_for("m") == "It was"
+    assert prompt.members_for("m") == ["It was"]
+    assert rlprompt.export.recorded_model_name("smollm2-135m") == "smollm2-135m"

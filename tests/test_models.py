@@ -139,3 +139,43 @@ def test_a_registered_model_is_used_in_its_own_dtype_under_auto(tiny_gpt2, monke
     assert load_model("tiny-gpt2") is tiny_gpt2
     with pytest.raises(RLPromptError):  # asked for bf16 explicitly: there is no such copy to load
         load_model("tiny-gpt2", "cpu", "bfloat16")
+
+
+def test_a_directory_with_no_tokenizer_no_lm_head_or_a_foreign_tokenizer_is_refused(tmp_path, smol):
+    """Each would load and score noise (an empty tokenizer, a randomly initialised head) or fail deep in
+    torch (ids past the embeddings); each is one line naming the directory or model."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaModel
+
+    small = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    headless = tmp_path / "headless"
+    LlamaModel(
+        LlamaConfig(vocab_size=len(smol.tokenizer), tie_word_embeddings=False, **small)
+    ).save_pretrained(headless)
+    config = (headless / "config.json").read_text().replace('"LlamaModel"', '"LlamaForCausalLM"')
+    (headless / "config.json").write_text(config)
+    no_tokenizer = tmp_path / "no-tokenizer"
+    GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(smol.tokenizer), n_positions=64, n_embd=32, n_layer=1, n_head=2)
+    ).save_pretrained(no_tokenizer)
+    smol.tokenizer.save_pretrained(headless)
+    foreign = tmp_path / "foreign"
+    GPT2LMHeadModel(
+        GPT2Config(vocab_size=1000, n_positions=64, n_embd=32, n_layer=1, n_head=2)
+    ).save_pretrained(foreign)
+    smol.tokenizer.save_pretrained(foreign)
+    cases = [
+        (no_tokenizer, f"model directory {no_tokenizer} has no tokenizer"),
+        (headless, r"weight\(s\) missing from its checkpoint or of the wrong shape \(e.g. lm_head.weight\)"),
+        (foreign, "its tokenizer has 49152 tokens but the model embeds only 1000"),
+    ]
+    for directory, message in cases:
+        with pytest.raises(RLPromptError, match=message) as raised:
+            load_model(str(directory))
+        assert "\n" not in str(raised.value)

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rlprompt.checkpoint import StopRequest, truncate_metrics
-from rlprompt.export import LearnedPrompt, save_prompt
+from rlprompt.export import LearnedPrompt, recorded_model_name, save_prompt
 from rlprompt.files import atomic_write_bytes
 from rlprompt.models import LanguageModel
 from rlprompt.registry import DEFAULT_KIND, TASK_KINDS, TaskKindSpec
@@ -455,7 +455,8 @@ class DevChoice:
         """``best`` as ``prompt.json`` (with ``members``: the ensemble of it and them)."""
         cfg, task, objective, lm = self.ctx.config, self.ctx.task, self.objective, self.objective.lm
         return LearnedPrompt(
-            text=best.text, token_ids=objective.task_token_ids(best.ids), model=lm.name, model_kind=lm.kind,
+            text=best.text, token_ids=objective.task_token_ids(best.ids), model=recorded_model_name(lm.name),
+            model_kind=lm.kind,
             task=task.name, policy_model=objective.policy_lm.name, policy_token_ids=list(best.ids),
             data_seed=getattr(task, "data_seed", cfg.task.seed), task_source=cfg.task.name,
             method=self.method, seed=self.ctx.seed, metrics=metrics, library_version=__version__,

@@ -14,7 +14,7 @@ import numpy as np
 
 from rlprompt.calibration import calibrate, reference_method, scorer_prior, task_calibration
 from rlprompt.evaluation import evaluate_prompts, make_scorer, prompt_budget
-from rlprompt.export import LearnedPrompt, save_prompt
+from rlprompt.export import LearnedPrompt, recorded_model_name, save_prompt
 from rlprompt.methods.base import (
     Estimate,
     EvalLog,
@@ -80,8 +80,9 @@ def _run_fixed(ctx: MethodContext, method: str, template: str | None, prompts: l
     (result,) = evaluate_prompts(test_scorer, task.examples("test"), [prompts[best]], ctx.progress, reference)
     headline = result.scored(calibration.active)
     exported = LearnedPrompt(
-        text=prompts[best], token_ids=list(scorer.prompt_ids(prompts[best])), model=lm.name,
-        model_kind=lm.kind, template=scorer.template.text, verbalizers=list(task.verbalizers),
+        text=prompts[best], token_ids=list(scorer.prompt_ids(prompts[best])),
+        model=recorded_model_name(lm.name), model_kind=lm.kind, template=scorer.template.text,
+        verbalizers=list(task.verbalizers),
         class_names=list(task.class_names), task=task.name, data_seed=cfg.task.seed,
         task_source=cfg.task.name,
         method=method, seed=ctx.seed, library_version=__version__, calibration=cfg.calibration,
