@@ -146,8 +146,15 @@ def domain_inputs(unlabelled: Sequence[Example], samples: int = DOMAIN_SAMPLES, 
 
 def task_calibration(method: str, task) -> Calibration:
     """The calibration ``method`` for a classification task: its unlabelled training and dev inputs."""
-    unlabelled = [*task.examples("train"), *task.examples("dev")] if method in ("batch", "domain") else []
-    return Calibration(method, unlabelled)
+    if method not in ("batch", "domain"):
+        return Calibration(method, [])
+    given = [s for s in ("train", "dev") if task.plan is not None or s in task.split_files]
+    if not given:  # (a task of test examples only, to evaluate prompts on)
+        raise RLPromptError(
+            f"calibration {method!r} estimates the label prior from the task's unlabelled training and dev "
+            f"inputs, and task {task.name!r} has neither; give it a train or dev file, or calibration none"
+        )
+    return Calibration(method, [ex for s in given for ex in task.examples(s)])
 
 
 def reference_method(method: str) -> str:

@@ -45,6 +45,21 @@ def test_table_output_on_a_causal_model_with_a_user_task(tmp_path, capsys):
     assert "'It was'" in out and "macro-F1" in out
 
 
+def test_batch_calibration_on_a_task_of_test_examples_only_says_what_it_needs(tmp_path, capsys):
+    (tmp_path / "d.tsv").write_text("text\ty\na joy to watch .\tpos\na dull mess .\tneg\n", encoding="utf-8")
+    spec = "test: d.tsv\ntext_column: text\nlabel_column: y\nverbalizers: {neg: terrible, pos: great}\n"
+    (tmp_path / "t.yaml").write_text(spec, encoding="utf-8")
+    argv = ["--model", "bert-tiny-splade", "--task", str(tmp_path / "t.yaml"), "--prompt", "It was"]
+    code, _, err = run([*argv, "--calibration", "batch"], capsys)
+    assert (
+        code == 2
+        and "calibration 'batch' estimates the label prior from the task's unlabelled training" in err
+    )
+    (tmp_path / "t.yaml").write_text(spec + "dev: d.tsv\n", encoding="utf-8")  # dev inputs are enough
+    code, out, _ = run([*argv, "--calibration", "batch"], capsys)
+    assert code == 0 and "'It was'" in out
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
