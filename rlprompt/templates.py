@@ -161,6 +161,7 @@ class TemplateEncoder:
         # (e.g. "Review:"), the prompt being tokenized with only the whitespace before it. A causal model's
         # label slot contributes the text before it (e.g. " Answer:"); the label word is what is predicted.
         self._tokens = len(lm.tokenizer)  # a prompt's ids must be below it (check_prompt)
+        self._special_texts = [t for t in getattr(lm.tokenizer, "all_special_tokens", []) if t]
         self._literal_ids = {}
         for i, c in enumerate(template.chunks):
             if c.slot == PROMPT:
@@ -226,10 +227,16 @@ class TemplateEncoder:
         lm, chunks = self.lm, self.template.chunks
         sentence_index = next(i for i, c in enumerate(chunks) if c.slot == SENTENCE)
         prompt_index = next(i for i, c in enumerate(chunks) if c.slot == PROMPT)
-        room = (
-            self._sentence_lead + self._sentence_room
-        )  # the lead's tokens and what is left for the sentence
-        sentence_ids = lm.encode(chunks[sentence_index].lead + sentence)[:room]
+        # the lead's tokens and what is left for the sentence
+        room = self._sentence_lead + self._sentence_room
+        lead = chunks[sentence_index].lead
+        if any(token in sentence for token in self._special_texts):
+            # Input text is text: a review that says "[SEP]" or "<|endoftext|>" gets those characters, not
+            # the model's special token (which would end it, or add a second mask).
+            literal = lm.tokenizer(sentence, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            sentence_ids = [*(lm.encode(lead) if lead else []), *literal][:room]
+        else:
+            sentence_ids = lm.encode(lead + sentence)[:room]
         head: list[int] = list(lm.prefix_ids)
         tail: list[int] = []
         label_in_head = label_pos_in_tail = None

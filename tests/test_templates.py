@@ -82,3 +82,17 @@ def test_a_long_input_is_cut_in_its_sentence_and_a_template_that_fills_the_model
             ["terrible", "great"],
             prompt_budget=5,
         )
+
+
+@pytest.mark.real_model
+def test_special_token_text_in_an_input_stays_text(smol, bert):
+    """A sentence that contains "[MASK]" or "<|endoftext|>" is read as those characters: a masked model's
+    input keeps one mask (the template's), a causal model's no end-of-text token."""
+    for lm, text in ((bert, "{sentence} {prompt} <mask> ."), (smol, "{sentence} {prompt}")):
+        special = lm.mask_token if lm.kind == "masked" else lm.tokenizer.eos_token
+        encoder = TemplateEncoder(lm, Template.parse(text, lm.kind), ["terrible", "great"])
+        enc = encoder.encode_example(f"a {special} of a film .")
+        ids = list(enc.head + enc.tail)
+        assert ids.count(lm.tokenizer.convert_tokens_to_ids(special)) == (1 if lm.kind == "masked" else 0)
+        plain = encoder.encode_example("a dull mess of a film .")
+        assert len(ids) > len(plain.head + plain.tail)  # the characters are there
