@@ -118,7 +118,8 @@ def run_transfer(
     rows = []
     for p in prompts:
         ensemble = f", ensemble of {len(p.ensemble)}" if p.ensemble else ""
-        name = f"{p.method} s{p.seed} ({p.task}, {p.model}{ensemble})"
+        shown = Path(p.model).name if Path(p.model).is_absolute() else p.model  # a directory: its own name
+        name = f"{p.method} s{p.seed} ({p.task}, {shown}{ensemble})"
         taken = sum(r.name.split(" #")[0] == name for r in rows)
         text = " + ".join(m["text"] for m in p.ensemble) if p.ensemble else p.text
         rows.append(Row(name if not taken else f"{name} #{taken + 1}", "learned", text, p.model, p.method))
@@ -273,7 +274,8 @@ def heatmap(result: dict, path: Path) -> None:
                 values[i, j] = row["cells"][t].get(key, np.nan)
         image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
         ax.set_xticks(range(len(targets)), [t.replace("/", "\n") for t in targets], fontsize=8)
-        ax.set_yticks(range(len(rows)), [f"{r['name'][:40]}" for r in rows], fontsize=8)
+        first = ax is axes[0][0]  # the panels share their rows: named once, on the left, clear of the cells
+        ax.set_yticks(range(len(rows)), [f"{r['name'][:40]}" if first else "" for r in rows], fontsize=8)
         for i in range(len(rows)):
             for j in range(len(targets)):
                 text = "n/a" if np.isnan(values[i, j]) else f"{values[i, j]:.3f}"
