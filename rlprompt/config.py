@@ -11,6 +11,7 @@ import typing
 from pathlib import Path
 
 from rlprompt.errors import RLPromptError
+from rlprompt.export import recorded_model_name
 from rlprompt.files import read_yaml
 from rlprompt.registry import METHODS, TASK_KINDS
 from rlprompt.settings import apply_overrides, at_least_one, from_dict
@@ -371,6 +372,10 @@ def load_train_config(path: str | None, overrides: list[str] | None = None):
     task_file = Path(config.task.name).expanduser()
     if config.task.name.endswith((".yaml", ".yml")) and task_file.is_file():
         config.task.name = str(task_file.resolve())
+    # A model directory likewise (and so that Ray workers, which start elsewhere, find it too).
+    config.model = recorded_model_name(config.model)
+    if config.policy.backbone is not None:
+        config.policy.backbone = recorded_model_name(config.policy.backbone)
     return config
 
 

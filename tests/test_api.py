@@ -159,6 +159,8 @@ def test_a_prompt_s_token_ids_are_used_only_on_the_directory_it_was_learned_on(
         progress=False,
     )
     assert prompt.model == str(tmp_path / "here" / "m")
+    config = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert config["model"] == str(tmp_path / "here" / "m"), "a resume from elsewhere loads this model"
     assert prompt.prompt_for("m") == tuple(prompt.token_ids)
     assert prompt.prompt_for(str(tmp_path / "here" / "m")) == tuple(prompt.token_ids)
     monkeypatch.chdir(tmp_path / "there")
