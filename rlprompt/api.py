@@ -136,6 +136,10 @@ def write_examples_task(directory: Path, examples: Mapping[str, Rows], verbalize
     missing = [split for split in ("train", "dev", "test") if split not in examples]
     if missing:
         raise RLPromptError(f"examples: no {missing[0]!r} split; learn() needs train, dev and test")
+    if len({str(k) for k in verbalizers}) < len(verbalizers):  # 1 and "1" would collapse into one label
+        raise RLPromptError(
+            f"verbalizers {dict(verbalizers)!r} give a label value twice (as text they are equal)"
+        )
     for label, word in verbalizers.items():
         if not isinstance(word, str) or not word.strip():
             raise RLPromptError(
@@ -157,7 +161,9 @@ def write_examples_task(directory: Path, examples: Mapping[str, Rows], verbalize
                 raise RLPromptError(
                     f"examples[{split!r}][{i}]: expected a (text, label) pair, got {row!r}"
                 ) from None
-            lines.append(json.dumps({"text": str(text), "label": str(label)}, ensure_ascii=False))
+            if not isinstance(text, str):  # None or NaN would be learned as the words "None", "nan"
+                raise RLPromptError(f"examples[{split!r}][{i}]: the text must be a string, got {text!r}")
+            lines.append(json.dumps({"text": text, "label": str(label)}, ensure_ascii=False))
         atomic_write_bytes(directory / f"{split}.jsonl", ("\n".join(lines) + "\n").encode("utf-8"))
         spec[split] = f"{split}.jsonl"
     path = directory / "task.yaml"

@@ -133,6 +133,12 @@ def test_learn_keeps_strings_as_given_and_leaves_nothing_behind_when_it_fails(ti
         rlprompt.learn(examples=examples, verbalizers=["terrible", "great"], output_dir=str(out))
     with pytest.raises(RLPromptError, match="no 'test' split"):
         rlprompt.learn(examples={"train": ROWS, "dev": ROWS}, verbalizers=words, output_dir=str(out))
+    with pytest.raises(RLPromptError, match=r"examples\['train'\]\[1\]: the text must be a string, got None"):
+        rlprompt.learn(
+            examples={**examples, "train": [ROWS[0], (None, 1)]}, verbalizers=words, output_dir=str(out)
+        )
+    with pytest.raises(RLPromptError, match="give a label value twice"):
+        rlprompt.learn(examples=examples, verbalizers={**words, "1": "good"})
     with pytest.raises(RLPromptError, match=r"examples\['dev'\] must be a list"):
         rlprompt.learn(
             examples={"train": ROWS, "dev": None, "test": ROWS}, verbalizers=words, output_dir=str(out)
