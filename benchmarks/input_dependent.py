@@ -17,6 +17,9 @@ being the cosine, and prints, per run and on average, the calibrated test accura
   ensemble;
 - ``SPACE: local weights, k=K, ...``: all 20 prompts weighted by the softmax of their local log-likelihood
   times 32 (sharp enough for a prompt that is locally right to dominate one that is locally unsure);
+- ``fitted weights, lambda=L, dev|train+dev``: not per input, but the ensemble's combination learned: an
+  L2-penalised logistic regression (penalty L) of the label on the 20 prompts' standardised margins, fitted
+  on dev (or training and dev) inputs (stacking, the learned form of "other ways to combine");
 - ``per-input oracle``: the input counts as right when any of the 20 prompts gets it (an upper bound for
   any per-input choice among them).
 
@@ -45,6 +48,7 @@ from rlprompt.tasks import load_task
 NEIGHBOURS = (8, 16, 32)
 MEMBERS = 5
 SHARPNESS = 32.0
+PENALTIES = (1.0, 0.1, 0.01)
 
 
 def embed(lm, texts: list[str], batch: int = 32) -> np.ndarray:
@@ -94,6 +98,20 @@ def local_rules(test_scores, ref_scores, ref_labels, similarity, k: int):
     return picked.argmax(-1), weighted.argmax(-1)
 
 
+def fitted_weights(ref_margins, ref_labels, test_margins, penalty: float, steps: int = 3000):
+    """Test predictions of a logistic regression of the (binary) label on the prompts' margins: (inputs,
+    prompts) arrays, features standardised on the reference inputs, plain gradient descent on the mean
+    log-loss plus ``penalty`` times half the squared weights (convex: it converges from zero)."""
+    centre, scale = ref_margins.mean(0), ref_margins.std(0) + 1e-6
+    x = (ref_margins - centre) / scale
+    weights, bias = np.zeros(x.shape[1]), 0.0
+    for _ in range(steps):
+        error = 1 / (1 + np.exp(-(x @ weights + bias))) - ref_labels
+        weights -= 0.1 * (x.T @ error / len(error) + penalty * weights)
+        bias -= 0.1 * error.mean()
+    return (((test_margins - centre) / scale) @ weights + bias > 0).astype(int)
+
+
 def unit(vectors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Each split's vectors centred on the training and dev inputs' mean, at unit length (for cosine)."""
     centre = np.concatenate([vectors["train"], vectors["dev"]]).mean(0)
@@ -137,6 +155,13 @@ def run(path: str, lm) -> dict[str, float]:
                 top5, weighted = local_rules(arrays["test"], ref_scores, ref_labels, similarity, k)
                 out[f"{space}: local top 5, k={k}, {name}"] = acc(top5)
                 out[f"{space}: local weights, k={k}, {name}"] = acc(weighted)
+    if arrays["test"].shape[-1] == 2:  # two classes: one margin a prompt
+        for name, refs in (("dev", ("dev",)), ("train+dev", ("train", "dev"))):
+            ref_margins = np.concatenate([profiles[s] for s in refs])
+            ref_labels = np.concatenate([labels[s] for s in refs])
+            for penalty in PENALTIES if name == "train+dev" else (0.1,):
+                predictions = fitted_weights(ref_margins, ref_labels, profiles["test"], penalty)
+                out[f"fitted weights, lambda={penalty:g}, {name}"] = acc(predictions)
     out["per-input oracle"] = float((arrays["test"].argmax(-1) == test_labels[None]).any(0).mean())
     return out
 
@@ -145,8 +170,9 @@ def main(paths: list[str]) -> None:
     if not paths:
         sys.exit("usage: .venv/bin/python benchmarks/input_dependent.py SCORES.npz [SCORES.npz ...]")
     torch.manual_seed(0)
-    lm = load_model("smollm2-135m", "cpu", "bfloat16")
+    lm = load_model("smollm2-135m", "cpu", "auto")  # bf16 where the CPU has it natively, else float32
     lm.model.eval()
+    print(f"hidden states: smollm2-135m in {lm.dtype}", flush=True)
     results = {}
     for path in paths:
         results[path] = run(path, lm)

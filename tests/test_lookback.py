@@ -129,6 +129,30 @@ def test_per_input_choice_takes_the_prompts_right_near_each_input():
     assert weighted.tolist() == (1 - test_labels).tolist()
 
 
+def test_fitted_weights_follow_the_one_prompt_that_reads_the_labels():
+    """benchmarks/input_dependent.py's stacking rule: of five prompts, four lean to the wrong label with
+    large margins and one reads the label with small ones; the mean margin is misled, the fitted weights
+    are not."""
+    local = benchmark_module("input_dependent")
+    rng = np.random.default_rng(0)
+
+    def margins(labels):
+        signed = 2 * labels - 1
+        noise = rng.normal(0, 0.2, (len(labels), 5))
+        wrong = -3 * signed[:, None] + rng.normal(0, 3, (len(labels), 4))  # large, and against the label
+        return np.concatenate([0.5 * signed[:, None], wrong], 1) + noise
+
+    ref_labels, test_labels = np.array([0, 1] * 16), np.array([1, 0] * 50)
+    ref, test = margins(ref_labels), margins(test_labels)
+    assert ((test.mean(1) > 0) == test_labels).mean() < 0.2  # the plain ensemble is misled
+    for penalty in (1.0, 0.01):
+        predictions = local.fitted_weights(ref, ref_labels, test, penalty)
+        assert (predictions == test_labels).mean() > 0.95
+    # The weights come from the reference labels: flipped, they flip every prediction.
+    flipped = local.fitted_weights(ref, 1 - ref_labels, test, 1.0)
+    assert (flipped == test_labels).mean() < 0.05
+
+
 def test_per_prompt_label_words_take_the_pair_that_reads_the_labels():
     """benchmarks/prompt_verbalizers.py: a pair's columns come out of the all-words scores in class order, and
     the choice goes to the pair with the best accuracy, then the best log-likelihood of the right label."""
