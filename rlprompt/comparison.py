@@ -367,7 +367,7 @@ def report_markdown(
                   f"RLPrompt reports the mean test {what} of the top 3 prompts by dev; the chosen prompt is "
                   f"one of them (by the method's prompt_rule). Both as the run scored"
                   + (f"; the ensemble predicts each test input's label from the top-{ks} prompts' mean "
-                     "label probabilities." if ensemble else ".")
+                     "label log-probabilities." if ensemble else ".")
                   + (" Where a run's artifact is an ensemble (`ensemble: k`), the headline above is the "
                      "ensemble's and this table's first column its chosen prompt's alone."
                      if ensembled else ""),

@@ -202,9 +202,9 @@ class CoreConfig:
     top_k_report: int = 3
     # rl and search: the artifact is the ensemble of the chosen prompt and the next best by dev, `ensemble`
     # in all (at most top_k_report): each input's label is the argmax of their mean calibrated label
-    # probabilities, the headline dev and test figures are the ensemble's, and prompt.json lists its
-    # prompts (readable text; rlprompt.evaluate and rlprompt.transfer score them as one). 1: the chosen
-    # prompt alone.
+    # log-probabilities (each renormalised over the classes: a geometric mean), the headline dev and test
+    # figures are the ensemble's, and prompt.json lists its prompts (readable text; rlprompt.evaluate and
+    # rlprompt.transfer score them as one). 1: the chosen prompt alone.
     ensemble: int = 1
     # Remove each prompt's label prior from its scores (rlprompt/calibration.py) in the RL reward, on dev
     # (choosing the prompt or checkpoint) and in the headline test figure; reports show raw and calibrated.

@@ -67,7 +67,8 @@ def _parser() -> ArgumentParser:
     p.add_argument(
         "--ensemble", action="store_true",
         help="also evaluate all the prompts (or all the --adapter weights) as one ensemble (each input's "
-        "label: the argmax of their mean label probabilities, calibrated as each one is)",
+        "label: the argmax of their mean label log-probabilities, each renormalised over the classes and "
+        "calibrated as each one is)",
     )  # fmt: skip
     p.add_argument("--template", help='override the task\'s template, e.g. "{sentence} {prompt} <mask> ."')
     p.add_argument(

@@ -47,7 +47,7 @@ class LearnedPrompt:
     task_kind: str | None = None  # rlprompt.registry.TASK_KINDS; None in files written before it was recorded
     # An ensemble of prompts (config `ensemble` > 1): each {"text", "token_ids"}, the chosen prompt (text,
     # token_ids above) first; an input's label is the argmax of their mean calibrated label
-    # probabilities. Empty: the prompt alone.
+    # log-probabilities, each renormalised over the classes. Empty: the prompt alone.
     ensemble: list[dict] = field(default_factory=list)
     format: str = FORMAT
     version: int = VERSION

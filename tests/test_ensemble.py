@@ -1,5 +1,5 @@
 """An ensemble of prompts as a run's artifact (``ensemble: k``): the k best prompts by dev, each input's
-label the argmax of their mean calibrated label probabilities, in the headline figures, ``prompt.json``,
+label the argmax of their mean calibrated label log-probabilities, in the headline figures, ``prompt.json``,
 ``rlprompt.evaluate`` and ``rlprompt.transfer``."""
 
 from __future__ import annotations

@@ -428,7 +428,7 @@ def test_manual_method_keeps_the_best_prompt_on_dev(tiny_task, capsys, tiny_gpt2
 
 def test_adapters_of_several_seeds_evaluate_as_one_ensemble(tiny_task, capsys, tiny_llama):
     """--ensemble over --adapter weights (one method's seeds, say): each adapter's row as alone, and a last
-    row whose labels are the argmax of their mean calibrated label probabilities."""
+    row whose labels are the argmax of their mean calibrated label log-probabilities."""
     from rlprompt.calibration import task_calibration
     from rlprompt.evaluation import ensemble_scores, evaluate_adapter
     from rlprompt.tasks import load_task
