@@ -196,7 +196,7 @@ class TemplateEncoder:
             raise RLPromptError(
                 f"template {_shown(template.text)} is too long for {lm.name}: its own text takes {fixed} of "
                 f"the {lm.max_length} tokens it reads, leaving none for the sentence and the prompt "
-                "(shorten the template, or show fewer demonstrations)"
+                "(shorten the template, or show fewer demonstrations: in_context.k, task.demonstrations)"
             )
         if self._sentence_room < 1:
             raise RLPromptError(

@@ -315,8 +315,10 @@ def test_a_grid_over_data_splits_runs_each_split_and_reports_them_together(tiny_
 
     register_model(tiny_gpt2)
     root = tmp_path / "protocol"
+    # one demonstration: four SST-2 ones fill tiny-gpt2's 64 positions, which is refused
     argv = ["--quiet", "--set", "model=tiny-gpt2", "--set", "task.seeds=[16-13, 16-21]", "--set",
-            "methods=[manual, in_context]", "--set", "seeds=[0]", "--run-dir", str(root)]  # fmt: skip
+            "methods=[manual, in_context]", "--set", "in_context.k=1", "--set", "seeds=[0]",
+            "--run-dir", str(root)]  # fmt: skip
     code, out, err = run(train_main, argv, capsys)
     assert code == 0, err
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["split-16-13", "split-16-21"]
