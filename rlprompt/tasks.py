@@ -255,9 +255,8 @@ def _carve(pool: list[Example], size: float, num_classes: int, rng) -> tuple[lis
     else:
         shares = [len(m) * size / len(pool) for m in groups]
         counts = [min(len(m) - 1, max(1, int(share))) for m, share in zip(groups, shares, strict=True)]
-        order = sorted(
-            range(len(groups)), key=lambda c: int(shares[c]) - shares[c]
-        )  # largest remainder first
+        remainder = [share - int(share) for share in shares]
+        order = sorted(range(len(groups)), key=lambda c: -remainder[c])  # largest remainder first
         while sum(counts) != int(size):
             step = 1 if sum(counts) < size else -1
             room = [c for c in order if 1 <= counts[c] + step <= len(groups[c]) - 1]
