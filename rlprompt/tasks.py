@@ -359,9 +359,8 @@ def task_from_spec(spec: dict, base_dir: Path, source: str) -> Task:
                 f"{source}: verbalizer for label {label!r} must be a non-empty word, got {word!r}"
             )
         words.append(word.strip())
-    keys = [_label_key(k) for k in verbalizers]
-    same = next(((a, b) for i, a in enumerate(verbalizers) for b in list(verbalizers)[i + 1 :]
-                 if _label_key(a) == _label_key(b)), None)  # fmt: skip
+    given, keys = list(verbalizers), [_label_key(k) for k in verbalizers]
+    same = next(((given[keys.index(k)], given[i]) for i, k in enumerate(keys) if keys.index(k) < i), None)
     if same is not None:
         raise RLPromptError(
             f"{source}: verbalizers {same[0]!r} and {same[1]!r} are the same label value; give each "
@@ -400,11 +399,11 @@ def task_from_spec(spec: dict, base_dir: Path, source: str) -> Task:
     return Task(
         name=spec.get("name") or Path(source).stem,
         verbalizers=words,
-        class_names=[_label_key(k) for k in verbalizers],
+        class_names=keys,
         split_files=split_files,
         text_columns=(spec.get("text_column", "sentence"),),
         label_column=spec.get("label_column", "label"),
-        label_map={_label_key(k): i for i, k in enumerate(verbalizers)},
+        label_map={k: i for i, k in enumerate(keys)},
         templates=templates,
         manual_prompt=spec.get("manual_prompt", "It was"),
         plan=plan,
