@@ -8,6 +8,8 @@ absolute position embeddings: a wrong position id under padding changes its outp
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,24 @@ deprecation_guard.install()
 # scores (tests compare them with tolerances set for float32, e.g. against a float32 vLLM server). Set
 # here, before any model loads, so the CLIs the tests start as subprocesses inherit it.
 os.environ["RLPROMPT_CPU_BF16"] = "0"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def library_scratch_in_one_temp_dir():
+    """Libraries' own scratch, in one short directory removed after the session: an SB3 model built without
+    ``tensorboard_log`` (as tests build them) makes an empty ``SB3-<date>`` directory on every ``learn``, and
+    each local Ray instance keeps a session directory (short path: Ray's socket paths have a length limit).
+    Set in the environment, so the CLIs the tests start as subprocesses inherit it."""
+    scratch = Path(tempfile.mkdtemp(prefix="rlp-"))
+    saved = {key: os.environ.get(key) for key in ("SB3_LOGDIR", "RAY_TMPDIR")}
+    os.environ["SB3_LOGDIR"], os.environ["RAY_TMPDIR"] = str(scratch / "sb3"), str(scratch / "ray")
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

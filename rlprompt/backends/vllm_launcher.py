@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -55,7 +56,11 @@ def vllm_server(
     command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "512",
                *(["--api-key", api_key] if api_key else []), *extra]  # fmt: skip
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")}
+    # vLLM leaves its IPC sockets and distributed-init files in the temp directory: give it one of its own,
+    # removed with the server.
+    scratch = tempfile.TemporaryDirectory(prefix="rlprompt-vllm-")
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
+           "TMPDIR": scratch.name}  # fmt: skip
     env.pop("OPENAI_API_KEY", None)
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
     proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env,
@@ -87,3 +92,4 @@ def vllm_server(
             proc.wait()
         if log:
             out.close()
+        scratch.cleanup()
