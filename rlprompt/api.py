@@ -119,6 +119,8 @@ def write_examples_task(directory: Path, examples: Mapping[str, Rows], verbalize
     """An in-memory task as files (one JSONL per split and a task.yaml); returns the task.yaml."""
     import json
 
+    from rlprompt.tasks import label_key
+
     if not isinstance(examples, Mapping) or not examples:
         raise RLPromptError(
             "examples must map split names (train, dev, test) to lists of (text, label) pairs"
@@ -136,7 +138,7 @@ def write_examples_task(directory: Path, examples: Mapping[str, Rows], verbalize
     missing = [split for split in ("train", "dev", "test") if split not in examples]
     if missing:
         raise RLPromptError(f"examples: no {missing[0]!r} split; learn() needs train, dev and test")
-    if len({str(k) for k in verbalizers}) < len(verbalizers):  # 1 and "1" would collapse into one label
+    if len({label_key(k) for k in verbalizers}) < len(verbalizers):  # 1 and "1" would be one label
         raise RLPromptError(
             f"verbalizers {dict(verbalizers)!r} give a label value twice (as text they are equal)"
         )

@@ -143,7 +143,7 @@ class Task:
             )
         examples = []
         for line, row in rows:
-            value = _label_key(row[self.label_column])
+            value = label_key(row[self.label_column])
             label = self._label_id(value)
             if label is None:
                 known = ", ".join(self.label_map) if self.label_map else f"0..{self.num_classes - 1}"
@@ -153,7 +153,7 @@ class Task:
             text = row[text_column]
             if not isinstance(text, str):
                 raise RLPromptError(f"{path}:{line}: text column {text_column!r} is not a string: {text!r}")
-            where = _label_key(row[split_column]) if split_column is not None else None
+            where = label_key(row[split_column]) if split_column is not None else None
             examples.append((Example(uid=f"{self.name}/{split}/{line}", text=text, label=label), where))
         if not examples:
             raise RLPromptError(f"{path}: no examples (only a header)")
@@ -268,7 +268,7 @@ def _carve(pool: list[Example], size: float, num_classes: int, rng) -> tuple[lis
     return [ex for ex in pool if ex.uid not in carved], [ex for ex in pool if ex.uid in carved]
 
 
-def _label_key(value) -> str:
+def label_key(value) -> str:
     """Labels compare as text: ``1``, ``"1"``, ``1.0`` and ``"1.0"`` from YAML, TSV or JSON all mean the
     same, as do YAML's ``true`` and a file's ``true`` or ``True``."""
     if isinstance(value, bool):
@@ -359,7 +359,7 @@ def task_from_spec(spec: dict, base_dir: Path, source: str) -> Task:
                 f"{source}: verbalizer for label {label!r} must be a non-empty word, got {word!r}"
             )
         words.append(word.strip())
-    given, keys = list(verbalizers), [_label_key(k) for k in verbalizers]
+    given, keys = list(verbalizers), [label_key(k) for k in verbalizers]
     same = next(((given[keys.index(k)], given[i]) for i, k in enumerate(keys) if keys.index(k) < i), None)
     if same is not None:
         raise RLPromptError(
@@ -431,7 +431,7 @@ def _split_plan(spec: dict, base_dir: Path, source: str) -> SplitPlan | None:
                 f"{source}: 'split_names' maps train, dev and test to the values in the split column"
             )
         names.update(
-            {k: [_label_key(v) for v in (vs if isinstance(vs, list) else [vs])] for k, vs in given.items()}
+            {k: [label_key(v) for v in (vs if isinstance(vs, list) else [vs])] for k, vs in given.items()}
         )
     sizes = {}
     for key in ("dev_size", "test_size"):

@@ -139,6 +139,8 @@ def test_learn_keeps_strings_as_given_and_leaves_nothing_behind_when_it_fails(ti
         )
     with pytest.raises(RLPromptError, match="give a label value twice"):
         rlprompt.learn(examples=examples, verbalizers={**words, "1": "good"})
+    with pytest.raises(RLPromptError, match="give a label value twice"):  # as task files compare labels
+        rlprompt.learn(examples=examples, verbalizers={True: "yes", "true": "no"})
     with pytest.raises(RLPromptError, match=r"examples\['dev'\] must be a list"):
         rlprompt.learn(
             examples={"train": ROWS, "dev": None, "test": ROWS}, verbalizers=words, output_dir=str(out)
