@@ -21,13 +21,19 @@ GRADIENT_FACTOR = 3.0  # a forward and backward pass against a forward one
 @dataclass
 class Sizes:
     """What a method's estimate needs to know of the task: examples per split, dev evaluations, and the
-    seconds the test evaluation of a prompt-like artifact takes (the chosen prompt and the manual one)."""
+    cost of the test evaluation: each test example's sentence prefix is computed once, then each prompt's
+    tokens run behind it (the empty prompt needs nothing more than the prefix)."""
 
     train: int
     dev: int
     test: int
     evaluations: int
-    test_seconds: float
+    test_prefix_seconds: float  # per test example
+    test_pair_seconds: float  # per (prompt, test example) behind a computed prefix
+
+    def test_seconds(self, prompts: int) -> float:
+        """The test evaluation of ``prompts`` prompts besides the empty one."""
+        return self.test * (self.test_prefix_seconds + prompts * self.test_pair_seconds)
 
 
 @dataclass
@@ -108,7 +114,9 @@ def plan_run(config, task, speed: Speed) -> list[MethodPlan]:
     dev, test = (len(task.examples(s)) for s in ("dev", "test"))
     # what the methods train on (task.exclude_train left out), less each seed's demonstrations
     train = max(1, len(task.training_examples(config.task.exclude_train)) - config.task.demonstrations)
-    sizes = Sizes(train, dev, test, config.evaluations + 1, 2 * test / speed.cold)
+    # The probe scores 8 prompts an example, computing the prefixes (cold) and behind cached ones (warm).
+    prefix_seconds = max(0.0, 8 / speed.cold - 8 / speed.warm)
+    sizes = Sizes(train, dev, test, config.evaluations + 1, prefix_seconds, 1 / speed.warm)
     plans = []
     for method in config.method_list:
         spec = METHODS[method]

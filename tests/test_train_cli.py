@@ -386,7 +386,7 @@ def test_the_plan_prices_weight_training_at_whole_sequences_and_the_soft_prompt_
     from rlprompt.plan import GRADIENT_FACTOR, Sizes, Speed, gradient_estimate
 
     config = TrainConfig(heldout_sentences=200)
-    sizes = Sizes(train=32, dev=32, test=100, evaluations=17, test_seconds=0.0)
+    sizes = Sizes(train=32, dev=32, test=100, evaluations=17, test_prefix_seconds=0.0, test_pair_seconds=0.0)
     speed = Speed(cold=80.0, warm=140.0, tokens_per_pair=6.0, full=20.0)
     for method, rate in (
         ("lora", 20.0),
@@ -409,6 +409,24 @@ def test_the_plan_prices_weight_training_at_whole_sequences_and_the_soft_prompt_
         gradient_estimate("lora", config, sizes, no_full).seconds
         < gradient_estimate("lora", config, sizes, speed).seconds
     )
+
+
+def test_the_plan_prices_the_test_evaluation_at_one_prefix_an_example_and_every_reported_prompt():
+    """rl and search score on test each reported top prompt (the ensemble's members among them) and the
+    manual one behind each test sentence's prefix, computed once; the probe's cold speed minus its warm one
+    (8 prompts an example) prices the prefix."""
+    from rlprompt.config import TrainConfig
+    from rlprompt.methods import rl, search
+    from rlprompt.plan import Sizes, Speed
+
+    speed = Speed(cold=40.0, warm=80.0, tokens_per_pair=6.0)
+    sizes = Sizes(train=32, dev=32, test=1000, evaluations=5, test_prefix_seconds=8 / 40 - 8 / 80,
+                  test_pair_seconds=1 / 80)  # fmt: skip
+    assert sizes.test_seconds(4) == pytest.approx(1000 * (0.1 + 4 / 80))
+    for module in (rl, search):
+        base = module.estimate("rl", TrainConfig(top_k_report=3, ensemble=3), sizes, speed).seconds
+        more = module.estimate("rl", TrainConfig(top_k_report=10, ensemble=5), sizes, speed).seconds
+        assert more - base == pytest.approx(1000 * 7 / 80)  # 7 more reported prompts on 1,000 sentences
 
 
 def test_the_plan_sizes_training_without_the_excluded_examples_and_the_demonstrations(monkeypatch):

@@ -487,6 +487,13 @@ def learned_description(best: Candidate, members: list[Candidate]) -> str:
     return " + ".join(repr(c.text) for c in (best, *members))
 
 
+def tested_prompts(config) -> int:
+    """Prompts an rl or search run scores on test besides the empty one (for the plan): the reported top
+    ones (:func:`top_k_score`; the chosen prompt and an ensemble's members are among them) and the manual
+    prompt."""
+    return max(config.top_k_report, config.ensemble, 1) + 1
+
+
 def top_k_score(ctx: MethodContext, objective, top: TopCandidates, test: TestResult) -> TopK:
     """The ``top`` prompts' primary test metric (``MethodResult.test_top_k``, ``top_k``, and each prompt's
     in ``prompt.json``). One prompt: the chosen one's score."""

@@ -287,4 +287,4 @@ def estimate(method: str, config, sizes, speed):
     budget = config.reward_query_budget(method)
     if budget:
         queries = min(queries, budget)
-    return Estimate(queries, queries, queries / speed.cold + sizes.test_seconds)
+    return Estimate(queries, queries, queries / speed.cold + sizes.test_seconds(2))  # its own, the manual

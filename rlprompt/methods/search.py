@@ -32,6 +32,7 @@ from rlprompt.methods.base import (
     MethodContext,
     MethodResult,
     PromptRule,
+    tested_prompts,
 )
 from rlprompt.settings import at_least_one, within
 from rlprompt.vocab import action_vocabulary, policy_model
@@ -267,4 +268,4 @@ def estimate(method: str, config, sizes, speed):
     budget = config.reward_query_budget(method)
     if budget:
         queries = min(queries, budget)
-    return Estimate(queries, queries, queries / speed.warm + sizes.test_seconds)
+    return Estimate(queries, queries, queries / speed.warm + sizes.test_seconds(tested_prompts(config)))
