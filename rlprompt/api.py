@@ -62,7 +62,8 @@ def learn(
         overrides: ``{"rl.learning_rate": 1e-4}`` or ``["rl.learning_rate=1e-4"]`` (as ``--set``).
         run_dir: where to write the run (default: a new directory under ``output_dir``); not one that
             holds files already (``rlprompt train --resume DIR`` continues a run).
-        progress: show the progress bar.
+        progress: show the progress bar (the run's one-line summary is printed either way, as with
+            ``--quiet``).
         **settings: top-level config keys, e.g. ``total_timesteps=4000, seed=1``.
     """
     from rlprompt.config import load_train_config
