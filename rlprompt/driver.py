@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rlprompt.checkpoint import StopRequest
 from rlprompt.config import TrainConfig
-from rlprompt.errors import RLPromptError
+from rlprompt.errors import RLPromptError, ServiceUnavailable
 from rlprompt.executors import run_local, run_on_ray
 from rlprompt.files import atomic_write_bytes
 from rlprompt.kinds import kind_module
@@ -65,6 +65,9 @@ def train(
             results, failures = _run_grid(grid, requested, resume, progress)
         except KeyboardInterrupt as stopped:  # a second signal: rlprompt.train's last line says how to go on
             stopped.run_dir = getattr(stopped, "run_dir", None) or grid.root
+            raise
+        except ServiceUnavailable as lost:  # the server stopped answering: the run resumes once it is back
+            lost.run_dir = grid.root
             raise
     return _finish(grid, results, failures, progress)
 

@@ -18,6 +18,11 @@ class RLPromptError(Exception):
     """A user-facing error: the message alone must tell the user what to fix."""
 
 
+class ServiceUnavailable(RLPromptError):
+    """The task LM's server stopped answering during a run (after its retries): nothing the user set is
+    wrong, and the run continues with ``--resume`` once the server is back."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with the project's one-line errors: argparse's own message (it names the flag and the value)
     without the usage block before it. Under the ``rlprompt`` command (which names the subcommand in

@@ -40,8 +40,8 @@ def _parser() -> ArgumentParser:
     )
     p.add_argument(
         "--model",
-        help="alias, local directory or cached HF id (default: the adapter's or prompt file's model, "
-        "else smollm2-135m)",
+        help="alias, local directory, cached HF id or openai:<base URL>[#options] (a server; README "
+        "'Task-LM backends') (default: the adapter's or prompt file's model, else smollm2-135m)",
     )
     p.add_argument(
         "--task", help="built-in task or a task YAML file (default: the prompt file's task, else sst-2)"

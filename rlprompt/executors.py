@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from rlprompt.checkpoint import StopRequest
-from rlprompt.errors import RLPromptError
+from rlprompt.errors import RLPromptError, ServiceUnavailable
 from rlprompt.runs import record_failure, run_one
 from rlprompt.settings import to_dict
 
@@ -39,6 +39,9 @@ def run_local(
         except Exception as err:  # one failed run of a grid: recorded, and the grid goes on
             failures.append(record_failure(root / f"{method}__s{seed}", method, seed, err))
             print(f"{method} seed {seed}: FAILED: {failures[-1]['error']}", flush=True)
+            if isinstance(err, ServiceUnavailable):  # the next runs would wait for the server as long
+                print("the server stopped answering: the grid stops here", flush=True)
+                raise _Stopped(results, failures) from None
             continue
         results.append(result)
         if result.interrupted or stop.requested:  # stop the grid too

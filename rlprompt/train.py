@@ -16,10 +16,12 @@ import re
 import sys
 from pathlib import Path
 
-from rlprompt.config import load_resumed_config, load_train_config
+import yaml
+
+from rlprompt.config import load_resumed_config, load_train_config, read_config_file
 from rlprompt.console import add_verbose_flag
 from rlprompt.driver import require_previous_run, train
-from rlprompt.errors import ArgumentParser, RLPromptError, run_cli
+from rlprompt.errors import ArgumentParser, RLPromptError, ServiceUnavailable, run_cli
 from rlprompt.files import check_output_dir
 
 # What --resume --set may change: the step size, and where the runs execute; not what is learned or how it
@@ -76,18 +78,18 @@ def main(argv: list[str] | None = None) -> int:
             raise RLPromptError(
                 "--resume continues with the run's own config.yaml: drop --config, --run-dir, --overwrite"
             )
-        changed = [item for item in args.set if not RESUMABLE_KEYS.search(item.split("=", 1)[0].strip())]
-        if changed:
-            raise RLPromptError(
-                f"--resume --set {changed[0]}: only learning rates and gradient clipping (keys ending in "
-                "learning_rate or max_grad_norm) and where runs execute (executor, ray.*) can change when a "
-                "run resumes"
-            )
         run_dir = Path(args.resume)
         if not run_dir.is_dir():
             raise RLPromptError(f"{run_dir}: no such run directory")
         if not (run_dir / "config.yaml").is_file():
             raise RLPromptError(f"{run_dir}: not a run directory (no config.yaml)")
+        changed = [item for item in args.set if not _resumable(item, run_dir / "config.yaml")]
+        if changed:
+            raise RLPromptError(
+                f"--resume --set {changed[0]}: only learning rates and gradient clipping (keys ending in "
+                "learning_rate or max_grad_norm) and where runs execute (executor, ray.*, a server model's "
+                "address and request options) can change when a run resumes"
+            )
         config = load_resumed_config(run_dir / "config.yaml", args.set)
     else:
         if args.overwrite and not args.run_dir:
@@ -111,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(stopped, "run_dir", None) is None:
             raise  # before any run directory existed: nothing to resume
         return _interrupted(stopped.run_dir)
+    except ServiceUnavailable as lost:  # mid-run: its last checkpoint is kept
+        if getattr(lost, "run_dir", None) is None:
+            raise
+        print(f"error: {lost}", file=sys.stderr)
+        print(f"stopped: once the server answers again, continue with  python -m rlprompt.train --resume "
+              f"{lost.run_dir}  (a new address: --set model=...)", file=sys.stderr)  # fmt: skip
+        return 1
     print(result["summary"])
     if result.get("failed"):
         names = ", ".join(f"{f['method']} seed {f['seed']}" for f in result["failed"])
@@ -123,6 +132,22 @@ def main(argv: list[str] | None = None) -> int:
     if result["interrupted"]:
         return _interrupted(result["run_dir"])
     return 0
+
+
+def _resumable(item: str, config_file: Path) -> bool:
+    """Whether ``--resume --set item`` may change the run: a key of :data:`RESUMABLE_KEYS`, or a server
+    model (``openai:...``) that names the same served model and tokenizer as the recorded one (a restarted
+    server has a new port, say)."""
+    key, _, value = item.partition("=")
+    if RESUMABLE_KEYS.search(key.strip()):
+        return True
+    if key.strip() != "model":
+        return False
+    from rlprompt.backends.openai import same_served_model
+
+    new = yaml.safe_load(value) if value.strip() else None
+    recorded = (read_config_file(config_file) or {}).get("model")
+    return isinstance(new, str) and isinstance(recorded, str) and same_served_model(recorded, new)
 
 
 def _interrupted(run_dir: Path) -> int:

@@ -297,7 +297,9 @@ def _parser() -> ArgumentParser:
         "model's run is listed as not applicable on other models)",
     )  # fmt: skip
     p.add_argument(
-        "--models", default="smollm2-135m,gemma3-270m,bert-tiny-splade", help="comma-separated targets"
+        "--models",
+        default="smollm2-135m,gemma3-270m,bert-tiny-splade",
+        help="comma-separated targets: aliases, local directories, cached HF ids, openai:<URL>[#options]",
     )
     p.add_argument("--task", help="one task (default: the first prompt's task)")
     p.add_argument("--tasks", help="comma-separated tasks (overrides --task)")
@@ -321,6 +323,18 @@ def _parser() -> ArgumentParser:
     return p
 
 
+def model_list(text: str) -> list[str]:
+    """``--models``: comma-separated names, where a server model's replicas (``openai:URL,URL#options``) stay
+    one name."""
+    models: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if piece.startswith(("http://", "https://")) and models and models[-1].startswith("openai:"):
+            models[-1] += "," + piece
+        elif piece:
+            models.append(piece)
+    return models
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     files = [Path(p) for p in args.prompts]
@@ -330,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in (args.tasks or args.task or first.task_source or first.task).split(",")
         if t.strip()
     ]
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = model_list(args.models)
     if not models or not tasks:
         raise RLPromptError("give at least one model (--models) and one task (--task/--tasks)")
     if args.limit is not None and args.limit < 1:

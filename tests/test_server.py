@@ -131,6 +131,78 @@ def test_server_errors_are_one_line(vllm_url, capsys, monkeypatch):
         assert message in err, err
 
 
+def test_a_tokenizer_that_reads_text_otherwise_than_the_served_model_is_refused_at_load(vllm_url):
+    """Prompts travel as the local tokenizer's ids: BERT's ids fed to SmolLM2 scored at chance without a
+    word (measured before the check: 0.400 on 20 examples)."""
+    with pytest.raises(RLPromptError, match=r"the tokenizer 'bert-tiny-splade' does not match the model"):
+        load_task_model(server_name(vllm_url, tokenizer="bert-tiny-splade"))
+
+
+class _DiesAfterCheckpoint(BaseHTTPRequestHandler):
+    """A LOCAL STAND-IN in front of the real server: passes requests through until the run's first
+    checkpoint exists, then answers 503 to everything, as a server going down mid-run."""
+
+    def do_GET(self):  # noqa: N802 - the http.server API
+        self._forward(None)
+
+    def do_POST(self):  # noqa: N802
+        self._forward(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+
+    def _forward(self, body):
+        import urllib.request
+
+        if (self.server.run_dir / "checkpoint.pt").exists():
+            self.send_error(503, "gone")
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "authorization")}
+        request = urllib.request.Request(self.server.target + self.path[len("/v1") :], data=body,
+                                         headers=headers, method=self.command)  # fmt: skip
+        with urllib.request.urlopen(request, timeout=300) as response:
+            send_json(self, json.loads(response.read()))
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_run_whose_server_stops_answering_resumes_through_its_new_address(vllm_url, tmp_path, capsys):
+    """The server goes down after the first checkpoint: the run stops once retry_for is spent, exit 1, with
+    the --resume line; resumed with the server at another address (the real one, not the stand-in) and
+    other request options, it finishes from its checkpoint and records the new address."""
+    from rlprompt.train import main as train_main
+
+    run_dir = tmp_path / "run"
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), _DiesAfterCheckpoint)
+    proxy.run_dir, proxy.target = run_dir, vllm_url
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    task = write_task(tmp_path, "tiny", [("a joy .", 1), ("a mess .", 0), ("lovely .", 1), ("dull .", 0)])
+    settings = ["total_timesteps=160", "evaluations=4", "env.num_envs=4", "env.prompt_length=2",
+                "env.examples_per_reward=4", "rl.n_steps=2", "rl.batch_size=8", "vocab.size=50",
+                "candidates_per_eval=1", "top_k_report=1", "ensemble=1", f"task.name={task}",
+                "task.test_examples=8"]  # fmt: skip
+    through_proxy = server_name(f"http://127.0.0.1:{proxy.server_address[1]}/v1", retry_for=1)
+    argv = ["--quiet", "--run-dir", str(run_dir), "--set", f"model={through_proxy}"]
+    for setting in settings:
+        argv += ["--set", setting]
+    try:
+        with pytest.raises(SystemExit) as done:
+            run_cli(train_main, argv)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    err = capsys.readouterr().err
+    assert done.value.code == 1, err
+    assert "HTTP 503" in err and "(retried for 1 s)" in err and f"--resume {run_dir}" in err, err
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "result.json").exists()
+    resumed = server_name(vllm_url, concurrency=2)
+    with pytest.raises(SystemExit) as done:
+        run_cli(train_main, ["--quiet", "--resume", str(run_dir), "--set", f"model={resumed}"])
+    out, err = capsys.readouterr()
+    assert done.value.code == 0, err
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["steps"] == 160 and not result.get("interrupted"), result
+    assert "concurrency=2" in (run_dir / "config.yaml").read_text()
+
+
 def test_a_gradient_method_on_a_server_model_is_refused_before_anything_runs(vllm_url, tmp_path, capsys):
     from rlprompt.train import main as train_main
 

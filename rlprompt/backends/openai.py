@@ -14,7 +14,11 @@ retried on another at once, with one line on stderr naming the replica; a failed
 * ``key_env``: the environment variable holding the API key (default ``OPENAI_API_KEY``; none is sent
   when it is unset);
 * ``route``: ``auto`` (default), ``label_ids`` or ``echo`` (below); ``concurrency`` (default 4):
-  requests in flight at once; ``batch`` (default 32): sequences per request.
+  requests in flight at once; ``batch`` (default 32): sequences per request;
+* ``timeout`` (default 300): seconds a request may take; ``retry_for`` (default 120): seconds a failing
+  request is retried (unreachable, 429, a 5xx, a timeout) before the run stops, with one line on stderr
+  when the retries begin (a restarting vLLM server needs a minute or two). A stopped run continues with
+  ``--resume`` once the server is back, at its new address if need be.
 
 Prompts go to the server as token ids from the local tokenizer, so the token boundaries are exactly the
 in-process scorer's: the sentence, the prompt and the label never merge differently. Two exact routes:
@@ -34,8 +38,10 @@ For servers that give log-probs only for generated tokens (chat completions, mos
 message, and each single-token verbalizer scores as the log-prob of its token (with or without a leading
 space) among the first generated token's top 20; a verbalizer outside the top 20 gets the 20th
 log-prob, an upper bound on its own. One request per (prompt, example). Failures are one line naming the
-server: unreachable, a model it does not serve, a refused API key, no log-probs in its answers. Requests
-that fail with 429, a 5xx or a timeout are retried with exponential backoff.
+server: unreachable, a model it does not serve, a refused API key, no log-probs in its answers, a local
+tokenizer that reads a probe text otherwise than the server (checked at load where the server returns
+token ids, as vLLM does). Loading asks for short answers (``LOAD_TIMEOUT``, two retries), so a wrong or
+hung address fails in about a minute.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from rlprompt.errors import RLPromptError
+from rlprompt.errors import RLPromptError, ServiceUnavailable
 from rlprompt.models import LanguageModel, wrap_tokenizer
 from rlprompt.scoring import LabelScorer, ScorerStats
 
@@ -65,6 +71,10 @@ ROUTES = ("auto", "label_ids", "echo", "chat")
 CHAT_TOP = 20  # the most top log-probs OpenAI's chat API returns per position
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 FAILED_REST = 30.0  # seconds a replica that failed a request gets no new ones (unless every replica failed)
+LOAD_TIMEOUT = 20.0  # seconds for each of the load's requests (the model listing and the probes)
+# Read by the server and by the local tokenizer at load, which must agree on its token ids: words, a
+# contraction, punctuation and digits.
+PROBE_TEXT = "Hello world: it wasn't a great movie, was it? 42 stars."
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,8 @@ class ServerSpec:
     route: str = "auto"
     concurrency: int = 4
     batch: int = 32
+    timeout: float = 300.0
+    retry_for: float = 120.0
 
     @property
     def base_url(self) -> str:
@@ -95,8 +107,12 @@ class ServerSpec:
                 raise RLPromptError(
                     f"model {name!r}: the base URL must be http(s)://host[:port]/..., got {url!r}"
                 )
-        options = dict(urllib.parse.parse_qsl(fragment, keep_blank_values=True))
-        known = {"model", "tokenizer", "key_env", "route", "concurrency", "batch"}
+        pairs = urllib.parse.parse_qsl(fragment, keep_blank_values=True)
+        options = dict(pairs)
+        if len(options) < len(pairs):
+            twice = next(k for i, (k, _) in enumerate(pairs) if k in dict(pairs[:i]))
+            raise RLPromptError(f"model {name!r}: option {twice!r} is given twice")
+        known = {"model", "tokenizer", "key_env", "route", "concurrency", "batch", "timeout", "retry_for"}
         unknown = sorted(set(options) - known)
         if unknown:
             raise RLPromptError(
@@ -117,6 +133,17 @@ class ServerSpec:
                     raise RLPromptError(
                         f"model {name!r}: {key} must be a positive integer, got {options[key]!r}"
                     )
+        for key, least in (("timeout", 1.0), ("retry_for", 0.0)):
+            if key in options:
+                try:
+                    numbers[key] = float(options[key])
+                except ValueError:
+                    numbers[key] = float("nan")
+                if not least <= numbers[key] < float("inf"):
+                    raise RLPromptError(
+                        f"model {name!r}: {key} must be a number of seconds, at least {least:g}, "
+                        f"got {options[key]!r}"
+                    )
         return cls(
             base_urls=tuple(dict.fromkeys(u.rstrip("/") for u in urls.split(","))),
             model=options.get("model"), tokenizer=options.get("tokenizer"),
@@ -124,25 +151,42 @@ class ServerSpec:
         )  # fmt: skip
 
 
-class ServerClient:
-    """JSON over HTTP with retries and failover across replicas: the only code here that talks to servers."""
+def same_served_model(recorded: str, new: str) -> bool:
+    """Whether two server model names name the same served model and local tokenizer, whatever their
+    addresses and request options (a run may resume through either). ``new`` must parse."""
+    if not (recorded.startswith(PREFIX) and new.startswith(PREFIX)):
+        return False
+    a, b = ServerSpec.parse(recorded), ServerSpec.parse(new)
+    return (a.model, a.tokenizer) == (b.model, b.tokenizer)
 
-    def __init__(self, spec: ServerSpec, timeout: float = 300.0, retries: int = 5):
-        self.spec, self.timeout, self.retries = spec, timeout, retries
+
+class ServerClient:
+    """JSON over HTTP with retries and failover across replicas: the only code here that talks to servers.
+
+    A failing request (unreachable, 429, a 5xx, a timeout) goes to another replica at once while one is
+    left, else waits with exponential backoff and is retried for ``spec.retry_for`` seconds, or ``retries``
+    times where given (the load's quick checks and the tests)."""
+
+    def __init__(self, spec: ServerSpec, timeout: float | None = None, retries: int | None = None):
+        self.spec, self.retries = spec, retries
+        self.timeout = spec.timeout if timeout is None else timeout
         self.key = os.environ.get(spec.key_env) or None
         n = len(spec.base_urls)
         self._lock = threading.Lock()
         self._in_flight = [0] * n
         self._resting_until = [0.0] * n
         self._reported: set[int] = set()
+        self._retrying = False  # a request is waiting to retry: said once on stderr, until one succeeds
         self.answered = [0] * n  # requests each replica answered
         self.failovers = 0  # requests retried on another replica after one failed
 
-    def get(self, path: str, retries: int | None = None) -> dict:
-        return self._request("GET", path, None, retries)
+    def get(self, path: str, retries: int | None = None, timeout: float | None = None) -> dict:
+        return self._request("GET", path, None, retries, timeout)
 
-    def post(self, path: str, payload: dict, retries: int | None = None) -> dict:
-        return self._request("POST", path, payload, retries)
+    def post(
+        self, path: str, payload: dict, retries: int | None = None, timeout: float | None = None
+    ) -> dict:
+        return self._request("POST", path, payload, retries, timeout)
 
     def _pick(self, avoid: set[int]) -> int:
         """The replica with the fewest requests in flight, among those not resting and not failed for this
@@ -162,29 +206,44 @@ class ServerClient:
             if failed is None:
                 self.answered[replica] += 1
                 self._resting_until[replica] = 0.0
-                return
-            self._resting_until[replica] = time.monotonic() + FAILED_REST
-            report = replica not in self._reported and len(self.spec.base_urls) > 1
-            self._reported.add(replica)
-        if report:
+                recovered, self._retrying = self._retrying, False
+            else:
+                recovered = False
+                self._resting_until[replica] = time.monotonic() + FAILED_REST
+                report = replica not in self._reported and len(self.spec.base_urls) > 1
+                self._reported.add(replica)
+        if recovered:
+            print(f"server {self.spec.base_url} answers again", file=sys.stderr, flush=True)
+        elif failed is not None and report:
             print(f"server replica {self.spec.base_urls[replica]} failed ({failed}); its requests go to the "
                   "other replicas", file=sys.stderr, flush=True)  # fmt: skip
 
-    def _request(self, method: str, path: str, payload: dict | None, retries: int | None) -> dict:
+    def _waiting(self, reason: str) -> None:
+        """The first request of a streak to wait for a retry says so, once."""
+        with self._lock:
+            first, self._retrying = not self._retrying, True
+        if first:
+            print(f"server {self.spec.base_url}: {reason}; retrying for up to {self.spec.retry_for:.0f} s "
+                  "(#retry_for=SECONDS)", file=sys.stderr, flush=True)  # fmt: skip
+
+    def _request(
+        self, method: str, path: str, payload: dict | None, retries: int | None, timeout: float | None
+    ) -> dict:
         data = None if payload is None else json.dumps(payload).encode("utf-8")
         headers = {"Content-Type": "application/json"}
         if self.key:
             headers["Authorization"] = f"Bearer {self.key}"
-        attempts = 1 + (self.retries if retries is None else retries)
+        retries = self.retries if retries is None else retries  # None: for spec.retry_for seconds
+        timeout = self.timeout if timeout is None else timeout
         failed_on: set[int] = set()  # replicas this request failed on since its last wait
-        for attempt in range(attempts):
-            last = attempt == attempts - 1
+        attempt, first_failure = 0, None
+        while True:
             replica = self._pick(failed_on)
             base = self.spec.base_urls[replica]
             url = base + path
             try:
                 request = urllib.request.Request(url, data=data, headers=headers, method=method)
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
                     answer = json.loads(response.read().decode("utf-8"))
                 self._done(replica, None)
                 return answer
@@ -200,23 +259,37 @@ class ServerClient:
                     ) from None
                 if err.code == 404 and "model" in body.lower():
                     raise RLPromptError(f"the server at {base}: {body}") from None
-                if not retry or last:
+                if err.code == 404:
+                    hint = "" if base.endswith("/v1") else " (does the base URL end in /v1?)"
+                    raise RLPromptError(f"{method} {url}: HTTP 404 {body}{hint}") from None
+                if not retry:
                     raise RLPromptError(f"{method} {url}: HTTP {err.code} {body}") from None
+                reason = f"{method} {url}: HTTP {err.code} {body}".rstrip()
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
-                reason = getattr(err, "reason", err)
-                self._done(replica, str(reason))
-                if last:
-                    raise RLPromptError(
-                        f"cannot reach the server at {self.spec.base_url}: {reason}"
-                    ) from None
+                cause = getattr(err, "reason", err)
+                if isinstance(cause, TimeoutError) or "timed out" in str(cause):
+                    cause = f"no answer within {timeout:g} s (#timeout=SECONDS)"
+                self._done(replica, str(cause))
+                reason = f"cannot reach the server at {self.spec.base_url}: {cause}"
+            attempt += 1
+            first_failure = first_failure if first_failure is not None else time.monotonic()
             failed_on.add(replica)
             if len(failed_on) < len(self.spec.base_urls):
                 with self._lock:
                     self.failovers += 1
                 continue  # another replica is left: at once
             failed_on.clear()
-            time.sleep(min(30.0, 0.5 * 2**attempt))
-        raise AssertionError("unreachable")
+            waited = time.monotonic() - first_failure
+            if retries is not None and attempt > retries:
+                raise RLPromptError(reason)
+            if retries is None and waited >= self.spec.retry_for:
+                raise ServiceUnavailable(f"{reason} (retried for {waited:.0f} s)")
+            if retries is None:
+                self._waiting(reason)
+            pause = min(15.0, 0.5 * 2 ** min(attempt - 1, 5))
+            if retries is None:
+                pause = max(0.0, min(pause, self.spec.retry_for - waited))
+            time.sleep(pause)
 
 
 def _error_text(err: urllib.error.HTTPError) -> str:
@@ -309,9 +382,14 @@ def load(name: str, device: str = "auto", dtype: str = "auto") -> ServerModel:
     client = ServerClient(spec)
     if spec.route == "chat" and spec.model is not None and spec.tokenizer is not None:
         return _chat_model(name, spec, client)
-    listing = client.get("/models", retries=2)
+    listing = client.get("/models", retries=2, timeout=min(spec.timeout, LOAD_TIMEOUT))
     served = [m.get("id") for m in listing.get("data", []) if isinstance(m, dict)]
     if spec.model is None:
+        if not served:
+            raise RLPromptError(
+                f"the server at {spec.base_url} lists no models (GET /models); name the served one: "
+                "#model=NAME"
+            )
         if len(served) != 1:
             raise RLPromptError(
                 f"the server at {spec.base_url} serves {len(served)} models ({', '.join(map(str, served))}); "
@@ -333,7 +411,9 @@ def load(name: str, device: str = "auto", dtype: str = "auto") -> ServerModel:
         suffix_ids=lm.suffix_ids, client=client, served=model,
         server_max_length=entry.get("max_model_len"),
     )  # fmt: skip
-    server.label_ids_route = _probe(server) if spec.route != "chat" else False
+    if spec.route != "chat":
+        _check_tokenizer(server, spec.tokenizer or model)
+        server.label_ids_route = _probe(server)
     return server
 
 
@@ -363,6 +443,35 @@ def _local_tokenizer(spec: ServerSpec, model: str):
         raise RLPromptError(f"cannot load the tokenizer {source!r} for {spec.base_url}: {err}") from None
 
 
+def _check_tokenizer(server: ServerModel, source: str) -> None:
+    """The local tokenizer must read text as the served model does (prompts travel as its token ids): the
+    server tokenizes :data:`PROBE_TEXT` and echoes the ids, which must be the tokenizer's, special tokens
+    aside. A server that does not echo token ids (only vLLM's ``return_tokens_as_token_ids`` does) is not
+    checked."""
+    payload = {"model": server.served, "prompt": PROBE_TEXT, "max_tokens": 1, "temperature": 0,
+               "logprobs": 1, "echo": True, "return_tokens_as_token_ids": True}  # fmt: skip
+    try:
+        answer = server.client.post("/completions", payload, retries=2, timeout=LOAD_TIMEOUT * 3)
+    except ServiceUnavailable:
+        raise
+    except RLPromptError:
+        return  # a server that takes no text prompt: _probe says what it lacks
+    tokens = ((answer.get("choices") or [{}])[0].get("logprobs") or {}).get("tokens") or []
+    prompt_tokens = tokens[:-1]  # the last one was generated
+    if not prompt_tokens or not all(isinstance(t, str) and t.startswith("token_id:") for t in prompt_tokens):
+        return
+    special = set(server.tokenizer.all_special_ids)
+    theirs = [int(t[len("token_id:") :]) for t in prompt_tokens]
+    theirs = [t for t in theirs if t not in special]
+    ours = [t for t in server.encode(PROBE_TEXT) if t not in special]
+    if theirs != ours:
+        raise RLPromptError(
+            f"the tokenizer {source!r} does not match the model {server.served!r} served at "
+            f"{server.client.spec.base_url}: the server reads {PROBE_TEXT!r} as token ids {theirs[:12]}, the "
+            f"tokenizer as {ours[:12]}; name a copy of the served model's tokenizer with #tokenizer=DIR"
+        )
+
+
 def _probe(server: ServerModel) -> bool:
     """One tiny request: the server answers with log-probs (else an error), and whether it returns the
     log-probs of chosen token ids (vLLM's ``logprob_token_ids``)."""
@@ -371,7 +480,7 @@ def _probe(server: ServerModel) -> bool:
         "model": server.served, "prompt": [ids], "max_tokens": 1, "temperature": 0, "logprobs": 1,
         "echo": True, "return_tokens_as_token_ids": True,
     }  # fmt: skip
-    answer = server.client.post("/completions", payload, retries=2)
+    answer = server.client.post("/completions", payload, retries=2, timeout=LOAD_TIMEOUT * 3)
     choice = (answer.get("choices") or [{}])[0]
     logprobs = choice.get("logprobs") or {}
     if not logprobs.get("token_logprobs"):
@@ -382,7 +491,7 @@ def _probe(server: ServerModel) -> bool:
         )
     try:
         probe = dict(payload, echo=False, logprob_token_ids=[ids[0]])
-        answer = server.client.post("/completions", probe, retries=1)
+        answer = server.client.post("/completions", probe, retries=1, timeout=LOAD_TIMEOUT * 3)
         top = (answer["choices"][0].get("logprobs") or {}).get("top_logprobs") or [{}]
         return f"token_id:{ids[0]}" in (top[-1] or {})
     except RLPromptError:
@@ -469,7 +578,18 @@ class ServerScorer(LabelScorer):
             raise RLPromptError(f"{lm.name}: the chat endpoint returned no top log-probs")
         floor = min(t["logprob"] for t in top)
         found = [[t["logprob"] for t in top if t["token"] in tokens] for tokens in self._chat_tokens]
-        return np.array([max(values, default=floor) for values in found], dtype=np.float32)
+        return self._finite(np.array([max(values, default=floor) for values in found], dtype=np.float32))
+
+    def _finite(self, scores: np.ndarray) -> np.ndarray:
+        """Label log-probs as the server sent them, refused when one is not a number (NaN would score as
+        the first class's, silently)."""
+        bad = np.flatnonzero(~np.isfinite(scores) & ~np.isneginf(scores))
+        if bad.size:
+            raise RLPromptError(
+                f"{self.lm.name}: the server returned the log-prob {scores.flat[bad[0]]} for a label "
+                f"({self.verbalizers[bad[0] % self.num_classes]!r}), not a number"
+            )
+        return scores
 
     def _request(self, batch) -> dict:
         lm: ServerModel = self.lm
@@ -513,6 +633,7 @@ class ServerScorer(LabelScorer):
                         f"{self.lm.name}: the echoed label tokens {tokens} are not {list(vids[cls])}"
                     )
                 results[row, cls] = float(sum(label))
+        self._finite(results[[row for row, _, _ in batch]])
 
 
 SCORER = ServerScorer
