@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 from rlprompt.backends import Capability, load_task_model, require
 from rlprompt.calibration import CALIBRATIONS, task_calibration
@@ -26,11 +27,17 @@ from rlprompt.evaluation import (
     make_scorer,
     prompt_budget,
 )
-from rlprompt.export import load_adapter_meta, load_classification_prompt, own_task, recorded_label_words
+from rlprompt.export import (
+    load_adapter_meta,
+    load_classification_prompt,
+    own_task,
+    recorded_label_words,
+    same_model,
+)
 from rlprompt.models import DTYPES
 from rlprompt.scoring import PromptLike
 from rlprompt.tables import number, text_table
-from rlprompt.tasks import DEFAULT_SEED, FEW_SHOT_SEEDS, SPLITS, load_task
+from rlprompt.tasks import DEFAULT_SEED, FEW_SHOT_SEEDS, SPLITS, load_task, sampled_test
 
 
 def _parser() -> ArgumentParser:
@@ -78,7 +85,12 @@ def _parser() -> ArgumentParser:
         "else none); batch: from the task's unlabelled train and dev inputs, contextual: content-free "
         "inputs, domain: random in-domain words, transductive: the evaluated inputs themselves",
     )
-    p.add_argument("--limit", type=int, help="evaluate on the first N examples only")
+    p.add_argument(
+        "--limit",
+        type=int,
+        help="evaluate on N examples drawn with seed 0 (as task.test_examples draws them; default: a "
+        "prompt file's own test sample on its task, else every example)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
     p.add_argument(
         "--dtype", default="auto", choices=("auto", *DTYPES),
@@ -91,6 +103,27 @@ def _parser() -> ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     add_verbose_flag(p)
     return p
+
+
+def _as_recorded(task: str) -> str:
+    """``--task`` as prompt files record their task: a task file by its absolute path."""
+    return str(Path(task).absolute()) if task.endswith((".yaml", ".yml")) else task
+
+
+def _check_files_agree(args, files, kind: str) -> None:
+    """Several prompt files are scored with one template, calibration and data split: the first file's,
+    unless given. Files that disagree on one not given are refused, not scored under another's."""
+    checks = [("template", args.template, lambda f: f.template_for(kind)),
+              ("calibration", args.calibration, lambda f: f.calibration),
+              ("task", args.task, own_task), ("data seed", args.seed, lambda f: f.data_seed)]  # fmt: skip
+    for name, given, of in checks:
+        values = list(dict.fromkeys(str(of(f)) for f in files))
+        if given is None and len(values) > 1:
+            flag = {"data seed": "seed"}.get(name, name)
+            raise RLPromptError(
+                f"the prompt files differ in their {name} ({' / '.join(values)}); evaluate them separately, "
+                f"or give --{flag} to score them all with one"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,17 +156,27 @@ def main(argv: list[str] | None = None) -> int:
         task_name, seed = "sst-2", None
     data_seed = args.seed or seed or DEFAULT_SEED
     task = load_task(args.task or task_name, data_seed)
-    if args.task is None:
-        # On its own task a prompt or adapter reads labels through the words it trained with
-        words = recorded_label_words([*files, *adapters], task_name, task.num_classes)
-        if words is not None:
-            task.verbalizers = words
-    examples = task.examples(args.split)[: args.limit]
+    chosen_task = task_name if args.task is None else _as_recorded(args.task)
+    # On its own task a prompt or adapter reads labels through the words it trained with
+    words = recorded_label_words([*files, *adapters], chosen_task, task.num_classes)
+    if words is not None:
+        task.verbalizers = words
+    limit = args.limit
+    if limit is None and args.split == "test" and source is not None and chosen_task == task_name:
+        limit = source.test_examples  # the run's metrics came from this sample
+    examples = sampled_test(task.examples(args.split), limit)
     default_model = meta["model"] if meta else (source.model if source else "smollm2-135m")
     model_name = args.model or default_model
+    for path, adapter in zip(args.adapter, adapters, strict=True):
+        if not same_model(model_name, adapter["model"]):
+            raise RLPromptError(
+                f"{path} is weights for {adapter['model']} (its hidden size and vocabulary); evaluate it on "
+                "that model (leave --model out)"
+            )
     if adapters:
         require(model_name, Capability.DIFFERENTIABLE, "--adapter (trained weights run in this process)")
     lm = load_task_model(model_name, args.device, args.dtype)
+    _check_files_agree(args, files, lm.kind)
     recorded = (source.calibration if source else None) or (meta.get("calibration") if meta else None)
     method = args.calibration or recorded or "none"
     calibration = task_calibration(method, task)

@@ -37,6 +37,9 @@ class LearnedPrompt:
     class_names: list[str] = field(default_factory=list)
     data_seed: str | None = None
     task_source: str | None = None  # how to load the task again: a built-in name or a task YAML path
+    # task.test_examples: the metrics' test split was this many examples drawn with seed 0
+    # (tasks.sampled_test); evaluate draws the same by default. None: the whole split.
+    test_examples: int | None = None
     metrics: dict = field(default_factory=dict)
     # How the prompt's scores were calibrated when it was chosen (rlprompt.calibration); evaluating it
     # elsewhere re-estimates the prior on that model with the same method.
@@ -167,6 +170,7 @@ def load_prompt(path: str | Path) -> LearnedPrompt:
         raise RLPromptError(
             f"{path}: 'calibration' must be one of {', '.join(CALIBRATIONS)}, got {prompt.calibration!r}"
         )
+    _check_consistent(path, prompt)
     _check_prompts(path, "ensemble", prompt.ensemble)
     top = prompt.metrics.get("top_k_prompts")
     if top is not None:
@@ -175,6 +179,38 @@ def load_prompt(path: str | Path) -> LearnedPrompt:
         if any(t < 0 for t in getattr(prompt, key) or []):
             raise RLPromptError(f"{path}: '{key}' must be token ids (0 or more), got {getattr(prompt, key)}")
     return prompt
+
+
+def _check_consistent(path: Path, prompt: LearnedPrompt) -> None:
+    """Fields that must agree with each other: a hand-edited file that does not is refused, where it would
+    otherwise score something else than it says (an empty prompt for a text whose ids were dropped, say)."""
+    from rlprompt.registry import TASK_KINDS
+
+    def bad(message: str) -> RLPromptError:
+        return RLPromptError(f"{path}: {message}")
+
+    if not isinstance(prompt.template, str):
+        raise bad(f"'template' must be text, got {prompt.template!r}")
+    if prompt.model_kind not in ("causal", "masked"):
+        raise bad(f"'model_kind' must be 'causal' or 'masked', got {prompt.model_kind!r}")
+    if prompt.task_kind is not None and prompt.task_kind not in TASK_KINDS:
+        raise bad(f"'task_kind' must be one of {', '.join(TASK_KINDS)}, got {prompt.task_kind!r}")
+    if prompt.text.strip() and not prompt.token_ids:
+        raise bad(f"'token_ids' is empty, but 'text' is {prompt.text!r}: the ids are what the model reads")
+    if prompt.ensemble:
+        first = prompt.ensemble[0] if isinstance(prompt.ensemble[0], dict) else {}
+        if first.get("text") != prompt.text or first.get("token_ids") != prompt.token_ids:
+            raise bad("'ensemble[0]' must be the chosen prompt itself ('text' and 'token_ids')")
+    if not prompt.is_rewriting:
+        words = prompt.verbalizers
+        if any(not isinstance(w, str) or not w.strip() for w in words) or len(set(words)) < len(words):
+            raise bad(f"'verbalizers' must be distinct, non-empty words, got {words!r}")
+        if prompt.class_names and len(prompt.class_names) != len(words):
+            raise bad(
+                f"{len(prompt.class_names)} 'class_names' for {len(words)} 'verbalizers': one word a class"
+            )
+    if prompt.test_examples is not None and prompt.test_examples < 1:
+        raise bad(f"'test_examples' must be at least 1 (or null), got {prompt.test_examples}")
 
 
 def _check_prompts(path: Path, key: str, prompts: list) -> None:

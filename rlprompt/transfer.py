@@ -3,8 +3,9 @@
     python -m rlprompt.transfer --prompts A/prompt.json B/prompt.json \\
         --models smollm2-135m,gemma3-270m,bert-tiny-splade --tasks sst-2,mr,cr
 
-Every prompt is evaluated on every target model and task with the target's own template for its kind
-(causal or masked). On the model it was learned on a prompt keeps its token ids; elsewhere it is
+Every prompt is evaluated on every target model and task: on its own task with its own template for the
+target's kind (as the run scored it: an instruction, demonstrations), elsewhere with the task's template
+for that kind (causal or masked). On the model it was learned on a prompt keeps its token ids; elsewhere it is
 re-tokenized from its text; an ensemble's prompts are scored as one row. The task's manual prompt and
 the empty prompt are evaluated on every target as reference rows. Writes ``transfer.md``,
 ``transfer.json`` and ``transfer.png`` (a heatmap).
@@ -30,6 +31,7 @@ from rlprompt.export import (
     LearnedPrompt,
     load_adapter_meta,
     load_classification_prompt,
+    own_task,
     recorded_label_words,
     same_model,
 )
@@ -37,7 +39,8 @@ from rlprompt.files import atomic_write_bytes, check_output_dir
 from rlprompt.models import load_model
 from rlprompt.registry import ARTIFACTS, METHODS
 from rlprompt.tables import markdown_table
-from rlprompt.tasks import DEFAULT_SEED, load_task
+from rlprompt.tasks import DEFAULT_SEED, FEW_SHOT_SEEDS, load_task, sampled_test
+from rlprompt.templates import Template
 
 
 @dataclass
@@ -92,7 +95,7 @@ def round_trip_problem(prompt: LearnedPrompt, device: str = "auto", dtype: str =
         lm = load_model(prompt.model, device, dtype)
     except RLPromptError as err:
         return f"round trip not checked: {err}"
-    from rlprompt.templates import Template, TemplateEncoder
+    from rlprompt.templates import TemplateEncoder
 
     template = Template.parse(prompt.template, lm.kind)
     ids = list(
@@ -121,7 +124,7 @@ def run_transfer(
         shown = Path(p.model).name if Path(p.model).is_absolute() else p.model  # a directory: its own name
         name = f"{p.method} s{p.seed} ({p.task}, {shown}{ensemble})"
         taken = sum(r.name.split(" #")[0] == name for r in rows)
-        text = " + ".join(m["text"] for m in p.ensemble) if p.ensemble else p.text
+        text = " + ".join(m["text"].strip() for m in p.ensemble) if p.ensemble else p.text
         rows.append(Row(name if not taken else f"{name} #{taken + 1}", "learned", text, p.model, p.method))
     manual_row, empty_row = Row("manual prompt", "manual", ""), Row("empty prompt", "empty", "")
     targets, templates = [], {}
@@ -133,13 +136,15 @@ def run_transfer(
         words = recorded_label_words(prompts, task_name, task.num_classes)
         if words is not None:
             task.verbalizers = words
-        examples = task.examples(split)[:limit]
+        examples = sampled_test(task.examples(split), limit)
         manual_row.text = task.manual_prompt if len(tasks) == 1 else "(each task's manual prompt)"
         for model_name in models:
             lm = load_task_model(model_name, device, dtype)
             target = f"{task.name}/{lm.name}"
             targets.append(target)
-            to_score, owners = [], []
+            kind = lm.kind
+            default = Template.parse(task.template_for(kind), kind).text  # one spelling a template
+            groups: dict[str, list] = {}  # template -> [(row, its prompts)], one scorer each
             for row, prompt in zip(rows, prompts, strict=True):
                 artifact = _weights(prompt)
                 if artifact is not None and not same_model(lm.name, prompt.model):
@@ -153,27 +158,34 @@ def run_transfer(
                         "not_applicable": "weight artifacts are evaluated with rlprompt.evaluate"
                     }
                     continue
-                members = prompt.members_for(lm.name)  # an ensemble's prompts, scored as one row
-                to_score += members
-                owners.append((row, len(members)))
-            to_score += [task.manual_prompt, ""]
-            owners += [(manual_row, 1), (empty_row, 1)]
-            budget = prompt_budget(lm, to_score)
-            scorer = make_scorer(lm, task, task.template_for(lm.kind), prompt_budget=budget)
-            templates[target] = scorer.template.text
+                # On its own task a prompt keeps its own template (an instruction, demonstrations), as the
+                # run and evaluate score it; elsewhere the task's template for the target's kind.
+                own = own_task(prompt) == task_name
+                template = Template.parse(prompt.template_for(kind), kind).text if own else default
+                groups.setdefault(template, []).append((row, prompt.members_for(lm.name)))
+            # The reference rows read the learned prompts' template where they all share one (the run's
+            # own reference rows did), else the task's.
+            reference = next(iter(groups)) if len(groups) == 1 else default
+            groups.setdefault(reference, []).extend([(manual_row, [task.manual_prompt]), (empty_row, [""])])
+            templates[target] = " | ".join(groups)
             if progress:
-                print(f"{target}: {len(to_score)} prompts x {len(examples)} {split} examples", flush=True)
-            results = evaluate_prompts(
-                scorer, examples, to_score, progress, task_calibration(calibration, task)
-            )
+                count = sum(len(members) for group in groups.values() for _, members in group)
+                print(f"{target}: {count} prompts x {len(examples)} {split} examples", flush=True)
             labels = [ex.label for ex in examples]
-            grouped, first = [], 0
-            for _, count in owners:
-                members = results[first : first + count]
-                grouped.append(members[0] if count == 1 else ensemble_result(members, labels))
-                first += count
-            manual, empty = grouped[-2:]
-            for (row, _), r in zip(owners, grouped, strict=True):
+            scored = []  # (row, result)
+            for template, owners in groups.items():
+                to_score = [m for _, members in owners for m in members]
+                scorer = make_scorer(lm, task, template, prompt_budget=prompt_budget(lm, to_score))
+                results = evaluate_prompts(
+                    scorer, examples, to_score, progress, task_calibration(calibration, task)
+                )
+                first = 0
+                for row, members in owners:
+                    found = results[first : first + len(members)]
+                    scored.append((row, found[0] if len(found) == 1 else ensemble_result(found, labels)))
+                    first += len(members)
+            manual, empty = (r for row, r in scored if row is manual_row or row is empty_row)
+            for row, r in scored:
                 row.cells[target] = {
                     "accuracy": r.raw.accuracy, "gain": r.raw.accuracy - manual.raw.accuracy,
                     "calibrated": r.metrics.accuracy,
@@ -230,7 +242,8 @@ def markdown(result: dict) -> str:
             True,
         ),  # fmt: skip
     ]
-    lines = [f"# Transfer of learned prompts ({split} accuracy, raw and {method}-calibrated)", ""]
+    scored = "raw" if method == "none" else f"raw and {method}-calibrated"
+    lines = [f"# Transfer of learned prompts ({split} accuracy, {scored})", ""]
     if method == "none":
         tables = tables[:1]
     for title, calibrated in tables:
@@ -244,7 +257,8 @@ def markdown(result: dict) -> str:
         for t, c in row["cells"].items()
         if "not_applicable" in c
     ]
-    lines += ["Templates: " + "; ".join(f"{t}: `{tpl}`" for t, tpl in result["templates"].items())]
+    shown = {t: tpl.replace("\n", "\\n") for t, tpl in result["templates"].items()}  # one line each
+    lines += ["Templates: " + "; ".join(f"{t}: `{tpl}`" for t, tpl in shown.items())]
     if reasons:
         lines += ["", "Not applicable:", *reasons]
     problems = [f"- {name}: {why}" for name, why in result["round_trip"].items() if why]
@@ -304,8 +318,16 @@ def _parser() -> ArgumentParser:
     p.add_argument("--task", help="one task (default: the first prompt's task)")
     p.add_argument("--tasks", help="comma-separated tasks (overrides --task)")
     p.add_argument("--split", default="test", choices=("train", "dev", "test"))
-    p.add_argument("--seed", default=DEFAULT_SEED, help="few-shot data seed (default: %(default)s)")
-    p.add_argument("--limit", type=int, help="evaluate on the first N examples of each task only")
+    p.add_argument(
+        "--seed",
+        choices=FEW_SHOT_SEEDS,
+        help=f"few-shot data seed (default: the first prompt's, else {DEFAULT_SEED})",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        help="evaluate on N examples of each task, drawn with seed 0 (as task.test_examples)",
+    )
     p.add_argument(
         "--calibration", choices=CALIBRATIONS, default="batch",
         help="the calibrated table's method: each prompt's prior re-estimated on each target (default: "
@@ -351,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         raise RLPromptError(f"--limit must be at least 1, got {args.limit}")
     out_dir = check_output_dir(args.output_dir, "--output-dir")  # before the scoring, not after it
     result = run_transfer(
-        files, models, tasks, args.split, args.seed, args.limit, not args.quiet, args.calibration,
+        files, models, tasks, args.split, args.seed or first.data_seed or DEFAULT_SEED, args.limit,
+        not args.quiet, args.calibration,
         args.device, args.dtype,
     )  # fmt: skip
     paths = write_outputs(result, out_dir)

@@ -151,3 +151,78 @@ def test_an_output_directory_that_cannot_be_made_is_refused_before_any_scoring(
     assert done.value.code == 2 and len(err.strip().splitlines()) == 1, err
     assert f"--output-dir {out}: " in err and "not a directory" in err, err
     assert a_file.read_text(encoding="utf-8") == "keep"
+
+
+def test_a_prompt_keeps_its_own_template_on_its_own_task_as_evaluate_scores_it(
+    learned_prompt, tmp_path, capsys
+):
+    """A prompt learned behind an instruction (or demonstrations) is scored behind it on its own task, on
+    any model of its kind, as the run and evaluate score it; another kind gets that kind's template. Before,
+    transfer dropped the instruction and scored another input than the run had."""
+    from rlprompt.evaluate import main as evaluate_main
+
+    prompt = load_prompt(learned_prompt)
+    instructed = asdict(prompt) | {"template": "Is this review good or bad?\n{sentence} {prompt} <mask>"}
+    save_prompt(type(prompt)(**instructed), tmp_path / "instructed.json")
+    argv = ["--prompts", str(tmp_path / "instructed.json"), str(learned_prompt), "--models",
+            "tiny-gpt2,tiny-bert", "--output-dir", str(tmp_path / "out"), "--quiet"]  # fmt: skip
+    with pytest.raises(SystemExit) as done:
+        run_cli(transfer_main, argv)
+    assert done.value.code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    result = json.loads((tmp_path / "out" / "transfer.json").read_text())
+    assert result["templates"]["tiny/tiny-gpt2"] == (
+        "Is this review good or bad?\n{sentence} {prompt} <mask> | {sentence} {prompt} <mask>"
+    )
+    assert result["templates"]["tiny/tiny-bert"] == "{sentence} {prompt} <mask> ."
+    assert "Is this review good or bad?\\n{sentence}" in (tmp_path / "out" / "transfer.md").read_text()
+    for path, row in ((tmp_path / "instructed.json", result["rows"][0]), (learned_prompt, result["rows"][1])):
+        with pytest.raises(SystemExit) as done:
+            run_cli(evaluate_main, ["--prompt-file", str(path), "--json"])
+        out, err = capsys.readouterr()
+        assert done.value.code == 0, err
+        scored = json.loads(out)["results"][0]
+        assert row["cells"]["tiny/tiny-gpt2"]["calibrated"] == pytest.approx(scored["accuracy"])
+
+
+def test_evaluate_scores_a_prompt_file_as_its_run_did_and_refuses_what_it_cannot(
+    learned_prompt, tmp_path, capsys
+):
+    """A prompt file's own task keeps its label words when --task names it too; a run on a test sample
+    (task.test_examples) is evaluated on the same sample by default, and --limit draws its sample the same
+    way (MR's and CR's test files are sorted by label: their first N were one class); prompt files that
+    disagree on their template are refused, and an adapter on another model is one line."""
+    from rlprompt.evaluate import main as evaluate_main
+    from rlprompt.tasks import load_task, sampled_test
+
+    def evaluate(*argv):
+        with pytest.raises(SystemExit) as done:
+            run_cli(evaluate_main, [*argv, "--json"])
+        out, err = capsys.readouterr()
+        return done.value.code, (json.loads(out) if done.value.code == 0 else err)
+
+    prompt = load_prompt(learned_prompt)
+    task_file = str(learned_prompt.parents[2] / "task.yaml")
+    code, payload = evaluate("--prompt-file", str(learned_prompt), "--task", task_file)
+    assert code == 0 and payload["verbalizers"] == ["bad", "good"]
+    sampled = asdict(prompt) | {"test_examples": 3}
+    save_prompt(type(prompt)(**sampled), tmp_path / "sampled.json")
+    code, payload = evaluate("--prompt-file", str(tmp_path / "sampled.json"))
+    assert code == 0 and payload["results"][0]["n"] == 3
+    labels = [ex.label for ex in sampled_test(load_task("sst-2").examples("test"), 50)]
+    assert 15 < sum(labels) < 35, "a sample of both classes"
+    code, payload = evaluate("--prompt", "It was", "--task", "cr", "--model", "tiny-gpt2", "--limit", "50")
+    assert code == 0 and set(payload["results"][0]["per_class_accuracy"]) == {"terrible", "great"}
+    other = asdict(prompt) | {"template": "Review: {sentence} {prompt} <mask>"}
+    save_prompt(type(prompt)(**other), tmp_path / "other.json")
+    code, err = evaluate("--prompt-file", str(learned_prompt), "--prompt-file", str(tmp_path / "other.json"))
+    assert code == 2 and "the prompt files differ in their template" in err and "--template" in err
+    adapter = tmp_path / "lora"
+    adapter.mkdir()
+    meta = {"format": "rlprompt.adapter", "version": 1, "method": "lora", "model": "tiny-gpt2",
+            "model_kind": "causal", "template": prompt.template, "verbalizers": prompt.verbalizers,
+            "class_names": prompt.class_names, "task": prompt.task, "task_source": prompt.task_source,
+            "data_seed": prompt.data_seed, "seed": 0, "prompt": "It was", "metrics": {}}  # fmt: skip
+    (adapter / "rlprompt_adapter.json").write_text(json.dumps(meta))
+    code, err = evaluate("--adapter", str(adapter), "--model", "tiny-bert")
+    assert code == 2 and "is weights for tiny-gpt2" in err and len(err.strip().splitlines()) == 1, err

@@ -459,7 +459,8 @@ class DevChoice:
             model_kind=lm.kind,
             task=task.name, policy_model=objective.policy_lm.name, policy_token_ids=list(best.ids),
             data_seed=getattr(task, "data_seed", cfg.task.seed), task_source=cfg.task.name,
-            method=self.method, seed=self.ctx.seed, metrics=metrics, library_version=__version__,
+            test_examples=cfg.task.test_examples, method=self.method, seed=self.ctx.seed, metrics=metrics,
+            library_version=__version__,
             calibration=cfg.calibration, **objective.export_fields(),
             **ensemble_fields(objective, best, members),
         )  # fmt: skip

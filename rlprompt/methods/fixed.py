@@ -84,7 +84,7 @@ def _run_fixed(ctx: MethodContext, method: str, template: str | None, prompts: l
         model=recorded_model_name(lm.name), model_kind=lm.kind, template=scorer.template.text,
         verbalizers=list(task.verbalizers),
         class_names=list(task.class_names), task=task.name, data_seed=cfg.task.seed,
-        task_source=cfg.task.name,
+        task_source=cfg.task.name, test_examples=cfg.task.test_examples,
         method=method, seed=ctx.seed, library_version=__version__, calibration=cfg.calibration,
         metrics={"dev_accuracy": accuracies[best], "test_accuracy": headline.accuracy,
                  "test_accuracy_raw": result.raw.accuracy,
