@@ -93,15 +93,64 @@ class LearnedPrompt:
             tuple(p["token_ids"]) if own else p["text"].strip() for p in others[: k - 1]
         ]
 
-    def fill(self, sentence: str, kind: str | None = None, label: str = "<mask>") -> str:
-        """The filled template as text, e.g. to paste into another tool."""
+    def fill(self, sentence: str, kind: str | None = None, label: str | None = None, member: int = 0) -> str:
+        """The filled template as text, e.g. to paste into another tool: a causal model's input ends where
+        the label word would come (its next-token log-probs of the label words decide); a masked model's
+        holds ``label`` at the label slot (pass its mask token, e.g. ``"[MASK]"`` for BERT; default
+        ``<mask>``). ``member``: which of an ensemble's prompts (0, the chosen one, is ``text``)."""
         from rlprompt.templates import Template
 
+        prompts = [p["text"] for p in self.ensemble] or [self.text]
+        if not 0 <= member < len(prompts):
+            raise RLPromptError(f"member {member}: the prompt file holds {len(prompts)} prompt(s)")
+        text = prompts[member].strip()
         if self.is_rewriting:  # '{prompt} "{sentence}" "': the model writes the rewrite after the open quote
-            return self.template.format(prompt=self.text.strip(), sentence=sentence).lstrip()
+            return self.template.format(prompt=text, sentence=sentence).lstrip()
         kind = kind or self.model_kind
         template = Template.parse(self.template_for(kind), kind)
-        return template.fill_text(sentence, self.text.strip(), label)
+        if kind == "causal":
+            return template.fill_text(sentence, text, "" if label is None else label).rstrip(" ")
+        return template.fill_text(sentence, text, "<mask>" if label is None else label)
+
+    def classify(
+        self, sentences: list[str], model: str | None = None, device: str = "auto", dtype: str = "auto",
+        calibration: str | None = None,
+    ) -> list[str]:  # fmt: skip
+        """The class name of each of ``sentences`` by the prompt (an ensemble: its rule, the argmax of the
+        members' mean renormalised calibrated label log-probabilities), scored on ``model`` (default: the
+        one it was learned on) as ``rlprompt.evaluate`` scores it: the prompt's template and label words,
+        each prompt's label prior re-estimated on that model by the prompt's calibration (``calibration``
+        to override; a prior from the task's inputs needs the task: its file, for a user task)."""
+        import numpy as np
+
+        from rlprompt.backends import load_task_model
+        from rlprompt.calibration import calibrate, scorer_prior, task_calibration
+        from rlprompt.evaluation import ensemble_scores, make_scorer, prompt_budget
+        from rlprompt.tasks import Example, load_task
+
+        if self.is_rewriting:
+            raise RLPromptError(f"a style-transfer prompt ({self.task}) rewrites; it does not classify")
+        if isinstance(sentences, str) or not all(isinstance(s, str) for s in sentences):
+            raise RLPromptError("classify() takes a list of sentences (strings)")
+        if not sentences:
+            return []
+        lm = load_task_model(model or self.model, device, dtype)
+        task = load_task(own_task(self), self.data_seed or "16-100")
+        if len(self.verbalizers) != task.num_classes:
+            raise RLPromptError(
+                f"{len(self.verbalizers)} label words for {task.name}'s {task.num_classes} classes"
+            )
+        task.verbalizers = list(self.verbalizers)
+        members = self.members_for(lm.name)
+        scorer = make_scorer(lm, task, self.template_for(lm.kind), prompt_budget=prompt_budget(lm, members))
+        examples = [Example(f"input:{text}", text, 0) for text in dict.fromkeys(sentences)]
+        logprobs = scorer.score(members, examples)
+        method = calibration or self.calibration
+        prior = scorer_prior(scorer, members, task_calibration(method, task), examples)
+        scores = ensemble_scores(calibrate(logprobs, prior))
+        names = self.class_names or self.verbalizers
+        by_text = {ex.text: names[int(i)] for ex, i in zip(examples, np.argmax(scores, axis=1), strict=True)}
+        return [by_text[text] for text in sentences]
 
 
 def recorded_model_name(name: str) -> str:

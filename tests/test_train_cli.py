@@ -69,8 +69,10 @@ def test_train_smoke_run_writes_a_complete_run_directory(algo, tiny_gpt2, tiny_t
     assert len(prompt.token_ids) == 5 and prompt.text == tiny_gpt2.decode(prompt.token_ids)
     assert prompt.verbalizers == ["terrible", "great"] and prompt.method == "rl" and prompt.seed == 0
     assert set(prompt.metrics) >= {"dev_accuracy", "test_accuracy", "manual_test_accuracy", "steps"}
-    assert prompt.fill("great fun .") == f"great fun . {prompt.text.strip()} <mask>"
+    # A causal input ends where the label word would come; a masked one holds the model's mask token.
+    assert prompt.fill("great fun .") == f"great fun . {prompt.text.strip()}"
     assert prompt.fill("great fun .", kind="masked") == f"great fun . {prompt.text.strip()} <mask> ."
+    assert prompt.fill("fun .", kind="masked", label="[MASK]") == f"fun . {prompt.text.strip()} [MASK] ."
     code, out, _err = run(
         evaluate_main,
         ["--model", "tiny-gpt2", "--prompt-file", str(run_dir / "prompt.json"), "--json"],
@@ -80,6 +82,14 @@ def test_train_smoke_run_writes_a_complete_run_directory(algo, tiny_gpt2, tiny_t
     payload = json.loads(out)
     assert payload["task"] == "tiny" and payload["results"][0]["prompt_ids"] == prompt.token_ids
     assert payload["results"][0]["accuracy"] == pytest.approx(prompt.metrics["test_accuracy"])
+    # From Python, on new text: the labels the run's test accuracy counted, calibrated as it was.
+    from rlprompt.tasks import load_task
+
+    test = load_task(prompt.task_source).examples("test")
+    labels = prompt.classify([ex.text for ex in test])
+    names = load_task(prompt.task_source).class_names
+    right = sum(label == names[ex.label] for label, ex in zip(labels, test, strict=True))
+    assert right / len(test) == pytest.approx(prompt.metrics["test_accuracy"])
 
 
 @pytest.mark.parametrize(
