@@ -437,6 +437,11 @@ def test_the_plan_prices_the_test_evaluation_at_one_prefix_an_example_and_every_
         base = module.estimate("rl", TrainConfig(top_k_report=3, ensemble=3), sizes, speed).seconds
         more = module.estimate("rl", TrainConfig(top_k_report=10, ensemble=5), sizes, speed).seconds
         assert more - base == pytest.approx(1000 * 7 / 80)  # 7 more reported prompts on 1,000 sentences
+    # PPO runs whole rollouts (n_steps in each of num_envs): 400 steps of 5-token prompts in 32 envs are 480.
+    config = TrainConfig(total_timesteps=400)
+    config.env.num_envs, config.env.examples_per_reward, config.rl.n_steps = 32, 32, 5
+    dev = 5 * (1 + config.candidates_per_eval) * 32
+    assert rl.estimate("rl", config, sizes, speed).reward_queries_max == 480 // 5 * 32 + dev
 
 
 def test_the_plan_sizes_training_without_the_excluded_examples_and_the_demonstrations(monkeypatch):

@@ -753,7 +753,11 @@ RL_POLICY_FACTOR = 1.0
 
 def estimate(method: str, config, sizes, speed):
     """One seed's reward queries (estimate and bound) and seconds, for ``--dry-run`` (rlprompt.plan)."""
-    prompts = config.total_timesteps // config.env.prompt_length
+    steps = config.total_timesteps
+    if config.rl.algo in ("ppo", "a2c"):  # whole rollouts of n_steps in every env: 400 steps run as 480
+        rollout = config.rl.n_steps * config.env.num_envs
+        steps = -(-steps // rollout) * rollout
+    prompts = steps // config.env.prompt_length
     dev_pairs = sizes.evaluations * (1 + config.candidates_per_eval) * sizes.dev
     bound = prompts * min(config.env.examples_per_reward, sizes.train) + dev_pairs
     queries = int(RL_NEW_FRACTION * (bound - dev_pairs) + dev_pairs)
