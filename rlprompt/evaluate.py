@@ -58,7 +58,12 @@ def _parser() -> ArgumentParser:
     p.add_argument(
         "--prompt", action="append", help='a prompt to evaluate (repeatable; "" is the empty prompt)'
     )
-    p.add_argument("--prompt-file", action="append", default=[], help="an exported prompt.json (repeatable)")
+    p.add_argument(
+        "--prompt-file",
+        action="append",
+        default=[],
+        help="an exported prompt.json, or its run directory (repeatable)",
+    )
     p.add_argument(
         "--adapter",
         action="append",

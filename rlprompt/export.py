@@ -191,10 +191,15 @@ def load_classification_prompt(path: str | Path) -> LearnedPrompt:
 
 
 def load_prompt(path: str | Path) -> LearnedPrompt:
-    """Read an exported prompt, with clear errors for a missing, broken or foreign file."""
+    """Read an exported prompt (a ``prompt.json``, or the run directory holding one), with clear errors for
+    a missing, broken or foreign file."""
     from rlprompt.files import read_text
 
     path = Path(path)
+    if path.is_dir():  # a run directory: its prompt.json
+        if not (path / "prompt.json").is_file():
+            raise RLPromptError(f"{path}: a directory without prompt.json (a prompt run's directory has one)")
+        path = path / "prompt.json"
     try:
         data = json.loads(read_text(path))
     except json.JSONDecodeError as err:

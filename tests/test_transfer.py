@@ -203,8 +203,11 @@ def test_evaluate_scores_a_prompt_file_as_its_run_did_and_refuses_what_it_cannot
 
     prompt = load_prompt(learned_prompt)
     task_file = str(learned_prompt.parents[2] / "task.yaml")
-    code, payload = evaluate("--prompt-file", str(learned_prompt), "--task", task_file)
+    code, payload = evaluate("--prompt-file", str(learned_prompt.parent), "--task", task_file)  # its run
     assert code == 0 and payload["verbalizers"] == ["bad", "good"]
+    (tmp_path / "no_run").mkdir()
+    code, err = evaluate("--prompt-file", str(tmp_path / "no_run"))
+    assert code == 2 and "a directory without prompt.json" in err
     sampled = asdict(prompt) | {"test_examples": 3}
     save_prompt(type(prompt)(**sampled), tmp_path / "sampled.json")
     code, payload = evaluate("--prompt-file", str(tmp_path / "sampled.json"))
