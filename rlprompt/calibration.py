@@ -169,3 +169,13 @@ def scorer_prior(scorer, prompts, calibration: Calibration | None, evaluated: Se
     return calibration.prior(
         lambda reference: scorer.score(prompts, reference), scorer.lm, scorer.accepts_input, evaluated
     )
+
+
+def recorded_priors(scorer, prompts, calibration: Calibration) -> list[list[float]]:
+    """``prompt.json``'s ``priors``: each prompt's log label prior on ``scorer``'s model where the calibration
+    estimates it from fixed inputs (batch, domain, contextual), which scoring the prompt by hand subtracts
+    from the label words' log-probs. Empty for raw scores and for transductive calibration (its prior is
+    that of the inputs being scored). The runs have scored these inputs already: nothing new is scored."""
+    if not calibration.active or calibration.method == "transductive":
+        return []
+    return [[round(float(v), 6) for v in row] for row in scorer_prior(scorer, prompts, calibration)]

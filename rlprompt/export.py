@@ -52,6 +52,10 @@ class LearnedPrompt:
     # token_ids above) first; an input's label is the argmax of their mean calibrated label
     # log-probabilities, each renormalised over the classes. Empty: the prompt alone.
     ensemble: list[dict] = field(default_factory=list)
+    # Each prompt's (the chosen one, then the ensemble's others) log label prior on ``model`` as
+    # ``calibration`` estimated it, one value a class: a calibrated score is a label word's log-prob minus
+    # its prior. Empty: raw scores, a transductive prior, or a file from before priors were recorded.
+    priors: list[list[float]] = field(default_factory=list)
     format: str = FORMAT
     version: int = VERSION
 
@@ -118,14 +122,16 @@ class LearnedPrompt:
     ) -> list[str]:  # fmt: skip
         """The class name of each of ``sentences`` by the prompt (an ensemble: its rule, the argmax of the
         members' mean renormalised calibrated label log-probabilities), scored on ``model`` (default: the
-        one it was learned on) as ``rlprompt.evaluate`` scores it: the prompt's template and label words,
-        each prompt's label prior re-estimated on that model by the prompt's calibration (``calibration``
-        to override; a prior from the task's inputs needs the task: its file, for a user task)."""
+        one it was learned on) as ``rlprompt.evaluate`` scores it: with the prompt's template and label
+        words, calibrated by its ``calibration`` (``calibration`` overrides it). On the model it was learned
+        on, the recorded ``priors`` serve; elsewhere (or in a file without them) each prompt's prior is
+        re-estimated on that model, which for batch or domain calibration needs the task's inputs (its
+        file, for a user task)."""
         import numpy as np
 
-        from rlprompt.backends import load_task_model
+        from rlprompt.backends import load_task_model, make_label_scorer
         from rlprompt.calibration import calibrate, scorer_prior, task_calibration
-        from rlprompt.evaluation import ensemble_scores, make_scorer, prompt_budget
+        from rlprompt.evaluation import ensemble_scores, prompt_budget
         from rlprompt.tasks import Example, load_task
 
         if self.is_rewriting:
@@ -135,18 +141,17 @@ class LearnedPrompt:
         if not sentences:
             return []
         lm = load_task_model(model or self.model, device, dtype)
-        task = load_task(own_task(self), self.data_seed or "16-100")
-        if len(self.verbalizers) != task.num_classes:
-            raise RLPromptError(
-                f"{len(self.verbalizers)} label words for {task.name}'s {task.num_classes} classes"
-            )
-        task.verbalizers = list(self.verbalizers)
         members = self.members_for(lm.name)
-        scorer = make_scorer(lm, task, self.template_for(lm.kind), prompt_budget=prompt_budget(lm, members))
+        scorer = make_label_scorer(lm, self.template_for(lm.kind), self.verbalizers,
+                                   prompt_budget=prompt_budget(lm, members))  # fmt: skip
         examples = [Example(f"input:{text}", text, 0) for text in dict.fromkeys(sentences)]
         logprobs = scorer.score(members, examples)
         method = calibration or self.calibration
-        prior = scorer_prior(scorer, members, task_calibration(method, task), examples)
+        if self.priors and same_model(lm.name, self.model) and method == self.calibration:
+            prior = np.array(self.priors, dtype=np.float32)  # as the run estimated them on this model
+        else:
+            task = load_task(own_task(self), self.data_seed or "16-100") if method != "none" else None
+            prior = scorer_prior(scorer, members, task_calibration(method, task) if task else None, examples)
         scores = ensemble_scores(calibrate(logprobs, prior))
         names = self.class_names or self.verbalizers
         by_text = {ex.text: names[int(i)] for ex, i in zip(examples, np.argmax(scores, axis=1), strict=True)}
@@ -263,6 +268,15 @@ def _check_consistent(path: Path, prompt: LearnedPrompt) -> None:
             raise bad(
                 f"{len(prompt.class_names)} 'class_names' for {len(words)} 'verbalizers': one word a class"
             )
+    if prompt.priors:
+        members = len(prompt.ensemble) or 1
+        shapes = [len(row) if isinstance(row, list) else -1 for row in prompt.priors]
+        if len(prompt.priors) != members or any(n != len(prompt.verbalizers) for n in shapes):
+            n = len(prompt.verbalizers)
+            raise bad(f"'priors' must hold {members} row(s) of {n} log-probs (a row a prompt)")
+        values = [v for row in prompt.priors for v in row]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise bad("'priors' must hold numbers")
     if prompt.test_examples is not None and prompt.test_examples < 1:
         raise bad(f"'test_examples' must be at least 1 (or null), got {prompt.test_examples}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import pytest
 from stable_baselines3 import A2C, PPO
@@ -90,6 +91,11 @@ def test_train_smoke_run_writes_a_complete_run_directory(algo, tiny_gpt2, tiny_t
     names = load_task(prompt.task_source).class_names
     right = sum(label == names[ex.label] for label, ex in zip(labels, test, strict=True))
     assert right / len(test) == pytest.approx(prompt.metrics["test_accuracy"])
+    # The run's batch prior is in the file (one row of one value a class), so classify needs no task there;
+    # re-estimated (a file without it) it is the same.
+    assert prompt.calibration == "batch" and len(prompt.priors) == 1 and len(prompt.priors[0]) == 2
+    unrecorded = type(prompt)(**(asdict(prompt) | {"priors": []}))
+    assert unrecorded.classify([ex.text for ex in test]) == labels
 
 
 @pytest.mark.parametrize(

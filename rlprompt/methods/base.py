@@ -453,7 +453,13 @@ class DevChoice:
 
     def exported(self, best: Candidate, metrics: dict, members: list[Candidate] = ()) -> LearnedPrompt:
         """``best`` as ``prompt.json`` (with ``members``: the ensemble of it and them)."""
+        from rlprompt.calibration import recorded_priors, task_calibration
+
         cfg, task, objective, lm = self.ctx.config, self.ctx.task, self.objective, self.objective.lm
+        priors = []
+        if hasattr(objective, "task_prompt"):  # a classification prompt: the priors its test used
+            prompts = [objective.task_prompt(c.ids) for c in (best, *members)]
+            priors = recorded_priors(self.ctx.test_scorer, prompts, task_calibration(cfg.calibration, task))
         return LearnedPrompt(
             text=best.text, token_ids=objective.task_token_ids(best.ids), model=recorded_model_name(lm.name),
             model_kind=lm.kind,
@@ -461,7 +467,7 @@ class DevChoice:
             data_seed=getattr(task, "data_seed", cfg.task.seed), task_source=cfg.task.name,
             test_examples=cfg.task.test_examples, method=self.method, seed=self.ctx.seed, metrics=metrics,
             library_version=__version__,
-            calibration=cfg.calibration, **objective.export_fields(),
+            calibration=cfg.calibration, priors=priors, **objective.export_fields(),
             **ensemble_fields(objective, best, members),
         )  # fmt: skip
 

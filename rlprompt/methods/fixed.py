@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlprompt.calibration import calibrate, reference_method, scorer_prior, task_calibration
+from rlprompt.calibration import calibrate, recorded_priors, reference_method, scorer_prior, task_calibration
 from rlprompt.evaluation import evaluate_prompts, make_scorer, prompt_budget
 from rlprompt.export import LearnedPrompt, recorded_model_name, save_prompt
 from rlprompt.methods.base import (
@@ -85,6 +85,7 @@ def _run_fixed(ctx: MethodContext, method: str, template: str | None, prompts: l
         verbalizers=list(task.verbalizers),
         class_names=list(task.class_names), task=task.name, data_seed=cfg.task.seed,
         task_source=cfg.task.name, test_examples=cfg.task.test_examples,
+        priors=recorded_priors(scorer, [prompts[best]], calibration),
         method=method, seed=ctx.seed, library_version=__version__, calibration=cfg.calibration,
         metrics={"dev_accuracy": accuracies[best], "test_accuracy": headline.accuracy,
                  "test_accuracy_raw": result.raw.accuracy,
