@@ -78,6 +78,12 @@ def log_prior(reference_logprobs: np.ndarray) -> np.ndarray:
     return normalised(reference_logprobs).mean(-2)
 
 
+def ensemble_scores(matrices) -> np.ndarray:
+    """Several prompts' (examples, classes) label scores as one ensemble's: the mean of their label
+    log-probabilities, each renormalised over the classes; its argmax is the ensemble's label."""
+    return np.mean([normalised(m) for m in matrices], axis=0)
+
+
 def calibrate(logprobs: np.ndarray, prior: np.ndarray | None) -> np.ndarray:
     """Calibrated scores ``log p(y|x) - log p̄(y)``: ``logprobs`` ``(..., examples, classes)``, ``prior``
     ``(..., classes)``; ``None`` leaves the scores as they are."""

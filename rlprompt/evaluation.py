@@ -9,7 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from rlprompt.backends import make_label_scorer
-from rlprompt.calibration import Calibration, calibrate, normalised, scorer_prior, task_calibration
+from rlprompt.calibration import (
+    Calibration,
+    calibrate,
+    ensemble_scores,
+    scorer_prior,
+    task_calibration,
+)
 from rlprompt.errors import RLPromptError
 from rlprompt.export import (
     PEFT_WEIGHT_ADAPTERS,
@@ -19,7 +25,7 @@ from rlprompt.export import (
 from rlprompt.metrics import ClassificationMetrics, classification_metrics
 from rlprompt.models import LanguageModel, load_model, wrap_model
 from rlprompt.registry import METHODS
-from rlprompt.scoring import LabelScorer, PromptLike
+from rlprompt.scoring import LabelScorer, PromptLike, prompt_budget
 from rlprompt.tasks import Task
 
 
@@ -67,12 +73,6 @@ def evaluate_prompts(
     return results
 
 
-def ensemble_scores(matrices) -> np.ndarray:
-    """Several prompts' (examples, classes) label scores as one ensemble's: the mean of their label
-    log-probabilities, each renormalised over the classes; its argmax is the ensemble's label."""
-    return np.mean([normalised(m) for m in matrices], axis=0)
-
-
 def ensemble_result(results: list[PromptResult], labels) -> PromptResult:
     """``results`` (prompts scored on the same examples) as one ensemble (:func:`ensemble_scores`),
     calibrated as each was scored (and raw beside it)."""
@@ -117,12 +117,6 @@ def reference_results(
             )
         ],  # fmt: skip
     }
-
-
-def prompt_budget(lm: LanguageModel, prompts: list[PromptLike]) -> int:
-    """Tokens to reserve for the longest of ``prompts`` (text prompts get one token of slack for the
-    template's lead whitespace), so that long sentences are cut no more than needed."""
-    return max(len(p) if not isinstance(p, str) else len(lm.encode(" " + p)) + 1 for p in prompts)
 
 
 def make_scorer(lm: LanguageModel, task: Task, template: str | None = None, **kwargs) -> LabelScorer:

@@ -130,8 +130,8 @@ class LearnedPrompt:
         import numpy as np
 
         from rlprompt.backends import load_task_model, make_label_scorer
-        from rlprompt.calibration import calibrate, scorer_prior, task_calibration
-        from rlprompt.evaluation import ensemble_scores, prompt_budget
+        from rlprompt.calibration import calibrate, ensemble_scores, scorer_prior, task_calibration
+        from rlprompt.scoring import prompt_budget
         from rlprompt.tasks import Example, load_task
 
         if self.is_rewriting:

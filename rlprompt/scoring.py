@@ -174,3 +174,9 @@ class LabelScorer:
         if enc is None:
             enc = self._encoded[ex.uid] = self.encoder.encode_example(ex.text)
         return enc
+
+
+def prompt_budget(lm: LanguageModel, prompts: list[PromptLike]) -> int:
+    """Tokens to reserve for the longest of ``prompts`` (text prompts get one token of slack for the
+    template's lead whitespace), so that long sentences are cut no more than needed."""
+    return max(len(p) if not isinstance(p, str) else len(lm.encode(" " + p)) + 1 for p in prompts)
