@@ -145,7 +145,10 @@ def _resumable(item: str, config_file: Path) -> bool:
         return False
     from rlprompt.backends.openai import same_served_model
 
-    new = yaml.safe_load(value) if value.strip() else None
+    try:
+        new = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        return False  # load_train_config names what is wrong with it
     recorded = (read_config_file(config_file) or {}).get("model")
     return isinstance(new, str) and isinstance(recorded, str) and same_served_model(recorded, new)
 
