@@ -20,7 +20,7 @@ from rlprompt.errors import RLPromptError, run_cli
 from rlprompt.evaluate import main as evaluate_main
 from rlprompt.evaluation import evaluate_prompts, make_scorer
 from rlprompt.metrics import classification_metrics
-from rlprompt.tasks import Example, load_task
+from rlprompt.tasks import Example, load_task, sampled_test
 from tests.conftest import write_task
 
 ROWS = [("a joy to watch .", 1), ("a dull , lifeless mess .", 0), ("warm and funny .", 1), ("tedious .", 0),
@@ -123,9 +123,9 @@ def test_training_runs_cannot_calibrate_transductively(tmp_path):
 
 @pytest.mark.real_model
 def test_evaluate_cli_reproduces_a_fixed_calibrated_case(smol, capsys):
-    """The manual and the empty prompt on the first 16 SST-2 test sentences, batch calibration on SmolLM2
-    (its prior from the 64 training and dev sentences). Every calibrated decision is at least 0.02 nats
-    from a tie, so the accuracies hold on any CPU."""
+    """The manual and the empty prompt on 16 SST-2 test sentences (``--limit 16``: drawn with seed 0),
+    batch calibration on SmolLM2 (its prior from the 64 training and dev sentences). Every calibrated
+    decision is at least 0.02 nats from a tie, so the accuracies hold on any CPU."""
     with pytest.raises(SystemExit) as done:
         run_cli(evaluate_main, ["--model", "smollm2-135m", "--task", "sst-2", "--limit", "16",
                                 "--calibration", "batch", "--json"])  # fmt: skip
@@ -139,16 +139,16 @@ def test_evaluate_cli_reproduces_a_fixed_calibrated_case(smol, capsys):
     # The margins behind the claim above, from the library directly.
     task = load_task("sst-2")
     scorer = make_scorer(smol, task, prompt_budget=8)
-    examples = task.examples("test")[:16]
+    examples = sampled_test(task.examples("test"), 16)
     logprobs = scorer.score(["It was", ""], examples)
     prior = log_prior(scorer.score(["It was", ""], task_calibration("batch", task).unlabelled))
     calibrated = calibrate(logprobs, prior)
     assert np.abs(calibrated[..., 1] - calibrated[..., 0]).min() > 0.02
 
 
-# Measured on 2026-11-30 (AMD EPYC, AVX-512): 6, 11, 7 and 12 of the 16 right; the closest calibrated
-# decision was 0.036 nats from a tie.
-RAW_MANUAL, CALIBRATED_MANUAL, RAW_EMPTY, CALIBRATED_EMPTY = 6 / 16, 11 / 16, 7 / 16, 12 / 16
+# Measured on 2026-12-07 (AMD EPYC, AVX2, float32): 9, 12, 9 and 13 of the 16 right; the closest calibrated
+# decision was 0.051 nats from a tie, the closest raw one 0.41.
+RAW_MANUAL, CALIBRATED_MANUAL, RAW_EMPTY, CALIBRATED_EMPTY = 9 / 16, 12 / 16, 9 / 16, 13 / 16
 
 
 def test_a_calibrated_run_records_its_calibration_and_evaluate_follows_it(tiny_gpt2, tiny_task_files, capsys):

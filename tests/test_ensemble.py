@@ -108,7 +108,7 @@ def test_transfer_scores_an_ensemble_file_as_one_row(tiny_task, capsys, tiny_gpt
                           progress=False)  # fmt: skip
     row = result["rows"][0]
     assert row["name"].endswith("ensemble of 3)")
-    assert row["text"] == " + ".join(m["text"] for m in exported["ensemble"])
+    assert row["text"] == " + ".join(m["text"].strip() for m in exported["ensemble"])
     # on its own model and template, the ensemble's figure is the run's
     cell = next(iter(row["cells"].values()))
     assert cell["calibrated"] == pytest.approx(exported["metrics"]["test_accuracy"])
