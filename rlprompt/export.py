@@ -229,7 +229,6 @@ def load_prompt(path: str | Path) -> LearnedPrompt:
         raise RLPromptError(
             f"{path}: 'calibration' must be one of {', '.join(CALIBRATIONS)}, got {prompt.calibration!r}"
         )
-    _check_consistent(path, prompt)
     _check_prompts(path, "ensemble", prompt.ensemble)
     top = prompt.metrics.get("top_k_prompts")
     if top is not None:
@@ -237,6 +236,7 @@ def load_prompt(path: str | Path) -> LearnedPrompt:
     for key in ("token_ids", "policy_token_ids"):
         if any(t < 0 for t in getattr(prompt, key) or []):
             raise RLPromptError(f"{path}: '{key}' must be token ids (0 or more), got {getattr(prompt, key)}")
+    _check_consistent(path, prompt)  # after each field's own check: the first problem named is the plainest
     return prompt
 
 

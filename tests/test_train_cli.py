@@ -158,6 +158,12 @@ def _a_prompt_file() -> dict:
         ("metrics", {"top_k_prompts": [{"text": "a", "token_ids": ["x"]}]}, "'metrics.top_k_prompts[0]'"),
         ("calibration", "bogus", "'calibration' must be one of none, batch, contextual, domain"),
         ("text", "MISSING", "incomplete prompt file (no 'text')"),
+        # Fields that must agree with each other (an edited file would score something else than it says).
+        ("token_ids", [], "'token_ids' is empty, but 'text' is ' It was'"),
+        ("ensemble", [{"text": " So", "token_ids": [1406]}], "'ensemble[0]' must be the chosen prompt"),
+        ("verbalizers", ["great", "great"], "'verbalizers' must be distinct, non-empty words"),
+        ("model_kind", "seq2seq", "'model_kind' must be 'causal' or 'masked', got 'seq2seq'"),
+        ("priors", [[-0.5, -1.0]], "'priors' must hold 2 row(s) of 2 log-probs"),
     ],
 )  # fmt: skip
 def test_a_malformed_prompt_file_is_one_line_naming_the_file_and_the_field(tmp_path, field, value, message):
