@@ -15,10 +15,10 @@ retried on another at once, with one line on stderr naming the replica; a failed
   when it is unset);
 * ``route``: ``auto`` (default), ``label_ids`` or ``echo`` (below); ``concurrency`` (default 4):
   requests in flight at once; ``batch`` (default 32): sequences per request;
-* ``timeout`` (default 300): seconds a request may take; ``retry_for`` (default 120): seconds a failing
+* ``timeout`` (default 300): seconds a request may take; ``retry_for`` (default 300): seconds a failing
   request is retried (unreachable, 429, a 5xx, a timeout) before the run stops, with one line on stderr
-  when the retries begin (a restarting vLLM server needs a minute or two). A stopped run continues with
-  ``--resume`` once the server is back, at its new address if need be.
+  when the retries begin (a vLLM server restarted on 2 CPU cores answered again after 2-4 minutes). A
+  stopped run continues with ``--resume`` once the server is back, at its new address if need be.
 
 Prompts go to the server as token ids from the local tokenizer, so the token boundaries are exactly the
 in-process scorer's: the sentence, the prompt and the label never merge differently. Two exact routes:
@@ -89,7 +89,7 @@ class ServerSpec:
     concurrency: int = 4
     batch: int = 32
     timeout: float = 300.0
-    retry_for: float = 120.0
+    retry_for: float = 300.0
 
     @property
     def base_url(self) -> str:
