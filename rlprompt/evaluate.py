@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 from rlprompt.backends import Capability, load_task_model, require
 from rlprompt.calibration import CALIBRATIONS, task_calibration
@@ -32,6 +31,7 @@ from rlprompt.export import (
     load_classification_prompt,
     own_task,
     recorded_label_words,
+    recorded_task_name,
     same_model,
 )
 from rlprompt.models import DTYPES
@@ -110,11 +110,6 @@ def _parser() -> ArgumentParser:
     return p
 
 
-def _as_recorded(task: str) -> str:
-    """``--task`` as prompt files record their task: a task file by its absolute path."""
-    return str(Path(task).absolute()) if task.endswith((".yaml", ".yml")) else task
-
-
 def _check_files_agree(args, files, kind: str) -> None:
     """Several prompt files are scored with one template, calibration and data split: the first file's,
     unless given. Files that disagree on one not given are refused, not scored under another's."""
@@ -161,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         task_name, seed = "sst-2", None
     data_seed = args.seed or seed or DEFAULT_SEED
     task = load_task(args.task or task_name, data_seed)
-    chosen_task = task_name if args.task is None else _as_recorded(args.task)
+    chosen_task = task_name if args.task is None else recorded_task_name(args.task)
     # On its own task a prompt or adapter reads labels through the words it trained with
     words = recorded_label_words([*files, *adapters], chosen_task, task.num_classes)
     if words is not None:

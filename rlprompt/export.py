@@ -392,6 +392,13 @@ def own_task(source: LearnedPrompt | dict) -> str:
     return source.task_source or source.task
 
 
+def recorded_task_name(name: str) -> str:
+    """A task as runs record it (``config.load_train_config``): a task file by its resolved path, so that
+    ``--task my/task.yaml`` here names the task a prompt file records; a built-in task by its name."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if name.endswith((".yaml", ".yml")) and path.is_file() else name
+
+
 def recorded_label_words(
     sources: list[LearnedPrompt | dict], task_name: str, num_classes: int
 ) -> list[str] | None:

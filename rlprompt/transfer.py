@@ -33,6 +33,7 @@ from rlprompt.export import (
     load_classification_prompt,
     own_task,
     recorded_label_words,
+    recorded_task_name,
     same_model,
 )
 from rlprompt.files import atomic_write_bytes, check_output_dir
@@ -361,8 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     files = [Path(p) for p in args.prompts]
     first = load_source(files[0])
-    tasks = [
-        t.strip()
+    tasks = [  # a task file as runs record it, so a prompt's own task is known as such
+        recorded_task_name(t.strip())
         for t in (args.tasks or args.task or first.task_source or first.task).split(",")
         if t.strip()
     ]

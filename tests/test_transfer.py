@@ -154,7 +154,7 @@ def test_an_output_directory_that_cannot_be_made_is_refused_before_any_scoring(
 
 
 def test_a_prompt_keeps_its_own_template_on_its_own_task_as_evaluate_scores_it(
-    learned_prompt, tmp_path, capsys
+    learned_prompt, tmp_path, capsys, monkeypatch
 ):
     """A prompt learned behind an instruction (or demonstrations) is scored behind it on its own task, on
     any model of its kind, as the run and evaluate score it; another kind gets that kind's template. Before,
@@ -183,6 +183,15 @@ def test_a_prompt_keeps_its_own_template_on_its_own_task_as_evaluate_scores_it(
         assert done.value.code == 0, err
         scored = json.loads(out)["results"][0]
         assert row["cells"]["tiny/tiny-gpt2"]["calibrated"] == pytest.approx(scored["accuracy"])
+    # Its own task named by a relative path is still its own task (prompt files record the resolved path).
+    monkeypatch.chdir(learned_prompt.parents[2])
+    argv = ["--prompts", str(tmp_path / "instructed.json"), "--models", "tiny-gpt2", "--tasks", "task.yaml",
+            "--output-dir", str(tmp_path / "relative"), "--quiet"]  # fmt: skip
+    with pytest.raises(SystemExit) as done:
+        run_cli(transfer_main, argv)
+    assert done.value.code == 0, capsys.readouterr().err
+    relative = json.loads((tmp_path / "relative" / "transfer.json").read_text())
+    assert relative["templates"]["tiny/tiny-gpt2"].startswith("Is this review good or bad?")
 
 
 def test_evaluate_scores_a_prompt_file_as_its_run_did_and_refuses_what_it_cannot(
