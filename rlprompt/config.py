@@ -11,7 +11,7 @@ import typing
 from pathlib import Path
 
 from rlprompt.errors import RLPromptError
-from rlprompt.export import recorded_model_name
+from rlprompt.export import recorded_model_name, recorded_task_name
 from rlprompt.files import read_yaml
 from rlprompt.registry import METHODS, TASK_KINDS
 from rlprompt.settings import apply_overrides, at_least_one, from_dict
@@ -369,9 +369,7 @@ def load_train_config(path: str | None, overrides: list[str] | None = None):
         raise _blamed_on_override(err, path, overrides or []) from None
     # A task file by its absolute path: config.yaml and prompt.json record it, and --resume or evaluate
     # from another directory must find this file, not another task.yaml that happens to be there.
-    task_file = Path(config.task.name).expanduser()
-    if config.task.name.endswith((".yaml", ".yml")) and task_file.is_file():
-        config.task.name = str(task_file.resolve())
+    config.task.name = recorded_task_name(config.task.name)
     # A model directory likewise (and so that Ray workers, which start elsewhere, find it too).
     config.model = recorded_model_name(config.model)
     if config.policy.backbone is not None:

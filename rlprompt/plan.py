@@ -16,6 +16,7 @@ import numpy as np
 from rlprompt.methods.base import Estimate
 
 GRADIENT_FACTOR = 3.0  # a forward and backward pass against a forward one
+PROBE_PROMPTS = 8  # random prompts the speed probe scores on each example, cold and then warm
 
 
 @dataclass
@@ -71,14 +72,15 @@ def _minutes(seconds: float) -> str:
 def probe_speed(
     scorer, examples, vocab_size: int, prompt_length: int, seed: int = 0, whole: bool = False
 ) -> Speed:
-    """Score 8 random prompts on ``examples`` with a fresh scorer (cold), then 8 others (warm); with
+    """Score ``PROBE_PROMPTS`` random prompts on ``examples`` with a fresh scorer (cold), then as many others
+    (warm); with
     ``whole`` (see :func:`needs_whole_speed`) also every example computed whole, once."""
     rng = np.random.default_rng(seed)
     ids = scorer.lm.encode(" the movie was a very good and bad story of")
     pool = sorted(set(ids)) or list(range(min(vocab_size, 100)))
 
     def prompts():
-        return [tuple(int(t) for t in rng.choice(pool, size=prompt_length)) for _ in range(8)]
+        return [tuple(int(t) for t in rng.choice(pool, size=prompt_length)) for _ in range(PROBE_PROMPTS)]
 
     tokens = scorer.stats.tokens_processed
     start = time.perf_counter()
@@ -87,7 +89,7 @@ def probe_speed(
     start = time.perf_counter()
     scorer.score(prompts(), examples)
     warm = time.perf_counter() - start
-    pairs = 8 * len(examples)
+    pairs = PROBE_PROMPTS * len(examples)
     full = None
     if whole and hasattr(scorer, "evaluate_logprobs"):  # a local model: the gradient methods' case
         start = time.perf_counter()
@@ -114,8 +116,8 @@ def plan_run(config, task, speed: Speed) -> list[MethodPlan]:
     dev, test = (len(task.examples(s)) for s in ("dev", "test"))
     # what the methods train on (task.exclude_train left out), less each seed's demonstrations
     train = max(1, len(task.training_examples(config.task.exclude_train)) - config.task.demonstrations)
-    # The probe scores 8 prompts an example, computing the prefixes (cold) and behind cached ones (warm).
-    prefix_seconds = max(0.0, 8 / speed.cold - 8 / speed.warm)
+    # The probe's prompts on each example, computing its prefix (cold) and behind the cached one (warm).
+    prefix_seconds = max(0.0, PROBE_PROMPTS / speed.cold - PROBE_PROMPTS / speed.warm)
     sizes = Sizes(train, dev, test, config.evaluations + 1, prefix_seconds, 1 / speed.warm)
     plans = []
     for method in config.method_list:

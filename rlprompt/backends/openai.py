@@ -279,16 +279,16 @@ class ServerClient:
                     self.failovers += 1
                 continue  # another replica is left: at once
             failed_on.clear()
-            waited = time.monotonic() - first_failure
-            if retries is not None and attempt > retries:
-                raise RLPromptError(reason)
-            if retries is None and waited >= self.spec.retry_for:
-                raise ServiceUnavailable(f"{reason} (retried for {waited:.0f} s)")
-            if retries is None:
-                self._waiting(reason)
             pause = min(15.0, 0.5 * 2 ** min(attempt - 1, 5))
-            if retries is None:
-                pause = max(0.0, min(pause, self.spec.retry_for - waited))
+            if retries is not None:  # a number of tries (the load's quick checks)
+                if attempt > retries:
+                    raise RLPromptError(reason)
+            else:  # for retry_for seconds (during a run)
+                waited = time.monotonic() - first_failure
+                if waited >= self.spec.retry_for:
+                    raise ServiceUnavailable(f"{reason} (retried for {waited:.0f} s)")
+                self._waiting(reason)
+                pause = min(pause, self.spec.retry_for - waited)
             time.sleep(pause)
 
 
@@ -452,10 +452,8 @@ def _check_tokenizer(server: ServerModel, source: str) -> None:
                "logprobs": 1, "echo": True, "return_tokens_as_token_ids": True}  # fmt: skip
     try:
         answer = server.client.post("/completions", payload, retries=2, timeout=LOAD_TIMEOUT * 3)
-    except ServiceUnavailable:
-        raise
     except RLPromptError:
-        return  # a server that takes no text prompt: _probe says what it lacks
+        return  # a server that takes no text prompt, or none at all: _probe says what it lacks
     tokens = ((answer.get("choices") or [{}])[0].get("logprobs") or {}).get("tokens") or []
     prompt_tokens = tokens[:-1]  # the last one was generated
     if not prompt_tokens or not all(isinstance(t, str) and t.startswith("token_id:") for t in prompt_tokens):
