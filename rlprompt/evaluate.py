@@ -126,6 +126,26 @@ def _check_files_agree(args, files, kind: str) -> None:
             )
 
 
+def _warn_edited_texts(args, files, lm) -> None:
+    """On its own model a prompt file is scored by its token ids; a text edited by hand (the ids kept)
+    would silently not be what is scored. Warn where the text does not read as the ids, comparing both
+    through the tokenizer (encode, then decode) so casing and spacing rules do not count as edits."""
+    for path, learned in zip(args.prompt_file, files, strict=True):
+        if not same_model(lm.name, learned.model):
+            continue  # scored by their text there
+        entries = [{"text": learned.text, "token_ids": learned.token_ids}, *(learned.ensemble or [])]
+        if args.top_k is not None:
+            entries += learned.metrics.get("top_k_prompts") or []
+        for entry in {e["text"]: e for e in entries}.values():
+            text, read = entry["text"].strip(), lm.decode(list(entry["token_ids"])).strip()
+            if read != text and read != lm.decode(lm.encode(text)).strip():
+                print(
+                    f"warning: {path}: the text {text!r} is not what its token_ids read on {lm.name} "
+                    f"({read!r}); the ids are scored here (to score the text, give it with --prompt)",
+                    file=sys.stderr,
+                )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     for flag, value in (("--model", args.model), ("--task", args.task)):
@@ -177,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         require(model_name, Capability.DIFFERENTIABLE, "--adapter (trained weights run in this process)")
     lm = load_task_model(model_name, args.device, args.dtype)
     _check_files_agree(args, files, lm.kind)
+    _warn_edited_texts(args, files, lm)
     recorded = (source.calibration if source else None) or (meta.get("calibration") if meta else None)
     method = args.calibration or recorded or "none"
     calibration = task_calibration(method, task)

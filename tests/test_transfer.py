@@ -238,3 +238,24 @@ def test_evaluate_scores_a_prompt_file_as_its_run_did_and_refuses_what_it_cannot
     (adapter / "rlprompt_adapter.json").write_text(json.dumps(meta))
     code, err = evaluate("--adapter", str(adapter), "--model", "tiny-bert")
     assert code == 2 and "is weights for tiny-gpt2" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_evaluate_warns_when_a_prompt_files_text_was_edited_but_its_ids_kept(learned_prompt, tmp_path, capsys):
+    """On its own model a prompt file is scored by its ids: a text edited by hand would otherwise be
+    silently not what is scored. The file as the run wrote it draws no warning."""
+    from rlprompt.evaluate import main as evaluate_main
+
+    def stderr_of(path):
+        with pytest.raises(SystemExit) as done:
+            run_cli(evaluate_main, ["--prompt-file", str(path), "--json"])
+        err = capsys.readouterr().err
+        assert done.value.code == 0, err
+        return err
+
+    assert "warning" not in stderr_of(learned_prompt)
+    prompt = load_prompt(learned_prompt)
+    edited = asdict(prompt) | {"text": "Absolutely wonderful", "ensemble": []}
+    save_prompt(type(prompt)(**edited), tmp_path / "edited.json")
+    warnings = [line for line in stderr_of(tmp_path / "edited.json").splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "edited.json" in warnings[0] and "'Absolutely wonderful'" in warnings[0]
+    assert "--prompt" in warnings[0]
