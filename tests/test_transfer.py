@@ -240,7 +240,9 @@ def test_evaluate_scores_a_prompt_file_as_its_run_did_and_refuses_what_it_cannot
     assert code == 2 and "is weights for tiny-gpt2" in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_evaluate_warns_when_a_prompt_files_text_was_edited_but_its_ids_kept(learned_prompt, tmp_path, capsys):
+def test_evaluate_warns_when_a_prompt_files_text_was_edited_but_its_ids_kept(
+    learned_prompt, tmp_path, capsys
+):
     """On its own model a prompt file is scored by its ids: a text edited by hand would otherwise be
     silently not what is scored. The file as the run wrote it draws no warning."""
     from rlprompt.evaluate import main as evaluate_main
