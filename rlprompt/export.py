@@ -107,9 +107,10 @@ class LearnedPrompt:
         prompts = [p["text"] for p in self.ensemble] or [self.text]
         if not 0 <= member < len(prompts):
             raise RLPromptError(f"member {member}: the prompt file holds {len(prompts)} prompt(s)")
-        text = prompts[member].strip()
         if self.is_rewriting:  # '{prompt} "{sentence}" "': the model writes the rewrite after the open quote
-            return self.template.format(prompt=text, sentence=sentence).lstrip()
+            # The text as learned: its leading space is its first token's (" sort", not "sort")
+            return self.template.format(prompt=prompts[member], sentence=sentence)
+        text = prompts[member].strip()
         kind = kind or self.model_kind
         template = Template.parse(self.template_for(kind), kind)
         if kind == "causal":

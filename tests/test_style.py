@@ -204,6 +204,7 @@ def test_a_style_transfer_run_exports_its_prompt_and_a_test_report(tmp_path):
     from rlprompt.config import load_train_config
     from rlprompt.driver import train
     from rlprompt.export import load_prompt
+    from rlprompt.models import load_model
 
     config = load_train_config(None, [
         "task.name=yelp-sentiment", "total_timesteps=16", "evaluations=2", "env.prompt_length=2",
@@ -249,9 +250,12 @@ def test_a_style_transfer_run_exports_its_prompt_and_a_test_report(tmp_path):
         and prompt.template == '{prompt} "{sentence}" "'
         and prompt.task == "yelp-sentiment"
     )
-    assert prompt.metrics["test_joint"] == pytest.approx(rows["learned"]["joint"])
+    assert prompt.metrics["test_joint"] == pytest.approx(rows["learned"]["joint"] / 100)  # as dev_joint
     assert prompt.data_seed is None, "yelp-sentiment has no data seed (the few-shot default must not leak in)"
-    assert prompt.fill("the food was cold .") == f'{prompt.text.strip()} "the food was cold ." "'
+    filled = prompt.fill("the food was cold .")
+    assert filled == f'{prompt.text} "the food was cold ." "'
+    lm = load_model(config.model, "cpu", "float32")
+    assert lm.encode(filled)[: len(prompt.token_ids)] == list(prompt.token_ids), "the learned ids, as tested"
     result = out["results"][0]
     assert result.metric == "joint" and result.test_score == pytest.approx(rows["learned"]["joint"] / 100)
     summary = (run / "summary.txt").read_text(encoding="utf-8")

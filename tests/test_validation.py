@@ -139,6 +139,14 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
         return ["--set", "task.name=yelp-sentiment"], (
             "method 'manual' does not apply to the style task 'yelp-sentiment': it has no labels to train "
             "on; the empty and manual prompts are evaluated with rl; its methods: rl")  # fmt: skip
+    if case == "style dev inputs that take the whole pool":  # training would have no input left
+        return ["--set", "task.name=yelp-sentiment", "--set", "method=rl",
+                "--set", "style.dev_inputs=1000000"], (
+            "style.dev_inputs: 1000000 leaves 0 of yelp-sentiment's")  # fmt: skip
+    if case == "style policy with another tokenizer":  # refused up front, as a dry run must (was: at the run)
+        return ["--set", "task.name=yelp-sentiment", "--set", "method=rl", "--set",
+                "policy.backbone=bert-tiny-splade"], (
+            "policy.backbone 'bert-tiny-splade' has a different tokenizer from the task model")  # fmt: skip
     if case == "unknown style target":
         return ["--set", "task.name=yelp-sentiment", "--set", "style.target=formal"], (
             "style.target: yelp-sentiment has styles negative and positive, got 'formal'")  # fmt: skip
@@ -220,7 +228,9 @@ CASES = [
     "wrong type set over a config file", "negative checkpoint interval", "empty --config",
     "output directory is a file", "prompt longer than any run takes", "more threads than this machine has",
     "duplicate key in a config file", "unclosed list set",
-    "style task with a method that needs labels", "unknown style target", "style task on a masked model",
+    "style task with a method that needs labels", "unknown style target",
+    "style dev inputs that take the whole pool", "style policy with another tokenizer",
+    "style task on a masked model",
     "ensemble on a style task", "demonstrations on a style task", "negative demonstrations",
     "in_context on demonstrations", "unknown training example excluded",
     "training examples excluded on a style task", "ensemble larger than the reported top",

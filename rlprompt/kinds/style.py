@@ -25,6 +25,12 @@ def load(config) -> LoadedTask:
     if config.task.test_examples is not None:
         raise RLPromptError("task.test_examples applies to classification tasks, not to style transfer")
     task = load_style_task(config.task.name, config.task.seed, config.style.target, config.style.dev_inputs)
+    if len(task.train) < config.env.examples_per_reward:  # dev takes its inputs from the training pool
+        raise RLPromptError(
+            f"style.dev_inputs: {config.style.dev_inputs} leaves {len(task.train)} of {config.task.name}'s "
+            f"{len(task.train) + len(task.dev)} source-style training inputs to learn from, fewer than "
+            f"env.examples_per_reward ({config.env.examples_per_reward}); use fewer dev inputs"
+        )
     _bundle_directory(ENCODER_BUNDLE)  # the content scorer's bundle is installed (else: how to install it)
     try:
         import sacrebleu  # noqa: F401 - the test report needs it; say so now, not after training
@@ -60,20 +66,28 @@ def load(config) -> LoadedTask:
         raise RLPromptError(
             f"style transfer generates rewrites, so it needs a causal model; {lm.name} is a {lm.kind} model"
         )
+    if config.policy.backbone is not None:  # checked now: a dry run passes what the run would refuse
+        from rlprompt.vocab import policy_model
+
+        _check_policy_tokenizer(lm, policy_model(config))
     config = dataclasses.replace(resolved(config, lm), calibration="none")
     return LoadedTask(task, lm, config, test_scorer=None)  # the objective generates and scores rewrites
+
+
+def _check_policy_tokenizer(lm: LanguageModel, policy_lm: LanguageModel) -> None:
+    """The rewriter takes the policy's token ids: the two must share one tokenizer."""
+    if not same_tokenizer(lm, policy_lm):
+        raise RLPromptError(
+            f"policy.backbone {policy_lm.name!r} has a different tokenizer from the task model "
+            f"{lm.name!r}; style transfer hands the policy's token ids to the rewriter, so they must "
+            "share one"
+        )
 
 
 def objective(ctx, policy_lm: LanguageModel):
     from rlprompt.style import StyleObjective
 
-    # The rewriter takes the policy's token ids: the two must share one tokenizer.
-    if not same_tokenizer(ctx.lm, policy_lm):
-        raise RLPromptError(
-            f"policy.backbone {policy_lm.name!r} has a different tokenizer from the task model "
-            f"{ctx.lm.name!r}; style transfer hands the policy's token ids to the rewriter, so they must "
-            "share one"
-        )
+    _check_policy_tokenizer(ctx.lm, policy_lm)
     style = ctx.config.style
     return StyleObjective(
         ctx.lm, ctx.task, samples=style.samples, eval_samples=style.eval_samples, top_k=style.top_k,

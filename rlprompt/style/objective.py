@@ -123,7 +123,7 @@ class StyleObjective:
         report, paired = document["prompts"], document["meta"]["paired"]
         learned = report["learned"]
         metrics = {
-            "task_direction": self.task.direction, "test_joint": learned["joint"],
+            "task_direction": self.task.direction, "test_joint": learned["joint"] / 100,
             "test": report, "paired": paired,
             "style_classifier_heldout_accuracy": self.classifier.heldout_accuracy, "manual_prompt": manual,
         }  # fmt: skip
