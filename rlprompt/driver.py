@@ -17,7 +17,7 @@ from rlprompt.checkpoint import StopRequest
 from rlprompt.config import TrainConfig
 from rlprompt.errors import RLPromptError, ServiceUnavailable
 from rlprompt.executors import run_local, run_on_ray
-from rlprompt.files import atomic_write_bytes
+from rlprompt.files import DirectoryLock, atomic_write_bytes
 from rlprompt.kinds import kind_module
 from rlprompt.models import LanguageModel
 from rlprompt.registry import METHODS, task_kind
@@ -63,13 +63,15 @@ def train(
             return grid
         try:
             results, failures = _run_grid(grid, requested, resume, progress)
+            return _finish(grid, results, failures, progress)
         except KeyboardInterrupt as stopped:  # a second signal: rlprompt.train's last line says how to go on
             stopped.run_dir = getattr(stopped, "run_dir", None) or grid.root
             raise
         except ServiceUnavailable as lost:  # the server stopped answering: the run resumes once it is back
             lost.run_dir = grid.root
             raise
-    return _finish(grid, results, failures, progress)
+        finally:
+            grid.lock.release()
 
 
 def _run_grid(grid: _Grid, requested: TrainConfig, resume: bool, progress: bool) -> tuple[list, list[dict]]:
@@ -116,6 +118,7 @@ class _Grid:
     methods: list[str]
     seeds: list[int]
     single: bool  # one method on one seed: the run directory is the root itself
+    lock: DirectoryLock  # held while the grid runs and reports
 
     @property
     def jobs(self) -> list[tuple[str, int]]:
@@ -176,11 +179,18 @@ def _prepare(config: TrainConfig, progress: bool, run_dir: Path | None, resume: 
         if overwrite:
             _remove_previous_run(root)
         root.mkdir(parents=True, exist_ok=True)
+    lock = DirectoryLock(root)
+    if not resume and (root / "config.yaml").exists():  # another process made it since the first check
+        lock.release()
+        raise RLPromptError(
+            f"{root}: run directory already exists (made by another process since this one started); "
+            f"--resume {root} continues it"
+        )
     write_config(config, root)  # when resuming: with any new learning rate
     record = getattr(task, "split_record", None)
     if record is not None:  # splits the task made itself (a split column, or carved): kept with the run
         atomic_write_bytes(root / "split.json", (json.dumps(record, indent=1) + "\n").encode("utf-8"))
-    return _Grid(config, task, lm, test_scorer, root, methods, seeds, single)
+    return _Grid(config, task, lm, test_scorer, root, methods, seeds, single, lock)
 
 
 def _finish(grid: _Grid, results: list, failures: list[dict], progress: bool) -> dict:

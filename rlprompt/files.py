@@ -102,3 +102,41 @@ def read_yaml(path: Path) -> dict:
     if not isinstance(data, dict):
         raise RLPromptError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
     return data
+
+
+class DirectoryLock:
+    """One process at a time in a run directory (two would each take the other's runs as failed): an
+    exclusive ``flock`` on ``<dir>/.lock``, released (and the file removed) by :meth:`release` or when the
+    process ends. Where ``fcntl`` is missing (Windows) nothing is locked."""
+
+    NAME = ".lock"
+
+    def __init__(self, directory: Path):
+        self.path = Path(directory) / self.NAME
+        self._file = None
+        try:
+            import fcntl
+        except ImportError:
+            return
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise RLPromptError(
+                f"{directory}: in use by another rlprompt process (pid {holder}); wait for it to end, "
+                "or give another --run-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            self.path.unlink(missing_ok=True)
+            self._file.close()
+            self._file = None

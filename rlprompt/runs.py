@@ -40,17 +40,22 @@ def run_one(config, method, seed, task, lm, root: Path, single, test_scorer, cac
     if not single:
         run_dir = root / f"{method}__s{seed}"
         run_dir.mkdir(exist_ok=resume)
-        write_config(dataclasses.replace(config, method=method, methods=[], seed=seed, seeds=[]), run_dir)
-    elif config is not loaded:  # the seed's template and exclusions, as a grid run's config.yaml has them
-        write_config(config, run_dir)
     state = None
     if resume:
         finished = finished_result(run_dir)
         if finished is not None:
             if single:
                 raise RLPromptError(f"{run_dir}: this run finished; nothing to resume")
+            # Kept as it was trained: its config.yaml is not rewritten with the resume's settings, and a
+            # failure.json from another attempt (two processes on one directory) no longer applies.
+            (run_dir / FAILURE).unlink(missing_ok=True)
             print(f"{method} seed {seed}: finished before, kept", flush=True)
             return finished
+    if not single:
+        write_config(dataclasses.replace(config, method=method, methods=[], seed=seed, seeds=[]), run_dir)
+    elif config is not loaded:  # the seed's template and exclusions, as a grid run's config.yaml has them
+        write_config(config, run_dir)
+    if resume:
         state = load_checkpoint(run_dir)
         if state is not None and state.get("method") != method:
             raise RLPromptError(

@@ -22,7 +22,7 @@ from rlprompt.config import load_resumed_config, load_train_config, read_config_
 from rlprompt.console import add_verbose_flag
 from rlprompt.driver import require_previous_run, train
 from rlprompt.errors import ArgumentParser, RLPromptError, ServiceUnavailable, run_cli
-from rlprompt.files import check_output_dir
+from rlprompt.files import DirectoryLock, check_output_dir
 
 # What --resume --set may change: the step size, and where the runs execute; not what is learned or how it
 # is scored.
@@ -96,7 +96,14 @@ def main(argv: list[str] | None = None) -> int:
             raise RLPromptError("--overwrite replaces the directory --run-dir names: give --run-dir too")
         config = load_train_config(args.config, args.set)
         run_dir = check_output_dir(args.run_dir, "--run-dir") if args.run_dir else None
-        if run_dir is not None and run_dir.exists() and any(run_dir.iterdir()):
+        if (
+            run_dir is not None
+            and run_dir.exists()
+            and any(
+                p.name != DirectoryLock.NAME
+                for p in run_dir.iterdir()  # (a run in it is named by the lock)
+            )
+        ):
             if not args.overwrite:
                 raise RLPromptError(
                     f"{run_dir}: run directory already exists; "

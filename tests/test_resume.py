@@ -553,6 +553,33 @@ def test_run_directory_rules(common, tmp_path, capsys):
     assert (existing / "result.json").exists(), "the old run is still there"
 
 
+def test_one_process_at_a_time_in_a_run_directory_and_kept_runs_stay_as_they_ran(common, tmp_path, capsys):
+    """Two processes on one directory each took the other's runs as failed (phantom failures that a resume
+    never cleared); a resume rewrote a kept run's config.yaml with the resume's settings."""
+    import os
+
+    from rlprompt.files import DirectoryLock
+
+    run_dir = tmp_path / "grid"
+    run_dir.mkdir()
+    held = DirectoryLock(run_dir)  # another open file: flock refuses it as it would another process
+    args = ["--run-dir", str(run_dir), *common, "--set", "methods=[manual]", "--set", "seeds=[0, 1]"]
+    code, _, err = cli(args, capsys)
+    assert code == 2 and f"{run_dir}: in use by another rlprompt process (pid {os.getpid()})" in err
+    held.release()
+    code, _, err = cli(args, capsys)
+    assert code == 0, err
+    assert not (run_dir / DirectoryLock.NAME).exists(), "released and removed when the grid ends"
+    kept = (run_dir / "manual__s0" / "config.yaml").read_text()
+    (run_dir / "manual__s1" / "failure.json").write_text('{"method": "manual", "seed": 1, "error": "E"}')
+    code, out, err = cli(["--resume", str(run_dir), "--quiet", "--set", "rl.learning_rate=0.0001"], capsys)
+    assert code == 0, err
+    assert "manual seed 0: finished before, kept" in out
+    assert (run_dir / "manual__s0" / "config.yaml").read_text() == kept
+    assert not (run_dir / "manual__s1" / "failure.json").exists()
+    assert "Failed runs" not in (run_dir / "report.md").read_text()
+
+
 def test_checkpoints_wait_for_a_prompt_boundary(tiny_gpt2, small_task, tmp_path, capsys, monkeypatch):
     """With rollouts of 3 steps and prompts of 5 tokens, rollouts often start mid-prompt; a checkpoint
     there would lose the half-written prompts, so it waits for a rollout that starts on a boundary."""
