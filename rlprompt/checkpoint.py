@@ -153,6 +153,11 @@ class StopRequest:
         print(f"\n{name}: stopping at the next clean point, with a checkpoint if training is still running "
               "(again: at once)", flush=True)  # fmt: skip
 
+    def reclaim(self) -> None:
+        """Install the handlers again, over any a library put in their place since (Ray's ``init``)."""
+        for sig in self._previous:
+            signal.signal(sig, self._handle)
+
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)

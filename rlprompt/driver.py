@@ -16,7 +16,7 @@ from pathlib import Path
 from rlprompt.checkpoint import StopRequest
 from rlprompt.config import TrainConfig
 from rlprompt.errors import RLPromptError, ServiceUnavailable
-from rlprompt.executors import run_local, run_on_ray
+from rlprompt.executors import ray_address, run_local, run_on_ray
 from rlprompt.files import DirectoryLock, atomic_write_bytes
 from rlprompt.kinds import kind_module
 from rlprompt.models import LanguageModel
@@ -58,6 +58,7 @@ def train(
                     "(runs in this process use that many threads)"
                 )
             torch.set_num_threads(config.threads_per_run)
+        _check_local_ray(config, splits)
         grid = _prepare(config, progress and show_plan, run_dir, resume, overwrite, dry_run, splits)
         if isinstance(grid, dict):  # a dry run's answer
             return grid
@@ -123,6 +124,28 @@ class _Grid:
     @property
     def jobs(self) -> list[tuple[str, int]]:
         return [(method, seed) for seed in self.seeds for method in self.methods]
+
+
+def _check_local_ray(config: TrainConfig, splits: int) -> None:
+    """A grid on a Ray instance started here: runs that ask for more CPUs or GPUs than this machine has
+    would wait for ever; refused before anything loads or is written (a cluster's are checked once
+    connected)."""
+    if config.executor != "ray" or _single(config, splits) or ray_address(config) is not None:
+        return
+    import torch
+
+    cpus = config.ray.num_cpus or os.cpu_count() or 1
+    if (config.threads_per_run or 1) > cpus:
+        raise RLPromptError(
+            f"'threads_per_run' is {config.threads_per_run}, more than the {cpus} CPUs of the Ray instance "
+            "started here (ray.num_cpus, else this machine's): no run could start"
+        )
+    gpus = torch.cuda.device_count()
+    if config.ray.gpus_per_run > gpus:
+        raise RLPromptError(
+            f"'ray.gpus_per_run' is {config.ray.gpus_per_run:g}, more than this machine's {gpus} GPUs "
+            "(a Ray instance is started here: set ray.address to use a cluster's)"
+        )
 
 
 def _single(config: TrainConfig, splits: int) -> bool:
@@ -236,6 +259,7 @@ def _train_splits(config: TrainConfig, progress: bool, run_dir: Path | None, res
             f"task.seeds: data splits are the built-in tasks' few-shot seeds ({', '.join(FEW_SHOT_SEEDS)}); "
             f"task {config.task.name!r} has one set of splits"
         )
+    _check_local_ray(config, len(splits))
     configs = [dataclasses.replace(config, task=dataclasses.replace(config.task, seed=s, seeds=[]))
                for s in splits]  # fmt: skip
     if dry_run:
@@ -257,21 +281,27 @@ def _train_splits(config: TrainConfig, progress: bool, run_dir: Path | None, res
     subs = [root / f"split-{s}" for s in splits]
     outs = []
     if config.executor == "ray":
-        grids = [_prepare(c, progress and i == 0, sub, resume and sub.exists(), False, False, len(splits))
-                 for i, (c, sub) in enumerate(zip(configs, subs, strict=True))]  # fmt: skip
-        with StopRequest() as stop:
-            try:
-                jobs = [(_as_requested(g.config, c), g.root, g.jobs)
-                        for g, c in zip(grids, configs, strict=True)]  # fmt: skip
-                per_grid = run_on_ray(jobs, resume, stop)
-            except KeyboardInterrupt as stopped:
-                per_grid = getattr(stopped, "by_grid", None)
-                if not per_grid or not any(results for results, _ in per_grid):
-                    stopped.run_dir = root  # --resume ROOT continues every split
-                    raise
-                print(STOPPED_GRID, flush=True)
-        outs = [_finish(g, results, failures, progress)
-                for g, (results, failures) in zip(grids, per_grid, strict=True)]  # fmt: skip
+        grids: list[_Grid] = []
+        try:
+            for i, (c, sub) in enumerate(zip(configs, subs, strict=True)):
+                grids.append(_prepare(c, progress and i == 0, sub, resume and sub.exists(), False, False,
+                                      len(splits)))  # fmt: skip
+            with StopRequest() as stop:
+                try:
+                    jobs = [(_as_requested(g.config, c), g.root, g.jobs)
+                            for g, c in zip(grids, configs, strict=True)]  # fmt: skip
+                    per_grid = run_on_ray(jobs, resume, stop)
+                except KeyboardInterrupt as stopped:
+                    per_grid = getattr(stopped, "by_grid", None)
+                    if not per_grid or not any(results for results, _ in per_grid):
+                        stopped.run_dir = root  # --resume ROOT continues every split
+                        raise
+                    print(STOPPED_GRID, flush=True)
+            outs = [_finish(g, results, failures, progress)
+                    for g, (results, failures) in zip(grids, per_grid, strict=True)]  # fmt: skip
+        finally:
+            for g in grids:
+                g.lock.release()
     else:
         for i, (split, split_config, sub) in enumerate(zip(splits, configs, subs, strict=True)):
             if progress:

@@ -57,6 +57,12 @@ class _Stopped(KeyboardInterrupt):
         self.results, self.failures, self.by_grid = results, failures, by_grid
 
 
+def ray_address(config) -> str | None:
+    """The Ray cluster a grid runs on: ``ray.address``, else ``$RAY_ADDRESS``; None: an instance started
+    on this machine for the grid."""
+    return config.ray.address or os.environ.get("RAY_ADDRESS") or None
+
+
 def run_on_ray(grids, resume: bool, stop: StopRequest) -> list[tuple[list, list[dict]]]:
     """Run every job of ``grids`` ((config, root, jobs) each: a data split's grid, its directory and its
     (method, seed) pairs) as Ray tasks at once; returns each grid's results (in jobs order) and failures.
@@ -68,15 +74,29 @@ def run_on_ray(grids, resume: bool, stop: StopRequest) -> list[tuple[list, list[
     config = grids[0][0]
     started_here = not ray.is_initialized()
     if started_here:
-        address = config.ray.address or os.environ.get("RAY_ADDRESS")
+        address = ray_address(config)
         options = {"include_dashboard": False, "log_to_driver": False, "logging_level": "error"}
-        if address is None:
+        if address is None:  # "local": a new instance here, even where a cluster runs (it would attach)
             options["num_cpus"] = config.ray.num_cpus
         try:
-            ray.init(address=address, **options)
+            ray.init(address=address or "local", **options)
         except (ConnectionError, ValueError, RuntimeError) as err:
             raise RLPromptError(f"cannot start or reach Ray (ray.address {address!r}): {err}") from None
+        stop.reclaim()  # ray.init puts its own SIGTERM handler (a crash dump) over the clean stop's
     threads = config.threads_per_run or 1
+    try:  # a run asking for more than the cluster has would wait for ever, silently
+        have = ray.cluster_resources()
+        for setting, need, kind in (("threads_per_run", threads, "CPU"),
+                                    ("ray.gpus_per_run", config.ray.gpus_per_run, "GPU")):  # fmt: skip
+            if need > have.get(kind, 0):
+                raise RLPromptError(
+                    f"{setting}: each run asks for {need:g} {kind}s, more than the Ray cluster's "
+                    f"{have.get(kind, 0):g}; no run could start"
+                )
+    except BaseException:
+        if started_here:
+            ray.shutdown()
+        raise
     remote = ray.remote(_worker_run).options(
         num_cpus=threads, num_gpus=config.ray.gpus_per_run, max_retries=0
     )

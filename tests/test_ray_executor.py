@@ -141,3 +141,32 @@ def test_a_grid_over_data_splits_on_ray_submits_every_split_at_once_and_reports_
             run.pop("train_seconds")
         report["methods"]["manual"].pop("train_seconds")
     assert reports[0] == reports[1] and reports[0]["data_seeds"] == ["16-13", "16-21"]
+
+
+def test_runs_that_ask_for_more_than_the_cluster_has_are_refused(
+    ray_instance, tiny_dir, grid_task, tmp_path, capsys, monkeypatch
+):
+    """A Ray task asking for more CPUs or GPUs than the cluster has waits for ever, silently: such a grid
+    is refused in one line, on an instance started here before anything is written, on a cluster once
+    connected."""
+    out = tmp_path / "out"
+    argv = ["--quiet", "--set", f"task.name={grid_task}", "--set", f"model={tiny_dir}", "--set",
+            f"output_dir={out}", "--set", "methods=[manual]", "--set", "seeds=[0, 1]",
+            "--set", "executor=ray"]  # fmt: skip
+    for settings, message in (
+        (["threads_per_run=3", "ray.num_cpus=2"], "'threads_per_run' is 3, more than the 2 CPUs of the Ray"),
+        (["ray.gpus_per_run=64"], "'ray.gpus_per_run' is 64, more than this machine's"),
+    ):
+        with pytest.raises(SystemExit) as done:
+            run_cli(train_main, [*argv, *(a for s in settings for a in ("--set", s))])
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists(), "refused before anything is written"
+    monkeypatch.setenv("RAY_ADDRESS", "auto")  # a cluster (the module's instance): checked once connected
+    with pytest.raises(SystemExit) as done:
+        run_cli(train_main, [*argv, "--set", "threads_per_run=3"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2, err
+    assert (
+        "threads_per_run: each run asks for 3 CPUs, more than the Ray cluster's 2; no run could start" in err
+    )
