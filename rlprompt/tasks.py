@@ -30,7 +30,7 @@ import numpy as np
 from rlprompt.errors import RLPromptError
 from rlprompt.files import read_text, read_yaml
 from rlprompt.models import ModelKind
-from rlprompt.registry import DEFAULT_KIND, task_kind
+from rlprompt.registry import DEFAULT_KIND, TASK_KINDS, task_kind
 from rlprompt.templates import DEFAULT_TEMPLATES
 
 SPLITS = ("train", "dev", "test")
@@ -479,8 +479,14 @@ def load_task(name: str, seed: str = DEFAULT_SEED) -> Task:
             f"{name!r} is a {kind.name} task, not a classification one: its prompts are evaluated by the "
             "training run that learns them"
         )
+    others = [
+        f"the {spec.name} kind's {', '.join(spec.builtin_tasks)}"
+        for spec in TASK_KINDS.values()
+        if spec.builtin_tasks
+    ]
     raise RLPromptError(
-        f"unknown task {name!r}; built-in tasks are {', '.join(BUILTIN_TASKS)}, or give a task YAML file"
+        f"unknown task {name!r}; built-in tasks are {', '.join(BUILTIN_TASKS)} (and, to train, "
+        f"{'; '.join(others)}), or give a task YAML file"
     )
 
 

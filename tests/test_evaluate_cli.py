@@ -105,7 +105,8 @@ def test_real_command_line_exit_codes(tmp_path):
     assert done.returncode == 2
     assert (
         done.stderr.strip()
-        == "error: unknown task 'nope'; built-in tasks are sst-2, mr, cr, sst-5, agnews, or give a task YAML file"  # noqa: E501
+        == "error: unknown task 'nope'; built-in tasks are sst-2, mr, cr, sst-5, agnews (and, to train, "
+        "the style kind's yelp-sentiment, shakespeare), or give a task YAML file"
     )
     done = subprocess.run(
         [sys.executable, "-m", "rlprompt.evaluate", "--split", "nope"], capture_output=True, text=True

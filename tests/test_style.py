@@ -73,13 +73,21 @@ def test_the_classifier_is_cached_and_keyed_by_its_data(encoder, tmp_path, monke
     first = train_style_classifier(
         encoder, NEGATIVE * 4, POSITIVE * 4, per_class=6, heldout=3, cache_name="t"
     )
-    assert len(list((tmp_path / "style").glob("t-*.npz"))) == 1
+    (cached,) = (tmp_path / "style").glob("t-*.npz")
     again = train_style_classifier(
         encoder, NEGATIVE * 4, POSITIVE * 4, per_class=6, heldout=3, cache_name="t"
     )
     assert np.array_equal(first.weight, again.weight)
     train_style_classifier(encoder, NEGATIVE * 4, POSITIVE * 4, per_class=5, heldout=3, cache_name="t")
     assert len(list((tmp_path / "style").glob("t-*.npz"))) == 2
+    # A damaged cache file (truncated by a kill or a full disk) is trained again, not a traceback
+    for damage in (cached.read_bytes()[:100], b""):
+        cached.write_bytes(damage)
+        retrained = train_style_classifier(
+            encoder, NEGATIVE * 4, POSITIVE * 4, per_class=6, heldout=3, cache_name="t"
+        )
+        np.testing.assert_allclose(retrained.weight, first.weight, rtol=1e-5, atol=1e-6)
+        assert cached.stat().st_size > 100, "rewritten"
 
 
 def test_best_of_takes_each_inputs_best_rewrite(encoder, classifier):

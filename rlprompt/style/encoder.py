@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,9 +84,12 @@ def train_style_classifier(
     ).hexdigest()[:16]
     path = cache_root() / "style" / f"{cache_name}-{key}.npz" if cache_name else None
     if path is not None and path.exists():
-        data = np.load(path)
-        return StyleClassifier(data["weight"], float(data["bias"]), float(data["heldout_accuracy"]),
-                               int(data["train_size"]), int(data["heldout_size"]))  # fmt: skip
+        try:
+            data = np.load(path)
+            return StyleClassifier(data["weight"], float(data["bias"]), float(data["heldout_accuracy"]),
+                                   int(data["train_size"]), int(data["heldout_size"]))  # fmt: skip
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # a damaged cache file (a kill mid-write, a full disk): trained again and rewritten below
     rng = np.random.default_rng(seed)
     if heldout_sets is not None:
         per_class = min(per_class, len(style0), len(style1))
