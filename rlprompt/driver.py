@@ -58,7 +58,7 @@ def train(
                     "(runs in this process use that many threads)"
                 )
             torch.set_num_threads(config.threads_per_run)
-        _check_local_ray(config, splits)
+        _check_ray(config, splits)
         grid = _prepare(config, progress and show_plan, run_dir, resume, overwrite, dry_run, splits)
         if isinstance(grid, dict):  # a dry run's answer
             return grid
@@ -126,11 +126,31 @@ class _Grid:
         return [(method, seed) for seed in self.seeds for method in self.methods]
 
 
-def _check_local_ray(config: TrainConfig, splits: int) -> None:
-    """A grid on a Ray instance started here: runs that ask for more CPUs or GPUs than this machine has
-    would wait for ever; refused before anything loads or is written (a cluster's are checked once
-    connected)."""
-    if config.executor != "ray" or _single(config, splits) or ray_address(config) is not None:
+def _check_ray(config: TrainConfig, splits: int) -> None:
+    """What a grid on Ray needs, checked before anything loads or is written (a dry run too): Ray itself; a
+    cluster's address that answers (Ray waits minutes on a wrong one); on an instance started here, runs
+    that ask for no more CPUs or GPUs than this machine has (they would wait for ever; a cluster's are
+    checked once connected)."""
+    if config.executor != "ray" or _single(config, splits):
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        raise RLPromptError("executor: ray needs Ray: pip install 'rlprompt[ray]'")
+    address = ray_address(config)
+    if address is not None:
+        if address not in ("auto", "local") and "://" not in address:  # host:port of a cluster's head
+            import socket
+
+            host, _, port = address.rpartition(":")
+            try:
+                socket.create_connection((host, int(port)), timeout=10).close()
+            except (OSError, ValueError) as err:
+                why = getattr(err, "strerror", None) or err
+                raise RLPromptError(
+                    f"ray.address {address!r}: nothing answers there ({why}); "
+                    "start the cluster's head (ray start --head) or fix the address"
+                ) from None
         return
     import torch
 
@@ -259,7 +279,7 @@ def _train_splits(config: TrainConfig, progress: bool, run_dir: Path | None, res
             f"task.seeds: data splits are the built-in tasks' few-shot seeds ({', '.join(FEW_SHOT_SEEDS)}); "
             f"task {config.task.name!r} has one set of splits"
         )
-    _check_local_ray(config, len(splits))
+    _check_ray(config, len(splits))
     configs = [dataclasses.replace(config, task=dataclasses.replace(config.task, seed=s, seeds=[]))
                for s in splits]  # fmt: skip
     if dry_run:

@@ -6,6 +6,7 @@ a tiny GPT-2 saved to a directory (a model name any process can load)."""
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 
@@ -162,6 +163,13 @@ def test_runs_that_ask_for_more_than_the_cluster_has_are_refused(
         err = capsys.readouterr().err
         assert done.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists(), "refused before anything is written"
+    with socket.socket() as s:  # a port nothing listens on: Ray would wait minutes on it
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SystemExit) as done:
+        run_cli(train_main, [*argv, "--set", f"ray.address=127.0.0.1:{port}", "--dry-run"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and f"ray.address '127.0.0.1:{port}': nothing answers there" in err, err
     monkeypatch.setenv("RAY_ADDRESS", "auto")  # a cluster (the module's instance): checked once connected
     with pytest.raises(SystemExit) as done:
         run_cli(train_main, [*argv, "--set", "threads_per_run=3"])
