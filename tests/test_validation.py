@@ -147,6 +147,13 @@ def case_args(case: str, tmp_path: Path) -> tuple[list[str], str]:
         return ["--set", "task.name=yelp-sentiment", "--set", "method=rl", "--set",
                 "policy.backbone=bert-tiny-splade"], (
             "policy.backbone 'bert-tiny-splade' has a different tokenizer from the task model")  # fmt: skip
+    if case == "lora module the model lacks":  # PEFT said so only when the run started, after the others
+        return ["--set", "methods=[manual, lora]", "--set", "lora.target_modules=[nope]"], (
+            "lora.target_modules: smollm2-135m has no module 'nope'; its linear layers are")  # fmt: skip
+    if case == "ia3 feed-forward module outside its targets":
+        return ["--set", "method=ia3", "--set", "ia3.target_modules=[q_proj]",
+                "--set", "ia3.feedforward_modules=[down_proj]"], (
+            "ia3.feedforward_modules: 'down_proj' is not in ia3.target_modules")  # fmt: skip
     if case == "unknown style target":
         return ["--set", "task.name=yelp-sentiment", "--set", "style.target=formal"], (
             "style.target: yelp-sentiment has styles negative and positive, got 'formal'")  # fmt: skip
@@ -230,6 +237,7 @@ CASES = [
     "duplicate key in a config file", "unclosed list set",
     "style task with a method that needs labels", "unknown style target",
     "style dev inputs that take the whole pool", "style policy with another tokenizer",
+    "lora module the model lacks", "ia3 feed-forward module outside its targets",
     "style task on a masked model",
     "ensemble on a style task", "demonstrations on a style task", "negative demonstrations",
     "in_context on demonstrations", "unknown training example excluded",

@@ -512,6 +512,30 @@ def perplexity_before(ctx: MethodContext) -> tuple[list[str], float]:
 PEFT_ADAPTERS = ("lora", "ia3")  # weight adapters PEFT injects into a copy of the model
 
 
+def check_adapter_modules(config, lm, methods: list[str]) -> None:
+    """Module names of ``lora`` and ``ia3`` that the model lacks fail in PEFT only when the run starts (in
+    a grid, after the other runs, and a resume may not change them): refused before any run."""
+    names = [name for name, _ in lm.model.named_modules()]
+    linear = sorted({name.rpartition(".")[2] for name, m in lm.model.named_modules()
+                     if isinstance(m, torch.nn.Linear)})  # fmt: skip
+    for method in (m for m in PEFT_ADAPTERS if m in methods):
+        section = getattr(config, method)
+        for key in ("target_modules", "feedforward_modules"):
+            wanted = getattr(section, key, None) or []
+            missing = [t for t in wanted if not any(n == t or n.endswith("." + t) for n in names)]
+            if missing:
+                raise RLPromptError(
+                    f"{method}.{key}: {lm.name} has no module {missing[0]!r}; its linear layers are "
+                    f"{', '.join(linear)} (or leave {method}.{key} out for PEFT's default)"
+                )
+        extra = set(getattr(section, "feedforward_modules", None) or []) - set(section.target_modules or [])
+        if extra and section.target_modules:
+            raise RLPromptError(
+                f"{method}.feedforward_modules: {sorted(extra)[0]!r} is not in {method}.target_modules "
+                "(feed-forward modules are a subset of the target modules)"
+            )
+
+
 def _peft_config(name: str, section, kind: str):
     """The PEFT config of adapter ``name`` from its config section."""
     from peft import IA3Config, LoraConfig, TaskType
