@@ -451,6 +451,12 @@ def write_report(paths: list[str | Path], out_dir: str | Path) -> str:
     """Write ``report.md``, ``report.json`` and ``learning_curves.png`` into ``out_dir``; returns the
     Markdown."""
     results = collect(paths)
+    tasks = sorted({r.task for r in results})
+    if len(tasks) > 1:  # its rows average a method's runs as seeds: over two tasks that means nothing
+        raise RLPromptError(
+            f"the runs are on {len(tasks)} tasks ({', '.join(tasks)}); a report compares methods on one "
+            "task: report each task's runs separately"
+        )
     out_dir = check_output_dir(out_dir, "the report's directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     references, failures = collect_references(paths), collect_failures(paths)

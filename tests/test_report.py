@@ -293,3 +293,16 @@ def test_two_parts_of_one_grid_show_their_shared_references_once_and_different_o
     assert [run["seed"] for run in numbers["methods"]["rl"]["runs"]] == [0, 1]  # both parts' runs
     text = write_report([tmp_path / "seed0", tmp_path / "other"], tmp_path / "out2")
     assert text.count("manual prompt `'News:'` (reference)") == 2
+
+
+def test_a_report_over_runs_of_two_tasks_is_refused(tmp_path):
+    """A row averages a method's runs as seeds: a style run's joint and a classification run's accuracy
+    came out as one rl row."""
+    from rlprompt.comparison import write_report
+    from rlprompt.errors import RLPromptError
+
+    _write(tmp_path / "a", [BASE])
+    _write(tmp_path / "b", [replace(BASE, task="yelp-sentiment", metric="joint")])
+    with pytest.raises(RLPromptError, match=r"the runs are on 2 tasks \(sst-2, yelp-sentiment\)"):
+        write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
