@@ -49,6 +49,22 @@ def run_local(
     return results, failures
 
 
+STOP_FILE = ".stop"  # in a grid's directory while a Ray grid stops: its workers' stop request
+
+
+class StopFile:
+    """A Ray worker's stop request: the driver's first Ctrl-C or SIGTERM, passed on as a file in the grid's
+    directory (workers are other processes, maybe on other machines, sharing that directory), so a
+    running run stops at its next clean point with a checkpoint, as a local one does."""
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / STOP_FILE
+
+    @property
+    def requested(self) -> bool:
+        return self.path.exists()
+
+
 class _Stopped(KeyboardInterrupt):
     """A stopped grid, with what finished before."""
 
@@ -102,6 +118,9 @@ def run_on_ray(grids, resume: bool, stop: StopRequest) -> list[tuple[list, list[
     )
     several = len(grids) > 1
     pending = {}
+    stop_files = [StopFile(root).path for _, root, _ in grids]
+    for path in stop_files:  # an earlier stop's (a killed driver's): this attempt runs
+        path.unlink(missing_ok=True)
     for g, (grid_config, root, jobs) in enumerate(grids):
         payload = to_dict(grid_config)
         for method, seed in jobs:
@@ -114,14 +133,25 @@ def run_on_ray(grids, resume: bool, stop: StopRequest) -> list[tuple[list, list[
         return [([found[j] for j in jobs if j in found], failed)
                 for (_, _, jobs), found, failed in zip(grids, results, failures, strict=True)]  # fmt: skip
 
+    def stopped() -> _Stopped:
+        split = by_grid()
+        return _Stopped([r for rs, _ in split for r in rs], [f for _, fs in split for f in fs], split)
+
+    passed_on = False  # the stop request written for the workers
     try:
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
-            if stop.requested:
+            try:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+            except KeyboardInterrupt:  # a second signal: at once, with what finished so far
                 for ref in pending:
                     ray.cancel(ref)
-                split = by_grid()
-                raise _Stopped([r for rs, _ in split for r in rs], [f for _, fs in split for f in fs], split)
+                raise stopped() from None
+            if stop.requested and not passed_on:
+                # Running runs stop at their next clean point with a checkpoint and report what they kept;
+                # queued ones do not start
+                for path in stop_files:
+                    path.touch()
+                passed_on = True
             for ref in done:
                 g, method, seed = pending.pop(ref)
                 root = grids[g][1]
@@ -131,6 +161,8 @@ def run_on_ray(grids, resume: bool, stop: StopRequest) -> list[tuple[list, list[
                     outcome = {
                         "failure": record_failure(Path(root) / f"{method}__s{seed}", method, seed, err)
                     }
+                if "skipped" in outcome:  # queued when the stop came
+                    continue
                 if "failure" in outcome:
                     failures[g].append(outcome["failure"])
                     line = f"FAILED: {outcome['failure']['error']}"
@@ -143,7 +175,11 @@ def run_on_ray(grids, resume: bool, stop: StopRequest) -> list[tuple[list, list[
                 where = f"{Path(root).name} " if several else ""
                 print(f"[{ended}/{total} done, {failed} failed, {len(pending)} running or queued] "
                       f"{where}{method} seed {seed}: {line}", flush=True)  # fmt: skip
+        if passed_on:
+            raise stopped()
     finally:
+        for path in stop_files:
+            path.unlink(missing_ok=True)
         if started_here:
             ray.shutdown()
     return by_grid()
@@ -163,6 +199,9 @@ def _worker_run(payload: dict, method: str, seed: int, root: str, resume: bool, 
 
     torch.set_num_threads(threads)
     run_dir = Path(root) / f"{method}__s{seed}"
+    stop = StopFile(root)
+    if stop.requested:
+        return {"skipped": True}
     try:
         config = from_dict(TrainConfig, payload, "the grid's config")
         # The whole config, not just the model and task: a worker outlives a grid (one Ray instance, several
@@ -174,7 +213,7 @@ def _worker_run(payload: dict, method: str, seed: int, root: str, resume: bool, 
             _LOADED[key] = (loaded, {})
         loaded, cache = _LOADED[key]
         result = run_one(loaded.config, method, seed, loaded.task, loaded.lm, Path(root), False,
-                         loaded.test_scorer, cache, False, StopRequest(), resume)  # fmt: skip
+                         loaded.test_scorer, cache, False, stop, resume)  # fmt: skip
         return {"result": result}
     except Exception as err:
         return {"failure": record_failure(run_dir, method, seed, err)}

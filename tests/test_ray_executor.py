@@ -178,3 +178,37 @@ def test_runs_that_ask_for_more_than_the_cluster_has_are_refused(
     assert (
         "threads_per_run: each run asks for 3 CPUs, more than the Ray cluster's 2; no run could start" in err
     )
+
+
+def test_a_stopped_ray_grid_lets_its_running_runs_checkpoint_and_resumes(
+    ray_instance, tiny_dir, grid_task, tmp_path, capsys
+):
+    """The first Ctrl-C stops a Ray grid as it stops a local one: the running runs reach a clean point,
+    checkpoint and report what they kept (marked interrupted); queued runs do not start. Before, every
+    task was cancelled at once and the work since its last checkpoint was lost."""
+    import os
+    import signal
+    import threading
+    import time
+
+    out = tmp_path / "runs"
+
+    def interrupt_after_a_checkpoint():
+        deadline = time.monotonic() + 120
+        while not list(out.glob("*/rl__s*/checkpoint.pt")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_after_a_checkpoint, daemon=True).start()
+    long = ["methods=[rl]", "seeds=[0, 1, 2]", "total_timesteps=6000", "evaluations=30", "executor=ray"]
+    root, printed = _grid(grid_task, tiny_dir, out, capsys, *long, expect=130)
+    stopped = [MethodResult.load(p) for p in sorted(root.glob("rl__s*/result.json"))]
+    assert stopped and all(r.interrupted and 0 < r.steps < 6000 for r in stopped), printed
+    assert not (root / "rl__s2" / "result.json").exists(), "a queued run does not start"
+    assert "interrupted)" in (root / "report.md").read_text()
+    assert not (root / ".stop").exists()
+    with pytest.raises(SystemExit) as done:
+        run_cli(train_main, ["--resume", str(root), "--quiet", "--executor", "ray"])
+    assert done.value.code == 0, capsys.readouterr().err
+    finished = [MethodResult.load(p) for p in sorted(root.glob("rl__s*/result.json"))]
+    assert len(finished) == 3 and not any(r.interrupted for r in finished)
