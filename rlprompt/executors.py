@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rlprompt.checkpoint import StopRequest
 from rlprompt.errors import RLPromptError, ServiceUnavailable
-from rlprompt.runs import record_failure, run_one
+from rlprompt.runs import kept_result, record_failure, run_one
 from rlprompt.settings import to_dict
 
 
@@ -121,13 +121,17 @@ def run_on_ray(grids, resume: bool, stop: StopRequest) -> list[tuple[list, list[
     stop_files = [StopFile(root).path for _, root, _ in grids]
     for path in stop_files:  # an earlier stop's (a killed driver's): this attempt runs
         path.unlink(missing_ok=True)
+    results: list[dict] = [{} for _ in grids]
+    failures: list[list[dict]] = [[] for _ in grids]
     for g, (grid_config, root, jobs) in enumerate(grids):
         payload = to_dict(grid_config)
         for method, seed in jobs:
+            kept = kept_result(Path(root) / f"{method}__s{seed}", method, seed) if resume else None
+            if kept is not None:  # read here: no worker loads a model for it
+                results[g][(method, seed)] = kept
+                continue
             pending[remote.remote(payload, method, seed, str(root), resume, threads)] = (g, method, seed)
-    total = len(pending)
-    results: list[dict] = [{} for _ in grids]
-    failures: list[list[dict]] = [[] for _ in grids]
+    total = len(pending) + sum(map(len, results))
 
     def by_grid() -> list[tuple[list, list[dict]]]:
         return [([found[j] for j in jobs if j in found], failed)

@@ -42,14 +42,10 @@ def run_one(config, method, seed, task, lm, root: Path, single, test_scorer, cac
         run_dir.mkdir(exist_ok=resume)
     state = None
     if resume:
-        finished = finished_result(run_dir)
+        if single and finished_result(run_dir) is not None:
+            raise RLPromptError(f"{run_dir}: this run finished; nothing to resume")
+        finished = kept_result(run_dir, method, seed)
         if finished is not None:
-            if single:
-                raise RLPromptError(f"{run_dir}: this run finished; nothing to resume")
-            # Kept as it was trained: its config.yaml is not rewritten with the resume's settings, and a
-            # failure.json from another attempt (two processes on one directory) no longer applies.
-            (run_dir / FAILURE).unlink(missing_ok=True)
-            print(f"{method} seed {seed}: finished before, kept", flush=True)
             return finished
     if not single:
         write_config(dataclasses.replace(config, method=method, methods=[], seed=seed, seeds=[]), run_dir)
@@ -108,6 +104,17 @@ def _resuming(state: dict | None) -> str:
     if state.get("finished"):
         return f"training was over (step {state['step']}): resuming at its test evaluation"
     return f"resuming at step {state['step']}"
+
+
+def kept_result(run_dir: Path, method: str, seed: int):
+    """When resuming a grid: the result of a run that finished, kept as it was trained (its config.yaml is
+    not rewritten with the resume's settings, and a failure.json from another attempt no longer applies);
+    None for a run to (re)start."""
+    finished = finished_result(run_dir)
+    if finished is not None:
+        (run_dir / FAILURE).unlink(missing_ok=True)
+        print(f"{method} seed {seed}: finished before, kept", flush=True)
+    return finished
 
 
 def finished_result(run_dir: Path):

@@ -112,6 +112,7 @@ def test_a_failed_ray_run_is_reported_and_resume_reruns_it(
     out = capsys.readouterr().out
     assert done.value.code == 0, out
     assert "[4/4 done, 0 failed, 0 running or queued]" in out
+    assert "manual seed 0: finished before, kept" in out and "manual seed 1: finished before, kept" in out
     assert all((root / f"rl__s{seed}" / "result.json").exists() for seed in (0, 1))
     assert not any(root.glob("*/failure.json"))
     assert (root / "manual__s0" / "result.json").stat().st_mtime_ns == kept
