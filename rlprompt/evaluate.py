@@ -137,6 +137,8 @@ def _warn_edited_texts(args, files, lm) -> None:
         if args.top_k is not None:
             entries += learned.metrics.get("top_k_prompts") or []
         for entry in {e["text"]: e for e in entries}.values():
+            if not all(0 <= i < len(lm.tokenizer) for i in entry["token_ids"]):
+                continue  # not this model's ids at all: the scorer refuses them, naming the id
             text, read = entry["text"].strip(), lm.decode(list(entry["token_ids"])).strip()
             if read != text and read != lm.decode(lm.encode(text)).strip():
                 print(
