@@ -42,10 +42,10 @@ def run_one(config, method, seed, task, lm, root: Path, single, test_scorer, cac
         run_dir.mkdir(exist_ok=resume)
     state = None
     if resume:
-        if single and finished_result(run_dir) is not None:
-            raise RLPromptError(f"{run_dir}: this run finished; nothing to resume")
-        finished = kept_result(run_dir, method, seed)
-        if finished is not None:
+        if single:
+            if finished_result(run_dir) is not None:
+                raise RLPromptError(f"{run_dir}: this run finished; nothing to resume")
+        elif (finished := kept_result(run_dir, method, seed)) is not None:
             return finished
     if not single:
         write_config(dataclasses.replace(config, method=method, methods=[], seed=seed, seeds=[]), run_dir)
