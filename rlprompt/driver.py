@@ -190,10 +190,9 @@ def _prepare(config: TrainConfig, progress: bool, run_dir: Path | None, resume: 
             + f"; its methods: {', '.join(kind.methods)}"
         )
     task, lm, config, test_scorer = loaded.task, loaded.lm, loaded.config, loaded.test_scorer
-    if any(m in ("lora", "ia3") for m in methods):
-        from rlprompt.methods.tuning import check_adapter_modules
+    from rlprompt.methods.tuning import check_adapter_modules
 
-        check_adapter_modules(config, lm, methods)
+    check_adapter_modules(config, lm, methods)
     if any(METHODS[m].writes_tokens for m in methods):  # a bad policy.backbone fails now, not after hours
         from rlprompt.models import check_model
         from rlprompt.vocab import policy_backbone, policy_model

@@ -515,6 +515,8 @@ PEFT_ADAPTERS = ("lora", "ia3")  # weight adapters PEFT injects into a copy of t
 def check_adapter_modules(config, lm, methods: list[str]) -> None:
     """Module names of ``lora`` and ``ia3`` that the model lacks fail in PEFT only when the run starts (in
     a grid, after the other runs, and a resume may not change them): refused before any run."""
+    if not any(m in PEFT_ADAPTERS for m in methods):
+        return
     names = [name for name, _ in lm.model.named_modules()]
     linear = sorted({name.rpartition(".")[2] for name, m in lm.model.named_modules()
                      if isinstance(m, torch.nn.Linear)})  # fmt: skip
