@@ -167,12 +167,16 @@ def test_rl_with_demonstrations_learns_and_tests_the_prompt_after_the_in_context
     assert np.abs(scored.raw_scores - plain.raw_scores).max() > 1e-3
 
 
-def test_demonstrations_give_each_seed_its_own_and_make_manual_the_in_context_method(tiny_task, capsys):
+def test_demonstrations_give_each_seed_its_own_and_make_manual_the_in_context_method(
+    tiny_task, tiny_gpt2, capsys
+):
     """In a grid, each seed's runs read that seed's demonstrations (recorded in its config.yaml, so the run
     repeats from it), and the manual prompt behind them is exactly the in_context method on that seed."""
     import yaml
 
     from rlprompt.tasks import load_task
+
+    register_model(tiny_gpt2)
 
     root, _ = train_cli(tiny_task, capsys, "model=tiny-gpt2", "methods=[manual]", "seeds=[0, 1]",
                         "task.demonstrations=2")  # fmt: skip
@@ -195,10 +199,14 @@ def test_demonstrations_give_each_seed_its_own_and_make_manual_the_in_context_me
     assert templates[0] != templates[1]
 
 
-def test_the_runs_of_a_seed_share_its_demonstrations_and_test_scorer(tiny_task, capsys, monkeypatch):
+def test_the_runs_of_a_seed_share_its_demonstrations_and_test_scorer(
+    tiny_task, tiny_gpt2, capsys, monkeypatch
+):
     """Behind demonstrations each seed has its own template and test scorer, made once for all the seed's
     runs in a process (so the test sentences' prefixes are computed once), not once per run."""
     import rlprompt.kinds.classification as classification
+
+    register_model(tiny_gpt2)
 
     calls, real = [], classification.for_seed
 
