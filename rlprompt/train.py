@@ -135,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
             f"rerun them with  python -m rlprompt.train --resume {result['run_dir']}",
             file=sys.stderr,
         )
+        if any(f.get("refused") for f in result["failed"]):  # the error named a setting or a file
+            print(
+                "a resume keeps each run's settings (only learning rates, gradient clipping and where runs "
+                "execute can change): a setting named above needs a new run with it changed in the config",
+                file=sys.stderr,
+            )
         return 1
     if result["interrupted"]:
         return _interrupted(result["run_dir"])

@@ -565,3 +565,44 @@ def test_a_failed_run_is_recorded_and_the_grid_goes_on_then_resume_reruns_only_i
     ).exists()
     assert (root / "manual__s0" / "result.json").stat().st_mtime_ns == kept
     assert "## Failed runs" not in (root / "report.md").read_text()
+
+
+def test_a_run_that_refuses_a_setting_says_a_resume_cannot_change_it(
+    tiny_task, capsys, tiny_gpt2, monkeypatch
+):
+    """A crash is fixed and resumed; a run that refused one of its settings (a user error only the run can
+    detect) cannot be, since a resume keeps the settings: the console says so, and failure.json records which
+    kind of failure it was."""
+    import rlprompt.methods as methods
+    from rlprompt.errors import RLPromptError
+    from rlprompt.train import main as train_main
+
+    register_model(tiny_gpt2)
+    real = methods.run_method
+
+    def refusing(name, ctx):
+        if name == "in_context":
+            raise RLPromptError("in_context.k: 2 demonstrations do not fit the model's 64 positions")
+        if ctx.seed == 1:
+            raise RuntimeError("out of memory")
+        return real(name, ctx)
+
+    monkeypatch.setattr(methods, "run_method", refusing)
+    settings = [f"task.name={tiny_task / 'task.yaml'}", f"output_dir={tiny_task / 'runs'}",
+                "heldout_sentences=4", "methods=[manual, in_context]", "seeds=[0, 1]"]  # fmt: skip
+    argv = ["--quiet", *(arg for setting in settings for arg in ("--set", setting))]
+    with pytest.raises(SystemExit) as done:
+        run_cli(train_main, argv)
+    err = capsys.readouterr().err
+    assert done.value.code == 1
+    (root,) = (tiny_task / "runs").iterdir()
+    refused = {(m, s): json.loads((root / f"{m}__s{s}" / "failure.json").read_text())["refused"]
+               for m, s in [("in_context", 0), ("in_context", 1), ("manual", 1)]}  # fmt: skip
+    assert refused == {("in_context", 0): True, ("in_context", 1): True, ("manual", 1): False}
+    assert f"--resume {root}" in err and "a resume keeps each run's settings" in err
+
+    monkeypatch.setattr(methods, "run_method", lambda name, ctx: (_ for _ in ()).throw(RuntimeError("oom")))
+    with pytest.raises(SystemExit) as done:
+        run_cli(train_main, ["--quiet", "--resume", str(root)])
+    err = capsys.readouterr().err
+    assert done.value.code == 1 and f"--resume {root}" in err and "a resume keeps" not in err
