@@ -346,6 +346,16 @@ def test_an_interrupt_before_any_checkpoint_says_that_a_resume_starts_again(
     stopped = MethodResult.load(run_dir / "result.json")
     assert stopped.interrupted and 0 < stopped.steps < 1200 and not (run_dir / CHECKPOINT).exists()
     assert f"stopped at step {stopped.steps} (no checkpoint was written yet: a resume starts again)" in out
+    assert [p.name for p in run_dir.glob("PPO_*")] == ["PPO_1"]
+
+    # The resume starts again, and its TensorBoard events replace the stopped attempt's (not PPO_2 beside).
+    monkeypatch.setattr(LabelScorer, "score", real)
+    stale = {p.name for p in (run_dir / "PPO_1").iterdir()}
+    code, out, err = cli(["--resume", str(run_dir), "--quiet"], capsys)
+    assert code == 0, err
+    assert MethodResult.load(run_dir / "result.json").steps == 1200
+    assert [p.name for p in run_dir.glob("PPO_*")] == ["PPO_1"]
+    assert not stale & {p.name for p in (run_dir / "PPO_1").iterdir()}
 
 
 # Where each method's test evaluation starts, and how many steps (prompts, candidates) its run trains.

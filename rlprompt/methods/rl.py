@@ -16,6 +16,7 @@ weights and the backbone's name) and ``summary.txt``.
 from __future__ import annotations
 
 import io
+import shutil
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,9 +195,13 @@ def run(ctx: MethodContext) -> MethodResult:
     try:
         try:
             if not only_test:
+                log_name = type(model).__name__  # TensorBoard events in run_dir/PPO_1 (SB3 numbers the dirs)
+                if not done_steps:  # a start from step 0 (a failed attempt before): its events are stale
+                    for stale in run_dir.glob(f"{log_name}_*"):
+                        shutil.rmtree(stale, ignore_errors=True)
                 model.learn(
                     total_timesteps=config.total_timesteps - done_steps, callback=tracker.callback(),
-                    reset_num_timesteps=not done_steps,
+                    reset_num_timesteps=not done_steps, tb_log_name=log_name,
                 )  # fmt: skip
                 # Stopped at a checkpoint on request. A request during the last rollout (or one the
                 # reward-query budget ends) still lets training finish.
