@@ -1,4 +1,4 @@
-"""The ``rlprompt`` command: ``rlprompt train|evaluate|transfer|report ...``.
+"""The ``rlprompt`` command: ``rlprompt train|evaluate|transfer|rewrite|report ...``.
 
 Each subcommand is the module of the same name (``python -m rlprompt.train`` keeps working) with the same
 options; ``rlprompt SUBCOMMAND --help`` shows them.
@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "train": "learn a prompt (or run a comparison) from a YAML config",
     "evaluate": "evaluate prompts, exported prompt files or adapters on a task",
     "transfer": "evaluate learned prompts on other models and tasks",
+    "rewrite": "rewrite sentences with a learned style-transfer prompt",
     "report": "rebuild a comparison report from run directories",
 }
 

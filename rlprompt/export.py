@@ -158,6 +158,48 @@ class LearnedPrompt:
         by_text = {ex.text: names[int(i)] for ex, i in zip(examples, np.argmax(scores, axis=1), strict=True)}
         return [by_text[text] for text in sentences]
 
+    def rewrite(
+        self, sentences: list[str], model: str | None = None, samples: int | None = None,
+        seed: int | None = None, device: str = "auto", dtype: str = "auto", progress: bool = False,
+    ) -> list[str]:  # fmt: skip
+        """One rewrite of each of ``sentences`` by a style-transfer prompt, decoded as its run's test was:
+        greedy, or the best of ``samples`` sampled rewrites by the task's reward (content similarity plus
+        the target style's probability, from the task's cached style classifier). ``samples`` (1: greedy)
+        and ``seed`` default to the run's, so the run's test sentences get its ``rewrites.tsv`` back;
+        ``model``: another causal model (the prompt's text is re-tokenized there). ``progress``: a bar on
+        stderr."""
+        from rlprompt.backends import load_task_model
+        from rlprompt.style.rewriter import Rewriter, evaluation_rewrites
+
+        if not self.is_rewriting:
+            raise RLPromptError(f"a classification prompt ({self.task}) classifies; use classify()")
+        if isinstance(sentences, str) or not all(isinstance(s, str) for s in sentences):
+            raise RLPromptError("rewrite() takes a list of sentences (strings)")
+        decoding = self.metrics.get("rewriting") or {}  # files from before it was recorded: the defaults
+        samples = decoding.get("eval_samples", 1) if samples is None else samples
+        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+            raise RLPromptError(f"samples: a number of rewrites to choose from, 1 or more, not {samples!r}")
+        if not sentences:
+            return []
+        lm = load_task_model(model or self.model, device, dtype)
+        rewriter = Rewriter(lm, **{k: decoding[k] for k in ("top_k", "max_new_tokens") if k in decoding})
+        reward = self._style_reward(decoding.get("target")) if samples > 1 else None
+        return evaluation_rewrites(rewriter, reward, self.prompt_for(lm.name), list(sentences), samples,
+                                   self.seed if seed is None else seed, progress)  # fmt: skip
+
+    def _style_reward(self, target: str | None):
+        """The reward that picks the best of sampled rewrites: the task's, toward the prompt's target style
+        (recorded, or read from the run's direction, "negative → positive")."""
+        from rlprompt.style.data import load_style_task
+        from rlprompt.style.encoder import SentenceEncoder
+        from rlprompt.style.reward import StyleReward
+
+        if target is None and "→" in str(self.metrics.get("task_direction", "")):
+            target = self.metrics["task_direction"].split("→")[-1].strip()
+        task = load_style_task(self.task, self.data_seed, target)
+        encoder = SentenceEncoder()
+        return StyleReward(encoder, task.classifier(encoder), task.target)
+
 
 def recorded_model_name(name: str) -> str:
     """How an artifact records the model it was made on: a local directory by its absolute path (``./gpt2``

@@ -35,12 +35,18 @@ LAYERS = [
     # The config schema is assembled from the methods' own settings classes (rlprompt.registry).
     ("orchestration", ["rlprompt.config", "rlprompt.runs", "rlprompt.executors", "rlprompt.plan",
                        "rlprompt.comparison", "rlprompt.driver", "rlprompt.api"]),
-    ("command lines", ["rlprompt.train", "rlprompt.evaluate", "rlprompt.transfer", "rlprompt.report",
-                       "rlprompt.cli", "rlprompt.__main__"]),
+    ("command lines", ["rlprompt.train", "rlprompt.evaluate", "rlprompt.transfer", "rlprompt.rewrite",
+                       "rlprompt.report", "rlprompt.cli", "rlprompt.__main__"]),
 ]
 # fmt: on
 TOP = "rlprompt"  # the package's own __init__ (lazy shortcuts to the API): above everything
-CLI_MODULES = {"rlprompt.train", "rlprompt.evaluate", "rlprompt.transfer", "rlprompt.report"}
+CLI_MODULES = {
+    "rlprompt.train",
+    "rlprompt.evaluate",
+    "rlprompt.transfer",
+    "rlprompt.rewrite",
+    "rlprompt.report",
+}
 DISPATCHERS = {"rlprompt.cli", "rlprompt.__main__"}  # `rlprompt <command>` hands over to the CLI modules
 
 

@@ -14,11 +14,11 @@ COMMAND = Path(sys.executable).parent / "rlprompt"
 def test_the_command_lists_its_subcommands():
     done = subprocess.run([str(COMMAND), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0
-    for name in ("train", "evaluate", "transfer", "report"):
+    for name in ("train", "evaluate", "transfer", "rewrite", "report"):
         assert f"  {name} " in done.stdout
     wrong = subprocess.run([str(COMMAND), "fly"], capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 2 and wrong.stderr.strip() == (
-        "error: unknown subcommand 'fly'; choose one of train, evaluate, transfer, report"
+        "error: unknown subcommand 'fly'; choose one of train, evaluate, transfer, rewrite, report"
     )
 
 

@@ -203,7 +203,7 @@ def test_style_objective_rewards_are_z_scored_per_input_and_never_generated_twic
     np.testing.assert_allclose([v for _, v in mine["best"]], [v for _, v in theirs["best"]], atol=1e-5)
 
 
-def test_a_style_transfer_run_exports_its_prompt_and_a_test_report(tmp_path):
+def test_a_style_transfer_run_exports_its_prompt_and_a_test_report(tmp_path, capsys):
     """The whole driver on a tiny budget: train, choose on dev, rewrite 8 test sentences with the learned,
     empty and manual prompts, and write the report, the rewrites and prompt.json."""
     import csv
@@ -217,7 +217,8 @@ def test_a_style_transfer_run_exports_its_prompt_and_a_test_report(tmp_path):
     config = load_train_config(None, [
         "task.name=yelp-sentiment", "total_timesteps=16", "evaluations=2", "env.prompt_length=2",
         "env.num_envs=4", "env.examples_per_reward=2", "rl.n_steps=2", "rl.batch_size=8", "rl.n_epochs=1",
-        "style.samples=2", "style.dev_inputs=4", "style.test_inputs=8", "style.max_new_tokens=12",
+        "style.samples=2", "style.eval_samples=2", "style.dev_inputs=4", "style.test_inputs=8",
+        "style.max_new_tokens=12",
         "policy.adapter_hidden=32",
     ])  # fmt: skip
     out = train(config, progress=False, run_dir=tmp_path / "run")
@@ -264,6 +265,42 @@ def test_a_style_transfer_run_exports_its_prompt_and_a_test_report(tmp_path):
     assert filled == f'{prompt.text} "the food was cold ." "'
     lm = load_model(config.model, "cpu", "float32")
     assert lm.encode(filled)[: len(prompt.token_ids)] == list(prompt.token_ids), "the learned ids, as tested"
+    # The prompt file rewrites new sentences as the run's test did (best of 2 by the reward, its seed): on
+    # the test sentences it gives rewrites.tsv's learned column back.
+    from rlprompt.style import load_style_task
+
+    inputs = [row[0] for row in table[1:]]
+    assert inputs == load_style_task("yelp-sentiment").test[:8]
+    assert prompt.metrics["rewriting"] == {"target": "positive", "eval_samples": 2, "top_k": 10,
+                                           "max_new_tokens": 12}  # fmt: skip
+    assert prompt.rewrite(inputs) == [row[3] for row in table[1:]]
+    greedy = prompt.rewrite(inputs[:3], samples=1)
+    assert greedy == prompt.rewrite(inputs[:3], samples=1, seed=7) and all(isinstance(r, str) for r in greedy)
+    assert prompt.rewrite([]) == []
+    # The command line: a line a sentence in, a rewrite a line out, blank lines kept.
+    from rlprompt.errors import run_cli
+    from rlprompt.rewrite import main as rewrite_main
+
+    expected = prompt.rewrite(inputs[:2], samples=1)  # (as batched: the same shapes give the same rewrites)
+    capsys.readouterr()
+    (tmp_path / "in.txt").write_text(f"{inputs[0]}\n\n  {inputs[1]}\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as done:
+        run_cli(
+            rewrite_main, ["--prompt-file", str(run), "--input", str(tmp_path / "in.txt"), "--samples", "1"]
+        )
+    assert done.value.code == 0
+    assert capsys.readouterr().out.splitlines() == [expected[0], "", expected[1]]
+    (tmp_path / "blank.txt").write_text("\n \n", encoding="utf-8")
+    with pytest.raises(SystemExit) as done:
+        run_cli(rewrite_main, ["--prompt-file", str(run), "--input", str(tmp_path / "blank.txt")])
+    assert done.value.code == 2 and "no sentences to rewrite" in capsys.readouterr().err
+    del prompt.metrics["rewriting"]  # a file from before the decoding was recorded: target from direction
+    assert prompt._style_reward(None).target == 1
+    for bad, message in [(lambda: prompt.rewrite("one sentence"), "takes a list of sentences"),
+                         (lambda: prompt.rewrite(inputs, samples=0), "samples: a number of rewrites"),
+                         (lambda: prompt.classify(inputs), "rewrites; it does not classify")]:  # fmt: skip
+        with pytest.raises(RLPromptError, match=message):
+            bad()
     result = out["results"][0]
     assert result.metric == "joint" and result.test_score == pytest.approx(rows["learned"]["joint"] / 100)
     summary = (run / "summary.txt").read_text(encoding="utf-8")

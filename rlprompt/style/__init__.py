@@ -24,7 +24,7 @@ from rlprompt.style.data import STYLE_TASKS, StyleTask, load_style_task, yelp_se
 from rlprompt.style.encoder import ENCODER_BUNDLE, SentenceEncoder, StyleClassifier, train_style_classifier
 from rlprompt.style.objective import StyleObjective, format_style_table
 from rlprompt.style.reward import StyleReward, StyleScores
-from rlprompt.style.rewriter import REWRITE_TEMPLATE, Rewriter
+from rlprompt.style.rewriter import REWRITE_TEMPLATE, Rewriter, evaluation_rewrites
 
 __all__ = [
     "ENCODER_BUNDLE",
@@ -37,6 +37,7 @@ __all__ = [
     "StyleReward",
     "StyleScores",
     "StyleTask",
+    "evaluation_rewrites",
     "format_style_table",
     "load_style_task",
     "train_style_classifier",

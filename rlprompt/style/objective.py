@@ -13,7 +13,7 @@ from rlprompt.perplexity import sentence_perplexities
 from rlprompt.style.data import StyleTask
 from rlprompt.style.encoder import SentenceEncoder
 from rlprompt.style.reward import StyleReward
-from rlprompt.style.rewriter import REWRITE_TEMPLATE, Rewriter
+from rlprompt.style.rewriter import REWRITE_TEMPLATE, Rewriter, evaluation_rewrites
 from rlprompt.tables import markdown_table, number
 
 
@@ -126,6 +126,11 @@ class StyleObjective:
             "task_direction": self.task.direction, "test_joint": learned["joint"] / 100,
             "test": report, "paired": paired,
             "style_classifier_heldout_accuracy": self.classifier.heldout_accuracy, "manual_prompt": manual,
+            # how the test rewrote, for LearnedPrompt.rewrite() to rewrite other sentences the same way
+            "rewriting": {
+                "target": self.task.style_names[self.task.target], "eval_samples": self.eval_samples,
+                "top_k": self.rewriter.top_k, "max_new_tokens": self.rewriter.max_new_tokens,
+            },
         }  # fmt: skip
         lines = [format_style_table(report), ""] + [
             f"{name}: joint {p['joint_difference']:+.1f} ± {number(p['standard_error'], 1, 'n/a')} (s.e.), "
@@ -136,18 +141,6 @@ class StyleObjective:
         return TestResult(scores, metrics, "\n".join(lines))
 
     # -- the test report --------------------------------------------------------------------------------
-
-    def rewrites(self, prompt: str | tuple[int, ...], sentences: list[str], seed: int) -> list[str]:
-        """One rewrite per sentence with the evaluation decoding (greedy, or the best of ``eval_samples``
-        samples by the reward)."""
-        outs = self.rewriter.rewrite(prompt, sentences, self.eval_samples, greedy=self.eval_samples == 1,
-                                     seed=seed)  # fmt: skip
-        if self.eval_samples == 1:
-            return [o[0] for o in outs]
-        flat_in = [x for x, o in zip(sentences, outs, strict=True) for _ in o]
-        joint = self.reward.scores(flat_in, [r for o in outs for r in o]).joint
-        n = self.eval_samples
-        return [o[int(np.argmax(joint[i * n : (i + 1) * n]))] for i, o in enumerate(outs)]
 
     def test_report(self, prompts: dict[str, str | tuple[int, ...]], run_dir: Path, limit: int | None = None,
                     progress: bool = True) -> dict:  # fmt: skip
@@ -166,12 +159,10 @@ class StyleObjective:
         finite = [p for p in ref_ppl if np.isfinite(p)]
         threshold = float(np.quantile(finite, 0.9)) if finite else float("inf")
         outputs = {"human reference": refs, "input copied": inputs}
-        chunk = 64
         for label, prompt in tqdm(prompts.items(), desc="test rewrites", unit="prompt", disable=not progress):
-            outputs[label] = [
-                r for start in range(0, len(inputs), chunk)
-                for r in self.rewrites(prompt, inputs[start : start + chunk], seed=self.seed + start)
-            ]  # fmt: skip
+            outputs[label] = evaluation_rewrites(
+                self.rewriter, self.reward, prompt, inputs, self.eval_samples, self.seed
+            )
         report, joint = {}, {}
         for label, outs in outputs.items():
             known_ppl = ref_ppl if label == "human reference" else None

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
 
 from rlprompt.errors import RLPromptError
+
+if TYPE_CHECKING:
+    from rlprompt.style.reward import StyleReward
 
 # RLPrompt's style-transfer template: the prompt first, then the quoted input, then an open quote that the
 # model closes after its rewrite.
@@ -93,6 +99,34 @@ class Rewriter:
         decoded = self.lm.tokenizer.batch_decode(new, skip_special_tokens=True)
         cut = [text.split('"')[0].split("\n")[0].strip() for text in decoded]
         return [cut[i * n : (i + 1) * n] for i in range(len(rows))]
+
+
+EVALUATION_CHUNK = 64  # sentences rewritten per call in evaluation, each call seeded by its first index
+
+
+def evaluation_rewrites(
+    rewriter: Rewriter, reward: StyleReward | None, prompt: str | tuple[int, ...], sentences: list[str],
+    samples: int, seed: int, progress: bool = False,
+) -> list[str]:  # fmt: skip
+    """One rewrite per sentence with the evaluation decoding: greedy (``samples`` 1), or the best of
+    ``samples`` sampled rewrites by ``reward``'s joint score. Calls of :data:`EVALUATION_CHUNK` sentences,
+    each seeded by ``seed`` plus its first sentence's index: the same sentences and seed give the same
+    rewrites, in a run's test or from its prompt file (``LearnedPrompt.rewrite``). ``progress``: a bar on
+    stderr, a tick a call."""
+    from tqdm.auto import tqdm
+
+    out: list[str] = []
+    starts = range(0, len(sentences), EVALUATION_CHUNK)
+    for start in tqdm(starts, desc="rewrites", unit="call", disable=not progress or len(starts) < 2):
+        part = sentences[start : start + EVALUATION_CHUNK]
+        outs = rewriter.rewrite(prompt, part, samples, greedy=samples == 1, seed=seed + start)
+        if samples == 1:
+            out += [o[0] for o in outs]
+            continue
+        flat_in = [x for x, o in zip(part, outs, strict=True) for _ in o]
+        joint = reward.scores(flat_in, [r for o in outs for r in o]).joint
+        out += [o[int(np.argmax(joint[i * samples : (i + 1) * samples]))] for i, o in enumerate(outs)]
+    return out
 
 
 class _StopAtTokens:
