@@ -157,7 +157,8 @@ def format_plan(plans: list[MethodPlan], speed: Speed, config=None, splits: int 
     """The plan's lines; ``where`` names the task LM's placement (e.g. ``smollm2-135m on cpu, bfloat16``:
     dtype auto depends on the machine). With ``config``: ``executor: ray`` runs ``ray.num_cpus //
     threads_per_run`` runs at a time here, each on ``threads_per_run`` threads (assumed to cost time in
-    inverse proportion to the threads the speed was probed with); ``splits`` data splits
+    inverse proportion to the threads the speed was probed with); on a Ray cluster (``ray.address``) the
+    plan is the runs' sum at this machine's speed; ``splits`` data splits
     (``task.seeds``) multiply the grid."""
     import os
 
@@ -173,6 +174,12 @@ def format_plan(plans: list[MethodPlan], speed: Speed, config=None, splits: int 
         at_once = min(runs, max(1, cpus // threads))
         total *= probed_with / threads / at_once
         how = f"on this machine, {at_once} run(s) at a time of {threads} thread(s) each (Ray)"
+    elif config is not None and config.executor == "ray" and config.ray.address is not None:
+        # The cluster's machines and how many runs it takes at once are unknown here: the sum of the runs.
+        threads = config.threads_per_run or 1
+        total *= probed_with / threads
+        how = (f"summed over runs of {threads} thread(s) each at this machine's speed (the Ray cluster at "
+               f"{config.ray.address} runs them side by side, in less wall time)")  # fmt: skip
     elif config is not None and config.threads_per_run:
         total *= probed_with / config.threads_per_run
     if splits > 1:
