@@ -174,6 +174,7 @@ class StyleObjective:
         decoding = "greedy" if self.eval_samples == 1 else f"best of {self.eval_samples} samples"
         meta = {"task": self.task.name, "direction": self.task.direction, "test_inputs": len(inputs),
                 "eval_decoding": decoding,
+                "bleu": "sacrebleu corpus BLEU against the references, lowercased",
                 "selection_note": (
                     "each prompt's rewrite is the best of its samples by the training reward (content + the "
                     "same style classifier that measures style accuracy); the human reference and the copied "
@@ -214,7 +215,8 @@ class StyleObjective:
             "fluency": float(100 * fluent.mean()),
             "j_csf": float(np.mean(scores.content * correct * fluent)),  # Krishna et al.'s J(C, S, F)
             "median_perplexity": _finite_or_none(float(np.median(ppl))),  # inf (empty rewrites) is not JSON
-            "bleu": float(sacrebleu.corpus_bleu(list(outputs), [list(refs)]).score),
+            # case-blind: the built-in references are lower-case text, the model's rewrites are not
+            "bleu": float(sacrebleu.corpus_bleu(list(outputs), [list(refs)], lowercase=True).score),
         }
         return figures, scores.joint
 
