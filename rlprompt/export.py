@@ -168,6 +168,8 @@ class LearnedPrompt:
         and ``seed`` default to the run's, so the run's test sentences get its ``rewrites.tsv`` back;
         ``model``: another causal model (the prompt's text is re-tokenized there). ``progress``: a bar on
         stderr."""
+        from tqdm.auto import tqdm
+
         from rlprompt.backends import load_task_model
         from rlprompt.style.rewriter import Rewriter, evaluation_rewrites
 
@@ -184,8 +186,9 @@ class LearnedPrompt:
         lm = load_task_model(model or self.model, device, dtype)
         rewriter = Rewriter(lm, **{k: decoding[k] for k in ("top_k", "max_new_tokens") if k in decoding})
         reward = self._style_reward(decoding.get("target")) if samples > 1 else None
-        return evaluation_rewrites(rewriter, reward, self.prompt_for(lm.name), list(sentences), samples,
-                                   self.seed if seed is None else seed, progress)  # fmt: skip
+        with tqdm(total=len(sentences), desc="rewrites", unit="sentence", disable=not progress) as bar:
+            return evaluation_rewrites(rewriter, reward, self.prompt_for(lm.name), list(sentences), samples,
+                                       self.seed if seed is None else seed, bar)  # fmt: skip
 
     def _style_reward(self, target: str | None):
         """The reward that picks the best of sampled rewrites: the task's, toward the prompt's target style

@@ -159,10 +159,12 @@ class StyleObjective:
         finite = [p for p in ref_ppl if np.isfinite(p)]
         threshold = float(np.quantile(finite, 0.9)) if finite else float("inf")
         outputs = {"human reference": refs, "input copied": inputs}
-        for label, prompt in tqdm(prompts.items(), desc="test rewrites", unit="prompt", disable=not progress):
-            outputs[label] = evaluation_rewrites(
-                self.rewriter, self.reward, prompt, inputs, self.eval_samples, self.seed
-            )
+        with tqdm(total=len(prompts) * len(inputs), desc="test rewrites", unit="sentence",
+                  disable=not progress) as bar:  # fmt: skip
+            for label, prompt in prompts.items():
+                outputs[label] = evaluation_rewrites(
+                    self.rewriter, self.reward, prompt, inputs, self.eval_samples, self.seed, bar
+                )
         report, joint = {}, {}
         for label, outs in outputs.items():
             known_ppl = ref_ppl if label == "human reference" else None

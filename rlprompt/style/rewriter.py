@@ -106,26 +106,25 @@ EVALUATION_CHUNK = 64  # sentences rewritten per call in evaluation, each call s
 
 def evaluation_rewrites(
     rewriter: Rewriter, reward: StyleReward | None, prompt: str | tuple[int, ...], sentences: list[str],
-    samples: int, seed: int, progress: bool = False,
+    samples: int, seed: int, bar=None,
 ) -> list[str]:  # fmt: skip
     """One rewrite per sentence with the evaluation decoding: greedy (``samples`` 1), or the best of
     ``samples`` sampled rewrites by ``reward``'s joint score. Calls of :data:`EVALUATION_CHUNK` sentences,
     each seeded by ``seed`` plus its first sentence's index: the same sentences and seed give the same
-    rewrites, in a run's test or from its prompt file (``LearnedPrompt.rewrite``). ``progress``: a bar on
-    stderr, a tick a call."""
-    from tqdm.auto import tqdm
-
+    rewrites, in a run's test or from its prompt file (``LearnedPrompt.rewrite``). ``bar``: a progress bar
+    (tqdm) advanced by each call's sentences."""
     out: list[str] = []
-    starts = range(0, len(sentences), EVALUATION_CHUNK)
-    for start in tqdm(starts, desc="rewrites", unit="call", disable=not progress or len(starts) < 2):
+    for start in range(0, len(sentences), EVALUATION_CHUNK):
         part = sentences[start : start + EVALUATION_CHUNK]
         outs = rewriter.rewrite(prompt, part, samples, greedy=samples == 1, seed=seed + start)
         if samples == 1:
             out += [o[0] for o in outs]
-            continue
-        flat_in = [x for x, o in zip(part, outs, strict=True) for _ in o]
-        joint = reward.scores(flat_in, [r for o in outs for r in o]).joint
-        out += [o[int(np.argmax(joint[i * samples : (i + 1) * samples]))] for i, o in enumerate(outs)]
+        else:
+            flat_in = [x for x, o in zip(part, outs, strict=True) for _ in o]
+            joint = reward.scores(flat_in, [r for o in outs for r in o]).joint
+            out += [o[int(np.argmax(joint[i * samples : (i + 1) * samples]))] for i, o in enumerate(outs)]
+        if bar is not None:
+            bar.update(len(part))
     return out
 
 
