@@ -131,7 +131,13 @@ class LearnedPrompt:
         import numpy as np
 
         from rlprompt.backends import load_task_model, make_label_scorer
-        from rlprompt.calibration import calibrate, ensemble_scores, scorer_prior, task_calibration
+        from rlprompt.calibration import (
+            calibrate,
+            check_calibration,
+            ensemble_scores,
+            scorer_prior,
+            task_calibration,
+        )
         from rlprompt.scoring import prompt_budget
         from rlprompt.tasks import Example, load_task
 
@@ -147,12 +153,23 @@ class LearnedPrompt:
                                    prompt_budget=prompt_budget(lm, members))  # fmt: skip
         examples = [Example(f"input:{text}", text, 0) for text in dict.fromkeys(sentences)]
         logprobs = scorer.score(members, examples)
-        method = calibration or self.calibration
+        method = check_calibration(calibration or self.calibration)
         if self.priors and same_model(lm.name, self.model) and method == self.calibration:
             prior = np.array(self.priors, dtype=np.float32)  # as the run estimated them on this model
         else:
-            task = load_task(own_task(self), self.data_seed or "16-100") if method != "none" else None
-            prior = scorer_prior(scorer, members, task_calibration(method, task) if task else None, examples)
+            task = None
+            if method in ("batch", "domain"):  # their prior comes from the task's unlabelled inputs
+                try:
+                    task = load_task(own_task(self), self.data_seed or "16-100")
+                except RLPromptError as err:
+                    raise RLPromptError(
+                        f"classify() on {lm.name} re-estimates the prompt's {method} prior from its task's "
+                        f"unlabelled inputs, and the task does not load ({err}); pass "
+                        "calibration='contextual' (content-free inputs), 'transductive' (the sentences "
+                        "given) or 'none'"
+                    ) from None
+            calibration = task_calibration(method, task) if method != "none" else None
+            prior = scorer_prior(scorer, members, calibration, examples)
         scores = ensemble_scores(calibrate(logprobs, prior))
         names = self.class_names or self.verbalizers
         by_text = {ex.text: names[int(i)] for ex, i in zip(examples, np.argmax(scores, axis=1), strict=True)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 from stable_baselines3 import A2C, PPO
@@ -96,6 +97,17 @@ def test_train_smoke_run_writes_a_complete_run_directory(algo, tiny_gpt2, tiny_t
     assert prompt.calibration == "batch" and len(prompt.priors) == 1 and len(prompt.priors[0]) == 2
     unrecorded = type(prompt)(**(asdict(prompt) | {"priors": []}))
     assert unrecorded.classify([ex.text for ex in test]) == labels
+    # Without the task's file, a batch prior cannot be re-estimated: said in one line, with what can be;
+    # contextual calibration needs no task inputs.
+    moved = Path(prompt.task_source).rename(tmp_path / "moved.yaml")
+    with pytest.raises(
+        RLPromptError, match=r"re-estimates the prompt's batch prior .* calibration='contextual'"
+    ):
+        unrecorded.classify(["great fun ."])
+    assert unrecorded.classify(["great fun ."], calibration="contextual")[0] in names
+    with pytest.raises(RLPromptError, match="calibration must be one of"):
+        prompt.classify(["great fun ."], calibration="bogus")
+    moved.rename(prompt.task_source)
 
 
 @pytest.mark.parametrize(
