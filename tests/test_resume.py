@@ -52,6 +52,9 @@ SETTINGS = {
                                      "--set", "checkpoint_every=1000"],
     "lora": ["--set", "method=lora", "--set", "lora.steps=150", "--set", "evaluations=6",
              "--set", "lora.batch_size=4"],
+    # full fine-tuning writes its checkpoint (every weight four times over) on a clean stop only
+    "full_finetune": ["--set", "method=full_finetune", "--set", "full_finetune.steps=150",
+                      "--set", "evaluations=6", "--set", "full_finetune.batch_size=4"],
     # lora behind two demonstrations: the run's config.yaml, which --resume reads, has them written out and
     # left out of training
     "lora_demonstrations": ["--set", "method=lora", "--set", "lora.steps=150", "--set", "evaluations=6",
@@ -229,6 +232,42 @@ def test_sigterm_stops_cleanly_with_a_checkpoint_and_the_run_resumes(method, tot
     assert not done.interrupted and done.steps == total
     steps = [r["step"] for r in rows(run_dir)]
     assert steps == sorted(set(steps)) and steps[-1] == total
+
+
+def test_full_finetuning_checkpoints_on_a_clean_stop_only_and_resumes_as_if_never_stopped(
+    common, tmp_path, capsys, monkeypatch
+):
+    """Full fine-tuning's checkpoint holds the whole model four times over, so it is written only when a
+    clean stop is asked for (SIGTERM, here during the dev evaluation at step 50 of 150); the resumed run
+    then ends exactly as the run that was never stopped, which writes no checkpoint at all."""
+    import rlprompt.methods.tuning as tuning
+
+    real, calls = tuning.dev_accuracy, []
+
+    def stop_at_the_third_evaluation(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tuning, "dev_accuracy", stop_at_the_third_evaluation)
+    run_dir, settings = tmp_path / "run", [*common, *SETTINGS["full_finetune"]]
+    code, out, err = cli(["--run-dir", str(run_dir), *settings], capsys)
+    assert code == 130 and f"--resume {run_dir}" in err, err
+    stopped = MethodResult.load(run_dir / "result.json")
+    assert stopped.interrupted and stopped.steps == load_checkpoint(run_dir)["step"] == 50
+    assert (run_dir / "model" / "config.json").is_file(), "the best weights so far are exported"
+
+    monkeypatch.setattr(tuning, "dev_accuracy", real)
+    code, out, err = cli(["--resume", str(run_dir), "--quiet"], capsys)
+    assert code == 0 and "resuming at step 50" in out, err
+    code, out, err = cli(["--run-dir", str(tmp_path / "unbroken"), *settings], capsys)
+    assert code == 0, err
+    assert not (tmp_path / "unbroken" / CHECKPOINT).exists() and not (run_dir / CHECKPOINT).exists()
+    assert_same_learning(run_dir, tmp_path / "unbroken", rel=1e-5)
+    done, unbroken = (MethodResult.load(d / "result.json") for d in (run_dir, tmp_path / "unbroken"))
+    assert not done.interrupted and done.steps == unbroken.steps == 150
+    assert done.dev_score == unbroken.dev_score and done.test_metrics == unbroken.test_metrics
 
 
 @pytest.mark.parametrize("first, second", [(signal.SIGTERM, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT),

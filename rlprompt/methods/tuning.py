@@ -160,7 +160,7 @@ class Trainable:
     scores training batches, ``params`` are what the optimizer moves."""
 
     prompt_only = False  # the model's weights are not trained: it stays in eval mode
-    checkpoints = True  # whether a checkpoint holds its state (a whole model twice over with Adam does not)
+    checkpoints = True  # whether checkpoints are written as due (False: only on a stop request)
 
     def __init__(
         self, ctx: MethodContext, section, budget: int, stats: ScorerStats, rng: np.random.Generator
@@ -304,8 +304,9 @@ class Weights(Trainable):
             self.wrapper = get_peft_model(model, _peft_config(name, section, lm.kind))
             model = self.wrapper.get_base_model()
         else:
-            # Weights trained in half precision lose small updates: full fine-tuning trains an fp32 copy; a
-            # checkpoint would hold every weight twice over (Adam), so it restarts instead.
+            # Weights trained in half precision lose small updates: full fine-tuning trains an fp32 copy. A
+            # checkpoint holds every weight four times over (the weights, the kept best, Adam's two moments):
+            # it is written on a clean stop only, and a killed run restarts.
             self.wrapper = model = model.float()
             model.requires_grad_(True)
             self.checkpoints = False
@@ -400,7 +401,8 @@ def run_tuning(name: str, ctx: MethodContext) -> MethodResult:
             # always after the last step: a run stopped during its test evaluation resumes there
             last = step == section.steps
             due = last or ctx.checkpoint_due(step, last_checkpoint, last_eval > last_checkpoint)
-            if checkpoints and due and step != last_checkpoint:
+            # Full fine-tuning writes its (large) checkpoint only when a clean stop is asked for.
+            if (checkpoints or ctx.stop.requested) and due and step != last_checkpoint:
                 check_finite(
                     parameters_sum(params), f"the {name} weights", step, ctx.run_dir, last_checkpoint, hint
                 )
