@@ -142,7 +142,6 @@ def _style_table(path: Path) -> tuple[list[str], list[str]]:
 
 
 def yelp_style_classifier(encoder: SentenceEncoder) -> StyleClassifier:
-    """The Yelp sentiment classifier, trained once on the training pool and cached."""
-    return train_style_classifier(
-        encoder, yelp_sentences("dev", 0), yelp_sentences("dev", 1), cache_name="yelp"
-    )
+    """The Yelp sentiment classifier the runs score style with: trained once on the training pool without
+    the test sentences and references, and cached."""
+    return load_style_task("yelp-sentiment").classifier(encoder)
