@@ -168,8 +168,8 @@ class LearnedPrompt:
                         "calibration='contextual' (content-free inputs), 'transductive' (the sentences "
                         "given) or 'none'"
                     ) from None
-            calibration = task_calibration(method, task) if method != "none" else None
-            prior = scorer_prior(scorer, members, calibration, examples)
+            reference = task_calibration(method, task) if method != "none" else None
+            prior = scorer_prior(scorer, members, reference, examples)
         scores = ensemble_scores(calibrate(logprobs, prior))
         names = self.class_names or self.verbalizers
         by_text = {ex.text: names[int(i)] for ex, i in zip(examples, np.argmax(scores, axis=1), strict=True)}
