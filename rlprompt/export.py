@@ -253,7 +253,8 @@ def load_classification_prompt(path: str | Path) -> LearnedPrompt:
     if prompt.is_rewriting:
         raise RLPromptError(
             f"{path}: a style-transfer prompt ({prompt.task}); it is evaluated by the training run that "
-            "learned it (style_eval.json), while this tool scores classification prompts"
+            "learned it (style_eval.json), and python -m rlprompt.rewrite applies it to new sentences, "
+            "while this tool scores classification prompts"
         )
     return prompt
 
