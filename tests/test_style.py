@@ -294,6 +294,11 @@ def test_a_style_transfer_run_exports_its_prompt_and_a_test_report(tmp_path, cap
     with pytest.raises(SystemExit) as done:
         run_cli(rewrite_main, ["--prompt-file", str(run), "--input", str(tmp_path / "blank.txt")])
     assert done.value.code == 2 and "no sentences to rewrite" in capsys.readouterr().err
+    from rlprompt.evaluate import main as evaluate_main
+
+    with pytest.raises(SystemExit) as done:  # evaluate scores labels: it names the tool that rewrites
+        run_cli(evaluate_main, ["--prompt-file", str(run)])
+    assert done.value.code == 2 and "python -m rlprompt.rewrite applies it" in capsys.readouterr().err
     del prompt.metrics["rewriting"]  # a file from before the decoding was recorded: target from direction
     assert prompt._style_reward(None).target == 1
     for bad, message in [(lambda: prompt.rewrite("one sentence"), "takes a list of sentences"),
