@@ -193,7 +193,8 @@ class CoreConfig:
     checkpoint_rule: typing.Literal["dev_accuracy", "dev_accuracy_then_loss", "dev_loss"] = "dev_accuracy"
     # Checkpoints (for --resume) in each method's own steps (rl: env steps; tuning: optimizer steps);
     # None: after every dev evaluation; 0: none at those points. A stop request (Ctrl-C, SIGTERM) and the
-    # end of training always write one (full_finetune never does: it restarts).
+    # end of training always write one (full_finetune writes one on a stop request only: it holds every
+    # weight four times over).
     checkpoint_every: int | None = None
     candidates_per_eval: int = 4  # rl: best training prompts since the last evaluation also tried on dev
     # rl and search also report the mean test score of their top_k_report prompts by dev (RLPrompt reports

@@ -182,9 +182,10 @@ class LearnedPrompt:
         """One rewrite of each of ``sentences`` by a style-transfer prompt, decoded as its run's test was:
         greedy, or the best of ``samples`` sampled rewrites by the task's reward (content similarity plus
         the target style's probability, from the task's cached style classifier). ``samples`` (1: greedy)
-        and ``seed`` default to the run's, so the run's test sentences get its ``rewrites.tsv`` back;
-        ``model``: another causal model (the prompt's text is re-tokenized there). ``progress``: a bar on
-        stderr."""
+        and ``seed`` default to the run's, so the run's test sentences, in order, get its ``rewrites.tsv``
+        back. Sampling draws for 64 sentences at a time, seeded by their position: a sampled rewrite
+        depends on the sentences before it. ``model``: another causal model (the prompt's text is
+        re-tokenized there). ``progress``: a bar on stderr."""
         from tqdm.auto import tqdm
 
         from rlprompt.backends import load_task_model
@@ -194,10 +195,18 @@ class LearnedPrompt:
             raise RLPromptError(f"a classification prompt ({self.task}) classifies; use classify()")
         if isinstance(sentences, str) or not all(isinstance(s, str) for s in sentences):
             raise RLPromptError("rewrite() takes a list of sentences (strings)")
+        if any(not s.strip() for s in sentences):
+            raise RLPromptError(
+                f"rewrite(): sentence {[s.strip() for s in sentences].index('') + 1} is empty"
+            )
         decoding = self.metrics.get("rewriting") or {}  # files from before it was recorded: the defaults
         samples = decoding.get("eval_samples", 1) if samples is None else samples
         if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
             raise RLPromptError(f"samples: a number of rewrites to choose from, 1 or more, not {samples!r}")
+        if seed is not None and (
+            not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**31
+        ):
+            raise RLPromptError(f"seed: a whole number from 0 to 2**31 - 1, not {seed!r}")
         if not sentences:
             return []
         lm = load_task_model(model or self.model, device, dtype)
@@ -301,7 +310,23 @@ def load_prompt(path: str | Path) -> LearnedPrompt:
         if any(t < 0 for t in getattr(prompt, key) or []):
             raise RLPromptError(f"{path}: '{key}' must be token ids (0 or more), got {getattr(prompt, key)}")
     _check_consistent(path, prompt)  # after each field's own check: the first problem named is the plainest
+    if prompt.is_rewriting and "rewriting" not in prompt.metrics:
+        prompt.metrics["rewriting"] = _run_rewriting(path)
     return prompt
+
+
+def _run_rewriting(path: Path) -> dict:
+    """How a style run's test rewrote (``metrics.rewriting``, recorded since it existed), for a prompt
+    file from before: its run's ``config.yaml`` beside it, where there; the defaults for what is not."""
+    import yaml
+
+    try:
+        style = (yaml.safe_load((path.parent / "config.yaml").read_text(encoding="utf-8")) or {}).get("style")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return {}
+    kinds = {"target": str, "eval_samples": int, "top_k": int, "max_new_tokens": int}
+    return {key: style[key] for key, kind in kinds.items()
+            if isinstance(style, dict) and isinstance(style.get(key), kind)}  # fmt: skip
 
 
 def _check_consistent(path: Path, prompt: LearnedPrompt) -> None:

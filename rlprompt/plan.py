@@ -164,22 +164,25 @@ def format_plan(plans: list[MethodPlan], speed: Speed, config=None, splits: int 
 
     import torch
 
+    from rlprompt.executors import ray_address
+
     total = sum(p.seconds * p.seeds for p in plans)
     runs = sum(p.seeds for p in plans) * splits
     how = "on this machine"
     probed_with = torch.get_num_threads()
-    if config is not None and config.executor == "ray" and config.ray.address is None and runs > 1:
+    cluster = ray_address(config) if config is not None and config.executor == "ray" else None
+    if config is not None and config.executor == "ray" and cluster is None and runs > 1:
         threads = config.threads_per_run or 1
         cpus = config.ray.num_cpus or os.cpu_count() or 1
         at_once = min(runs, max(1, cpus // threads))
         total *= probed_with / threads / at_once
         how = f"on this machine, {at_once} run(s) at a time of {threads} thread(s) each (Ray)"
-    elif config is not None and config.executor == "ray" and config.ray.address is not None:
+    elif cluster is not None:
         # The cluster's machines and how many runs it takes at once are unknown here: the sum of the runs.
         threads = config.threads_per_run or 1
         total *= probed_with / threads
-        how = (f"summed over runs of {threads} thread(s) each at this machine's speed (the Ray cluster at "
-               f"{config.ray.address} runs them side by side, in less wall time)")  # fmt: skip
+        how = (f"summed over runs of {threads} thread(s) each at this machine's speed (the Ray cluster "
+               f"{cluster} may run them side by side, in less wall time)")  # fmt: skip
     elif config is not None and config.threads_per_run:
         total *= probed_with / config.threads_per_run
     if splits > 1:

@@ -4,19 +4,34 @@
 One sentence a line in (a file, or standard input), one rewrite a line out on stdout, in the same order;
 a blank line stays blank. The rewrites are decoded as the run's test decoded them (greedy, or the best of
 ``style.eval_samples`` sampled rewrites by the task's reward), with the run's seed by default, so the
-run's test sentences give its ``rewrites.tsv`` back. Progress goes to stderr.
+run's test sentences, in order, give its ``rewrites.tsv`` back. Sampling draws for 64 lines at a time,
+seeded by their position, so a sampled rewrite depends on the lines before it. Progress goes to stderr.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
+import re
 import sys
 from pathlib import Path
 
 from rlprompt.console import add_verbose_flag
 from rlprompt.errors import ArgumentParser, RLPromptError, run_cli
 from rlprompt.export import load_prompt
-from rlprompt.files import read_text
 from rlprompt.models import DTYPES
+
+_LINE_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # where str.splitlines() splits
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"1 or more, not {value}")
+    return value
 
 
 def _parser() -> ArgumentParser:
@@ -25,19 +40,42 @@ def _parser() -> ArgumentParser:
         description="Rewrite sentences with a style-transfer prompt a training run learned.",
     )
     p.add_argument("--prompt-file", required=True, help="a style run's prompt.json, or its run directory")
-    p.add_argument("--input", help="a UTF-8 text file, one sentence a line (default: standard input)")
+    p.add_argument("--input", help="a UTF-8 text file, one sentence a line (default, or '-': standard input)")
     p.add_argument(
         "--model", help="another causal model to rewrite with (default: the one the prompt was learned on)"
     )
     p.add_argument(
-        "--samples", type=int,
+        "--samples", type=_count,
         help="1: greedy; N: the best of N sampled rewrites by the task's reward (default: the run's)",
     )  # fmt: skip
     p.add_argument("--seed", type=int, help="the sampling seed (default: the run's)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
     p.add_argument("--dtype", default="auto", choices=("auto", *DTYPES), help="default: %(default)s")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_verbose_flag(p)
     return p
+
+
+def _read_lines(name: str | None) -> list[str]:
+    """The input's lines (split at line breaks only, so that other separators stay in their sentence)."""
+    where = "standard input" if name in (None, "-") else name
+    try:
+        if name in (None, "-"):
+            data = sys.stdin.buffer.read()
+        elif Path(name).is_dir():
+            raise RLPromptError(f"{name}: a directory, not a text file")
+        else:
+            data = Path(name).read_bytes()  # (a pipe or /dev/stdin too)
+    except FileNotFoundError:
+        raise RLPromptError(f"{name}: file not found") from None
+    except OSError as err:
+        raise RLPromptError(f"{where}: cannot read ({err.strerror})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise RLPromptError(f"{where}: not UTF-8 text (bad byte at offset {err.start})") from None
+    lines = text.replace("\r\n", "\n").split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,15 +86,22 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.prompt_file}: a classification prompt ({prompt.task}); python -m rlprompt.evaluate "
             "scores it, rewrite takes style-transfer prompts"
         )
-    text = read_text(Path(args.input)) if args.input else sys.stdin.read()
-    sentences = [line.strip() for line in text.splitlines()]
+    sentences = [line.strip() for line in _read_lines(args.input)]
     if not any(sentences):
         raise RLPromptError(f"{args.input or 'standard input'}: no sentences to rewrite (one a line)")
+    if args.seed is not None and not 0 <= args.seed < 2**31:
+        raise RLPromptError(f"--seed: a whole number from 0 to 2**31 - 1, not {args.seed}")
     rewrites = iter(prompt.rewrite(
         [s for s in sentences if s], model=args.model, samples=args.samples, seed=args.seed,
-        device=args.device, dtype=args.dtype, progress=True,
+        device=args.device, dtype=args.dtype, progress=not args.quiet,
     ))  # fmt: skip
-    print("\n".join(next(rewrites) if s else "" for s in sentences))
+    # One line each, whatever the model wrote (a rewrite is cut at its first "\n" already)
+    out = ["" if not s else _LINE_BREAKS.sub(" ", next(rewrites)) for s in sentences]
+    try:
+        sys.stdout.write("\n".join(out) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader stopped early (| head): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from rlprompt.checkpoint import CHECKPOINT, load_checkpoint
+from rlprompt.checkpoint import CHECKPOINT, NonFiniteError, load_checkpoint
 from rlprompt.errors import RLPromptError, ServiceUnavailable
 from rlprompt.files import atomic_write_bytes
 from rlprompt.registry import task_kind
@@ -91,8 +91,10 @@ def record_failure(run_dir: Path, method: str, seed: int, err: Exception) -> dic
 
     message = str(err).strip().splitlines()[0] if str(err).strip() else ""
     failure = {"method": method, "seed": seed, "error": f"{type(err).__name__}: {message}".rstrip(": "),
-               # a setting or file the run refused (not a crash): the console says what a resume can change
-               "refused": isinstance(err, RLPromptError) and not isinstance(err, ServiceUnavailable),
+               # the run refused a setting or an input (not a crash, a lost server or a NaN stop, whose own
+               # messages say how to resume): the console says which settings a resume can change
+               "refused": isinstance(err, RLPromptError)
+               and not isinstance(err, (ServiceUnavailable, NonFiniteError)),
                "traceback": "".join(traceback.format_exception(err))}  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(run_dir / FAILURE, (json.dumps(failure, indent=2) + "\n").encode("utf-8"))

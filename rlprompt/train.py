@@ -135,10 +135,11 @@ def main(argv: list[str] | None = None) -> int:
             f"rerun them with  python -m rlprompt.train --resume {result['run_dir']}",
             file=sys.stderr,
         )
-        if any(f.get("refused") for f in result["failed"]):  # the error named a setting or a file
+        if any(f.get("refused") for f in result["failed"]):  # the error named a setting or an input
             print(
-                "a resume keeps each run's settings (only learning rates, gradient clipping and where runs "
-                "execute can change): a setting named above needs a new run with it changed in the config",
+                "a resume keeps each run's settings but learning rates, gradient clipping, where runs "
+                "execute and a server's address: if an error above names another setting, change it in the "
+                "config and start a new run",
                 file=sys.stderr,
             )
         return 1

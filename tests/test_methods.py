@@ -599,6 +599,11 @@ def test_a_run_that_refuses_a_setting_says_a_resume_cannot_change_it(
     refused = {(m, s): json.loads((root / f"{m}__s{s}" / "failure.json").read_text())["refused"]
                for m, s in [("in_context", 0), ("in_context", 1), ("manual", 1)]}  # fmt: skip
     assert refused == {("in_context", 0): True, ("in_context", 1): True, ("manual", 1): False}
+    from rlprompt.checkpoint import NonFiniteError
+    from rlprompt.runs import record_failure
+
+    # A NaN stop is not a refused setting: its own message says how to resume with a new learning rate.
+    assert record_failure(tiny_task / "nan", "rl", 0, NonFiniteError("NaN loss"))["refused"] is False
     assert f"--resume {root}" in err and "a resume keeps each run's settings" in err
 
     monkeypatch.setattr(methods, "run_method", lambda name, ctx: (_ for _ in ()).throw(RuntimeError("oom")))

@@ -238,22 +238,25 @@ def test_full_finetuning_checkpoints_on_a_clean_stop_only_and_resumes_as_if_neve
     common, tmp_path, capsys, monkeypatch
 ):
     """Full fine-tuning's checkpoint holds the whole model four times over, so it is written only when a
-    clean stop is asked for (SIGTERM, here during the dev evaluation at step 50 of 150); the resumed run
-    then ends exactly as the run that was never stopped, which writes no checkpoint at all."""
+    clean stop is asked for (SIGTERM, here during the dev evaluation at step 50 of 150; no checkpoint before
+    it, where other methods write one after each evaluation); the resumed run then ends exactly as the run
+    that was never stopped."""
     import rlprompt.methods.tuning as tuning
 
-    real, calls = tuning.dev_accuracy, []
+    real, calls, had_checkpoint = tuning.dev_accuracy, [], []
+    run_dir, settings = tmp_path / "run", [*common, *SETTINGS["full_finetune"]]
 
     def stop_at_the_third_evaluation(*args, **kwargs):
         calls.append(1)
+        had_checkpoint.append((run_dir / CHECKPOINT).exists())
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGTERM)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(tuning, "dev_accuracy", stop_at_the_third_evaluation)
-    run_dir, settings = tmp_path / "run", [*common, *SETTINGS["full_finetune"]]
     code, out, err = cli(["--run-dir", str(run_dir), *settings], capsys)
     assert code == 130 and f"--resume {run_dir}" in err, err
+    assert had_checkpoint == [False, False, False], "no checkpoint after the evaluations at steps 0 and 25"
     stopped = MethodResult.load(run_dir / "result.json")
     assert stopped.interrupted and stopped.steps == load_checkpoint(run_dir)["step"] == 50
     assert (run_dir / "model" / "config.json").is_file(), "the best weights so far are exported"
@@ -263,7 +266,6 @@ def test_full_finetuning_checkpoints_on_a_clean_stop_only_and_resumes_as_if_neve
     assert code == 0 and "resuming at step 50" in out, err
     code, out, err = cli(["--run-dir", str(tmp_path / "unbroken"), *settings], capsys)
     assert code == 0, err
-    assert not (tmp_path / "unbroken" / CHECKPOINT).exists() and not (run_dir / CHECKPOINT).exists()
     assert_same_learning(run_dir, tmp_path / "unbroken", rel=1e-5)
     done, unbroken = (MethodResult.load(d / "result.json") for d in (run_dir, tmp_path / "unbroken"))
     assert not done.interrupted and done.steps == unbroken.steps == 150

@@ -203,7 +203,7 @@ def test_style_objective_rewards_are_z_scored_per_input_and_never_generated_twic
     np.testing.assert_allclose([v for _, v in mine["best"]], [v for _, v in theirs["best"]], atol=1e-5)
 
 
-def test_a_style_transfer_run_exports_its_prompt_and_a_test_report(tmp_path, capsys):
+def test_a_style_transfer_run_exports_its_prompt_and_a_test_report(tmp_path, capsys, monkeypatch):
     """The whole driver on a tiny budget: train, choose on dev, rewrite 8 test sentences with the learned,
     empty and manual prompts, and write the report, the rewrites and prompt.json."""
     import csv
@@ -281,15 +281,38 @@ def test_a_style_transfer_run_exports_its_prompt_and_a_test_report(tmp_path, cap
     from rlprompt.errors import run_cli
     from rlprompt.rewrite import main as rewrite_main
 
-    expected = prompt.rewrite(inputs[:2], samples=1)  # (as batched: the same shapes give the same rewrites)
+    # Lines end at line breaks only: a form feed stays in its sentence (str.splitlines would cut there).
+    sentences = [f"{inputs[0]}\x0c more", inputs[1]]
+    expected = prompt.rewrite(sentences, samples=1)  # (as batched: the same shapes give the same rewrites)
     capsys.readouterr()
-    (tmp_path / "in.txt").write_text(f"{inputs[0]}\n\n  {inputs[1]}\n", encoding="utf-8")
+    (tmp_path / "in.txt").write_text(f"{sentences[0]}\r\n\r\n  {sentences[1]}\r\n", encoding="utf-8")
     with pytest.raises(SystemExit) as done:
         run_cli(
             rewrite_main, ["--prompt-file", str(run), "--input", str(tmp_path / "in.txt"), "--samples", "1"]
         )
     assert done.value.code == 0
-    assert capsys.readouterr().out.splitlines() == [expected[0], "", expected[1]]
+    assert capsys.readouterr().out.split("\n") == [expected[0], "", expected[1], ""]
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO((tmp_path / "in.txt").read_bytes())))
+    with pytest.raises(SystemExit) as done:  # standard input, no progress bar
+        run_cli(rewrite_main, ["--prompt-file", str(run), "--samples", "1", "--quiet"])
+    printed, err = capsys.readouterr()
+    assert done.value.code == 0 and printed.split("\n") == [expected[0], "", expected[1], ""] and not err
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9 food .\n")
+    in_txt, latin1 = str(tmp_path / "in.txt"), str(tmp_path / "latin1.txt")
+    for args, message in [(["--input", latin1], "not UTF-8 text (bad byte at offset 3)"),
+                          (["--input", str(tmp_path)], "a directory, not a text file"),
+                          (["--samples", "0"], "argument --samples: 1 or more, not 0"),
+                          (["--input", in_txt, "--seed", "-1"], "--seed: a whole number")]:  # fmt: skip
+        with pytest.raises(SystemExit) as done:
+            run_cli(rewrite_main, ["--prompt-file", str(run), *args])
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(RLPromptError, match="sentence 2 is empty"):
+        prompt.rewrite(["fine .", "  "])
+    with pytest.raises(RLPromptError, match="positions"):  # longer than the model reads: said, not tried
+        prompt.rewrite(["word " * 9000])
     (tmp_path / "blank.txt").write_text("\n \n", encoding="utf-8")
     with pytest.raises(SystemExit) as done:
         run_cli(rewrite_main, ["--prompt-file", str(run), "--input", str(tmp_path / "blank.txt")])

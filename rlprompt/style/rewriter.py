@@ -65,6 +65,12 @@ class Rewriter:
             # an open quote for the rewrite.
             rows.append(list(self.lm.prefix_ids) + list(ids)
                         + self.lm.encode(('"' if not ids else ' "') + sentence + '" "'))  # fmt: skip
+            if len(rows[-1]) + self.max_new_tokens > self.lm.max_length:
+                short = sentence if len(sentence) <= 40 else sentence[:40] + "..."
+                raise RLPromptError(
+                    f"the sentence {short!r} takes {len(rows[-1])} tokens with the prompt, and with "
+                    f"{self.max_new_tokens} new ones exceeds {self.lm.name}'s {self.lm.max_length} positions"
+                )
         if self.remote:  # the server samples, seeded per request; it stops at the closing quote itself
             texts, generated = self.lm.generate_texts(
                 rows, n, greedy, self.top_k, self.max_new_tokens, seed, stop=['"', "\n"]
