@@ -167,6 +167,10 @@ def run_on_ray(grids, resume: bool, stop: StopRequest) -> list[tuple[list, list[
                     }
                 if "skipped" in outcome:  # queued when the stop came
                     continue
+                if "stopped" in outcome:
+                    print(f"{method} seed {seed}: stopped before it had anything to report (a resume starts "
+                          "it again)", flush=True)  # fmt: skip
+                    continue
                 if "failure" in outcome:
                     failures[g].append(outcome["failure"])
                     line = f"FAILED: {outcome['failure']['error']}"
@@ -193,7 +197,8 @@ _LOADED: dict[str, tuple] = {}  # per worker process: the task, its LM and test 
 
 
 def _worker_run(payload: dict, method: str, seed: int, root: str, resume: bool, threads: int) -> dict:
-    """One run in a Ray worker: ``{"result": MethodResult}`` or ``{"failure": ...}`` (never raises)."""
+    """One run in a Ray worker: ``{"result": MethodResult}``, ``{"failure": ...}``, or on a stop request
+    ``{"skipped": True}`` (not started) or ``{"stopped": True}`` (stopped with nothing to report)."""
     import torch
 
     from rlprompt.config import TrainConfig
@@ -219,5 +224,11 @@ def _worker_run(payload: dict, method: str, seed: int, root: str, resume: bool, 
         result = run_one(loaded.config, method, seed, loaded.task, loaded.lm, Path(root), False,
                          loaded.test_scorer, cache, False, stop, resume)  # fmt: skip
         return {"result": result}
+    except KeyboardInterrupt:
+        # The stop came before the run had anything to report (rl before its first evaluation): it is left
+        # for the resume, as a queued one. Raised out of the task, Ray would call it cancelled.
+        if stop.requested:
+            return {"stopped": True}
+        raise
     except Exception as err:
         return {"failure": record_failure(run_dir, method, seed, err)}

@@ -213,3 +213,39 @@ def test_a_stopped_ray_grid_lets_its_running_runs_checkpoint_and_resumes(
     assert done.value.code == 0, capsys.readouterr().err
     finished = [MethodResult.load(p) for p in sorted(root.glob("rl__s*/result.json"))]
     assert len(finished) == 3 and not any(r.interrupted for r in finished)
+
+
+def test_a_ray_run_stopped_before_it_has_anything_to_report_is_left_for_the_resume(
+    tiny_dir, grid_task, tmp_path, monkeypatch
+):
+    """A stop that reaches a worker's run before its first evaluation (rl has no prompt to export then)
+    leaves the run to the resume, like a queued one; raised out of the Ray task, the interrupt was taken for
+    a cancelled task and the run recorded as failed. Without a stop request an interrupt is not kept."""
+    import torch
+
+    from rlprompt import executors
+    from rlprompt.config import load_train_config
+    from rlprompt.settings import to_dict
+
+    config = load_train_config(None, [*GRID, f"task.name={grid_task}", f"model={tiny_dir}"])
+    root = tmp_path / "grid"
+    root.mkdir()
+    # The worker's function runs in this process here: its thread count and loaded model stay its own.
+    monkeypatch.setattr(torch, "set_num_threads", lambda threads: None)
+    monkeypatch.setattr(executors, "_LOADED", {})
+
+    def stopped_early(*args, **kwargs):
+        executors.StopFile(root).path.touch()  # the driver's stop request, then the run's interrupt
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(executors, "run_one", stopped_early)
+    assert executors._worker_run(to_dict(config), "rl", 0, str(root), False, 1) == {"stopped": True}
+    assert not (root / "rl__s0" / "failure.json").exists()
+    executors.StopFile(root).path.unlink()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(executors, "run_one", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        executors._worker_run(to_dict(config), "rl", 0, str(root), False, 1)
