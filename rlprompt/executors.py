@@ -168,8 +168,10 @@ def run_on_ray(grids, resume: bool, stop: StopRequest) -> list[tuple[list, list[
                 if "skipped" in outcome:  # queued when the stop came
                     continue
                 if "stopped" in outcome:
-                    print(f"{method} seed {seed}: stopped before it had anything to report (a resume starts "
-                          "it again)", flush=True)  # fmt: skip
+                    where = f"{Path(root).name} " if several else ""
+                    print(f"[stopping, {len(pending)} running or queued] {where}{method} seed {seed}: "
+                          "stopped before it had anything to report (a resume starts it again)",
+                          flush=True)  # fmt: skip
                     continue
                 if "failure" in outcome:
                     failures[g].append(outcome["failure"])

@@ -322,11 +322,12 @@ def _run_rewriting(path: Path) -> dict:
 
     try:
         style = (yaml.safe_load((path.parent / "config.yaml").read_text(encoding="utf-8")) or {}).get("style")
-    except (OSError, yaml.YAMLError, AttributeError):
+    except (OSError, ValueError, yaml.YAMLError, AttributeError):  # (ValueError: not UTF-8)
         return {}
     kinds = {"target": str, "eval_samples": int, "top_k": int, "max_new_tokens": int}
     return {key: style[key] for key, kind in kinds.items()
-            if isinstance(style, dict) and isinstance(style.get(key), kind)}  # fmt: skip
+            if isinstance(style, dict) and isinstance(style.get(key), kind)
+            and not isinstance(style.get(key), bool)}  # fmt: skip
 
 
 def _check_consistent(path: Path, prompt: LearnedPrompt) -> None:

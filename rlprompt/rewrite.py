@@ -4,8 +4,9 @@
 One sentence a line in (a file, or standard input), one rewrite a line out on stdout, in the same order;
 a blank line stays blank. The rewrites are decoded as the run's test decoded them (greedy, or the best of
 ``style.eval_samples`` sampled rewrites by the task's reward), with the run's seed by default, so the
-run's test sentences, in order, give its ``rewrites.tsv`` back. Sampling draws for 64 lines at a time,
-seeded by their position, so a sampled rewrite depends on the lines before it. Progress goes to stderr.
+run's test sentences, in order, give its ``rewrites.tsv`` back. Sampling draws for 64 sentences (non-blank
+lines) at a time, seeded by their position, so a sampled rewrite depends on the sentences before it.
+Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -57,10 +58,15 @@ def _parser() -> ArgumentParser:
 
 
 def _read_lines(name: str | None) -> list[str]:
-    """The input's lines (split at line breaks only, so that other separators stay in their sentence)."""
+    """The input's lines, split at line breaks (\\n, \\r\\n or \\r) only: other separators (a form feed, say)
+    stay in their sentence."""
+    if name is not None and not name.strip():
+        raise RLPromptError("--input is empty: name a text file, or leave it out for standard input")
     where = "standard input" if name in (None, "-") else name
     try:
         if name in (None, "-"):
+            if sys.stdin is None or sys.stdin.closed:
+                raise RLPromptError("no standard input to read: give --input FILE")
             data = sys.stdin.buffer.read()
         elif Path(name).is_dir():
             raise RLPromptError(f"{name}: a directory, not a text file")
@@ -69,12 +75,12 @@ def _read_lines(name: str | None) -> list[str]:
     except FileNotFoundError:
         raise RLPromptError(f"{name}: file not found") from None
     except OSError as err:
-        raise RLPromptError(f"{where}: cannot read ({err.strerror})") from None
+        raise RLPromptError(f"{where}: cannot read ({err.strerror or err})") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise RLPromptError(f"{where}: not UTF-8 text (bad byte at offset {err.start})") from None
-    lines = text.replace("\r\n", "\n").split("\n")
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 

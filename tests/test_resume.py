@@ -264,6 +264,7 @@ def test_full_finetuning_checkpoints_on_a_clean_stop_only_and_resumes_as_if_neve
     monkeypatch.setattr(tuning, "dev_accuracy", real)
     code, out, err = cli(["--resume", str(run_dir), "--quiet"], capsys)
     assert code == 0 and "resuming at step 50" in out, err
+    assert not (run_dir / CHECKPOINT).exists(), "a finished run drops its checkpoint"
     code, out, err = cli(["--run-dir", str(tmp_path / "unbroken"), *settings], capsys)
     assert code == 0, err
     assert_same_learning(run_dir, tmp_path / "unbroken", rel=1e-5)

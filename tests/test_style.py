@@ -311,8 +311,15 @@ def test_a_style_transfer_run_exports_its_prompt_and_a_test_report(tmp_path, cap
         assert done.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     with pytest.raises(RLPromptError, match="sentence 2 is empty"):
         prompt.rewrite(["fine .", "  "])
-    with pytest.raises(RLPromptError, match="positions"):  # longer than the model reads: said, not tried
-        prompt.rewrite(["word " * 9000])
+    from rlprompt.style import Rewriter
+
+    def generated(*args, **kwargs):
+        raise AssertionError("rewrites were generated before the long sentence was refused")
+
+    with monkeypatch.context() as patched:  # longer than the model reads: said before anything is generated
+        patched.setattr(Rewriter, "_generate", generated)
+        with pytest.raises(RLPromptError, match="positions"):
+            prompt.rewrite(["fine ."] * 70 + ["word " * 9000])
     (tmp_path / "blank.txt").write_text("\n \n", encoding="utf-8")
     with pytest.raises(SystemExit) as done:
         run_cli(rewrite_main, ["--prompt-file", str(run), "--input", str(tmp_path / "blank.txt")])

@@ -384,6 +384,7 @@ def test_the_plan_counts_data_splits_and_runs_at_a_time_on_ray(tiny_gpt2, tmp_pa
     plans = [MethodPlan("rl", 3, 1000, 2000, 5000, 600.0), MethodPlan("manual", 3, 32, 32, 100, 20.0)]
     speed = Speed(80.0, 140.0, 6.0)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # the threads the speed was probed with
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # (a cluster's address would move the Ray grid there)
     local = TrainConfig()
     assert format_plan(plans, speed, local).startswith("plan: ~31.0 min in all on this machine (")
     ray = TrainConfig(executor="ray", threads_per_run=1)
@@ -401,6 +402,7 @@ def test_the_plan_counts_data_splits_and_runs_at_a_time_on_ray(tiny_gpt2, tmp_pa
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")  # the cluster the grid would run on, as ray.address
     assert format_plan(plans, speed, TrainConfig(executor="ray", threads_per_run=1)).startswith(on_cluster)
     monkeypatch.undo()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a Ray instance started here
     register_model(tiny_gpt2)
     task = write_task(tmp_path, "dry", [("a joy .", 1), ("a mess .", 0)])
     argv = ["--set", "model=tiny-gpt2", "--set", f"task={task}", "--set", "methods=[manual, in_context]",

@@ -48,6 +48,25 @@ class Rewriter:
             return tuple(self.lm.encode(prompt.strip())) if prompt.strip() else ()
         return tuple(prompt)
 
+    def _row(self, prompt_ids: tuple[int, ...], sentence: str) -> list[int]:
+        """The model's start tokens (if any), then RLPrompt's template: the prompt, the quoted input, and an
+        open quote for the rewrite; refused where it and the new tokens would not fit the model."""
+        row = list(self.lm.prefix_ids) + list(prompt_ids)
+        row += self.lm.encode(('"' if not prompt_ids else ' "') + sentence + '" "')
+        if len(row) + self.max_new_tokens > self.lm.max_length:
+            short = sentence if len(sentence) <= 40 else sentence[:40] + "..."
+            raise RLPromptError(
+                f"the sentence {short!r} takes {len(row)} tokens with the prompt, and with "
+                f"{self.max_new_tokens} new ones exceeds {self.lm.name}'s {self.lm.max_length} positions"
+            )
+        return row
+
+    def check_fits(self, prompt: str | tuple[int, ...], sentences: list[str]) -> None:
+        """Refuse, before anything is generated, a sentence too long for the model (see :meth:`_row`)."""
+        ids = self.prompt_ids(prompt)
+        for sentence in sentences:
+            self._row(ids, sentence)
+
     def rewrite(self, prompt: str | tuple[int, ...], sentences: list[str], samples: int = 1,
                 greedy: bool = False, seed: int = 0) -> list[list[str]]:  # fmt: skip
         """``samples`` rewrites of each sentence (greedy: one, deterministic)."""
@@ -58,19 +77,7 @@ class Rewriter:
         """Rewrites of each (prompt, sentence) pair; one generate call per ``batch_size`` sequences.
         Sampling is seeded by ``seed`` and leaves the caller's torch random state alone."""
         n = 1 if greedy else samples
-        rows = []
-        for prompt, sentence in pairs:
-            ids = self.prompt_ids(prompt)
-            # The model's start tokens (if any), then RLPrompt's template: the prompt, the quoted input, and
-            # an open quote for the rewrite.
-            rows.append(list(self.lm.prefix_ids) + list(ids)
-                        + self.lm.encode(('"' if not ids else ' "') + sentence + '" "'))  # fmt: skip
-            if len(rows[-1]) + self.max_new_tokens > self.lm.max_length:
-                short = sentence if len(sentence) <= 40 else sentence[:40] + "..."
-                raise RLPromptError(
-                    f"the sentence {short!r} takes {len(rows[-1])} tokens with the prompt, and with "
-                    f"{self.max_new_tokens} new ones exceeds {self.lm.name}'s {self.lm.max_length} positions"
-                )
+        rows = [self._row(self.prompt_ids(prompt), sentence) for prompt, sentence in pairs]
         if self.remote:  # the server samples, seeded per request; it stops at the closing quote itself
             texts, generated = self.lm.generate_texts(
                 rows, n, greedy, self.top_k, self.max_new_tokens, seed, stop=['"', "\n"]
@@ -119,6 +126,7 @@ def evaluation_rewrites(
     each seeded by ``seed`` plus its first sentence's index: the same sentences and seed give the same
     rewrites, in a run's test or from its prompt file (``LearnedPrompt.rewrite``). ``bar``: a progress bar
     (tqdm) advanced by each call's sentences."""
+    rewriter.check_fits(prompt, sentences)  # a long sentence late in the list: said now, not after hours
     out: list[str] = []
     for start in range(0, len(sentences), EVALUATION_CHUNK):
         part = sentences[start : start + EVALUATION_CHUNK]
