@@ -49,8 +49,8 @@ def vllm_server(
 ) -> Iterator[str]:  # fmt: skip
     """A vLLM OpenAI-compatible server for ``model_dir`` (fp32, 512-token context); yields its base URL
     (``http://127.0.0.1:PORT/v1``) once ``/health`` answers, and stops it (and its engine process) on exit."""
-    python = Path(os.environ.get("RLPROMPT_VLLM_PYTHON", VLLM_PYTHON))
-    if not python.exists():
+    python = Path(os.environ.get("RLPROMPT_VLLM_PYTHON", "").strip() or VLLM_PYTHON)  # (set but empty: unset)
+    if not python.is_file():
         raise RLPromptError(f"no vLLM environment at {python.parent.parent}: build it with `make vllm`")
     port = free_port()
     command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
