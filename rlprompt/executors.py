@@ -167,8 +167,8 @@ def run_on_ray(grids, resume: bool, stop: StopRequest) -> list[tuple[list, list[
                     }
                 if "skipped" in outcome:  # queued when the stop came
                     continue
+                where = f"{Path(root).name} " if several else ""
                 if "stopped" in outcome:
-                    where = f"{Path(root).name} " if several else ""
                     print(f"[stopping, {len(pending)} running or queued] {where}{method} seed {seed}: "
                           "stopped before it had anything to report (a resume starts it again)",
                           flush=True)  # fmt: skip
@@ -182,7 +182,6 @@ def run_on_ray(grids, resume: bool, stop: StopRequest) -> list[tuple[list, list[
                             f"in {r.train_seconds:.0f} s")  # fmt: skip
                 failed = sum(map(len, failures))
                 ended = sum(map(len, results)) + failed
-                where = f"{Path(root).name} " if several else ""
                 print(f"[{ended}/{total} done, {failed} failed, {len(pending)} running or queued] "
                       f"{where}{method} seed {seed}: {line}", flush=True)  # fmt: skip
         if passed_on:

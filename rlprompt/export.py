@@ -318,11 +318,12 @@ def load_prompt(path: str | Path) -> LearnedPrompt:
 def _run_rewriting(path: Path) -> dict:
     """How a style run's test rewrote (``metrics.rewriting``, recorded since it existed), for a prompt
     file from before: its run's ``config.yaml`` beside it, where there; the defaults for what is not."""
-    import yaml
+    from rlprompt.files import read_yaml
 
+    config = path.parent / "config.yaml"
     try:
-        style = (yaml.safe_load((path.parent / "config.yaml").read_text(encoding="utf-8")) or {}).get("style")
-    except (OSError, ValueError, yaml.YAMLError, AttributeError):  # (ValueError: not UTF-8)
+        style = read_yaml(config).get("style") if config.is_file() else None
+    except RLPromptError:  # unreadable, not UTF-8, not YAML, not a mapping: the defaults
         return {}
     kinds = {"target": str, "eval_samples": int, "top_k": int, "max_new_tokens": int}
     return {key: style[key] for key, kind in kinds.items()

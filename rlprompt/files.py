@@ -52,11 +52,20 @@ def read_text(path: Path) -> str:
     if not path.is_file():
         raise RLPromptError(f"{path}: not a file")
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise RLPromptError(f"{path}: not UTF-8 text (bad byte at offset {err.start})") from None
+        data = path.read_bytes()
     except OSError as err:
         raise RLPromptError(f"{path}: cannot read ({err.strerror})") from None
+    return decode_text(data, path)
+
+
+def decode_text(data: bytes, where) -> str:
+    """UTF-8 bytes as text, read as Python reads a text file (a BOM dropped, every line end made "\\n"),
+    with a clear error naming ``where`` for bytes that are not UTF-8."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise RLPromptError(f"{where}: not UTF-8 text (bad byte at offset {err.start})") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 class UniqueKeyLoader(yaml.SafeLoader):

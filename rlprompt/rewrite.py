@@ -20,6 +20,7 @@ from pathlib import Path
 from rlprompt.console import add_verbose_flag
 from rlprompt.errors import ArgumentParser, RLPromptError, run_cli
 from rlprompt.export import load_prompt
+from rlprompt.files import decode_text
 from rlprompt.models import DTYPES
 
 _LINE_BREAKS = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # where str.splitlines() splits
@@ -76,11 +77,7 @@ def _read_lines(name: str | None) -> list[str]:
         raise RLPromptError(f"{name}: file not found") from None
     except OSError as err:
         raise RLPromptError(f"{where}: cannot read ({err.strerror or err})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise RLPromptError(f"{where}: not UTF-8 text (bad byte at offset {err.start})") from None
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = decode_text(data, where).split("\n")
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 
